@@ -1,0 +1,72 @@
+# leadflow: the two commands are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+LEADFLOW := $(VENV)/bin/leadflow
+DB ?= leadflow.db
+DEMO_LEADS ?= 400
+DEMO_MONTHS ?= 6
+export LEADFLOW_DATABASE_URL ?= sqlite:///./$(DB)
+
+.PHONY: run test install install-test pg-up bench lint fmt unit integration e2e clean
+
+$(VENV)/bin/activate:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(VENV)/bin/activate pyproject.toml
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
+	$(PIP) install -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+## make run: install, create ./leadflow.db, load the demo world, serve on :8000
+run: install
+	@if [ ! -f "$(DB)" ]; then \
+		$(LEADFLOW) init && \
+		$(LEADFLOW) demo --leads $(DEMO_LEADS) --months $(DEMO_MONTHS) --seed 7; \
+	else \
+		$(LEADFLOW) db upgrade; \
+	fi
+	$(LEADFLOW) serve --host 127.0.0.1 --port 8000
+
+## PostgreSQL on 127.0.0.1:5432 (database `test`, trust auth) for the test suite
+pg-up:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || { \
+		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start && \
+		for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; }
+	@pg_isready -h 127.0.0.1 -p 5432
+
+## make test: the whole suite on SQLite and PostgreSQL
+test: install-test pg-up
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m pytest tests -q -ra
+
+unit: install-test
+	$(PY) -m pytest tests/unit -q
+
+integration: install-test pg-up
+	$(PY) -m pytest tests/integration -q
+
+e2e: install-test pg-up
+	$(PY) -m pytest tests/e2e -q
+
+bench: install-test pg-up
+	@for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+lint: install-test
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+fmt: install-test
+	$(VENV)/bin/ruff format src tests benchmarks
+
+clean:
+	rm -rf $(VENV) $(DB) $(DB)-wal $(DB)-shm

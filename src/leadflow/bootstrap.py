@@ -1,0 +1,40 @@
+"""Composition root: every entrypoint (server, CLI, worker, tests) builds from here.
+
+Nothing is built at import time; callers pass a :class:`~leadflow.settings.Settings`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+
+from leadflow.adapters.db.engine import create_db_engine
+from leadflow.services.ingest import AfterIngest
+from leadflow.services.keys import KeyChecker
+from leadflow.settings import Settings
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Services:
+    """What the adapters need, built once per process."""
+
+    settings: Settings
+    engine: Engine
+    keys: KeyChecker
+    clock: Callable[[], datetime] = utc_now
+    after_ingest: list[AfterIngest] = field(default_factory=list)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def build_services(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Services:
+    engine = create_db_engine(settings.database_url, echo=settings.db_echo)
+    return Services(settings=settings, engine=engine, keys=KeyChecker(engine), clock=clock)

@@ -1,0 +1,1 @@
+"""Pure domain logic: plain data in, results with reasons out. No I/O, no clock."""

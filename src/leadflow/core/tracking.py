@@ -1,0 +1,279 @@
+"""Segment HTTP Tracking API messages: validation and normalisation, as plain data.
+
+A raw JSON message (already decoded) becomes a :class:`TrackedMessage` or a
+:class:`MessageError` naming the field (``batch[3].userId: expected a string or number``).
+Follows the Segment spec: ``identify``, ``track``, ``page``, ``screen``, ``group``, ``alias``;
+``userId`` or ``anonymousId`` required (alias: ``userId`` and ``previousId``); ``timestamp``
+corrected for client clock skew with ``sentAt`` exactly as Segment does
+(``timestamp = receivedAt - (sentAt - timestamp)``).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from leadflow.core.channels import classify_channel
+
+MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+MAX_ID_LENGTH = 255
+MAX_NAME_LENGTH = 255
+MAX_DEPTH = 16
+EMAIL_RE = re.compile(
+    r"^[^@\s<>\"',;:()\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+)
+
+
+class MessageError(ValueError):
+    """A message is refused; ``field`` is the path of the offending field."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedMessage:
+    """One validated tracking call, normalised."""
+
+    message_id: str
+    type: str
+    occurred_at: datetime
+    anonymous_id: str | None = None
+    user_id: str | None = None
+    name: str | None = None
+    traits: Mapping[str, Any] = field(default_factory=dict)
+    properties: Mapping[str, Any] = field(default_factory=dict)
+    context: Mapping[str, Any] = field(default_factory=dict)
+    group_id: str | None = None
+    previous_id: str | None = None
+    page_url: str | None = None
+    referrer: str | None = None
+    utm_campaign: str | None = None
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    channel: str | None = None
+
+    @property
+    def email(self) -> str | None:
+        """The e-mail address in identify traits (already validated, lower-cased)."""
+        value = self.traits.get("email")
+        return value if isinstance(value, str) else None
+
+
+def normalise_email(value: str) -> str:
+    return value.strip().lower()
+
+
+def is_valid_email(value: str) -> bool:
+    return len(value) <= 320 and EMAIL_RE.match(value) is not None
+
+
+def parse_timestamp(value: Any, field_name: str) -> datetime:
+    if not isinstance(value, str):
+        raise MessageError(field_name, "expected an ISO 8601 date-time string")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise MessageError(field_name, f"not an ISO 8601 date-time: {value[:40]!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _identifier(raw: Mapping[str, Any], key: str, path: str) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise MessageError(f"{path}{key}", "expected a string or number")
+    text = str(value).strip()
+    if not text:
+        return None
+    if len(text) > MAX_ID_LENGTH:
+        raise MessageError(f"{path}{key}", f"longer than {MAX_ID_LENGTH} characters")
+    if "\x00" in text:
+        raise MessageError(f"{path}{key}", "contains a NUL character")
+    return text
+
+
+def _object(raw: Mapping[str, Any], key: str, path: str) -> dict[str, Any]:
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise MessageError(f"{path}{key}", "expected an object")
+    _check_json_value(value, f"{path}{key}", 0)
+    return value
+
+
+def _check_json_value(value: Any, path: str, depth: int) -> None:
+    """Refuse what neither backend can store faithfully: NUL characters (PostgreSQL text
+    and JSONB reject them) and absurd nesting."""
+    if depth > MAX_DEPTH:
+        raise MessageError(path, f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise MessageError(path, "contains a NUL character")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if "\x00" in k:
+                raise MessageError(path, "a key contains a NUL character")
+            _check_json_value(v, f"{path}.{k}", depth + 1)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_json_value(v, f"{path}[{i}]", depth + 1)
+
+
+def _optional_str(value: Any, path: str, max_length: int = 2048) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise MessageError(path, "expected a string")
+    if len(value) > max_length:
+        raise MessageError(path, f"longer than {max_length} characters")
+    return value or None
+
+
+def parse_message(
+    raw: Any,
+    *,
+    received_at: datetime,
+    sent_at: datetime | None = None,
+    type_hint: str | None = None,
+    path: str = "",
+    new_message_id: Any = None,
+) -> TrackedMessage:
+    """Validate one Segment message. ``type_hint`` is the endpoint's type (``/v1/track``);
+    inside a batch the message's own ``type`` is required. ``path`` prefixes field names
+    in errors (``batch[3].``). ``new_message_id`` makes ids for messages without one."""
+    if not isinstance(raw, dict):
+        raise MessageError(path.rstrip(".") or "body", "expected a JSON object")
+    msg_type = raw.get("type", type_hint)
+    if msg_type is None:
+        raise MessageError(f"{path}type", f"required; one of {', '.join(MESSAGE_TYPES)}")
+    if not isinstance(msg_type, str) or msg_type not in MESSAGE_TYPES:
+        raise MessageError(f"{path}type", f"must be one of {', '.join(MESSAGE_TYPES)}")
+    if type_hint is not None and msg_type != type_hint:
+        raise MessageError(f"{path}type", f"is {msg_type!r} but this endpoint takes {type_hint!r}")
+
+    user_id = _identifier(raw, "userId", path)
+    anonymous_id = _identifier(raw, "anonymousId", path)
+    previous_id = _identifier(raw, "previousId", path) if msg_type == "alias" else None
+    group_id = _identifier(raw, "groupId", path) if msg_type == "group" else None
+    if msg_type == "alias":
+        if user_id is None:
+            raise MessageError(f"{path}userId", "required for alias")
+        if previous_id is None:
+            raise MessageError(f"{path}previousId", "required for alias")
+    elif user_id is None and anonymous_id is None:
+        raise MessageError(f"{path}userId", "userId or anonymousId is required")
+    if msg_type == "group" and group_id is None:
+        raise MessageError(f"{path}groupId", "required for group")
+
+    message_id = _identifier(raw, "messageId", path)
+    if message_id is None:
+        message_id = str(new_message_id() if new_message_id else uuid.uuid4())
+
+    name: str | None = None
+    if msg_type == "track":
+        event = raw.get("event")
+        if not isinstance(event, str) or not event.strip():
+            raise MessageError(f"{path}event", "required; the name of the action (a string)")
+        if len(event) > MAX_NAME_LENGTH:
+            raise MessageError(f"{path}event", f"longer than {MAX_NAME_LENGTH} characters")
+        name = event.strip()
+    elif msg_type in ("page", "screen"):
+        name = _optional_str(raw.get("name"), f"{path}name", MAX_NAME_LENGTH)
+
+    traits = _object(raw, "traits", path)
+    properties = _object(raw, "properties", path)
+    context = _object(raw, "context", path)
+    _object(raw, "integrations", path)
+    if "email" in traits and traits["email"] is not None:
+        email = traits["email"]
+        if not isinstance(email, str):
+            raise MessageError(f"{path}traits.email", "expected a string")
+        email = normalise_email(email)
+        if not is_valid_email(email):
+            raise MessageError(f"{path}traits.email", "not a valid e-mail address")
+        traits = {**traits, "email": email}
+
+    if raw.get("timestamp") is not None:
+        occurred_at = parse_timestamp(raw["timestamp"], f"{path}timestamp")
+        own_sent = raw.get("sentAt")
+        sent = parse_timestamp(own_sent, f"{path}sentAt") if own_sent is not None else sent_at
+        if sent is not None:
+            occurred_at = received_at - (sent - occurred_at)
+    else:
+        occurred_at = received_at
+
+    page = context.get("page") if isinstance(context.get("page"), dict) else {}
+    campaign = context.get("campaign") if isinstance(context.get("campaign"), dict) else {}
+    page_url = _optional_str(
+        properties.get("url") if msg_type in ("page", "screen") else None, f"{path}properties.url"
+    ) or _optional_str(page.get("url"), f"{path}context.page.url")
+    referrer = _optional_str(
+        properties.get("referrer") if msg_type in ("page", "screen") else None,
+        f"{path}properties.referrer",
+    ) or _optional_str(page.get("referrer"), f"{path}context.page.referrer")
+    utm_campaign = _optional_str(campaign.get("name"), f"{path}context.campaign.name", 255)
+    utm_source = _optional_str(campaign.get("source"), f"{path}context.campaign.source", 255)
+    utm_medium = _optional_str(campaign.get("medium"), f"{path}context.campaign.medium", 255)
+    channel = properties.get("channel") if msg_type == "track" else None
+    if not isinstance(channel, str) or not channel:
+        channel = None
+        if msg_type in ("page", "screen", "track"):
+            channel = classify_channel(
+                utm_medium=utm_medium, utm_source=utm_source, referrer=referrer, page_url=page_url
+            )
+    return TrackedMessage(
+        message_id=message_id,
+        type=msg_type,
+        occurred_at=occurred_at,
+        anonymous_id=anonymous_id,
+        user_id=user_id,
+        name=name,
+        traits=traits,
+        properties=properties,
+        context=context,
+        group_id=group_id,
+        previous_id=previous_id,
+        page_url=page_url,
+        referrer=referrer,
+        utm_campaign=utm_campaign,
+        utm_source=utm_source,
+        utm_medium=utm_medium,
+        channel=channel[:32] if channel else None,
+    )
+
+
+def parse_batch(
+    body: Any, *, received_at: datetime, new_message_id: Any = None
+) -> list[TrackedMessage]:
+    """Validate a ``/v1/batch`` body; the first bad message refuses the whole batch."""
+    if not isinstance(body, dict):
+        raise MessageError("body", "expected a JSON object")
+    batch = body.get("batch")
+    if not isinstance(batch, list):
+        raise MessageError("batch", "required; a list of messages")
+    sent_at = parse_timestamp(body["sentAt"], "sentAt") if body.get("sentAt") else None
+    return [
+        parse_message(
+            item,
+            received_at=received_at,
+            sent_at=sent_at,
+            path=f"batch[{i}].",
+            new_message_id=new_message_id,
+        )
+        for i, item in enumerate(batch)
+    ]

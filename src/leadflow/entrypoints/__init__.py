@@ -1,0 +1,1 @@
+"""Entrypoints: HTTP API, web dashboard, CLI, worker."""

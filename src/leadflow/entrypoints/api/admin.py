@@ -1,0 +1,9 @@
+"""Management API under /api/ (admin token required). Routers per noun are included here."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from leadflow.entrypoints.api.deps import AdminDep
+
+router = APIRouter(prefix="/api", dependencies=[AdminDep])

@@ -1,0 +1,26 @@
+"""``build_app(services)``: the FastAPI application, used by the server and the tests."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from leadflow import __version__
+from leadflow.bootstrap import Services
+from leadflow.entrypoints.api import admin, tracking
+
+
+def build_app(services: Services) -> FastAPI:
+    app = FastAPI(
+        title="leadflow",
+        version=__version__,
+        description="B2B lead management: Segment-compatible tracking and management API.",
+    )
+    app.state.services = services
+    app.include_router(tracking.router)
+    app.include_router(admin.router)
+
+    @app.get("/healthz", operation_id="health", tags=["meta"])
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    return app

@@ -1,0 +1,116 @@
+"""What every CLI command shares: settings, services, one-line errors."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import typer
+from pydantic import ValidationError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
+
+from leadflow.adapters.db.engine import DatabaseUnavailable, check_connection
+from leadflow.bootstrap import Services, build_services
+from leadflow.settings import Settings
+
+
+class CliError(Exception):
+    """An error meant for the person at the terminal: printed as one line, exit 1."""
+
+
+def fail(message: str) -> NoReturn:
+    raise CliError(message)
+
+
+def load_settings(database_url: str | None = None) -> Settings:
+    try:
+        if database_url:
+            return Settings(database_url=database_url)
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        fail(f"setting LEADFLOW_{loc.upper()}: {first['msg']}")
+
+
+@contextmanager
+def services_for(
+    database_url: str | None = None, *, require_schema: bool = True
+) -> Iterator[Services]:
+    """Services for one command; refuses clearly when the database is missing or old."""
+    settings = load_settings(database_url)
+    if require_schema:
+        _refuse_missing_sqlite_file(settings.database_url)
+    services = build_services(settings)
+    try:
+        check_connection(services.engine)
+        if require_schema:
+            from leadflow.adapters.db.migrate import current_revision, head_revision
+
+            current = current_revision(services.engine)
+            if current is None:
+                fail(
+                    f"database {services.engine.url.render_as_string(hide_password=True)} "
+                    "has no leadflow schema: run `leadflow init` (or `leadflow db upgrade`)"
+                )
+            if current != head_revision():
+                fail(
+                    f"database schema is at revision {current}, this leadflow needs "
+                    f"{head_revision()}: run `leadflow db upgrade`"
+                )
+        yield services
+    finally:
+        services.close()
+
+
+def _refuse_missing_sqlite_file(url: str) -> None:
+    """SQLite would silently create an empty file; say what to do instead."""
+    parsed = make_url(url)
+    is_file = parsed.get_backend_name() == "sqlite" and parsed.database not in ("", ":memory:")
+    if is_file and not Path(str(parsed.database)).exists():
+        fail(f"database file {parsed.database} does not exist: run `leadflow init` first")
+
+
+DatabaseOption = typer.Option(
+    None,
+    "--database-url",
+    envvar="LEADFLOW_DATABASE_URL",
+    help="Database URL (default sqlite:///./leadflow.db).",
+    show_default=False,
+)
+
+
+def run_guarded(app: typer.Typer, args: list[str] | None = None) -> int:
+    """Run the Typer app; turn known failures into one line on stderr."""
+    try:
+        result: Any = app(args=args, standalone_mode=False)
+        return int(result) if isinstance(result, int) else 0
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ArgumentError as exc:
+        print(f"error: database URL: {exc}", file=sys.stderr)
+        return 1
+    except DatabaseUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (OperationalError, ProgrammingError) as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        print(f"error: database: {reason}", file=sys.stderr)
+        return 1
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        return 130
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
