@@ -1,4 +1,4 @@
-"""Registration point for CLI nouns: each module adds its Typer sub-app here."""
+"""Registration point for CLI nouns beyond db/keys/init/serve."""
 
 from __future__ import annotations
 
@@ -6,5 +6,8 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    # Sub-apps are imported lazily here so a broken optional module names itself clearly.
-    return None
+    from leadflow.entrypoints.cli import demo, imports, leads
+
+    app.add_typer(leads.app, name="leads", help="Leads: list, show, export, erase.")
+    app.add_typer(imports.app, name="import", help="Import leads from CSV files.")
+    app.add_typer(demo.app, name="demo", help="Load the simulated demo world.")
