@@ -1,0 +1,296 @@
+"""Analytics benchmark: flow & balance on a 1,000,000-lead stage history, and Markov order-1
+attribution on 1,000,000 paths (12 and 500 channels) next to ChannelAttribution.
+
+Run: ``PYTHONPATH=src .venv/bin/python benchmarks/analytics.py [--leads N] [--paths N]``.
+Prints figures; asserts nothing about time. ChannelAttribution is optional here (a test-only
+dependency); without it the comparison lines say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import multiprocessing as mp
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from queue import Empty
+from typing import Any
+
+import numpy as np
+import polars as pl
+from rich.console import Console
+from rich.progress import Progress
+
+from leadflow.core.attribution import PathSummary, group_paths, markov
+from leadflow.core.funnel import StageModel, flow_and_balance
+
+console = Console()
+START = datetime(2023, 1, 1, tzinfo=UTC)
+CHANNELS = ("email", "events", "webinar", "paid_search", "organic_search", "social")
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def stage_history(n_leads: int, seed: int = 1) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Leads acquired over 2023-2024 walking the shipped model, with recycle and dead end."""
+    rng = np.random.default_rng(seed)
+    model = StageModel.default()
+    # (stage) -> (choices, probabilities); "stay" ends the walk
+    walk = {
+        "acquired": (["nurturing", "dead_end", "stay"], [0.7, 0.1, 0.2]),
+        "nurturing": (["mql", "stay"], [0.35, 0.65]),
+        "mql": (["appointment", "nurturing", "stay"], [0.5, 0.2, 0.3]),
+        "appointment": (["opportunity", "recycle_a", "stay"], [0.6, 0.3, 0.1]),
+        "opportunity": (["won", "recycle_b", "stay"], [0.35, 0.55, 0.1]),
+        "won": (["customer"], [1.0]),
+        "customer": (["expansion", "stay"], [0.2, 0.8]),
+        "recycle_a": (["nurturing", "stay"], [0.4, 0.6]),
+        "recycle_b": (["nurturing", "stay"], [0.3, 0.7]),
+    }
+    lead = np.arange(n_leads)
+    t = START + timedelta(0)
+    at = rng.uniform(0, 730, n_leads)  # days since START
+    stage = np.full(n_leads, "acquired", dtype=object)
+    schema = {
+        "lead_id": pl.Int64,
+        "from_stage": pl.String,
+        "to_stage": pl.String,
+        "day": pl.Float64,
+    }
+    frames = [
+        pl.DataFrame(
+            {
+                "lead_id": lead,
+                "from_stage": [None] * n_leads,
+                "to_stage": stage.tolist(),
+                "day": at.copy(),
+            },
+            schema=schema,
+        )
+    ]
+    alive = np.ones(n_leads, dtype=bool)
+    steps = 10
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("generating stage history", total=steps)
+        for _ in range(steps):
+            new_stage = stage.copy()
+            for src, (choices, probs) in walk.items():
+                idx = np.flatnonzero(alive & (stage == src))
+                if len(idx):
+                    new_stage[idx] = rng.choice(np.array(choices, dtype=object), len(idx), p=probs)
+            moved = alive & (new_stage != "stay") & np.isin(stage, list(walk))
+            moved &= new_stage != stage
+            idx = np.flatnonzero(moved)
+            at[idx] += rng.exponential(20, len(idx)) + 0.01
+            frames.append(
+                pl.DataFrame(
+                    {
+                        "lead_id": lead[idx],
+                        "from_stage": stage[idx].tolist(),
+                        "to_stage": new_stage[idx].tolist(),
+                        "day": at[idx],
+                    },
+                    schema=schema,
+                )
+            )
+            stage[idx] = new_stage[idx]
+            alive = moved
+            progress.advance(task)
+    history = (
+        pl.concat(frames)
+        .with_columns(
+            pl.col("from_stage").cast(pl.String),
+            pl.col("to_stage").cast(pl.String),
+            at=pl.lit(t) + pl.duration(microseconds=(pl.col("day") * 86_400e6).cast(pl.Int64)),
+        )
+        .drop("day")
+    )
+    assert set(history["to_stage"].unique()) <= set(model.stages)
+    attributes = pl.DataFrame(
+        {"lead_id": lead, "channel": rng.choice(np.array(CHANNELS, dtype=object), n_leads)}
+    ).with_columns(pl.col("channel").cast(pl.String))
+    return history, attributes
+
+
+def synthetic_paths(n_paths: int, n_channels: int, seed: int = 2) -> tuple[pl.DataFrame, ...]:
+    rng = np.random.default_rng(seed)
+    popularity = rng.dirichlet(np.full(n_channels, 1.5))
+    lift = rng.uniform(0.005, 0.06, n_channels)
+    lengths = rng.geometric(0.35, n_paths).clip(1, 12)
+    owner = np.repeat(np.arange(n_paths), lengths)
+    chans = rng.choice(n_channels, size=len(owner), p=popularity)
+    log_miss = np.bincount(owner, weights=np.log1p(-lift[chans]), minlength=n_paths)
+    converted = rng.random(n_paths) < 1 - np.exp(log_miss)
+    value = np.where(converted, rng.integers(100, 5000, n_paths), 0).astype(float)
+    names = np.array([f"c{i:03d}" for i in range(n_channels)], dtype=object)
+    pos = np.arange(len(owner)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    touches = pl.DataFrame(
+        {"path_id": owner, "at": pos, "channel": names[chans]},
+        schema={"path_id": pl.Int64, "at": pl.Int64, "channel": pl.String},
+    ).with_columns(at=pl.lit(START) + pl.duration(hours=pl.col("at")))
+    conversions = pl.DataFrame(
+        {"path_id": np.arange(n_paths), "converted": converted, "value": value}
+    )
+    return touches, conversions
+
+
+def _run_channel_attribution(frame: Any, queue: Any) -> None:
+    with contextlib.redirect_stdout(io.StringIO()):
+        import ChannelAttribution as ca
+
+        result, took = timed(
+            lambda: ca.markov_model(
+                frame,
+                "path",
+                "total_conversions",
+                var_value="total_conversion_value",
+                var_null="total_null",
+                order=1,
+                sep=">",
+                verbose=False,
+                flg_pro=False,
+            )
+        )
+    queue.put((result, took))
+
+
+def channel_attribution_markov(paths: PathSummary, timeout: float) -> tuple[Any, float] | str:
+    """ChannelAttribution's markov_model in a child process, stopped after ``timeout`` s."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            import ChannelAttribution  # noqa: F401
+    except ImportError:
+        return "ChannelAttribution not installed: no comparison"
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_run_channel_attribution, args=(paths.to_frame().to_pandas(), queue))
+    child.start()
+    try:
+        return queue.get(timeout=timeout)
+    except Empty:
+        child.terminate()
+        return f"ChannelAttribution markov_model did not finish within {timeout:.0f} s (stopped)"
+    finally:
+        child.join()
+
+
+def bench_flow(n_leads: int) -> None:
+    console.rule(f"flow & balance: {n_leads:,} leads")
+    (history, attributes), gen = timed(lambda: stage_history(n_leads))
+    console.print(f"generated {history.height:,} stage changes in {gen:.1f} s")
+    period = {"start": datetime(2024, 1, 1, tzinfo=UTC), "end": datetime(2025, 1, 1, tzinfo=UTC)}
+    flow_and_balance(history.head(1000), **period)  # warm-up
+    report, took = timed(
+        lambda: flow_and_balance(history, attributes=attributes, by="channel", **period)
+    )
+    console.print(f"12-month flow & balance sliced by channel: {took:.2f} s")
+    _, took = timed(lambda: flow_and_balance(history, **period))
+    console.print(f"12-month flow & balance, no slice:        {took:.2f} s")
+    acquired = report.stages.filter(pl.col("stage") == "acquired")["flow_in"].sum()
+    console.print(f"  (acquired flow in 2024: {acquired:,}; rows out: {report.stages.height})")
+
+    # the per-lead previous/next window that every figure needs: Polars vs DuckDB
+    import duckdb
+
+    def polars_window() -> int:
+        same = pl.col("lead_id").shift(1) == pl.col("lead_id")
+        return (
+            history.sort("lead_id", "at")
+            .with_columns(
+                prev=pl.when(same).then(pl.col("to_stage").shift(1)),
+                next_at=pl.when(same.shift(-1)).then(pl.col("at").shift(-1)),
+            )
+            .height
+        )
+
+    arrow = history.to_arrow()
+    con = duckdb.connect()
+    con.register("h", arrow)
+
+    def duckdb_window() -> int:
+        return len(
+            con.sql(
+                'select lead_id, to_stage, "at", lag(to_stage) over w as prev, '
+                'lead("at") over w as next_at from h '
+                'window w as (partition by lead_id order by "at")'
+            ).to_arrow_table()
+        )
+
+    _, pt = timed(polars_window)
+    _, dt = timed(duckdb_window)
+    console.print(f"per-lead window (prev/next row): Polars {pt:.2f} s, DuckDB {dt:.2f} s")
+
+
+def bench_markov(n_paths: int, n_channels: int, ca_paths: int, ca_timeout: float) -> None:
+    console.rule(f"Markov order 1: {n_paths:,} paths, {n_channels} channels")
+    with Progress(console=console, transient=True) as progress:
+        progress.add_task("generating paths", total=None)
+        (touches, conversions), gen = timed(lambda: synthetic_paths(n_paths, n_channels))
+    console.print(f"generated {touches.height:,} touches in {gen:.1f} s")
+    paths, took_group = timed(lambda: group_paths(touches, conversions))
+    console.print(f"grouping identical paths: {took_group:.2f} s -> {paths.n_unique:,} unique")
+    result, ours = timed(lambda: markov(paths, order=1))
+    console.print(f"leadflow exact removal effects (grouped): {ours:.3f} s")
+    if ca_paths < n_paths:
+        touches = touches.filter(pl.col("path_id") < ca_paths)
+        conversions = conversions.filter(pl.col("path_id") < ca_paths)
+        paths = group_paths(touches, conversions)
+        _, ours_small = timed(lambda: markov(paths, order=1))
+        console.print(
+            f"ChannelAttribution capped at the first {ca_paths:,} paths "
+            f"({paths.n_unique:,} unique); leadflow on the same: {ours_small:.3f} s"
+        )
+    else:
+        ours_small = ours
+    theirs = channel_attribution_markov(paths, ca_timeout)
+    if isinstance(theirs, str):
+        console.print(theirs)
+        return
+    frame, ca_time = theirs
+    console.print(
+        f"ChannelAttribution markov_model (Monte Carlo, 1 core): {ca_time:.2f} s "
+        f"-> ratio {ca_time / ours_small:,.0f}x"
+    )
+    if ca_paths >= n_paths:
+        ours_tab = dict(result.credits.select("touch", "conversions").iter_rows())
+        diffs = {
+            r.channel_name: abs(r.total_conversions - ours_tab[r.channel_name])
+            for r in frame.itertuples()
+        }
+        total = sum(ours_tab.values())
+        big = [c for c, v in ours_tab.items() if v >= 0.05 * total]
+        worst = max(diffs[c] / ours_tab[c] for c in big)
+        console.print(
+            f"Monte Carlo vs exact: sum of |differences| = {sum(diffs.values()) / total:.2%} of "
+            f"conversions; largest relative difference among channels with >= 5% of credit: "
+            f"{worst:.2%}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--leads", type=int, default=1_000_000)
+    parser.add_argument("--paths", type=int, default=1_000_000)
+    parser.add_argument(
+        "--ca-paths-500",
+        type=int,
+        default=5_000,
+        help="paths given to ChannelAttribution at 500 channels (it is slow there)",
+    )
+    parser.add_argument("--ca-timeout", type=float, default=180.0)
+    args = parser.parse_args()
+    t0 = time.perf_counter()
+    bench_flow(args.leads)
+    bench_markov(args.paths, 12, args.paths, args.ca_timeout)
+    bench_markov(args.paths, 500, min(args.paths, args.ca_paths_500), args.ca_timeout)
+    console.rule(f"total {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
