@@ -2,7 +2,8 @@
 
 The channels are the ones the demo world and the reports use: organic_search, paid_search,
 social, email, events, webinar, referral, direct. The rules follow the common
-"default channel grouping" of web analytics tools: explicit UTM medium first, then the
+"default channel grouping" of web analytics tools: the event itself when it can only
+happen in one channel (an ``email_open`` is e-mail), then explicit UTM medium, then the
 referring host, then direct.
 """
 
@@ -38,19 +39,45 @@ EMAIL_MEDIUMS = {"email", "e-mail", "newsletter", "mail"}
 EVENT_MEDIUMS = {"event", "events", "tradeshow", "trade_show", "trade-show", "booth", "offline"}
 WEBINAR_MEDIUMS = {"webinar", "seminar", "online_seminar"}
 REFERRAL_MEDIUMS = {"referral", "partner", "affiliate"}
+# Track events that happen in one channel only, whatever the UTM tags say.
+EVENT_CHANNELS = {
+    "email_sent": "email",
+    "email_open": "email",
+    "email_click": "email",
+    "email_unsubscribe": "email",
+    "email_bounce": "email",
+    "webinar_registered": "webinar",
+    "webinar_attended": "webinar",
+    "event_attended": "events",
+}
 
 
 def _host(url: str | None) -> str:
     if not url:
         return ""
     try:
-        return (urlsplit(url).hostname or "").lower()
+        return (urlsplit(url).hostname or "").lower().removeprefix("www.")
     except ValueError:
         return ""
 
 
 def _host_matches(host: str, patterns: tuple[str, ...]) -> bool:
-    return any(host.startswith(p) or f".{p}" in host or host == p for p in patterns)
+    """``google.`` matches a ``google`` label anywhere but last (www.google.co.kr);
+    ``x.com`` matches that domain and its subdomains, never a longer name (t.company.com)."""
+    labels = host.split(".")
+    for pattern in patterns:
+        if pattern.endswith("."):
+            if pattern[:-1] in labels[:-1]:
+                return True
+        elif host == pattern or host.endswith("." + pattern):
+            return True
+    return False
+
+
+def _source_matches(source: str, patterns: tuple[str, ...]) -> bool:
+    """A ``utm_source`` is a brand (``google``, ``linkedin``) or a host (``t.co``)."""
+    brands = {p.rstrip(".").split(".")[0] for p in patterns}
+    return source in brands or _host_matches(source, patterns)
 
 
 def classify_channel(
@@ -59,14 +86,18 @@ def classify_channel(
     utm_source: str | None,
     referrer: str | None,
     page_url: str | None = None,
+    event: str | None = None,
 ) -> str:
     """Return one of :data:`CHANNELS` for a touch. ``page_url`` is used only to ignore
-    self-referrals (a referrer on the same host as the page counts as direct)."""
+    self-referrals (a referrer on the same host as the page counts as direct); ``event``
+    is a track event's name."""
+    if event is not None and event in EVENT_CHANNELS:
+        return EVENT_CHANNELS[event]
     medium = (utm_medium or "").strip().lower()
     source = (utm_source or "").strip().lower()
     if medium:
         if medium in PAID_MEDIUMS:
-            return "paid_search" if not _host_matches(source, SOCIAL_HOSTS) else "social"
+            return "social" if _source_matches(source, SOCIAL_HOSTS) else "paid_search"
         if medium in SOCIAL_MEDIUMS:
             return "social"
         if medium in EMAIL_MEDIUMS:
@@ -86,6 +117,8 @@ def classify_channel(
         if _host_matches(ref_host, SOCIAL_HOSTS):
             return "social"
         return "referral"
-    if source and _host_matches(source, SEARCH_HOSTS):
+    if source and _source_matches(source, SEARCH_HOSTS):
         return "organic_search"
+    if source and _source_matches(source, SOCIAL_HOSTS):
+        return "social"
     return "direct"

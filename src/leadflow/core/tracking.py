@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from leadflow.core.channels import classify_channel
+from leadflow.core.channels import CHANNELS, classify_channel
 
 MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 MAX_ID_LENGTH = 255
@@ -62,9 +62,9 @@ class TrackedMessage:
 
     @property
     def email(self) -> str | None:
-        """The e-mail address in identify traits (already validated, lower-cased)."""
+        """The e-mail address in the traits (already validated, lower-cased), if any."""
         value = self.traits.get("email")
-        return value if isinstance(value, str) else None
+        return value if isinstance(value, str) and value else None
 
 
 def normalise_email(value: str) -> str:
@@ -72,7 +72,7 @@ def normalise_email(value: str) -> str:
 
 
 def is_valid_email(value: str) -> bool:
-    return len(value) <= 320 and EMAIL_RE.match(value) is not None
+    return len(value) <= 320 and EMAIL_RE.fullmatch(value) is not None
 
 
 def parse_timestamp(value: Any, field_name: str) -> datetime:
@@ -83,11 +83,11 @@ def parse_timestamp(value: Any, field_name: str) -> datetime:
         text = text[:-1] + "+00:00"
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise MessageError(field_name, f"not an ISO 8601 date-time: {value[:40]!r}") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def _identifier(raw: Mapping[str, Any], key: str, path: str) -> str | None:
@@ -95,7 +95,7 @@ def _identifier(raw: Mapping[str, Any], key: str, path: str) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise MessageError(f"{path}{key}", "expected a string or number")
+        raise MessageError(f"{path}{key}", "expected a string or an integer")
     text = str(value).strip()
     if not text:
         return None
@@ -118,20 +118,33 @@ def _object(raw: Mapping[str, Any], key: str, path: str) -> dict[str, Any]:
 
 def _check_json_value(value: Any, path: str, depth: int) -> None:
     """Refuse what neither backend can store faithfully: NUL characters (PostgreSQL text
-    and JSONB reject them) and absurd nesting."""
+    and JSONB reject them) and absurd nesting. Scalars are checked inline: this runs for
+    every message on the ingest hot path."""
     if depth > MAX_DEPTH:
         raise MessageError(path, f"nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, str):
         if "\x00" in value:
             raise MessageError(path, "contains a NUL character")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            if "\x00" in k:
-                raise MessageError(path, "a key contains a NUL character")
-            _check_json_value(v, f"{path}.{k}", depth + 1)
+        return
+    if isinstance(value, dict):
+        pairs: Any = value.items()
     elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _check_json_value(v, f"{path}[{i}]", depth + 1)
+        pairs = enumerate(value)
+    else:
+        return
+    for k, v in pairs:
+        if type(k) is str and "\x00" in k:
+            raise MessageError(path, "a key contains a NUL character")
+        kind = type(v)
+        if kind is str:
+            if "\x00" in v:
+                raise MessageError(_child(path, k), "contains a NUL character")
+        elif kind is dict or kind is list or isinstance(v, dict | list):
+            _check_json_value(v, _child(path, k), depth + 1)
+
+
+def _child(path: str, key: Any) -> str:
+    return f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}"
 
 
 def _optional_str(value: Any, path: str, max_length: int = 2048) -> str | None:
@@ -151,11 +164,13 @@ def parse_message(
     sent_at: datetime | None = None,
     type_hint: str | None = None,
     path: str = "",
-    new_message_id: Any = None,
+    new_message_id: Callable[[], Any] | None = None,
+    batch_context: Mapping[str, Any] | None = None,
 ) -> TrackedMessage:
     """Validate one Segment message. ``type_hint`` is the endpoint's type (``/v1/track``);
     inside a batch the message's own ``type`` is required. ``path`` prefixes field names
-    in errors (``batch[3].``). ``new_message_id`` makes ids for messages without one."""
+    in errors (``batch[3].``). ``new_message_id`` makes ids for messages without one.
+    ``batch_context`` is a batch's top-level ``context``; the message's own keys win."""
     if not isinstance(raw, dict):
         raise MessageError(path.rstrip(".") or "body", "expected a JSON object")
     msg_type = raw.get("type", type_hint)
@@ -198,22 +213,35 @@ def parse_message(
     traits = _object(raw, "traits", path)
     properties = _object(raw, "properties", path)
     context = _object(raw, "context", path)
+    if batch_context:
+        context = {**batch_context, **context}
     _object(raw, "integrations", path)
-    if "email" in traits and traits["email"] is not None:
+    if "email" in traits:
         email = traits["email"]
-        if not isinstance(email, str):
+        if email is not None and not isinstance(email, str):
             raise MessageError(f"{path}traits.email", "expected a string")
-        email = normalise_email(email)
-        if not is_valid_email(email):
+        email = normalise_email(email) if email else ""
+        if not email:
+            # An empty e-mail trait means "no e-mail"; it never erases a stored one.
+            traits = {k: v for k, v in traits.items() if k != "email"}
+        elif not is_valid_email(email):
             raise MessageError(f"{path}traits.email", "not a valid e-mail address")
-        traits = {**traits, "email": email}
+        else:
+            traits = {**traits, "email": email}
 
+    own_sent = raw.get("sentAt")
+    sent = parse_timestamp(own_sent, f"{path}sentAt") if own_sent is not None else sent_at
     if raw.get("timestamp") is not None:
         occurred_at = parse_timestamp(raw["timestamp"], f"{path}timestamp")
-        own_sent = raw.get("sentAt")
-        sent = parse_timestamp(own_sent, f"{path}sentAt") if own_sent is not None else sent_at
         if sent is not None:
-            occurred_at = received_at - (sent - occurred_at)
+            # Segment's clock-skew correction: the device clock may be wrong, but the
+            # distance between the event and the upload (both on that clock) is right.
+            try:
+                occurred_at = received_at - (sent - occurred_at)
+            except OverflowError:
+                raise MessageError(
+                    f"{path}timestamp", "too far from sentAt to correct for clock skew"
+                ) from None
     else:
         occurred_at = received_at
 
@@ -230,11 +258,17 @@ def parse_message(
     utm_source = _optional_str(campaign.get("source"), f"{path}context.campaign.source", 255)
     utm_medium = _optional_str(campaign.get("medium"), f"{path}context.campaign.medium", 255)
     channel = properties.get("channel") if msg_type == "track" else None
-    if not isinstance(channel, str) or not channel:
+    if isinstance(channel, str):
+        channel = channel.strip().lower()
+    if channel not in CHANNELS:
         channel = None
         if msg_type in ("page", "screen", "track"):
             channel = classify_channel(
-                utm_medium=utm_medium, utm_source=utm_source, referrer=referrer, page_url=page_url
+                utm_medium=utm_medium,
+                utm_source=utm_source,
+                referrer=referrer,
+                page_url=page_url,
+                event=name if msg_type == "track" else None,
             )
     return TrackedMessage(
         message_id=message_id,
@@ -253,20 +287,24 @@ def parse_message(
         utm_campaign=utm_campaign,
         utm_source=utm_source,
         utm_medium=utm_medium,
-        channel=channel[:32] if channel else None,
+        channel=channel,
     )
 
 
 def parse_batch(
-    body: Any, *, received_at: datetime, new_message_id: Any = None
+    body: Any, *, received_at: datetime, new_message_id: Callable[[], Any] | None = None
 ) -> list[TrackedMessage]:
-    """Validate a ``/v1/batch`` body; the first bad message refuses the whole batch."""
+    """Validate a ``/v1/batch`` body; the first bad message refuses the whole batch.
+
+    A top-level ``sentAt`` applies to every message without its own; a top-level
+    ``context`` is merged under each message's context (Segment's batch semantics)."""
     if not isinstance(body, dict):
         raise MessageError("body", "expected a JSON object")
     batch = body.get("batch")
     if not isinstance(batch, list):
         raise MessageError("batch", "required; a list of messages")
     sent_at = parse_timestamp(body["sentAt"], "sentAt") if body.get("sentAt") else None
+    batch_context = _object(body, "context", "")
     return [
         parse_message(
             item,
@@ -274,6 +312,7 @@ def parse_batch(
             sent_at=sent_at,
             path=f"batch[{i}].",
             new_message_id=new_message_id,
+            batch_context=batch_context,
         )
         for i, item in enumerate(batch)
     ]

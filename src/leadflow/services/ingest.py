@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.sql.dml import Insert
 
 from leadflow.adapters.db.engine import insert_ignore
 from leadflow.adapters.db.tables import accounts, events, identities, leads
@@ -61,6 +62,26 @@ FREE_MAIL_DOMAINS = frozenset(
 
 AfterIngest = Callable[[Connection, set[int], datetime], None]
 
+# Statements on the hot path are built once: building one per call (``.values(...)``) and
+# computing its cache key costs more than executing it.
+_INSERT_LEAD = leads.insert().returning(leads.c.id)
+_IDENTITY_LEAD = select(identities.c.lead_id).where(
+    identities.c.kind == bindparam("k"), identities.c.value == bindparam("v")
+)
+_INSERT_IGNORE: dict[tuple[str, str], Insert] = {}
+
+
+def _insert_ignore(conn: Connection, table_name: str) -> Insert:
+    key = (conn.dialect.name, table_name)
+    stmt = _INSERT_IGNORE.get(key)
+    if stmt is None:
+        if table_name == "events":
+            stmt = insert_ignore(conn.engine, events, "message_id")
+        else:
+            stmt = insert_ignore(conn.engine, identities, "kind", "value")
+        _INSERT_IGNORE[key] = stmt
+    return stmt
+
 
 @dataclass(slots=True)
 class IngestResult:
@@ -75,6 +96,7 @@ class _Identities:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.known: dict[tuple[str, str], int] = {}
+        self.merged: dict[int, int] = {}  # lead merged away -> the lead it went into
 
     def preload(self, messages: Sequence[TrackedMessage]) -> None:
         anon = {m.anonymous_id for m in messages if m.anonymous_id}
@@ -103,32 +125,58 @@ class _Identities:
         current = self.known.get((kind, value))
         if current is not None:
             return False
-        self.conn.execute(
-            insert_ignore(self.conn.engine, identities, "kind", "value").values(
-                kind=kind, value=value, lead_id=lead_id, created_at=now
-            )
+        inserted = self.conn.execute(
+            _insert_ignore(self.conn, "identities"),
+            {"kind": kind, "value": value, "lead_id": lead_id, "created_at": now},
         )
-        # Read back: a concurrent transaction may have linked it first.
-        linked = self.conn.execute(
-            select(identities.c.lead_id).where(
-                identities.c.kind == kind, identities.c.value == value
-            )
-        ).scalar_one()
+        linked = lead_id
+        if inserted.rowcount != 1:
+            # A concurrent transaction linked it first: it keeps its lead.
+            linked = self.conn.execute(_IDENTITY_LEAD, {"k": kind, "v": value}).scalar_one()
         self.known[(kind, value)] = linked
         if linked != lead_id:
             return False
-        column = events.c.anonymous_id if kind == "anonymous" else events.c.user_id
-        self.conn.execute(
-            update(events)
-            .where(column == value, events.c.lead_id.is_(None))
-            .values(lead_id=lead_id)
-        )
+        if kind == "anonymous":
+            # Earlier anonymous events of this device join the lead. (Events with a userId
+            # always get a lead when stored, so a new user link has no history to join.)
+            self.conn.execute(
+                update(events)
+                .where(events.c.anonymous_id == value, events.c.lead_id.is_(None))
+                .values(lead_id=lead_id)
+            )
+            _account_from_earlier_group(self.conn, lead_id, value)
         return True
 
     def repoint(self, old_lead: int, new_lead: int) -> None:
         for key, lead_id in self.known.items():
             if lead_id == old_lead:
                 self.known[key] = new_lead
+        for dropped, kept in self.merged.items():
+            if kept == old_lead:
+                self.merged[dropped] = new_lead
+        self.merged[old_lead] = new_lead
+
+    def current(self, lead_id: int) -> int:
+        """The lead ``lead_id`` is now, after any merges in this transaction."""
+        return self.merged.get(lead_id, lead_id)
+
+
+def _account_from_earlier_group(conn: Connection, lead_id: int, anonymous_id: str) -> None:
+    """A ``group`` call made while the visitor was still anonymous links the account once
+    the visitor is identified (its event arrived first, or out of order)."""
+    account_id = conn.execute(
+        select(accounts.c.id)
+        .join(events, events.c.properties["groupId"].as_string() == accounts.c.external_id)
+        .where(events.c.anonymous_id == anonymous_id, events.c.type == "group")
+        .order_by(events.c.occurred_at.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    if account_id is not None:
+        conn.execute(
+            update(leads)
+            .where(leads.c.id == lead_id, leads.c.account_id.is_(None))
+            .values(account_id=account_id)
+        )
 
 
 def _lead_by_email(conn: Connection, email: str) -> int | None:
@@ -146,7 +194,7 @@ def _create_lead(
         "created_at": now,
         "updated_at": now,
     }
-    return int(conn.execute(leads.insert().values(**values).returning(leads.c.id)).scalar_one())
+    return int(conn.execute(_INSERT_LEAD, values).scalar_one())
 
 
 def apply_lead_traits(
@@ -162,8 +210,10 @@ def apply_lead_traits(
             continue
         column = LEAD_TRAIT_COLUMNS.get(key)
         if column is not None:
-            text = str(value)[:255]
-            if row[column] != text:
+            if isinstance(value, dict | list | bool):
+                continue
+            text = str(value).strip()[: leads.c[column].type.length]
+            if text and row[column] != text:
                 changes[column] = text
         elif key == "email":
             if row["email"] is None and _lead_by_email(conn, value) is None:
@@ -324,9 +374,26 @@ def merge_leads(conn: Connection, keep: int, drop: int, now: datetime) -> None:
     conn.execute(update(identities).where(identities.c.lead_id == drop).values(lead_id=keep))
     fill = {
         col: dropped[col]
-        for col in ("email", "user_id", "first_name", "last_name", "title", "phone", "account_id")
+        for col in (
+            "email",
+            "user_id",
+            "first_name",
+            "last_name",
+            "title",
+            "phone",
+            "account_id",
+            "source",
+        )
         if kept[col] is None and dropped[col] is not None
     }
+    if kept["consent_status"] == "unknown" and dropped["consent_status"] != "unknown":
+        fill.update(
+            consent_status=dropped["consent_status"],
+            consent_at=dropped["consent_at"],
+            consent_method=dropped["consent_method"],
+        )
+    if dropped["created_at"] < kept["created_at"]:
+        fill["created_at"] = dropped["created_at"]
     attributes = {**(dropped["attributes"] or {}), **(kept["attributes"] or {})}
     conn.execute(delete(leads).where(leads.c.id == drop))
     conn.execute(
@@ -336,12 +403,29 @@ def merge_leads(conn: Connection, keep: int, drop: int, now: datetime) -> None:
     )
 
 
+def _lead_user_id(conn: Connection, lead_id: int) -> str | None:
+    return conn.execute(select(leads.c.user_id).where(leads.c.id == lead_id)).scalar_one()
+
+
 def _resolve_identify(
     conn: Connection, ids: _Identities, msg: TrackedMessage, now: datetime
 ) -> int | None:
+    """Find the person an identify is about, creating or merging leads as needed.
+
+    Order: the lead of the ``userId``; the lead with the e-mail address (an imported or
+    form-created lead, merged with the userId's lead if both exist and the e-mail lead has
+    no other userId); the lead of the ``anonymousId`` unless it belongs to another userId
+    (a shared browser never merges two people); else a new lead."""
     lead_id = ids.get("user", msg.user_id)
     email = msg.email
     by_email = _lead_by_email(conn, email) if email else None
+    if by_email is not None and msg.user_id:
+        other_user = _lead_user_id(conn, by_email)
+        if other_user is not None and other_user != msg.user_id:
+            # The address belongs to someone else's account: keep the two apart, and the
+            # address stays with its first owner.
+            by_email = None
+            email = None
     if lead_id is not None and by_email is not None and by_email != lead_id:
         # The same person known twice (e.g. imported by e-mail, tracked by userId): merge.
         keep, drop = min(lead_id, by_email), max(lead_id, by_email)
@@ -351,7 +435,12 @@ def _resolve_identify(
     if lead_id is None:
         lead_id = by_email
     if lead_id is None:
-        lead_id = ids.get("anonymous", msg.anonymous_id)
+        by_anonymous = ids.get("anonymous", msg.anonymous_id)
+        if by_anonymous is not None and msg.user_id:
+            owner = _lead_user_id(conn, by_anonymous)
+            if owner is not None and owner != msg.user_id:
+                by_anonymous = None
+        lead_id = by_anonymous
     if lead_id is None and (msg.user_id or email):
         lead_id = _create_lead(conn, now=now, email=email, user_id=msg.user_id)
     if lead_id is None:
@@ -393,11 +482,6 @@ def _resolve_alias(conn: Connection, ids: _Identities, msg: TrackedMessage, now:
     )
     if ids.get("user", msg.previous_id) is None and ids.get("anonymous", msg.previous_id) is None:
         ids.link("anonymous", msg.previous_id, target, now)
-        conn.execute(
-            update(events)
-            .where(events.c.user_id == msg.previous_id, events.c.lead_id.is_(None))
-            .values(lead_id=target)
-        )
     return target
 
 
@@ -418,11 +502,40 @@ def _resolve_group(
         external_id=msg.group_id,
         fields=_account_fields(traits),
     )
+    if account_id is not None:
+        _store_account_traits(conn, account_id, traits, now)
     if lead_id is not None and account_id is not None:
         conn.execute(
             update(leads).where(leads.c.id == lead_id).values(account_id=account_id, updated_at=now)
         )
     return lead_id
+
+
+ACCOUNT_COLUMN_TRAITS = frozenset(
+    {"name", "domain", "website", "industry", "employees", "employee_count", "country"}
+)
+
+
+def _store_account_traits(
+    conn: Connection, account_id: int, traits: dict[str, Any], now: datetime
+) -> None:
+    """``group`` traits without a column of their own are kept in ``accounts.traits``
+    (latest value wins; empty values never erase)."""
+    extra = {
+        k: v
+        for k, v in traits.items()
+        if k not in ACCOUNT_COLUMN_TRAITS and v is not None and v != ""
+    }
+    if not extra:
+        return
+    stored = conn.execute(select(accounts.c.traits).where(accounts.c.id == account_id)).scalar_one()
+    merged = {**(stored or {}), **extra}
+    if merged != stored:
+        conn.execute(
+            update(accounts)
+            .where(accounts.c.id == account_id)
+            .values(traits=merged, updated_at=now)
+        )
 
 
 def _resolve_event(
@@ -432,7 +545,12 @@ def _resolve_event(
     if lead_id is None:
         lead_id = ids.get("anonymous", msg.anonymous_id)
         if lead_id is not None and msg.user_id:
-            ids.link("user", msg.user_id, lead_id, now)
+            owner = _lead_user_id(conn, lead_id)
+            if owner is None:
+                conn.execute(update(leads).where(leads.c.id == lead_id).values(user_id=msg.user_id))
+                ids.link("user", msg.user_id, lead_id, now)
+            elif owner != msg.user_id:
+                lead_id = None  # a shared device: this userId is someone else
     if lead_id is None and msg.user_id:
         lead_id = _create_lead(conn, now=now, user_id=msg.user_id)
         ids.link("user", msg.user_id, lead_id, now)
@@ -499,12 +617,12 @@ def ingest_in(
         if lead_id is not None:
             result.leads_touched.add(lead_id)
         rows.append(_event_row(msg, lead_id, received_at))
-    # Leads merged away during this batch: point their rows at the survivor.
+    # Identities linked later in this batch (a page view before the identify in the same
+    # batch) and leads merged away during it: point every row at its lead now.
     for row in rows:
-        if row["lead_id"] is not None:
-            row["lead_id"] = _current_lead(ids, row)
+        row["lead_id"] = _current_lead(ids, row)
     if rows:
-        inserted = conn.execute(insert_ignore(conn.engine, events, "message_id"), rows)
+        inserted = conn.execute(_insert_ignore(conn, "events"), rows)
         stored = inserted.rowcount if inserted.rowcount is not None else len(rows)
         if stored < 0:
             stored = len(rows)
@@ -513,12 +631,20 @@ def ingest_in(
     return result
 
 
-def _current_lead(ids: _Identities, row: dict[str, Any]) -> int:
+def _current_lead(ids: _Identities, row: dict[str, Any]) -> int | None:
     for kind, column in (("user", "user_id"), ("anonymous", "anonymous_id")):
         lead_id = ids.get(kind, row[column])
         if lead_id is not None:
             return lead_id
-    return int(row["lead_id"])
+    return None if row["lead_id"] is None else ids.current(int(row["lead_id"]))
+
+
+def _is_retryable(exc: DBAPIError) -> bool:
+    """A unique-key race, a deadlock or a serialization failure with a concurrent writer."""
+    if isinstance(exc, IntegrityError):
+        return True
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return code in ("40001", "40P01")
 
 
 def ingest(
@@ -542,10 +668,10 @@ def ingest(
                 for hook in after:
                     hook(conn, result.leads_touched, received_at)
             return result
-        except IntegrityError:
-            if attempt == attempts:
+        except DBAPIError as exc:
+            if attempt == attempts or not _is_retryable(exc):
                 raise
-            log.info("ingest: unique-key race, retrying (attempt %d)", attempt)
+            log.info("ingest: race with a concurrent writer, retrying (attempt %d)", attempt)
     raise AssertionError("unreachable")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -25,6 +26,8 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
         engine = create_engine(
             parsed,
             echo=echo,
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
             connect_args={"timeout": 30, "check_same_thread": False},
             pool_size=8,
             max_overflow=8,
@@ -35,8 +38,22 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(parsed, echo=echo, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        return create_engine(
+            parsed,
+            echo=echo,
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
+            pool_size=10,
+            max_overflow=10,
+            pool_pre_ping=True,
+        )
     raise DatabaseUnavailable(f"unsupported database backend {parsed.get_backend_name()!r}")
+
+
+def _json_dumps(value: Any) -> str:
+    """orjson for JSON columns: several times faster than json.dumps on the ingest path,
+    and it encodes datetimes as ISO 8601 instead of failing."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -19,15 +19,20 @@ from leadflow.bootstrap import Services
 from leadflow.core.tracking import MessageError, parse_batch, parse_message
 from leadflow.entrypoints.api.deps import basic_username
 from leadflow.services.ingest import ingest
+from leadflow.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["tracking"])
 
 
-def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"success": False, "message": message}
+def _error(
+    status: int, message: str, field: str | None = None, code: str = "invalid_request"
+) -> JSONResponse:
+    # ``code`` and ``message`` are what Segment's SDKs read from an error response.
+    body: dict[str, Any] = {"success": False, "code": code, "message": message}
     if field is not None:
         body["field"] = field
-    return JSONResponse(body, status_code=status)
+    headers = {"WWW-Authenticate": 'Basic realm="leadflow tracking"'} if status == 401 else None
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class _TooLarge(Exception):
@@ -46,7 +51,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise _TooLarge
         chunks.append(chunk)
     body = b"".join(chunks)
-    if request.headers.get("content-encoding", "").lower() == "gzip":
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding == "gzip":
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
             body = inflater.decompress(body, limit + 1)
@@ -54,47 +60,74 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise ValueError("body: not valid gzip data") from None
         if len(body) > limit or inflater.unconsumed_tail:
             raise _TooLarge
+    elif encoding not in ("", "identity"):
+        raise ValueError(f"Content-Encoding: {encoding[:40]!r} is not supported (use gzip)")
     return body
+
+
+def _limit_text(settings: Settings, batch: bool) -> str:
+    if batch:
+        size = settings.max_batch_bytes
+        return "500 KB per batch" if size == 500 * 1024 else f"{size} bytes per batch"
+    size = settings.max_message_bytes
+    return "32 KB per message" if size == 32 * 1024 else f"{size} bytes per message"
+
+
+async def _check_key(services: Services, key: str | None) -> JSONResponse | None:
+    if not key:
+        return _error(
+            401,
+            "missing write key: send it as the HTTP Basic auth username",
+            code="unauthorized",
+        )
+    kind = await run_in_threadpool(services.keys.kind_of, key)
+    if kind == "write":
+        return None
+    if kind == "admin":
+        return _error(
+            401, "an admin token cannot send tracking calls; use a write key", code="unauthorized"
+        )
+    return _error(401, "invalid write key", code="unauthorized")
 
 
 async def _handle(request: Request, type_hint: str | None) -> JSONResponse:
     services: Services = request.app.state.services
     settings = services.settings
-    limit = settings.max_batch_bytes if type_hint is None else settings.max_message_bytes
-    limit_text = "500 KB per batch" if type_hint is None else "32 KB per message"
-    if type_hint is None and settings.max_batch_bytes != 500 * 1024:
-        limit_text = f"{settings.max_batch_bytes} bytes per batch"
-    if type_hint is not None and settings.max_message_bytes != 32 * 1024:
-        limit_text = f"{settings.max_message_bytes} bytes per message"
+    is_batch = type_hint is None
+    limit = settings.max_batch_bytes if is_batch else settings.max_message_bytes
+    # A key in the Authorization header is checked before the body is read; Segment also
+    # accepts it as ``writeKey`` in the body, checked once the body is decoded.
+    header_key = basic_username(request)
+    if header_key is not None and (refused := await _check_key(services, header_key)):
+        return refused
     try:
         raw = await _read_body(request, limit)
     except _TooLarge:
-        return _error(400, f"request body exceeds the limit of {limit_text}", "body")
+        return _error(
+            400, f"request body exceeds the limit of {_limit_text(settings, is_batch)}", "body"
+        )
     except ValueError as exc:
         return _error(400, str(exc), "body")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return _error(400, f"body: malformed JSON ({exc})", "body")
-    write_key = basic_username(request)
-    if write_key is None and isinstance(body, dict) and isinstance(body.get("writeKey"), str):
-        write_key = body["writeKey"]
-    if not write_key:
-        return _error(401, "missing write key: send it as the HTTP Basic auth username")
-    kind = await run_in_threadpool(services.keys.kind_of, write_key)
-    if kind != "write":
-        return _error(401, "invalid write key")
+    if header_key is None:
+        body_key = body.get("writeKey") if isinstance(body, dict) else None
+        if refused := await _check_key(services, body_key if isinstance(body_key, str) else None):
+            return refused
     received_at = services.clock()
     try:
-        if type_hint is None:
-            messages = parse_batch(body, received_at=received_at)
+        if is_batch:
             too_big = _oversized_message(body, settings.max_message_bytes)
             if too_big is not None:
                 return _error(
                     400,
-                    f"batch[{too_big}]: message exceeds the limit of 32 KB per message",
+                    f"batch[{too_big}]: message exceeds the limit of "
+                    f"{_limit_text(settings, batch=False)}",
                     f"batch[{too_big}]",
                 )
+            messages = parse_batch(body, received_at=received_at)
         else:
             messages = [parse_message(body, received_at=received_at, type_hint=type_hint)]
     except MessageError as exc:
@@ -106,8 +139,11 @@ async def _handle(request: Request, type_hint: str | None) -> JSONResponse:
     return JSONResponse({"success": True})
 
 
-def _oversized_message(body: dict[str, Any], limit: int) -> int | None:
-    for i, item in enumerate(body.get("batch") or []):
+def _oversized_message(body: Any, limit: int) -> int | None:
+    batch = body.get("batch") if isinstance(body, dict) else None
+    if not isinstance(batch, list):
+        return None
+    for i, item in enumerate(batch):
         if len(orjson.dumps(item)) > limit:
             return i
     return None

@@ -1,0 +1,305 @@
+"""Tracking ingestion throughput, end to end, on SQLite and PostgreSQL.
+
+For each backend: a baseline (parse + ``ingest()`` in-process, no HTTP), then a real
+``leadflow serve`` process on loopback loaded by a pure-Python asyncio HTTP/1.1 client with
+keep-alive connections: (a) single-event ``/v1/track`` requests, (b) ``/v1/batch`` of 100.
+Every phase is bounded in time; the script checks that the events stored equal the events
+acknowledged. Targets (2-core machine): batch >= 20,000 events/s on SQLite, single >= 2,000
+requests/s.
+
+    python benchmarks/ingest.py [--seconds 5] [--backends sqlite,postgresql] [--workers 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+from sqlalchemy import create_engine, func, select, text
+
+from leadflow.adapters.db import migrate
+from leadflow.adapters.db.engine import create_db_engine
+from leadflow.adapters.db.tables import events
+from leadflow.core.tracking import parse_batch
+from leadflow.services import keys as key_service
+from leadflow.services.ingest import ingest
+
+PG_URL = os.environ.get("LEADFLOW_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+TARGET_BATCH_SQLITE = 20_000
+TARGET_SINGLE = 2_000
+
+
+def message(seq: int, run: str) -> dict[str, object]:
+    """A realistic mix: known users, anonymous visitors, pages and tracks with context."""
+    kind = seq % 4
+    base: dict[str, object] = {
+        "messageId": f"{run}-{seq}",
+        "timestamp": "2024-05-01T10:00:00Z",
+        "context": {
+            "ip": "203.0.113.7",
+            "userAgent": "Mozilla/5.0 (X11; Linux x86_64) bench",
+            "campaign": {"name": "spring", "source": "google", "medium": "cpc"},
+            "page": {"referrer": "https://www.google.com/"},
+        },
+    }
+    if kind == 0:
+        return {
+            **base,
+            "type": "page",
+            "anonymousId": f"anon-{seq % 5000}",
+            "properties": {"url": f"https://acme.io/blog/post-{seq % 300}", "title": "Post"},
+        }
+    return {
+        **base,
+        "type": "track",
+        "userId": f"user-{seq % 2000}",
+        "event": ("content_download", "email_open", "webinar_registered")[kind - 1],
+        "properties": {"asset": "ROI guide", "asset_type": "white_paper", "n": seq},
+    }
+
+
+# --- load generator -----------------------------------------------------------------
+
+
+class Load:
+    def __init__(self) -> None:
+        self.acked_events = 0
+        self.acked_requests = 0
+        self.errors = 0
+
+
+async def _worker(
+    port: int,
+    auth: str,
+    path: str,
+    bodies: asyncio.Queue[tuple[bytes, int]],
+    load: Load,
+    deadline: float,
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\n"
+        "Content-Type: application/json\r\nContent-Length: "
+    ).encode()
+    try:
+        while time.perf_counter() < deadline:
+            try:
+                body, n = bodies.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            writer.write(head + str(len(body)).encode() + b"\r\n\r\n" + body)
+            status_line = await reader.readline()
+            length = 0
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            await reader.readexactly(length)
+            if status_line[9:10] == b"2":
+                load.acked_events += n
+                load.acked_requests += 1
+            else:
+                load.errors += 1
+    finally:
+        writer.close()
+
+
+async def _run_load(
+    port: int,
+    write_key: str,
+    path: str,
+    bodies: list[tuple[bytes, int]],
+    concurrency: int,
+    seconds: float,
+) -> tuple[Load, float]:
+    """Send ``bodies`` over ``concurrency`` keep-alive connections; stop at ``seconds``."""
+    auth = base64.b64encode(f"{write_key}:".encode()).decode()
+    queue: asyncio.Queue[tuple[bytes, int]] = asyncio.Queue()
+    for item in bodies:
+        queue.put_nowait(item)
+    load = Load()
+    started = time.perf_counter()
+    deadline = started + seconds
+    await asyncio.gather(
+        *(_worker(port, auth, path, queue, load, deadline) for _ in range(concurrency))
+    )
+    return load, time.perf_counter() - started
+
+
+def run_load(
+    port: int, key: str, path: str, bodies: list[tuple[bytes, int]], conc: int, seconds: float
+) -> tuple[Load, float]:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.run(_run_load(port, key, path, bodies, conc, seconds))
+    return uvloop.run(_run_load(port, key, path, bodies, conc, seconds))
+
+
+def calibrate(rate_ceiling: float, seconds: float) -> int:
+    """Enough requests to keep the server busy for ``seconds`` at up to ``rate_ceiling``;
+    the phase ends at ``seconds`` whatever is left."""
+    return max(200, int(rate_ceiling * seconds))
+
+
+# --- server -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(db_url: str, workers: int) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    exe = Path(sys.executable).parent / "leadflow"
+    cmd = [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
+    proc = subprocess.Popen(cmd, env={**os.environ, "LEADFLOW_DATABASE_URL": db_url})
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc, port
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("server did not start within 60 s")
+
+
+# --- benchmark ----------------------------------------------------------------------
+
+
+def count_events(db_url: str) -> int:
+    engine = create_db_engine(db_url)
+    with engine.connect() as conn:
+        n = int(conn.execute(select(func.count()).select_from(events)).scalar_one())
+    engine.dispose()
+    return n
+
+
+def baseline(db_url: str, seconds: float) -> float:
+    """parse + ingest() in-process, batches of 100: the cost without HTTP."""
+    engine = create_db_engine(db_url)
+    run = "base-" + uuid.uuid4().hex[:6]
+    done = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        now = datetime.now(UTC)
+        body = {"batch": [message(done + i, run) for i in range(100)]}
+        ingest(engine, parse_batch(orjson.loads(orjson.dumps(body)), received_at=now), now)
+        done += 100
+    elapsed = time.perf_counter() - started
+    engine.dispose()
+    return done / elapsed
+
+
+def bench_backend(name: str, db_url: str, seconds: float, workers: int) -> dict[str, float]:
+    engine = create_db_engine(db_url)
+    migrate.upgrade(engine)
+    key = key_service.create_key(engine, kind="write", name="bench", now=datetime.now(UTC)).token
+    engine.dispose()
+
+    base_rate = baseline(db_url, seconds)
+    print(f"[{name}] baseline in-process ingest(), batches of 100: {base_rate:,.0f} events/s")
+
+    proc, port = start_server(db_url, workers)
+    before = count_events(db_url)
+    try:
+        # (a) single-event requests
+        run = "single-" + uuid.uuid4().hex[:6]
+        n = calibrate(6000, seconds)
+        bodies = [
+            (orjson.dumps(message(i, run) | {"type": "track", "event": "e"}), 1) for i in range(n)
+        ]
+        single, t_single = run_load(port, key, "/v1/track", bodies, 32, seconds)
+        single_rate = single.acked_requests / t_single
+        print(
+            f"[{name}] (a) single /v1/track: {single_rate:,.0f} requests/s "
+            f"({single.acked_requests:,} acked, {single.errors} errors, {t_single:.1f} s, "
+            f"target {TARGET_SINGLE:,})"
+        )
+        # (b) batches of 100
+        run = "batch-" + uuid.uuid4().hex[:6]
+        n_batches = calibrate(500, seconds)
+        bodies = [
+            (orjson.dumps({"batch": [message(b * 100 + i, run) for i in range(100)]}), 100)
+            for b in range(n_batches)
+        ]
+        batch, t_batch = run_load(port, key, "/v1/batch", bodies, 8, seconds)
+        batch_rate = batch.acked_events / t_batch
+        target = f", target {TARGET_BATCH_SQLITE:,}" if name == "sqlite" else ""
+        print(
+            f"[{name}] (b) /v1/batch x100: {batch_rate:,.0f} events/s "
+            f"({batch.acked_requests:,} requests acked, {batch.errors} errors, "
+            f"{t_batch:.1f} s{target})"
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+    stored = count_events(db_url) - before
+    acked = single.acked_events + batch.acked_events
+    ok = stored == acked
+    print(
+        f"[{name}] stored {stored:,} events, acknowledged {acked:,}: {'OK' if ok else 'MISMATCH'}"
+    )
+    print(
+        f"[{name}] HTTP batch / in-process baseline: {batch_rate / base_rate:.2f}x; "
+        f"single-request events/s / baseline: {single_rate / base_rate:.2f}x"
+    )
+    if not ok:
+        raise SystemExit(f"[{name}] stored events do not match acknowledged events")
+    return {"baseline": base_rate, "single": single_rate, "batch": batch_rate}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="target length of a phase")
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes")
+    args = parser.parse_args()
+    print(f"ingest benchmark: {os.cpu_count()} CPUs, phases of ~{args.seconds:.0f} s")
+    for backend in args.backends.split(","):
+        if backend == "sqlite":
+            with tempfile.TemporaryDirectory() as tmp:
+                bench_backend("sqlite", f"sqlite:///{tmp}/bench.db", args.seconds, args.workers)
+        elif backend == "postgresql":
+            schema = f"lf_bench_{uuid.uuid4().hex[:8]}"
+            admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+            try:
+                with admin.connect() as conn:
+                    conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+            except Exception as exc:
+                print(f"[postgresql] skipped: cannot reach {PG_URL} ({exc.__class__.__name__})")
+                continue
+            try:
+                url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+                bench_backend("postgresql", url, args.seconds, args.workers)
+            finally:
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+                admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
