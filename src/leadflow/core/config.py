@@ -1,0 +1,568 @@
+"""The scoring and lifecycle model (``leadflow.yaml``): schema, loading, checking.
+
+A model file is YAML. It is validated strictly (unknown keys, wrong types and dangling
+references are refused) and a refusal names the key path and the reason in one line::
+
+    stages.mql.enter_when[1].score: expected a number
+
+:func:`load_model` returns a :class:`LeadModel`: the validated spec plus the indexes the
+scoring and lifecycle code need. ``version`` is the model's own label (bump it when you
+change the rules); ``content_hash`` is a SHA-256 over the validated content in canonical
+JSON, so it is stable across key order, comments and formatting. :func:`check` backs
+``leadflow model check FILE``: it never raises for a bad file, it reports.
+
+The shipped model is ``leadflow/default.yaml`` (:func:`load_default_model`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+EVENT_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+BANT_CRITERIA = ("budget", "authority", "need", "timeframe")
+CONSENT_VALUES = ("granted", "denied", "unknown")
+
+
+class ModelConfigError(ValueError):
+    """A model file is refused. ``path`` names the key, ``reason`` says what is wrong.
+
+    ``str(error)`` is the first problem as ``path: reason``; ``errors`` lists every problem
+    found (``leadflow model check`` prints them all).
+    """
+
+    def __init__(self, path: str, reason: str, errors: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+        self.errors: tuple[tuple[str, str], ...] = errors or ((path, reason),)
+
+    @property
+    def messages(self) -> tuple[str, ...]:
+        return tuple(f"{p}: {r}" for p, r in self.errors)
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def _as_list(value: Any) -> Any:
+    """Let a single value stand for a one-element list (``type: page``)."""
+    if value is None or isinstance(value, list):
+        return value
+    return [value]
+
+
+Scalar = str | int | float | bool
+StrList = Annotated[list[str], BeforeValidator(_as_list)]
+ScalarList = Annotated[list[Scalar], BeforeValidator(_as_list)]
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+
+class Display(_Spec):
+    en: NonEmptyStr
+    ko: NonEmptyStr
+
+
+class EventMatch(_Spec):
+    """Matches one event. Every key given must hold; a list means "any of"."""
+
+    type: StrList | None = None
+    name: StrList | None = None
+    path: StrList | None = None
+    """Glob patterns on the URL path of ``page_url`` (``/product/*``), case-insensitive."""
+    properties: dict[str, ScalarList] = Field(default_factory=dict)
+    channel: StrList | None = None
+    utm_source: StrList | None = None
+    utm_medium: StrList | None = None
+    utm_campaign: StrList | None = None
+
+
+class ProfileMatch(_Spec):
+    has_contact: bool | None = None
+    consent: (
+        Annotated[list[Literal["granted", "denied", "unknown"]], BeforeValidator(_as_list)] | None
+    ) = None
+    is_target_account: bool | None = None
+    fit_grade: StrList | None = None
+
+
+class Condition(_Spec):
+    """One way into a stage. Keys combine with AND; a list of conditions combines with OR."""
+
+    event: EventMatch | None = None
+    score: float | None = None
+    """Engagement score (decayed, at the event's time) at least this."""
+    profile: ProfileMatch | None = None
+
+
+class RecycleSpec(_Spec):
+    pause_days: Annotated[float, Field(ge=0)]
+    return_to: NonEmptyStr
+
+
+class StageSpec(_Spec):
+    display: Display
+    from_: StrList | None = Field(default=None, alias="from")
+    """Stages the automatic criteria may move a lead from (default: every earlier stage of
+    the main path)."""
+    enter_when: list[Condition] = Field(default_factory=list)
+    recycle: RecycleSpec | None = None
+    marketing_email: bool = True
+
+
+class LifecycleSpec(_Spec):
+    initial: NonEmptyStr
+    main_path: Annotated[list[NonEmptyStr], Field(min_length=1)]
+    dead_end: NonEmptyStr
+
+
+class FastpassSpec(_Spec):
+    id: NonEmptyStr
+    to: NonEmptyStr
+    from_: StrList = Field(alias="from")
+    when: Condition
+
+
+class ActionSpec(_Spec):
+    from_: StrList = Field(alias="from")
+    to: NonEmptyStr
+    requires_amount: bool = False
+    requires_qualification: bool = False
+    """Refuse unless the BANT score reaches ``qualification.handoff_threshold``."""
+
+
+class EngagementRule(_Spec):
+    id: NonEmptyStr
+    match: EventMatch
+    points: float
+    max_per_day: Annotated[int, Field(ge=1)] | None = None
+    max_total: Annotated[int, Field(ge=1)] | None = None
+    decay: bool = True
+    half_life_days: Annotated[float, Field(gt=0)] | None = None
+    """Overrides ``engagement.half_life_days`` for this rule."""
+
+
+class EngagementSpec(_Spec):
+    half_life_days: Annotated[float, Field(gt=0)] | None = None
+    """Points halve every this many days; null means no decay."""
+    rules: list[EngagementRule] = Field(default_factory=list)
+
+
+class SizeBand(_Spec):
+    label: NonEmptyStr
+    min: Annotated[int, Field(ge=0)] = 0
+    max: Annotated[int, Field(ge=0)] | None = None
+    points: float
+
+
+class SeniorityRule(_Spec):
+    label: NonEmptyStr
+    patterns: Annotated[list[NonEmptyStr], Field(min_length=1)]
+    points: float
+
+
+class FitSpec(_Spec):
+    industry: dict[str, float] = Field(default_factory=dict)
+    company_size: list[SizeBand] = Field(default_factory=list)
+    title_seniority: list[SeniorityRule] = Field(default_factory=list)
+    country: dict[str, float] = Field(default_factory=dict)
+    target_account: float = 0
+    grades: dict[str, Annotated[float, Field(ge=0, le=100)]] = Field(
+        default_factory=lambda: {"A": 75.0, "B": 50.0, "C": 25.0, "D": 0.0}
+    )
+
+
+class BantWeights(_Spec):
+    budget: Annotated[float, Field(ge=0)]
+    authority: Annotated[float, Field(ge=0)]
+    need: Annotated[float, Field(ge=0)]
+    timeframe: Annotated[float, Field(ge=0)]
+
+
+class QualificationSpec(_Spec):
+    weights: BantWeights
+    levels: dict[str, Annotated[float, Field(ge=0, le=1)]]
+    handoff_threshold: Annotated[float, Field(ge=0, le=100)]
+
+
+class DeadEndRule(_Spec):
+    id: NonEmptyStr
+    title_contains: StrList | None = None
+    email_domains: StrList | None = None
+    invalid_email: bool = False
+    event: EventMatch | None = None
+
+
+class DeadEndSpec(_Spec):
+    from_: StrList | None = Field(default=None, alias="from")
+    rules: list[DeadEndRule] = Field(default_factory=list)
+
+
+class ReturnAlertSpec(_Spec):
+    stages: StrList
+    """Entering one of these stages (lost) starts watching the lead's visits."""
+    clear_at: StrList = Field(default_factory=list)
+    """Entering one of these stages (sales works the lead again) stops watching."""
+    visits: Annotated[int, Field(ge=1)] = 3
+    window_days: Annotated[float, Field(gt=0)] = 14
+    when_account_lost: bool = True
+
+
+class ModelSpec(_Spec):
+    version: NonEmptyStr
+    name: str | None = None
+    description: str | None = None
+    lifecycle: LifecycleSpec
+    stages: Annotated[dict[str, StageSpec], Field(min_length=1)]
+    fastpass: list[FastpassSpec] = Field(default_factory=list)
+    actions: dict[str, ActionSpec] = Field(default_factory=dict)
+    engagement: EngagementSpec
+    fit: FitSpec = Field(default_factory=FitSpec)
+    qualification: QualificationSpec
+    dead_end: DeadEndSpec = Field(default_factory=DeadEndSpec)
+    return_alert: ReturnAlertSpec | None = None
+
+
+# --------------------------------------------------------------------------- runtime model
+
+
+@dataclass(frozen=True)
+class LeadModel:
+    """A validated model with the indexes scoring and the stage machine use."""
+
+    spec: ModelSpec
+    content_hash: str
+    stage_order: Mapping[str, int] = field(repr=False)
+    criteria_from: Mapping[str, frozenset[str]] = field(repr=False)
+    dead_end_from: frozenset[str] = field(repr=False)
+
+    @property
+    def version(self) -> str:
+        return self.spec.version
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return tuple(self.spec.stages)
+
+    @property
+    def initial_stage(self) -> str:
+        return self.spec.lifecycle.initial
+
+    @property
+    def dead_end_stage(self) -> str:
+        return self.spec.lifecycle.dead_end
+
+    def display_name(self, stage: str, language: str = "en") -> str:
+        display = self.spec.stages[stage].display
+        return display.ko if language == "ko" else display.en
+
+    def rank(self, stage: str) -> int:
+        """Position on the main path; stages off the path rank -1."""
+        return self.stage_order.get(stage, -1)
+
+
+def _stage_ref_errors(spec: ModelSpec) -> list[tuple[str, str]]:
+    known = set(spec.stages)
+    errors: list[tuple[str, str]] = []
+
+    def need(path: str, name: str) -> None:
+        if name not in known:
+            errors.append((path, f"unknown stage '{name}'"))
+
+    need("lifecycle.initial", spec.lifecycle.initial)
+    need("lifecycle.dead_end", spec.lifecycle.dead_end)
+    seen: set[str] = set()
+    for i, name in enumerate(spec.lifecycle.main_path):
+        need(f"lifecycle.main_path[{i}]", name)
+        if name in seen:
+            errors.append((f"lifecycle.main_path[{i}]", f"stage '{name}' is listed twice"))
+        seen.add(name)
+    for key, stage in spec.stages.items():
+        for i, name in enumerate(stage.from_ or ()):
+            need(f"stages.{key}.from[{i}]", name)
+        if stage.recycle is not None:
+            need(f"stages.{key}.recycle.return_to", stage.recycle.return_to)
+    for i, rule in enumerate(spec.fastpass):
+        need(f"fastpass[{i}].to", rule.to)
+        for j, name in enumerate(rule.from_):
+            need(f"fastpass[{i}].from[{j}]", name)
+    for key, action in spec.actions.items():
+        need(f"actions.{key}.to", action.to)
+        for j, name in enumerate(action.from_):
+            need(f"actions.{key}.from[{j}]", name)
+    for j, name in enumerate(spec.dead_end.from_ or ()):
+        need(f"dead_end.from[{j}]", name)
+    if spec.return_alert is not None:
+        for j, name in enumerate(spec.return_alert.stages):
+            need(f"return_alert.stages[{j}]", name)
+        for j, name in enumerate(spec.return_alert.clear_at):
+            need(f"return_alert.clear_at[{j}]", name)
+    return errors
+
+
+def _grade_refs(
+    condition: Condition, path: str, grades: Mapping[str, float]
+) -> list[tuple[str, str]]:
+    if condition.profile is None or condition.profile.fit_grade is None:
+        return []
+    return [
+        (f"{path}.profile.fit_grade[{i}]", f"unknown grade '{g}'")
+        for i, g in enumerate(condition.profile.fit_grade)
+        if g not in grades
+    ]
+
+
+def _semantic_errors(spec: ModelSpec) -> list[tuple[str, str]]:
+    errors = _stage_ref_errors(spec)
+    ids: set[str] = set()
+    for i, rule in enumerate(spec.engagement.rules):
+        if rule.id in ids:
+            errors.append((f"engagement.rules[{i}].id", f"duplicate rule id '{rule.id}'"))
+        ids.add(rule.id)
+    ids = set()
+    for i, fp in enumerate(spec.fastpass):
+        if fp.id in ids:
+            errors.append((f"fastpass[{i}].id", f"duplicate rule id '{fp.id}'"))
+        ids.add(fp.id)
+        errors += _grade_refs(fp.when, f"fastpass[{i}].when", spec.fit.grades)
+    for key, stage in spec.stages.items():
+        for i, cond in enumerate(stage.enter_when):
+            errors += _grade_refs(cond, f"stages.{key}.enter_when[{i}]", spec.fit.grades)
+    for key, stage in spec.stages.items():
+        for i, cond in enumerate(stage.enter_when):
+            if cond.event is None and cond.score is None and cond.profile is None:
+                errors.append((f"stages.{key}.enter_when[{i}]", "empty condition"))
+    for i, fp in enumerate(spec.fastpass):
+        w = fp.when
+        if w.event is None and w.score is None and w.profile is None:
+            errors.append((f"fastpass[{i}].when", "empty condition"))
+    ids = set()
+    for i, rule in enumerate(spec.dead_end.rules):
+        if rule.id in ids:
+            errors.append((f"dead_end.rules[{i}].id", f"duplicate rule id '{rule.id}'"))
+        ids.add(rule.id)
+        if not (rule.title_contains or rule.email_domains or rule.invalid_email or rule.event):
+            errors.append((f"dead_end.rules[{i}]", "rule matches nothing"))
+    weights = spec.qualification.weights
+    total = weights.budget + weights.authority + weights.need + weights.timeframe
+    if abs(total - 100) > 1e-9:
+        errors.append(("qualification.weights", f"weights must add up to 100 (got {total:g})"))
+    grades = list(spec.fit.grades.items())
+    if not grades:
+        errors.append(("fit.grades", "at least one grade is required"))
+    for (_, prev), (name, low) in itertools.pairwise(grades):
+        if low >= prev:
+            errors.append((f"fit.grades.{name}", "grades must be listed best first, lower each"))
+    for i, band in enumerate(spec.fit.company_size):
+        if band.max is not None and band.max < band.min:
+            errors.append((f"fit.company_size[{i}].max", "must not be below min"))
+    for i, name in enumerate(spec.lifecycle.main_path):
+        if name == spec.lifecycle.dead_end:
+            errors.append((f"lifecycle.main_path[{i}]", "the dead-end stage is not on the path"))
+    return errors
+
+
+def _loc_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if part == "[key]":
+            continue
+        if isinstance(part, bool):
+            part = str(part).lower()
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(root)"
+
+
+_REASONS = {
+    "missing": "required key is missing",
+    "extra_forbidden": "unknown key",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "finite_number": "expected a finite number",
+    "int_type": "expected an integer",
+    "int_parsing": "expected an integer",
+    "int_from_float": "expected an integer",
+    "string_type": "expected a string",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "list_type": "expected a list",
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping",
+    "model_attributes_type": "expected a mapping",
+    "string_too_short": "must not be empty",
+    "too_short": "must not be empty",
+    "union_tag_invalid": "unexpected value",
+}
+
+
+def _num(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, int | float) else str(value)
+
+
+def _reason(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind in _REASONS:
+        return _REASONS[kind]
+    if kind == "greater_than":
+        return f"must be greater than {_num(ctx.get('gt'))}"
+    if kind == "greater_than_equal":
+        return f"must be at least {_num(ctx.get('ge'))}"
+    if kind == "less_than_equal":
+        return f"must be at most {_num(ctx.get('le'))}"
+    if kind == "less_than":
+        return f"must be less than {_num(ctx.get('lt'))}"
+    if kind == "literal_error":
+        return f"expected one of {ctx.get('expected')}"
+    return str(error.get("msg", kind))
+
+
+def _dedupe_union_errors(errors: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for item in errors:
+        if item not in seen:
+            seen.add(item)
+            out.append(item)
+    return out
+
+
+def _parse_yaml(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ModelConfigError(where, f"invalid YAML: {problem}") from None
+
+
+def _read(path_or_text: str | Path) -> str:
+    if isinstance(path_or_text, Path):
+        path = path_or_text
+    elif "\n" not in path_or_text and path_or_text.strip().endswith((".yaml", ".yml")):
+        path = Path(path_or_text.strip())
+    else:
+        return path_or_text
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ModelConfigError(str(path), f"cannot read file ({exc.strerror})") from None
+
+
+def _content_hash(spec: ModelSpec) -> str:
+    canonical = json.dumps(
+        spec.model_dump(mode="json", by_alias=True),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def build_model(data: Any) -> LeadModel:
+    """Validate already-parsed YAML (a mapping) into a :class:`LeadModel`."""
+    if not isinstance(data, Mapping):
+        raise ModelConfigError("(root)", "expected a mapping")
+    try:
+        spec = ModelSpec.model_validate(data)
+    except ValidationError as exc:
+        found = _dedupe_union_errors(
+            [
+                (_loc_path(e["loc"]), _reason(e) + (" as a key" if "[key]" in e["loc"] else ""))
+                for e in exc.errors()
+            ]
+        )
+        raise ModelConfigError(found[0][0], found[0][1], tuple(found)) from None
+    problems = _semantic_errors(spec)
+    if problems:
+        raise ModelConfigError(problems[0][0], problems[0][1], tuple(problems))
+    order = {name: i for i, name in enumerate(spec.lifecycle.main_path)}
+    criteria_from = {}
+    for key, stage in spec.stages.items():
+        if stage.from_ is not None:
+            criteria_from[key] = frozenset(stage.from_)
+        elif key in order:
+            criteria_from[key] = frozenset(s for s, i in order.items() if i < order[key])
+        else:
+            criteria_from[key] = frozenset()
+    dead_from = (
+        frozenset(spec.dead_end.from_)
+        if spec.dead_end.from_ is not None
+        else frozenset(s for s in spec.stages if s != spec.lifecycle.dead_end)
+    )
+    return LeadModel(
+        spec=spec,
+        content_hash=_content_hash(spec),
+        stage_order=order,
+        criteria_from=criteria_from,
+        dead_end_from=dead_from,
+    )
+
+
+def load_model(path_or_text: str | Path) -> LeadModel:
+    """Load a model from a file path (``Path`` or a ``*.yaml`` string) or from YAML text.
+
+    Raises :class:`ModelConfigError` naming the key path and the reason.
+    """
+    return build_model(_parse_yaml(_read(path_or_text)))
+
+
+def load_default_model() -> LeadModel:
+    """The shipped model, ``leadflow/default.yaml`` (the articles' stages and numbers)."""
+    text = resources.files("leadflow").joinpath("default.yaml").read_text(encoding="utf-8")
+    return load_model(text)
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What ``leadflow model check FILE`` prints."""
+
+    ok: bool
+    errors: tuple[str, ...] = ()
+    version: str | None = None
+    content_hash: str | None = None
+    stages: tuple[str, ...] = ()
+    engagement_rules: int = 0
+    fastpass_rules: int = 0
+
+    def lines(self) -> list[str]:
+        if not self.ok:
+            return list(self.errors)
+        return [
+            f"ok: model {self.version} (sha256 {self.content_hash})",
+            f"stages: {', '.join(self.stages)}",
+            f"engagement rules: {self.engagement_rules}, fastpass rules: {self.fastpass_rules}",
+        ]
+
+
+def check(path_or_text: str | Path) -> CheckReport:
+    """Validate a model file and report every problem found; never raises for a bad model."""
+    try:
+        model = load_model(path_or_text)
+    except ModelConfigError as exc:
+        return CheckReport(ok=False, errors=exc.messages)
+    return CheckReport(
+        ok=True,
+        version=model.version,
+        content_hash=model.content_hash,
+        stages=model.stages,
+        engagement_rules=len(model.spec.engagement.rules),
+        fastpass_rules=len(model.spec.fastpass),
+    )
