@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from leadflow.adapters.db.engine import create_db_engine
 from leadflow.services.ingest import AfterIngest
 from leadflow.services.keys import KeyChecker
+from leadflow.services.lifecycle import ModelCache, ingest_hook
 from leadflow.settings import Settings
 
 
@@ -28,6 +29,7 @@ class Services:
     settings: Settings
     engine: Engine
     keys: KeyChecker
+    models: ModelCache = field(default_factory=ModelCache)
     clock: Callable[[], datetime] = utc_now
     after_ingest: list[AfterIngest] = field(default_factory=list)
 
@@ -37,4 +39,13 @@ class Services:
 
 def build_services(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Services:
     engine = create_db_engine(settings.database_url, echo=settings.db_echo)
-    return Services(settings=settings, engine=engine, keys=KeyChecker(engine), clock=clock)
+    models = ModelCache()
+    return Services(
+        settings=settings,
+        engine=engine,
+        keys=KeyChecker(engine),
+        models=models,
+        clock=clock,
+        # Scores and stages are updated in the same transaction as the events.
+        after_ingest=[ingest_hook(models)],
+    )

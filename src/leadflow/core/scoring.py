@@ -235,7 +235,8 @@ def score_engagement(events: Iterable[Event], as_of: datetime, model: LeadModel)
 
 
 def _normal_key(value: str) -> str:
-    return re.sub(r"[\s\-]+", "_", value.strip().lower())
+    # "IT & Software" -> "it_software", "Financial Services" -> "financial_services".
+    return re.sub(r"[^0-9a-z가-힣]+", "_", value.strip().lower()).strip("_")
 
 
 def score_fit(profile: LeadProfile, model: LeadModel) -> FitScore:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -103,6 +104,9 @@ leads = Table(
     Column("attributes", JSONType, nullable=False, default=dict),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Set when the person was erased (privacy): the row stays, stripped of personal data,
+    # so counts, stages and attribution stay right.
+    Column("erased_at", UTCDateTime, nullable=True),
     CheckConstraint("email = lower(email)", name="email_lowercase"),
     CheckConstraint(
         "consent_status in ('granted', 'denied', 'unknown')", name="consent_status_known"
@@ -177,4 +181,134 @@ suppressions = Table(
     Column("created_at", UTCDateTime, nullable=False),
 )
 
-ALL_TABLES = [accounts, leads, identities, events, api_keys, suppressions]
+# Dashboard users (issue 7). Emails are stored lower-cased; ``sales_rep_key`` links a
+# sales user to the owner name used on accounts (``accounts.owner``).
+users = Table(
+    "users",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("name", String(255), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("password_hash", String(255), nullable=False),
+    Column("locale", String(8), nullable=False, default="en"),
+    Column("sales_rep_key", String(255), nullable=True),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_login_at", UTCDateTime, nullable=True),
+    CheckConstraint("email = lower(email)", name="email_lowercase"),
+    CheckConstraint("role in ('admin', 'marketer', 'sales', 'executive')", name="role_known"),
+    CheckConstraint("locale in ('en', 'ko')", name="locale_known"),
+)
+
+# Server-side dashboard sessions (revocable). Only a SHA-256 of the cookie token is stored.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+Index("ix_web_sessions_user_id", web_sessions.c.user_id)
+# Dashboard look-ups at 1,000,000 leads: filters, sales-rep scoping and name search.
+Index("ix_accounts_owner", accounts.c.owner)
+Index("ix_leads_source_id", leads.c.source, leads.c.id)
+Index("ix_leads_first_name_lower", func.lower(leads.c.first_name))
+Index("ix_leads_last_name_lower", func.lower(leads.c.last_name))
+
+ALL_TABLES = [accounts, leads, identities, events, api_keys, suppressions, users, web_sessions]
+
+# --- scoring and lifecycle (issue 3) ------------------------------------------------------
+
+# Every lead model (leadflow.yaml) ever applied; exactly one is active.
+lead_models = Table(
+    "lead_models",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("version", String(64), nullable=False),
+    Column("content_hash", String(64), nullable=False, unique=True),
+    Column("source", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("activated_at", UTCDateTime, nullable=True),
+    Column("active", Boolean, nullable=False, default=False, server_default=false()),
+)
+
+# The derived state of each lead under the active model: a cache of core.lifecycle.replay,
+# always recomputable from events and sales actions.
+lead_states = Table(
+    "lead_states",
+    metadata,
+    Column("lead_id", BigId, ForeignKey("leads.id", ondelete="CASCADE"), primary_key=True),
+    Column("stage", String(64), nullable=False),
+    Column("stage_since", UTCDateTime, nullable=True),
+    Column("pause_until", UTCDateTime, nullable=True),
+    Column("engagement", Float, nullable=False, default=0.0),
+    Column("fit", Float, nullable=False, default=0.0),
+    Column("fit_grade", String(8), nullable=True),
+    Column("qualification", Float, nullable=False, default=0.0),
+    Column("scored_at", UTCDateTime, nullable=False),
+    Column("model_version", String(64), nullable=False),
+    Column("model_hash", String(64), nullable=False),
+    # The stage log mirrors the model's replay only after this time: a model switch
+    # (``leadflow model apply``) keeps the history that happened and starts a new epoch.
+    Column("epoch", UTCDateTime, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+Index("ix_lead_states_stage", lead_states.c.stage)
+Index("ix_lead_states_engagement", lead_states.c.engagement)
+
+# The stage-history log: the source of truth for funnel analytics.
+stage_changes = Table(
+    "stage_changes",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("lead_id", BigId, ForeignKey("leads.id", ondelete="CASCADE"), nullable=False),
+    Column("from_stage", String(64), nullable=False),
+    Column("to_stage", String(64), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("rule", String(255), nullable=False),
+    Column("model_version", String(64), nullable=False),
+    Column("cause", String(255), nullable=True),
+    Column("recorded_at", UTCDateTime, nullable=False),
+)
+Index("ix_stage_changes_lead_id_at", stage_changes.c.lead_id, stage_changes.c.at)
+Index("ix_stage_changes_to_stage_at", stage_changes.c.to_stage, stage_changes.c.at)
+
+# Signals for the outside world (lead.returning, ...): an outbox the hand-off issue delivers.
+signals = Table(
+    "signals",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column("lead_id", BigId, ForeignKey("leads.id", ondelete="CASCADE"), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("rule", String(255), nullable=False),
+    Column("model_version", String(64), nullable=False),
+    Column("data", JSONType, nullable=False, default=dict),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
+)
+Index("uq_signals_name_lead_id_at", signals.c.name, signals.c.lead_id, signals.c.at, unique=True)
+
+# Sales actions (accept, not_now, qualify, win, lose, ...): inputs of the stage machine.
+sales_actions = Table(
+    "sales_actions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("action_id", String(255), nullable=False, unique=True),
+    Column("lead_id", BigId, ForeignKey("leads.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(32), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("amount", Float, nullable=True),
+    Column("bant", JSONType, nullable=True),
+    Column("reason", String(255), nullable=True),
+    Column("actor", String(255), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+Index("ix_sales_actions_lead_id", sales_actions.c.lead_id)
+
+ALL_TABLES += [lead_models, lead_states, stage_changes, signals, sales_actions]

@@ -22,6 +22,7 @@ from rich.progress import (
 
 from leadflow.entrypoints.cli.common import DatabaseOption, fail, services_for
 from leadflow.entrypoints.cli.output import Format, render
+from leadflow.services.lifecycle import all_lead_ids, recompute_all, stage_counts
 from leadflow.sim.loader import load_world
 from leadflow.sim.world import (
     DEFAULT_LEADS,
@@ -79,6 +80,30 @@ def demo(
                 bar.update(task, completed=day, events=messages)
 
             report = load_world(services.engine, world, progress=advance)
+        # The loader writes events in bulk without the per-request scoring hook; scores
+        # and stages are then computed once per lead, as of the world's last day (batch
+        # equals incremental, so this is what the tracking API would have produced).
+        with services.engine.connect() as conn:
+            lead_ids = all_lead_ids(conn)
+        with Progress(
+            TextColumn("[bold]scores and stages[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("leads"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as bar:
+            task = bar.add_task("score", total=len(lead_ids))
+            scored = recompute_all(
+                services.engine,
+                services.models,
+                config.until,
+                lead_ids=lead_ids,
+                progress=lambda n: bar.advance(task, n),
+            )
+        with services.engine.connect() as conn:
+            stages = stage_counts(conn)
     rate = report.messages / report.seconds if report.seconds > 0 else 0.0
     rows = [
         {"item": "world", "value": f"seed {config.seed}, {config.start:%Y-%m-%d} to "
@@ -93,5 +118,9 @@ def demo(
         {"item": "leads in the database", "value": f"{report.leads:,}"},
         {"item": "events in the database", "value": f"{report.events:,}"},
         {"item": "time taken", "value": f"{report.seconds:.1f} s ({rate:,.0f} events/s)"},
+        {"item": "leads scored", "value": f"{scored.leads:,}"},
+        {"item": "stage changes recorded", "value": f"{scored.changes_added:,}"},
+        {"item": "leads per stage", "value": ", ".join(
+            f"{stage} {count:,}" for stage, count in sorted(stages.items()))},
     ]  # fmt: skip
     render(rows, ["item", "value"], Format.table, title="Demo world loaded")

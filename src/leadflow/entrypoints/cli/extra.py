@@ -6,8 +6,15 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from leadflow.entrypoints.cli import demo, imports, leads
+    from leadflow.entrypoints.cli import demo, imports, leads, model, predict
+    from leadflow.entrypoints.cli import users as users_cli
 
     app.add_typer(leads.app, name="leads", help="Leads: list, show, export, erase.")
     app.add_typer(imports.app, name="import", help="Import leads from CSV files.")
-    app.add_typer(demo.app, name="demo", help="Load the simulated demo world.")
+    app.command("demo", help="Load the simulated demo world (deterministic from --seed).")(
+        demo.demo
+    )
+    app.add_typer(model.app, name="model", help="The lead model: check, show, apply, backtest.")
+    app.add_typer(model.score_app, name="score", help="Scores: explain a lead's scores.")
+    app.add_typer(predict.app, name="predict", help="Predictive scoring: train, evaluate, score.")
+    app.add_typer(users_cli.app, name="users", help="Dashboard users and roles.")

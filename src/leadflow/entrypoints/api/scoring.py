@@ -1,0 +1,78 @@
+"""Management API for scores, stages and the lead model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, HTTPException, Path
+from sqlalchemy import select
+
+from leadflow.adapters.db.tables import lead_models, leads
+from leadflow.core.config import check
+from leadflow.entrypoints.api.deps import ServicesDep
+from leadflow.services import lifecycle
+
+router = APIRouter(tags=["scoring"])
+LeadId = Path(..., ge=1, le=2**62, description="The lead's id.")
+MAX_MODEL_BYTES = 1024 * 1024
+
+
+def _require_lead(conn: Any, lead_id: int) -> None:
+    if conn.execute(select(leads.c.id).where(leads.c.id == lead_id)).first() is None:
+        raise HTTPException(status_code=404, detail=f"lead_id: no lead with id {lead_id}")
+
+
+@router.get("/leads/{lead_id}/score", operation_id="explain_lead_score")
+def explain_score(services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
+    """Engagement, fit and BANT scores with every rule that contributed (points before and
+    after decay) and the model version."""
+    with services.engine.begin() as conn:
+        _require_lead(conn, lead_id)
+        now = services.clock()
+        return lifecycle.explain(conn, lead_id, services.models.active(conn, now), now)
+
+
+@router.get("/leads/{lead_id}/stages", operation_id="list_lead_stage_changes")
+def stage_history(services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
+    """The lead's stage-history log and its signals (e.g. lead.returning)."""
+    with services.engine.connect() as conn:
+        _require_lead(conn, lead_id)
+        return {
+            "lead_id": lead_id,
+            "changes": lifecycle.lead_history(conn, lead_id),
+            "signals": lifecycle.lead_signals(conn, lead_id),
+        }
+
+
+@router.get("/model", operation_id="get_active_model")
+def active_model(services: ServicesDep) -> dict[str, Any]:
+    """The active lead model (its YAML source), and every version applied so far."""
+    with services.engine.begin() as conn:
+        model = services.models.active(conn, services.clock())
+        source = conn.execute(
+            select(lead_models.c.source).where(lead_models.c.content_hash == model.content_hash)
+        ).scalar_one()
+        return {
+            "version": model.version,
+            "content_hash": model.content_hash,
+            "stages": [
+                {"key": s, "en": model.display_name(s, "en"), "ko": model.display_name(s, "ko")}
+                for s in model.stages
+            ],
+            "source": source,
+            "history": lifecycle.model_history(conn),
+        }
+
+
+@router.post("/model/check", operation_id="check_model")
+def check_model(
+    source: str = Body(..., media_type="text/plain", max_length=MAX_MODEL_BYTES),
+) -> dict[str, Any]:
+    """Validate a candidate leadflow.yaml (sent as the text body) without applying it."""
+    report = check(source)
+    return {
+        "ok": report.ok,
+        "version": report.version,
+        "content_hash": report.content_hash,
+        "errors": list(report.errors),
+    }

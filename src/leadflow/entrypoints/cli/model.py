@@ -1,0 +1,187 @@
+"""``leadflow model check|show|history|apply|backtest`` and ``leadflow score explain``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import select
+
+from leadflow.adapters.db.tables import lead_models
+from leadflow.core.config import ModelConfigError, check, load_model
+from leadflow.entrypoints.cli.common import DatabaseOption, fail, services_for
+from leadflow.entrypoints.cli.output import Format, render
+from leadflow.services import lifecycle
+from leadflow.services.leads import lead_id_by_email
+
+app = typer.Typer(
+    help="The lead model (leadflow.yaml): validate, show, apply, backtest.", no_args_is_help=True
+)
+score_app = typer.Typer(
+    help="Scores: explain how a lead's scores came about.", no_args_is_help=True
+)
+
+FormatOption = typer.Option(Format.table, "--format", help="Output format.")
+MAX_MODEL_BYTES = 1024 * 1024
+
+
+def read_model_file(path: Path) -> str:
+    """The text of a model file, refused clearly when it is missing, huge or not UTF-8."""
+    if not path.is_file():
+        fail(f"{path}: no such file")
+    if path.stat().st_size > MAX_MODEL_BYTES:
+        fail(f"{path}: larger than {MAX_MODEL_BYTES // 1024} KB; a lead model is a small file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        fail(f"{path}: not UTF-8 text (byte {exc.start})")
+
+
+@app.command("check")
+def check_cmd(file: Path = typer.Argument(..., help="A leadflow.yaml to validate.")) -> None:
+    """Validate a model file without applying it; every problem names its key path."""
+    report = check(read_model_file(file))
+    for line in report.lines():
+        typer.echo(line)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command("show")
+def show(database_url: str | None = DatabaseOption) -> None:
+    """Print the active model (YAML) with its version and hash."""
+    with services_for(database_url) as services, services.engine.begin() as conn:
+        model = services.models.active(conn, services.clock())
+        source = conn.execute(
+            select(lead_models.c.source).where(lead_models.c.content_hash == model.content_hash)
+        ).scalar_one()
+    typer.echo(f"# active model {model.version} (sha256 {model.content_hash})", err=True)
+    typer.echo(source, nl=not source.endswith("\n"))
+
+
+@app.command("history")
+def history(fmt: Format = FormatOption, database_url: str | None = DatabaseOption) -> None:
+    """Every model version applied to this database."""
+    with services_for(database_url) as services, services.engine.begin() as conn:
+        services.models.active(conn, services.clock())
+        rows = lifecycle.model_history(conn)
+    render(
+        rows,
+        ["version", "content_hash", "created_at", "activated_at", "active"],
+        fmt,
+        title="lead models",
+    )
+
+
+@app.command("apply")
+def apply(
+    file: Path = typer.Argument(..., help="The new leadflow.yaml."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+    database_url: str | None = DatabaseOption,
+) -> None:
+    """Switch to a new model and recompute every lead's scores and stages. Leads whose
+    stage changes get a `model.apply` stage change; the history before stays as it was."""
+    source = read_model_file(file)
+    try:
+        model = load_model(source)
+    except ModelConfigError as exc:
+        fail(f"{file}: {exc}")
+    with services_for(database_url) as services:
+        if not yes and not typer.confirm(
+            f"Apply model {model.version} and recompute every lead? "
+            "(`leadflow model backtest` first shows what changes)"
+        ):
+            raise typer.Exit(1)
+        with services.engine.connect() as conn:
+            total = len(lifecycle.all_lead_ids(conn))
+        with Progress(
+            TextColumn("[bold]recompute[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+        ) as bar:
+            task = bar.add_task("apply", total=total)
+            report = lifecycle.apply_model(
+                services.engine,
+                services.models,
+                model,
+                source,
+                services.clock(),
+                progress=lambda n: bar.advance(task, n),
+            )
+    typer.echo(
+        f"applied model {report.version} (was {report.previous_version}); "
+        f"{report.leads:,} leads recomputed, {report.changed_stage:,} changed stage"
+    )
+    rows = [{"from": a, "to": b, "leads": n} for (a, b), n in sorted(report.moves.items())]
+    if rows:
+        render(rows, ["from", "to", "leads"], Format.table, title="stage changes by the switch")
+
+
+@app.command("recompute")
+def recompute(database_url: str | None = DatabaseOption) -> None:
+    """Recompute every lead's scores and stages now (decay, ended pauses)."""
+    with services_for(database_url) as services:
+        with services.engine.connect() as conn:
+            ids = lifecycle.all_lead_ids(conn)
+        with Progress(
+            TextColumn("[bold]recompute[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+        ) as bar:
+            task = bar.add_task("recompute", total=len(ids))
+            res = lifecycle.recompute_all(
+                services.engine,
+                services.models,
+                services.clock(),
+                lead_ids=ids,
+                progress=lambda n: bar.advance(task, n),
+            )
+    typer.echo(f"{res.leads:,} leads recomputed; {res.changes_added:,} stage changes added")
+
+
+@score_app.command("explain")
+def explain(
+    email: str = typer.Argument(..., help="The lead's e-mail address."),
+    fmt: Format = FormatOption,
+    database_url: str | None = DatabaseOption,
+) -> None:
+    """Every rule that contributed to the lead's scores, before and after decay."""
+    with services_for(database_url) as services, services.engine.begin() as conn:
+        lead_id = lead_id_by_email(conn, email)
+        if lead_id is None:
+            fail(f"no lead with e-mail {email!r}")
+        now = services.clock()
+        result = lifecycle.explain(conn, lead_id, services.models.active(conn, now), now)
+    if fmt is Format.json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2, default=str))
+        return
+    eng = result["engagement"]
+    typer.echo(
+        f"lead {lead_id} ({email}) - stage {result['stage']} - model {result['model_version']}"
+    )
+    typer.echo(
+        f"engagement {eng['total']:.1f} (MQL at {eng['mql_threshold']}, half-life "
+        f"{eng['half_life_days']} days); fit {result['fit']['score']:.0f} grade "
+        f"{result['fit']['grade']}; qualification {result['qualification']['score']:.0f} "
+        f"(hand-off at {result['qualification']['threshold']:.0f})"
+    )
+    render(
+        eng["rules"],
+        ["rule", "occurrences", "capped", "points_before_decay", "points_after_decay"],
+        fmt,
+        title="engagement rules",
+    )
+    render(result["fit"]["criteria"], ["criterion", "value", "points"], fmt, title="fit")
+    render(
+        result["qualification"]["criteria"],
+        ["criterion", "level", "weight", "points"],
+        fmt,
+        title="qualification (BANT)",
+    )

@@ -1,0 +1,674 @@
+"""Scores and stages in the store: the pure stage machine applied to stored leads.
+
+- :func:`recompute` replays the given leads under the active model (core
+  :func:`~leadflow.core.lifecycle.replay`) inside the caller's transaction and writes the
+  derived state (``lead_states``), the stage-history log (``stage_changes``) and signals.
+  The ingestion service calls it for every lead a request touched, in the request's
+  transaction (:func:`ingest_hook`): the event, the new scores and any stage change commit
+  together or not at all.
+- The log is append-only in practice: a recompute appends the changes the replay has that
+  the log lacks. A late event that rewrites history (see the core's semantics) replaces the
+  lead's log after the first difference, so the log always equals the replay.
+- A model switch (:func:`apply_model`) keeps the history that happened: each lead whose
+  stage differs under the new model gets one change ``rule = model.apply`` at the switch
+  time, and its log mirrors the new model's replay from then on (``lead_states.epoch``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+
+from leadflow.adapters.db.engine import insert_ignore
+from leadflow.adapters.db.tables import (
+    accounts,
+    events,
+    lead_models,
+    lead_states,
+    leads,
+    sales_actions,
+    signals,
+    stage_changes,
+)
+from leadflow.core.config import LeadModel, load_default_model, load_model
+from leadflow.core.lifecycle import HISTORY_REVISED, LeadState, replay
+from leadflow.core.model import Bant, Event, LeadProfile, SalesAction, StageChange
+from leadflow.core.scoring import score_fit, score_qualification
+
+CHUNK = 500
+MODEL_APPLY_RULE = "model.apply"
+
+
+# --------------------------------------------------------------------------- models
+
+
+class ModelCache:
+    """The active model, parsed once per content hash (cheap to ask on every request)."""
+
+    def __init__(self) -> None:
+        self._parsed: dict[str, LeadModel] = {}
+
+    def active(self, conn: Connection, now: datetime) -> LeadModel:
+        row = conn.execute(
+            select(lead_models.c.content_hash, lead_models.c.source).where(lead_models.c.active)
+        ).first()
+        if row is None:
+            model = load_default_model()
+            install_model(conn, model, default_source(), now, activate=True)
+            self._parsed[model.content_hash] = model
+            return model
+        cached = self._parsed.get(row.content_hash)
+        if cached is None:
+            cached = load_model(row.source)
+            self._parsed[row.content_hash] = cached
+        return cached
+
+
+def default_source() -> str:
+    from importlib import resources
+
+    return resources.files("leadflow").joinpath("default.yaml").read_text(encoding="utf-8")
+
+
+def install_model(
+    conn: Connection, model: LeadModel, source: str, now: datetime, *, activate: bool
+) -> None:
+    """Store a model version (once per content hash); optionally make it the active one."""
+    conn.execute(
+        insert_ignore(conn.engine, lead_models, "content_hash").values(
+            version=model.version,
+            content_hash=model.content_hash,
+            source=source,
+            created_at=now,
+            active=False,
+        )
+    )
+    if activate:
+        conn.execute(update(lead_models).where(lead_models.c.active).values(active=False))
+        conn.execute(
+            update(lead_models)
+            .where(lead_models.c.content_hash == model.content_hash)
+            .values(active=True, activated_at=now)
+        )
+
+
+def model_history(conn: Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(
+            lead_models.c.version,
+            lead_models.c.content_hash,
+            lead_models.c.created_at,
+            lead_models.c.activated_at,
+            lead_models.c.active,
+        ).order_by(lead_models.c.id)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _chunks(ids: Sequence[int], size: int = CHUNK) -> Iterator[list[int]]:
+    for i in range(0, len(ids), size):
+        yield list(ids[i : i + size])
+
+
+def _bant(value: Any) -> Bant:
+    if not isinstance(value, dict):
+        return Bant()
+    known = {k: value.get(k) for k in ("budget", "authority", "need", "timeframe")}
+    clean = {
+        k: v
+        for k, v in known.items()
+        if isinstance(v, str | int | float) and not isinstance(v, bool)
+    }
+    return Bant(**clean)
+
+
+def load_profiles(conn: Connection, lead_ids: Sequence[int]) -> dict[int, LeadProfile]:
+    rows = conn.execute(
+        select(
+            leads.c.id,
+            leads.c.email,
+            leads.c.phone,
+            leads.c.first_name,
+            leads.c.last_name,
+            leads.c.title,
+            leads.c.consent_status,
+            leads.c.attributes,
+            leads.c.account_id,
+            accounts.c.industry,
+            accounts.c.employee_count,
+            accounts.c.country,
+            accounts.c.is_target,
+        )
+        .select_from(leads.outerjoin(accounts, accounts.c.id == leads.c.account_id))
+        .where(leads.c.id.in_(lead_ids))
+    ).mappings()
+    profiles = {}
+    for r in rows:
+        attributes = dict(r["attributes"] or {})
+        profiles[r["id"]] = LeadProfile(
+            id=r["id"],
+            email=r["email"],
+            phone=r["phone"],
+            first_name=r["first_name"],
+            last_name=r["last_name"],
+            title=r["title"],
+            industry=r["industry"],
+            employee_count=r["employee_count"],
+            country=r["country"],
+            is_target_account=bool(r["is_target"]),
+            consent=r["consent_status"],
+            account_id=r["account_id"],
+            bant=_bant(attributes.get("bant")),
+            attributes=attributes,
+        )
+    return profiles
+
+
+def event_from_row(row: Any) -> Event:
+    props = row.properties or {}
+    if row.type in ("identify", "group"):
+        traits = props.get("traits")
+        props = traits if isinstance(traits, dict) else {}
+    return Event(
+        message_id=row.message_id,
+        type=row.type,
+        occurred_at=row.occurred_at,
+        lead_id=row.lead_id,
+        name=row.name,
+        properties=props,
+        page_url=row.page_url,
+        referrer=row.referrer,
+        utm_campaign=row.utm_campaign,
+        utm_source=row.utm_source,
+        utm_medium=row.utm_medium,
+        channel=row.channel,
+    )
+
+
+EVENT_COLUMNS = (
+    events.c.message_id,
+    events.c.type,
+    events.c.occurred_at,
+    events.c.lead_id,
+    events.c.name,
+    events.c.properties,
+    events.c.page_url,
+    events.c.referrer,
+    events.c.utm_campaign,
+    events.c.utm_source,
+    events.c.utm_medium,
+    events.c.channel,
+)
+
+
+def load_events(conn: Connection, lead_ids: Sequence[int]) -> dict[int, list[Event]]:
+    found: dict[int, list[Event]] = defaultdict(list)
+    rows = conn.execute(
+        select(*EVENT_COLUMNS)
+        .where(events.c.lead_id.in_(lead_ids))
+        .order_by(events.c.lead_id, events.c.occurred_at, events.c.id)
+    )
+    for row in rows:
+        found[row.lead_id].append(event_from_row(row))
+    return found
+
+
+def load_actions(conn: Connection, lead_ids: Sequence[int]) -> dict[int, list[SalesAction]]:
+    found: dict[int, list[SalesAction]] = defaultdict(list)
+    rows = conn.execute(
+        select(sales_actions)
+        .where(sales_actions.c.lead_id.in_(lead_ids))
+        .order_by(sales_actions.c.at, sales_actions.c.id)
+    ).mappings()
+    for r in rows:
+        found[r["lead_id"]].append(
+            SalesAction(
+                action_id=r["action_id"],
+                name=r["name"],
+                at=r["at"],
+                lead_id=r["lead_id"],
+                amount=r["amount"],
+                bant=_bant(r["bant"]) if r["bant"] else None,
+                reason=r["reason"],
+                actor=r["actor"],
+            )
+        )
+    return found
+
+
+# --------------------------------------------------------------------------- recompute
+
+
+@dataclass(slots=True)
+class RecomputeResult:
+    leads: int = 0
+    changes_added: int = 0
+    changes_removed: int = 0
+    signals_added: int = 0
+    stages: dict[int, str] = field(default_factory=dict)
+
+
+def _replay_stage_at(state: LeadState, at: datetime, initial: str) -> str:
+    stage = initial
+    for change in state.history:
+        if change.at <= at:
+            stage = change.to_stage
+        else:
+            break
+    return stage
+
+
+def _same(row: Any, change: StageChange) -> bool:
+    return (
+        row.from_stage == change.from_stage
+        and row.to_stage == change.to_stage
+        and row.at == change.at
+        and row.rule == change.rule
+    )
+
+
+def _change_row(change: StageChange, now: datetime) -> dict[str, Any]:
+    return {
+        "lead_id": change.lead_id,
+        "from_stage": change.from_stage,
+        "to_stage": change.to_stage,
+        "at": change.at,
+        "rule": change.rule,
+        "model_version": change.model_version,
+        "cause": change.cause,
+        "recorded_at": now,
+    }
+
+
+def _sync_history(
+    conn: Connection,
+    state: LeadState,
+    stored: list[Any],
+    epoch: datetime | None,
+    model: LeadModel,
+    now: datetime,
+    result: RecomputeResult,
+) -> None:
+    """Make the stored log equal the replay (after ``epoch``, when the model was switched)."""
+    replayed = list(state.history)
+    if epoch is not None:
+        before = [r for r in stored if r.at <= epoch]
+        stored = [r for r in stored if r.at > epoch]
+        replayed = [c for c in replayed if c.at > epoch]
+        want = _replay_stage_at(state, epoch, model.initial_stage)
+        have = before[-1].to_stage if before else model.initial_stage
+        if want != have:
+            last = before[-1] if before else None
+            if last is not None and last.rule == MODEL_APPLY_RULE and last.at == epoch:
+                if last.from_stage == want:
+                    conn.execute(delete(stage_changes).where(stage_changes.c.id == last.id))
+                else:
+                    conn.execute(
+                        update(stage_changes)
+                        .where(stage_changes.c.id == last.id)
+                        .values(to_stage=want)
+                    )
+            else:
+                conn.execute(
+                    insert(stage_changes).values(
+                        lead_id=state.lead_id,
+                        from_stage=have,
+                        to_stage=want,
+                        at=epoch,
+                        rule=MODEL_APPLY_RULE,
+                        model_version=model.version,
+                        cause=f"model:{model.version}",
+                        recorded_at=now,
+                    )
+                )
+                result.changes_added += 1
+    keep = 0
+    while keep < len(stored) and keep < len(replayed) and _same(stored[keep], replayed[keep]):
+        keep += 1
+    stale = [r.id for r in stored[keep:]]
+    if stale:
+        conn.execute(delete(stage_changes).where(stage_changes.c.id.in_(stale)))
+        result.changes_removed += len(stale)
+    fresh = replayed[keep:]
+    if fresh:
+        conn.execute(insert(stage_changes), [_change_row(c, now) for c in fresh])
+        result.changes_added += len(fresh)
+
+
+def _qualification_bant(state: LeadState) -> Bant:
+    for action in reversed(state.actions):
+        if action.bant is not None:
+            return action.bant
+    return state.profile.bant
+
+
+def recompute(
+    conn: Connection,
+    lead_ids: Iterable[int],
+    model: LeadModel,
+    now: datetime,
+) -> RecomputeResult:
+    """Replay ``lead_ids`` under ``model`` as of ``now`` and store what changed."""
+    result = RecomputeResult()
+    ids = sorted(set(lead_ids))
+    for chunk in _chunks(ids):
+        profiles = load_profiles(conn, chunk)
+        lead_events = load_events(conn, chunk)
+        lead_actions = load_actions(conn, chunk)
+        stored_states = {
+            r.lead_id: r
+            for r in conn.execute(
+                select(lead_states.c.lead_id, lead_states.c.epoch).where(
+                    lead_states.c.lead_id.in_(chunk)
+                )
+            )
+        }
+        stored_changes: dict[int, list[Any]] = defaultdict(list)
+        for row in conn.execute(
+            select(stage_changes)
+            .where(stage_changes.c.lead_id.in_(chunk))
+            .order_by(stage_changes.c.lead_id, stage_changes.c.at, stage_changes.c.id)
+        ):
+            stored_changes[row.lead_id].append(row)
+        upserts: list[dict[str, Any]] = []
+        new_signals: list[dict[str, Any]] = []
+        for lead_id in chunk:
+            profile = profiles.get(lead_id)
+            if profile is None:  # merged away or erased meanwhile
+                continue
+            state = replay(
+                profile,
+                lead_events.get(lead_id, ()),
+                model,
+                actions=lead_actions.get(lead_id, ()),
+                as_of=now,
+            )
+            previous = stored_states.get(lead_id)
+            epoch = previous.epoch if previous is not None else None
+            _sync_history(conn, state, stored_changes.get(lead_id, []), epoch, model, now, result)
+            fit = score_fit(state.profile, model)
+            upserts.append(
+                {
+                    "lead_id": lead_id,
+                    "stage": state.stage,
+                    "stage_since": state.stage_since,
+                    "pause_until": state.pause_until,
+                    "engagement": state.engagement(now, model).total,
+                    "fit": fit.score,
+                    "fit_grade": fit.grade,
+                    "qualification": score_qualification(_qualification_bant(state), model).score,
+                    "scored_at": now,
+                    "model_version": model.version,
+                    "model_hash": model.content_hash,
+                    "epoch": epoch,
+                    "updated_at": now,
+                    "_exists": previous is not None,
+                }
+            )
+            for sig in state.signals:
+                if sig.name == HISTORY_REVISED:
+                    continue
+                new_signals.append(
+                    {
+                        "name": sig.name,
+                        "lead_id": lead_id,
+                        "at": sig.at,
+                        "rule": sig.rule,
+                        "model_version": sig.model_version,
+                        "data": _plain(sig.data),
+                        "created_at": now,
+                    }
+                )
+            result.stages[lead_id] = state.stage
+            result.leads += 1
+        _write_states(conn, upserts)
+        if new_signals:
+            inserted = conn.execute(
+                insert_ignore(conn.engine, signals, "name", "lead_id", "at"), new_signals
+            )
+            result.signals_added += max(inserted.rowcount or 0, 0)
+    return result
+
+
+def _write_states(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    new = [{k: v for k, v in r.items() if k != "_exists"} for r in rows if not r["_exists"]]
+    old = [{k: v for k, v in r.items() if k != "_exists"} for r in rows if r["_exists"]]
+    if new:
+        conn.execute(insert(lead_states), new)
+    for row in old:
+        values = {k: v for k, v in row.items() if k != "lead_id"}
+        conn.execute(
+            update(lead_states).where(lead_states.c.lead_id == row["lead_id"]).values(values)
+        )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def ingest_hook(cache: ModelCache) -> Callable[[Connection, set[int], datetime], None]:
+    """The after-ingest hook: recompute every lead the request touched, same transaction."""
+
+    def hook(conn: Connection, lead_ids: set[int], received_at: datetime) -> None:
+        if lead_ids:
+            recompute(conn, lead_ids, cache.active(conn, received_at), received_at)
+
+    return hook
+
+
+# --------------------------------------------------------------------------- bulk work
+
+
+def all_lead_ids(conn: Connection) -> list[int]:
+    return list(conn.execute(select(leads.c.id).order_by(leads.c.id)).scalars())
+
+
+def recompute_all(
+    engine: Engine,
+    cache: ModelCache,
+    now: datetime,
+    *,
+    lead_ids: Sequence[int] | None = None,
+    progress: Callable[[int], None] | None = None,
+    chunk: int = CHUNK,
+) -> RecomputeResult:
+    """Recompute many leads, one transaction per chunk (bounded memory, visible progress)."""
+    total = RecomputeResult()
+    with engine.connect() as conn:
+        ids = list(lead_ids) if lead_ids is not None else all_lead_ids(conn)
+    for part in _chunks(ids, chunk):
+        with engine.begin() as conn:
+            model = cache.active(conn, now)
+            res = recompute(conn, part, model, now)
+        total.leads += res.leads
+        total.changes_added += res.changes_added
+        total.changes_removed += res.changes_removed
+        total.signals_added += res.signals_added
+        if progress is not None:
+            progress(len(part))
+    return total
+
+
+@dataclass(slots=True)
+class ApplyReport:
+    version: str
+    content_hash: str
+    previous_version: str | None
+    leads: int = 0
+    changed_stage: int = 0
+    moves: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+def apply_model(
+    engine: Engine,
+    cache: ModelCache,
+    model: LeadModel,
+    source: str,
+    now: datetime,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> ApplyReport:
+    """Switch to ``model`` and recompute every lead. A lead whose stage differs under the
+    new model gets one ``model.apply`` change now; history before the switch is kept."""
+    with engine.begin() as conn:
+        previous = cache.active(conn, now)
+        install_model(conn, model, source, now, activate=True)
+        ids = all_lead_ids(conn)
+    report = ApplyReport(
+        version=model.version, content_hash=model.content_hash, previous_version=previous.version
+    )
+    moves: dict[tuple[str, str], int] = defaultdict(int)
+    for part in _chunks(ids):
+        with engine.begin() as conn:
+            before = {
+                r.lead_id: r.stage
+                for r in conn.execute(
+                    select(lead_states.c.lead_id, lead_states.c.stage).where(
+                        lead_states.c.lead_id.in_(part)
+                    )
+                )
+            }
+            # New epoch: the stored log stays as it happened; the new model's replay rules
+            # from now on (the model.apply change is written by _sync_history).
+            conn.execute(
+                update(lead_states).where(lead_states.c.lead_id.in_(part)).values(epoch=now)
+            )
+            res = recompute(conn, part, model, now)
+        for lead_id, stage in res.stages.items():
+            old = before.get(lead_id, model.initial_stage)
+            if old != stage:
+                moves[(old, stage)] += 1
+        report.leads += res.leads
+        if progress is not None:
+            progress(len(part))
+    report.moves = dict(moves)
+    report.changed_stage = sum(moves.values())
+    return report
+
+
+def stage_counts(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(
+        select(lead_states.c.stage, func.count()).group_by(lead_states.c.stage)
+    ).all()
+    return {stage: count for stage, count in rows}
+
+
+def lead_history(conn: Connection, lead_id: int) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(stage_changes)
+        .where(stage_changes.c.lead_id == lead_id)
+        .order_by(stage_changes.c.at, stage_changes.c.id)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def lead_signals(conn: Connection, lead_id: int) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(signals).where(signals.c.lead_id == lead_id).order_by(signals.c.at)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def explain(conn: Connection, lead_id: int, model: LeadModel, as_of: datetime) -> dict[str, Any]:
+    """Every rule that contributed to the lead's scores, before and after decay."""
+    profile = load_profiles(conn, [lead_id]).get(lead_id)
+    if profile is None:
+        raise LookupError(f"no lead with id {lead_id}")
+    state = replay(
+        profile,
+        load_events(conn, [lead_id]).get(lead_id, ()),
+        model,
+        actions=load_actions(conn, [lead_id]).get(lead_id, ()),
+        as_of=as_of,
+    )
+    engagement = state.engagement(as_of, model)
+    fit = score_fit(state.profile, model)
+    qualification = score_qualification(_qualification_bant(state), model)
+    mql = _mql_threshold(model)
+    return {
+        "lead_id": lead_id,
+        "as_of": as_of.isoformat(),
+        "model_version": model.version,
+        "model_hash": model.content_hash,
+        "stage": state.stage,
+        "stage_display": {
+            "en": model.display_name(state.stage, "en"),
+            "ko": model.display_name(state.stage, "ko"),
+        },
+        "paused_until": state.pause_until.isoformat() if state.pause_until else None,
+        "engagement": {
+            "total": engagement.total,
+            "mql_threshold": mql,
+            "half_life_days": model.spec.engagement.half_life_days,
+            "rules": [
+                {
+                    "rule": c.rule_id,
+                    "occurrences": c.occurrences,
+                    "capped": c.capped,
+                    "points_before_decay": c.points_before_decay,
+                    "points_after_decay": c.points_after_decay,
+                }
+                for c in engagement.contributions
+            ],
+        },
+        "fit": {
+            "score": fit.score,
+            "grade": fit.grade,
+            "criteria": [
+                {"criterion": c.criterion, "value": c.value, "points": c.points}
+                for c in fit.contributions
+            ],
+        },
+        "qualification": {
+            "score": qualification.score,
+            "threshold": qualification.threshold,
+            "ready_for_handoff": qualification.ready_for_handoff,
+            "criteria": [
+                {
+                    "criterion": c.criterion,
+                    "level": c.level,
+                    "weight": c.weight,
+                    "points": c.points,
+                }
+                for c in qualification.contributions
+            ],
+        },
+    }
+
+
+def _mql_threshold(model: LeadModel) -> float | None:
+    for stage in model.stages:
+        spec = model.spec.stages[stage]
+        for cond in spec.enter_when or ():
+            if getattr(cond, "score", None) is not None:
+                return float(cond.score)
+    return None
+
+
+__all__ = [
+    "ApplyReport",
+    "ModelCache",
+    "RecomputeResult",
+    "apply_model",
+    "explain",
+    "ingest_hook",
+    "install_model",
+    "recompute",
+    "recompute_all",
+]
