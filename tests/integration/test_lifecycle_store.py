@@ -314,3 +314,36 @@ def test_model_apply_refuses_a_bad_file_and_changes_nothing(
     assert _changes(services) == before
     with services.engine.connect() as conn:
         assert conn.execute(select(leads.c.email)).scalar_one() == "ann@acme.example"
+
+
+def test_sales_actions_are_checked_by_the_stage_machine_and_stored_once(
+    client, services, write_key
+):
+    from leadflow.core.model import Bant, SalesAction
+
+    _identify(client, write_key)
+    now = T0 + timedelta(days=1)
+    with services.engine.begin() as conn:
+        model = services.models.active(conn, now)
+        accept_early = SalesAction(action_id="a0", name="accept", at=now, lead_id=1)
+        with pytest.raises(lifecycle.ActionRefused):
+            lifecycle.record_action(conn, accept_early, model, now)
+    _track(client, write_key, "quote_request", 2)
+    with services.engine.begin() as conn:
+        accept = SalesAction(action_id="a1", name="accept", at=now, lead_id=1)
+        change = lifecycle.record_action(conn, accept, model, now)
+        assert change is not None and change.to_stage == "appointment"
+        assert lifecycle.record_action(conn, accept, model, now) is None  # idempotent
+        weak = SalesAction(
+            action_id="a2",
+            name="qualify",
+            at=now + timedelta(hours=1),
+            lead_id=1,
+            amount=1000.0,
+            bant=Bant(budget="confirmed"),
+        )
+        with pytest.raises(lifecycle.ActionRefused):
+            lifecycle.record_action(conn, weak, model, now + timedelta(hours=1))
+    with services.engine.connect() as conn:
+        assert conn.execute(select(sales_actions.c.action_id)).scalars().all() == ["a1"]
+    assert _state(services).stage == "appointment"

@@ -36,7 +36,7 @@ from leadflow.adapters.db.tables import (
     stage_changes,
 )
 from leadflow.core.config import LeadModel, load_default_model, load_model
-from leadflow.core.lifecycle import HISTORY_REVISED, LeadState, replay
+from leadflow.core.lifecycle import HISTORY_REVISED, LeadState, apply_action, replay
 from leadflow.core.model import Bant, Event, LeadProfile, SalesAction, StageChange
 from leadflow.core.scoring import score_fit, score_qualification
 
@@ -562,6 +562,66 @@ def apply_model(
     return report
 
 
+class ActionRefused(ValueError):
+    """A sales action the stage machine refuses (wrong stage, BANT below the threshold...)."""
+
+
+def current_state(conn: Connection, lead_id: int, model: LeadModel, as_of: datetime) -> LeadState:
+    profile = load_profiles(conn, [lead_id]).get(lead_id)
+    if profile is None:
+        raise LookupError(f"no lead with id {lead_id}")
+    return replay(
+        profile,
+        load_events(conn, [lead_id]).get(lead_id, ()),
+        model,
+        actions=load_actions(conn, [lead_id]).get(lead_id, ()),
+        as_of=as_of,
+    )
+
+
+def record_action(
+    conn: Connection, action: SalesAction, model: LeadModel, now: datetime
+) -> StageChange | None:
+    """Apply a sales action to its lead inside the caller's transaction: refused actions
+    raise :class:`ActionRefused` with the machine's reason and store nothing; accepted ones
+    are stored (idempotent by ``action_id``) and the lead is recomputed."""
+    assert action.lead_id is not None
+    existing = conn.execute(
+        select(sales_actions.c.lead_id).where(sales_actions.c.action_id == action.action_id)
+    ).first()
+    if existing is not None:
+        if existing.lead_id != action.lead_id:
+            raise ActionRefused(f"action_id {action.action_id!r} was used for another lead")
+        return None
+    state = current_state(conn, action.lead_id, model, max(now, action.at))
+    outcome = apply_action(state, action, model)
+    if outcome.refusal is not None:
+        raise ActionRefused(outcome.refusal)
+    bant = action.bant
+    conn.execute(
+        insert(sales_actions).values(
+            action_id=action.action_id,
+            lead_id=action.lead_id,
+            name=action.name,
+            at=action.at,
+            amount=action.amount,
+            bant=None
+            if bant is None
+            else {
+                "budget": bant.budget,
+                "authority": bant.authority,
+                "need": bant.need,
+                "timeframe": bant.timeframe,
+            },
+            reason=action.reason,
+            actor=action.actor,
+            created_at=now,
+        )
+    )
+    recompute(conn, [action.lead_id], model, max(now, action.at))
+    return outcome.change
+
+
 def stage_counts(conn: Connection) -> dict[str, int]:
     rows = conn.execute(
         select(lead_states.c.stage, func.count()).group_by(lead_states.c.stage)
@@ -662,6 +722,7 @@ def _mql_threshold(model: LeadModel) -> float | None:
 
 
 __all__ = [
+    "ActionRefused",
     "ApplyReport",
     "ModelCache",
     "RecomputeResult",
@@ -671,4 +732,5 @@ __all__ = [
     "install_model",
     "recompute",
     "recompute_all",
+    "record_action",
 ]
