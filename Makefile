@@ -10,7 +10,7 @@ DEMO_LEADS ?= 400
 DEMO_MONTHS ?= 6
 export LEADFLOW_DATABASE_URL ?= sqlite:///./$(DB)
 
-.PHONY: run test install install-test pg-up bench lint fmt unit integration e2e clean
+.PHONY: run test install install-test install-browser pg-up bench lint fmt unit integration e2e clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-test
+install-test: $(VENV)/.installed-test install-browser
+
+## Debian's Chromium (Playwright's own browser download does not work offline) + playwright
+install-browser: $(VENV)/.installed
+	@test -x /usr/bin/chromium || { apt-get update && apt-get install -y chromium; }
+	@$(PY) -c 'import playwright' 2>/dev/null || $(PIP) install 'playwright>=1.40'
 
 ## make run: install, create ./leadflow.db, load the demo world, serve on :8000
 run: install

@@ -6,10 +6,11 @@ object to :func:`leadflow.bootstrap.build_services` / ``build_app``.
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./leadflow.db"
+PLACEHOLDER_SECRETS = frozenset({"changethis", "change-me", "changeme", "secret", "dev"})
 
 
 class Settings(BaseSettings):
@@ -24,6 +25,9 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address `leadflow serve` binds to.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port `leadflow serve` binds.")
+    workers: int = Field(
+        default=1, ge=1, le=64, description="Processes `leadflow serve` runs (uvicorn workers)."
+    )
     max_message_bytes: int = Field(
         default=32 * 1024, gt=0, description="Largest accepted tracking message (Segment: 32 KB)."
     )
@@ -31,6 +35,15 @@ class Settings(BaseSettings):
         default=500 * 1024, gt=0, description="Largest accepted /v1/batch body (Segment: 500 KB)."
     )
     db_echo: bool = Field(default=False, description="Log every SQL statement (debugging).")
+    env: str = Field(
+        default="development",
+        description="development or production; production refuses a missing or weak secret.",
+    )
+    secret_key: str | None = Field(
+        default=None,
+        description="Signs dashboard session cookies (at least 32 characters). Required when "
+        "LEADFLOW_ENV=production; in development one is derived from the database URL.",
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -41,3 +54,22 @@ class Settings(BaseSettings):
             # psycopg 3 is the driver we ship; accept the plain form and say so explicitly.
             value = "postgresql+psycopg://" + value.split("://", 1)[1]
         return value
+
+    @field_validator("env")
+    @classmethod
+    def _known_env(cls, value: str) -> str:
+        if value not in ("development", "production"):
+            raise ValueError("must be development or production")
+        return value
+
+    @model_validator(mode="after")
+    def _real_secret_outside_development(self) -> Settings:
+        key = self.secret_key
+        weak = key is None or len(key) < 32 or key.strip().lower() in PLACEHOLDER_SECRETS
+        if self.env != "development" and weak:
+            raise ValueError(
+                "secret_key: LEADFLOW_ENV=production needs LEADFLOW_SECRET_KEY set to a random "
+                "value of at least 32 characters (e.g. `python -c 'import secrets; "
+                "print(secrets.token_urlsafe(48))'`)"
+            )
+        return self

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from leadflow import __version__
 from leadflow.bootstrap import Services
 from leadflow.entrypoints.api import admin, tracking
+from leadflow.entrypoints.web import mount_web
 
 
 def build_app(services: Services) -> FastAPI:
@@ -18,6 +19,7 @@ def build_app(services: Services) -> FastAPI:
     app.state.services = services
     app.include_router(tracking.router)
     app.include_router(admin.router)
+    mount_web(app)  # the dashboard: / (sign-in), pages, /static
 
     @app.get("/healthz", operation_id="health", tags=["meta"])
     def health() -> dict[str, str]:

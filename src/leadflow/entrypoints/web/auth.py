@@ -1,0 +1,299 @@
+"""Dashboard sign-in: server-side sessions, signed cookies, CSRF, roles.
+
+- The session cookie holds a random 256-bit token plus an HMAC of it (``secret_key``);
+  only the token's SHA-256 is stored (``web_sessions``), so sessions are revocable and a
+  database leak does not leak live cookies. HttpOnly, SameSite=Lax, Secure over https
+  (and always when ``LEADFLOW_ENV=production``).
+- Signing in always creates a new session (no session fixation) and drops the old one.
+- CSRF: every session has its own token; every POST must send it as the ``csrf_token``
+  form field or the ``X-CSRF-Token`` header (htmx sends the header, see base.html). The
+  sign-in form, which has no session yet, uses a double-submit cookie.
+- Roles map to permissions in :data:`PERMISSIONS`; pages declare the permission they need.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from fastapi import Depends, Request, Response
+from sqlalchemy import Engine, delete, select, update
+
+from leadflow.adapters.db.tables import users, web_sessions
+from leadflow.bootstrap import Services
+from leadflow.services.users import User
+from leadflow.settings import Settings
+
+SESSION_COOKIE = "lf_session"
+LOGIN_CSRF_COOKIE = "lf_login_csrf"
+LOCALE_COOKIE = "lf_locale"
+SESSION_LIFETIME = timedelta(days=7)
+TOUCH_EVERY = timedelta(minutes=5)
+CSRF_HEADER = "x-csrf-token"
+
+# Permission -> roles. Later pages add their permission here and in nav.NAV.
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "home.view": frozenset({"admin", "marketer", "sales", "executive"}),
+    "leads.view": frozenset({"admin", "marketer", "sales"}),
+    "accounts.view": frozenset({"admin", "marketer", "sales", "executive"}),
+    "keys.manage": frozenset({"admin"}),
+    "users.manage": frozenset({"admin"}),
+}
+
+
+class LoginRequired(Exception):
+    """No valid session: pages redirect to /login?next=..., htmx gets HX-Redirect."""
+
+
+class Forbidden(Exception):
+    """Signed in, but the role (or lead ownership) does not allow this: 403."""
+
+
+class CsrfRejected(Exception):
+    """A POST without the session's CSRF token: 403."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebUser:
+    user: User
+    session_id: int
+    csrf_token: str
+
+    def can(self, permission: str) -> bool:
+        return self.user.role in PERMISSIONS.get(permission, frozenset())
+
+    @property
+    def rep_scope(self) -> str | None:
+        """The owner name a sales user is limited to; None means 'sees everything'."""
+        if self.user.role == "sales":
+            return self.user.sales_rep_key or f"\x00no-rep-{self.user.id}"
+        return None
+
+
+def secret_for(settings: Settings) -> bytes:
+    """The cookie-signing key. In development without one, derived from the database URL
+    (stable across restarts, but not secret: production refuses to start without a key)."""
+    if settings.secret_key:
+        return settings.secret_key.encode()
+    return hashlib.sha256(b"leadflow-development-secret:" + settings.database_url.encode()).digest()
+
+
+def _sign(secret: bytes, value: str) -> str:
+    mac = hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()[:32]
+    return f"{value}.{mac}"
+
+
+def _unsign(secret: bytes, signed: str | None) -> str | None:
+    if not signed or len(signed) > 200 or "." not in signed:
+        return None
+    value, _, mac = signed.rpartition(".")
+    expected = hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()[:32]
+    return value if hmac.compare_digest(mac, expected) else None
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def is_secure(request: Request, settings: Settings) -> bool:
+    return request.url.scheme == "https" or settings.env == "production"
+
+
+def start_session(
+    services: Services, request: Request, response: Response, user: User, now: datetime
+) -> None:
+    """A brand-new session for ``user`` (any session the browser had is deleted)."""
+    secret = secret_for(services.settings)
+    old = _unsign(secret, request.cookies.get(SESSION_COOKIE))
+    token = secrets.token_urlsafe(32)
+    with services.engine.begin() as conn:
+        if old is not None:
+            conn.execute(delete(web_sessions).where(web_sessions.c.token_hash == _token_hash(old)))
+        conn.execute(
+            web_sessions.insert().values(
+                token_hash=_token_hash(token),
+                user_id=user.id,
+                csrf_token=secrets.token_urlsafe(32),
+                created_at=now,
+                last_seen_at=now,
+                expires_at=now + SESSION_LIFETIME,
+            )
+        )
+        # Housekeeping: expired sessions of this user go away at each sign-in.
+        conn.execute(
+            delete(web_sessions).where(
+                web_sessions.c.user_id == user.id, web_sessions.c.expires_at < now
+            )
+        )
+    response.set_cookie(
+        SESSION_COOKIE,
+        _sign(secret, token),
+        max_age=int(SESSION_LIFETIME.total_seconds()),
+        httponly=True,
+        samesite="lax",
+        secure=is_secure(request, services.settings),
+        path="/",
+    )
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
+
+
+def end_session(services: Services, request: Request, response: Response) -> None:
+    token = _unsign(secret_for(services.settings), request.cookies.get(SESSION_COOKIE))
+    if token is not None:
+        with services.engine.begin() as conn:
+            conn.execute(
+                delete(web_sessions).where(web_sessions.c.token_hash == _token_hash(token))
+            )
+    response.delete_cookie(SESSION_COOKIE, path="/")
+
+
+def load_session(
+    engine: Engine, secret: bytes, cookie: str | None, now: datetime
+) -> WebUser | None:
+    token = _unsign(secret, cookie)
+    if token is None:
+        return None
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(
+                web_sessions.c.id.label("session_id"),
+                web_sessions.c.csrf_token,
+                web_sessions.c.expires_at,
+                web_sessions.c.last_seen_at,
+                users.c.id,
+                users.c.email,
+                users.c.name,
+                users.c.role,
+                users.c.locale,
+                users.c.sales_rep_key,
+                users.c.active,
+                users.c.created_at,
+                users.c.last_login_at,
+            )
+            .join(users, users.c.id == web_sessions.c.user_id)
+            .where(web_sessions.c.token_hash == _token_hash(token))
+        ).first()
+    if row is None or not row.active or row.expires_at <= now:
+        return None
+    if now - row.last_seen_at > TOUCH_EVERY:
+        with engine.begin() as conn:
+            conn.execute(
+                update(web_sessions)
+                .where(web_sessions.c.id == row.session_id)
+                .values(last_seen_at=now)
+            )
+    user = User(
+        id=int(row.id),
+        email=row.email,
+        name=row.name,
+        role=row.role,
+        locale=row.locale,
+        sales_rep_key=row.sales_rep_key,
+        active=bool(row.active),
+        created_at=row.created_at,
+        last_login_at=row.last_login_at,
+    )
+    return WebUser(user=user, session_id=int(row.session_id), csrf_token=row.csrf_token)
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def optional_user(request: Request) -> WebUser | None:
+    cached = getattr(request.state, "web_user", False)
+    if cached is not False:
+        return cached  # type: ignore[no-any-return]
+    services = _services(request)
+    found = load_session(
+        services.engine,
+        secret_for(services.settings),
+        request.cookies.get(SESSION_COOKIE),
+        services.clock(),
+    )
+    request.state.web_user = found
+    return found
+
+
+def current_user(request: Request) -> WebUser:
+    found = optional_user(request)
+    if found is None:
+        raise LoginRequired
+    return found
+
+
+CurrentUser = Annotated[WebUser, Depends(current_user)]
+
+
+def require(permission: str) -> object:
+    """Dependency: the signed-in user, who must have ``permission`` (else 403)."""
+
+    def check(request: Request) -> WebUser:
+        user = current_user(request)
+        if not user.can(permission):
+            raise Forbidden
+        return user
+
+    return Depends(check)
+
+
+async def check_csrf(request: Request) -> None:
+    """Every POST: the session's token in the header or the ``csrf_token`` form field."""
+    user = current_user(request)
+    sent = request.headers.get(CSRF_HEADER)
+    if sent is None:
+        form = await request.form()
+        field = form.get("csrf_token")
+        sent = field if isinstance(field, str) else None
+    if not sent or not hmac.compare_digest(sent.encode(), user.csrf_token.encode()):
+        raise CsrfRejected
+
+
+CsrfProtected = Depends(check_csrf)
+
+
+def login_csrf_token(request: Request, services: Services) -> str:
+    """The double-submit token for the sign-in form (reused while the cookie is valid)."""
+    existing = _unsign(secret_for(services.settings), request.cookies.get(LOGIN_CSRF_COOKIE))
+    return existing or secrets.token_urlsafe(24)
+
+
+def set_login_csrf_cookie(
+    request: Request, response: Response, services: Services, token: str
+) -> None:
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        _sign(secret_for(services.settings), token),
+        max_age=3600,
+        httponly=True,
+        samesite="lax",
+        secure=is_secure(request, services.settings),
+        path="/",
+    )
+
+
+def login_csrf_ok(request: Request, services: Services, sent: str | None) -> bool:
+    expected = _unsign(secret_for(services.settings), request.cookies.get(LOGIN_CSRF_COOKIE))
+    return bool(sent and expected and hmac.compare_digest(sent.encode(), expected.encode()))
+
+
+def safe_next(target: str | None, default: str = "/home") -> str:
+    """Only a local path may follow sign-in: no scheme, no host, no ``//`` or ``/\\``."""
+    if not target or len(target) > 2000:
+        return default
+    if any(ord(c) < 32 or c == "\\" for c in target):
+        return default
+    if not target.startswith("/") or target.startswith("//"):
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return default
+    if parts.path.startswith(("/login", "/logout")):
+        return default
+    return target

@@ -1,0 +1,171 @@
+"""Home, leads and accounts pages."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse
+from starlette.concurrency import run_in_threadpool
+
+from leadflow.bootstrap import Services
+from leadflow.entrypoints.web import auth, queries
+from leadflow.entrypoints.web.errors import NotFoundPage
+from leadflow.entrypoints.web.rendering import render
+from leadflow.entrypoints.web.timeline import describe
+
+router = APIRouter(include_in_schema=False)
+
+HomeUser = Annotated[auth.WebUser, auth.require("home.view")]
+LeadsUser = Annotated[auth.WebUser, auth.require("leads.view")]
+AccountsUser = Annotated[auth.WebUser, auth.require("accounts.view")]
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def _cache(request: Request) -> queries.TTLCache:
+    cache: queries.TTLCache = request.app.state.web_cache
+    return cache
+
+
+@router.get("/home")
+async def home(request: Request, user: HomeUser) -> HTMLResponse:
+    services = _services(request)
+    rep = user.rep_scope
+    now = services.clock()
+
+    def load() -> tuple[queries.HomeFigures, list[dict[str, Any]]]:
+        figures = _cache(request).get(
+            ("home", rep), lambda: queries.home_figures(services.engine, now, rep)
+        )
+        recent = queries.recent_leads(services.engine, rep)
+        return figures, recent
+
+    figures, recent = await run_in_threadpool(load)
+    visitors = figures.identified_30d + figures.anonymous_30d
+    share = figures.identified_30d / visitors if visitors else None
+    return render(
+        request,
+        "home.html",
+        {"f": figures, "recent": recent, "identified_share": share},
+        active="home",
+    )
+
+
+def _int_or_none(value: str | None) -> int | None:
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    return int(value) if value.isdigit() and len(value) < 19 else None
+
+
+@router.get("/leads")
+async def leads_list(
+    request: Request,
+    user: LeadsUser,
+    q: Annotated[str, Query(max_length=200)] = "",
+    source: Annotated[str, Query(max_length=100)] = "",
+    owner: Annotated[str, Query(max_length=255)] = "",
+    account: Annotated[str, Query(max_length=20)] = "",
+    after: Annotated[str, Query(max_length=20)] = "",
+) -> HTMLResponse:
+    services = _services(request)
+    rep = user.rep_scope
+    filters = queries.LeadFilters(
+        q=q.strip(),
+        source=source,
+        account_id=_int_or_none(account),
+        owner=owner if rep is None else "",
+    )
+    cursor = _int_or_none(after)
+
+    def load() -> dict[str, Any]:
+        page = queries.list_leads(services.engine, filters, rep=rep, after=cursor)
+        sources = _cache(request).get(("sources",), lambda: queries.lead_sources(services.engine))
+        owners = (
+            _cache(request).get(("owners",), lambda: queries.account_owners(services.engine))
+            if rep is None
+            else []
+        )
+        account_label = (
+            queries.account_name(services.engine, filters.account_id)
+            if filters.account_id is not None
+            else None
+        )
+        return {
+            "page": page,
+            "sources": sources,
+            "owners": owners,
+            "account_label": account_label,
+        }
+
+    data = await run_in_threadpool(load)
+    data.update({"filters": filters, "after": cursor})
+    template = "_leads_table.html" if request.headers.get("hx-request") else "leads.html"
+    return render(request, template, data, active="leads")
+
+
+@router.get("/leads/{lead_id}")
+async def lead_page(request: Request, user: LeadsUser, lead_id: int) -> HTMLResponse:
+    services = _services(request)
+    exists, owner = await run_in_threadpool(queries.lead_owner, services.engine, lead_id)
+    if not exists:
+        raise NotFoundPage
+    rep = user.rep_scope
+    if rep is not None and owner != rep:
+        raise auth.Forbidden
+    detail = await run_in_threadpool(queries.lead_detail, services.engine, lead_id)
+    if detail is None:
+        raise NotFoundPage
+    timeline = [describe(e) for e in detail.timeline]
+    return render(request, "lead.html", {"d": detail, "timeline": timeline}, active="leads")
+
+
+@router.get("/accounts")
+async def accounts_list(
+    request: Request,
+    user: AccountsUser,
+    q: Annotated[str, Query(max_length=200)] = "",
+    owner: Annotated[str, Query(max_length=255)] = "",
+    after: Annotated[str, Query(max_length=20)] = "",
+) -> HTMLResponse:
+    services = _services(request)
+    rep = user.rep_scope
+    cursor = _int_or_none(after)
+
+    def load() -> dict[str, Any]:
+        page = queries.list_accounts(
+            services.engine, q=q, owner=owner if rep is None else "", rep=rep, after=cursor
+        )
+        owners = (
+            _cache(request).get(("owners",), lambda: queries.account_owners(services.engine))
+            if rep is None
+            else []
+        )
+        return {"page": page, "owners": owners}
+
+    data = await run_in_threadpool(load)
+    data.update({"q": q, "owner": owner, "after": cursor})
+    template = "_accounts_table.html" if request.headers.get("hx-request") else "accounts.html"
+    return render(request, template, data, active="accounts")
+
+
+@router.get("/accounts/{account_id}")
+async def account_page(request: Request, user: AccountsUser, account_id: int) -> HTMLResponse:
+    services = _services(request)
+    detail = await run_in_threadpool(queries.account_detail, services.engine, account_id)
+    if detail is None:
+        raise NotFoundPage
+    rep = user.rep_scope
+    if rep is not None and detail.account["owner"] != rep:
+        raise auth.Forbidden
+    activity = [describe(e) for e in detail.activity]
+    return render(
+        request,
+        "account.html",
+        {"d": detail, "activity": activity, "can_open_leads": user.can("leads.view")},
+        active="accounts",
+    )

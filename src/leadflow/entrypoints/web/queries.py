@@ -1,0 +1,587 @@
+"""Read models for the dashboard pages (SQLAlchemy Core, same SQL on SQLite and PostgreSQL).
+
+Built to stay fast at 1,000,000 leads:
+- lists page by keyset (``id < cursor ORDER BY id DESC``), never OFFSET;
+- filtered counts are capped (``COUNT`` over at most :data:`COUNT_CAP` + 1 rows);
+- search is by prefix on indexed expressions (email, lower(first_name), lower(last_name),
+  lower(account name)), as ranges so both backends use the indexes;
+- a sales rep's scope is ``accounts.owner = rep`` (leads have no owner column yet, so a
+  lead belongs to the owner of its account).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, and_, case, func, literal, or_, select, union
+from sqlalchemy.sql import ColumnElement, Select
+
+from leadflow.adapters.db.tables import accounts, events, identities, leads
+
+COUNT_CAP = 10_000
+PAGE_SIZE = 50
+TIMELINE_LIMIT = 200
+COMMITTEE_LIMIT = 25
+
+T = TypeVar("T")
+
+
+class TTLCache:
+    """A tiny per-process cache for aggregate figures (home tiles, filter options)."""
+
+    def __init__(self, ttl: float = 30.0, max_items: int = 512) -> None:
+        self.ttl = ttl
+        self.max_items = max_items
+        self._items: dict[Hashable, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, compute: Callable[[], T]) -> T:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._items.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]  # type: ignore[no-any-return]
+        value = compute()
+        with self._lock:
+            if len(self._items) >= self.max_items:
+                self._items.clear()
+            self._items[key] = (now + self.ttl, value)
+        return value
+
+
+def _prefix(column: ColumnElement[Any], text: str) -> ColumnElement[bool]:
+    """``column`` starts with ``text``, as an index-friendly range."""
+    upper = text[:-1] + chr(ord(text[-1]) + 1)
+    return and_(column >= text, column < upper)
+
+
+def _rep_accounts(rep: str) -> Select[Any]:
+    return select(accounts.c.id).where(accounts.c.owner == rep)
+
+
+def lead_scope(rep: str | None) -> list[ColumnElement[bool]]:
+    if rep is None:
+        return []
+    return [leads.c.account_id.in_(_rep_accounts(rep))]
+
+
+# ---------------------------------------------------------------- home
+
+
+def activity_as_of(engine: Engine, now: datetime) -> datetime:
+    """The end of the home page's 7/30-day windows: now, or the newest event when all
+    events are older (an imported history or a demo world ending in the past)."""
+    with engine.connect() as conn:
+        newest = conn.execute(select(func.max(events.c.occurred_at))).scalar_one()
+    newest = _aware(newest)
+    if newest is None or newest >= now - timedelta(days=1):
+        return now
+    return newest
+
+
+@dataclass(frozen=True, slots=True)
+class HomeFigures:
+    as_of: datetime
+    leads: int
+    accounts: int
+    new_leads_30d: int
+    events_7d: int
+    events_30d: int
+    identified_30d: int
+    anonymous_30d: int
+    by_source: list[tuple[str, int]]
+    by_channel: list[tuple[str, int]]
+    daily: list[tuple[str, int]]
+
+
+def home_figures(engine: Engine, now: datetime, rep: str | None) -> HomeFigures:
+    now = activity_as_of(engine, now)
+    d7, d30 = now - timedelta(days=7), now - timedelta(days=30)
+    scope = lead_scope(rep)
+    with engine.connect() as conn:
+        n_leads = conn.execute(select(func.count()).select_from(leads).where(*scope)).scalar_one()
+        acct_where = [accounts.c.owner == rep] if rep is not None else []
+        n_accounts = conn.execute(
+            select(func.count()).select_from(accounts).where(*acct_where)
+        ).scalar_one()
+        new_leads = conn.execute(
+            select(func.count()).select_from(leads).where(leads.c.created_at >= d30, *scope)
+        ).scalar_one()
+        by_source = conn.execute(
+            select(leads.c.source, func.count())
+            .where(*scope)
+            .group_by(leads.c.source)
+            .order_by(func.count().desc())
+            .limit(12)
+        ).all()
+        if rep is None:
+            ev_scope: list[ColumnElement[bool]] = []
+        else:
+            ev_scope = [
+                events.c.lead_id.in_(select(leads.c.id).where(*scope)),
+            ]
+        window = select(events.c.occurred_at, events.c.channel, events.c.lead_id).where(
+            events.c.occurred_at >= d30, *ev_scope
+        )
+        recent = window.subquery()
+        e30, e7, identified = conn.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(case((recent.c.occurred_at >= d7, 1), else_=0)), 0),
+                func.count(func.distinct(recent.c.lead_id)),
+            )
+        ).one()
+        if rep is None:
+            anonymous = conn.execute(
+                select(func.count(func.distinct(events.c.anonymous_id))).where(
+                    events.c.occurred_at >= d30, events.c.lead_id.is_(None)
+                )
+            ).scalar_one()
+        else:
+            anonymous = 0  # anonymous visitors belong to no rep
+        channel_counts: dict[str, int] = {}
+        for channel, n in conn.execute(
+            select(recent.c.channel, func.count()).group_by(recent.c.channel)
+        ):
+            name = channel or "direct"
+            channel_counts[name] = channel_counts.get(name, 0) + int(n)
+        by_channel = sorted(channel_counts.items(), key=lambda kv: -kv[1])
+        day = func.date(recent.c.occurred_at)
+        daily = conn.execute(select(day, func.count()).group_by(day).order_by(day)).all()
+    return HomeFigures(
+        as_of=now,
+        leads=int(n_leads),
+        accounts=int(n_accounts),
+        new_leads_30d=int(new_leads),
+        events_7d=int(e7),
+        events_30d=int(e30),
+        identified_30d=int(identified),
+        anonymous_30d=int(anonymous),
+        by_source=[(s or "—", int(n)) for s, n in by_source],
+        by_channel=[(str(c), int(n)) for c, n in by_channel],
+        daily=[(str(d), int(n)) for d, n in daily],
+    )
+
+
+def recent_leads(engine: Engine, rep: str | None, limit: int = 8) -> list[dict[str, Any]]:
+    """Leads with the latest touchpoints (from the newest events, so it stays cheap)."""
+    scope = lead_scope(rep)
+    latest = (
+        select(events.c.lead_id, func.max(events.c.occurred_at).label("last_seen"))
+        .where(events.c.lead_id.is_not(None))
+        .where(
+            events.c.id > select(func.coalesce(func.max(events.c.id), 0) - 5000).scalar_subquery()
+        )
+        .group_by(events.c.lead_id)
+        .subquery()
+    )
+    if scope:
+        latest_q = select(latest).where(latest.c.lead_id.in_(select(leads.c.id).where(*scope)))
+        latest = latest_q.subquery()
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(*_LEAD_COLUMNS, latest.c.last_seen)
+            .select_from(latest.join(leads, leads.c.id == latest.c.lead_id))
+            .outerjoin(accounts, accounts.c.id == leads.c.account_id)
+            .order_by(latest.c.last_seen.desc())
+            .limit(limit)
+        ).mappings()
+        return [dict(r) for r in rows]
+
+
+# ---------------------------------------------------------------- leads list
+
+_LEAD_COLUMNS = (
+    leads.c.id,
+    leads.c.email,
+    leads.c.first_name,
+    leads.c.last_name,
+    leads.c.title,
+    leads.c.source,
+    leads.c.created_at,
+    leads.c.account_id,
+    accounts.c.name.label("account_name"),
+    accounts.c.owner.label("owner"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LeadFilters:
+    q: str = ""
+    source: str = ""
+    account_id: int | None = None
+    owner: str = ""
+
+    @property
+    def active(self) -> bool:
+        return bool(self.q or self.source or self.account_id or self.owner)
+
+
+@dataclass(frozen=True, slots=True)
+class LeadPage:
+    rows: list[dict[str, Any]]
+    next_cursor: int | None
+    count: int
+    count_capped: bool
+
+
+def _search_branches(q: str) -> list[ColumnElement[bool]]:
+    companies = select(accounts.c.id).where(_prefix(func.lower(accounts.c.name), q))
+    return [
+        _prefix(leads.c.email, q),
+        _prefix(func.lower(leads.c.first_name), q),
+        _prefix(func.lower(leads.c.last_name), q),
+        leads.c.account_id.in_(companies),
+    ]
+
+
+def _search(q: str, dense: bool) -> ColumnElement[bool]:
+    """Prefix search on email, first name, last name and company name.
+
+    A *dense* term (more than COUNT_CAP candidate rows) is an OR, so walking the newest
+    leads finds a page at once; a sparse one is a union of index range scans, so a term
+    that matches few rows (or none) never walks the whole table."""
+    q = q.strip().lower()
+    if "@" in q:
+        return _prefix(leads.c.email, q)
+    parts = q.split()
+    if len(parts) >= 2:
+        return and_(
+            _prefix(func.lower(leads.c.first_name), parts[0]),
+            _prefix(func.lower(leads.c.last_name), " ".join(parts[1:])),
+        )
+    branches = _search_branches(q)
+    if dense:
+        return or_(*branches)
+    return leads.c.id.in_(union(*(select(leads.c.id).where(b) for b in branches)))
+
+
+def _is_dense(engine: Engine, q: str) -> bool:
+    """Whether the search term's candidates exceed COUNT_CAP (each branch counted on its
+    own index, at most COUNT_CAP + 1 entries each)."""
+    q = q.strip().lower()
+    if "@" in q or len(q.split()) != 1:
+        return False
+    total = 0
+    with engine.connect() as conn:
+        for branch in _search_branches(q):
+            limited = select(literal(1)).select_from(leads).where(branch).limit(COUNT_CAP + 1)
+            total += conn.execute(select(func.count()).select_from(limited.subquery())).scalar_one()
+            if total > COUNT_CAP:
+                return True
+    return False
+
+
+def _lead_conditions(
+    filters: LeadFilters, rep: str | None, dense: bool = False
+) -> list[ColumnElement[bool]]:
+    where = lead_scope(rep)
+    if filters.q.strip():
+        where.append(_search(filters.q, dense))
+    if filters.source:
+        where.append(leads.c.source == filters.source)
+    if filters.account_id is not None:
+        where.append(leads.c.account_id == filters.account_id)
+    if filters.owner:
+        where.append(leads.c.account_id.in_(_rep_accounts(filters.owner)))
+    return where
+
+
+def list_leads(
+    engine: Engine,
+    filters: LeadFilters,
+    *,
+    rep: str | None,
+    after: int | None = None,
+    limit: int = PAGE_SIZE,
+) -> LeadPage:
+    dense = bool(filters.q.strip()) and _is_dense(engine, filters.q)
+    where = _lead_conditions(filters, rep, dense)
+    page_where = [*where, leads.c.id < after] if after is not None else where
+    with engine.connect() as conn:
+        rows = [
+            dict(r)
+            for r in conn.execute(
+                select(*_LEAD_COLUMNS)
+                .select_from(leads.outerjoin(accounts, accounts.c.id == leads.c.account_id))
+                .where(*page_where)
+                .order_by(leads.c.id.desc())
+                .limit(limit + 1)
+            ).mappings()
+        ]
+        if not where:
+            count = conn.execute(select(func.count()).select_from(leads)).scalar_one()
+            capped = False
+        else:
+            limited = select(literal(1)).select_from(leads).where(*where).limit(COUNT_CAP + 1)
+            count = conn.execute(select(func.count()).select_from(limited.subquery())).scalar_one()
+            capped = count > COUNT_CAP
+            count = min(count, COUNT_CAP)
+    next_cursor = int(rows[limit - 1]["id"]) if len(rows) > limit else None
+    return LeadPage(
+        rows=rows[:limit], next_cursor=next_cursor, count=int(count), count_capped=capped
+    )
+
+
+def lead_sources(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return [
+            s
+            for (s,) in conn.execute(
+                select(leads.c.source).where(leads.c.source.is_not(None)).distinct().limit(200)
+            )
+        ]
+
+
+def account_owners(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return sorted(
+            o
+            for (o,) in conn.execute(
+                select(accounts.c.owner).where(accounts.c.owner.is_not(None)).distinct().limit(500)
+            )
+        )
+
+
+def account_name(engine: Engine, account_id: int) -> str | None:
+    with engine.connect() as conn:
+        found = conn.execute(select(accounts.c.name).where(accounts.c.id == account_id)).first()
+    return found[0] if found else None
+
+
+# ---------------------------------------------------------------- lead page
+
+
+@dataclass(frozen=True, slots=True)
+class LeadDetail:
+    lead: dict[str, Any]
+    account: dict[str, Any] | None
+    committee: list[dict[str, Any]]
+    timeline: list[dict[str, Any]]
+    identities: list[dict[str, Any]]
+    touch_count: int
+    first_seen: datetime | None
+    last_seen: datetime | None
+
+
+def lead_owner(engine: Engine, lead_id: int) -> tuple[bool, str | None]:
+    """(exists, owner) for the 403 check before anything else is read."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(leads.c.id, accounts.c.owner)
+            .select_from(leads.outerjoin(accounts, accounts.c.id == leads.c.account_id))
+            .where(leads.c.id == lead_id)
+        ).first()
+    return (row is not None, row.owner if row is not None else None)
+
+
+def lead_detail(engine: Engine, lead_id: int) -> LeadDetail | None:
+    with engine.connect() as conn:
+        lead = conn.execute(select(leads).where(leads.c.id == lead_id)).mappings().first()
+        if lead is None:
+            return None
+        account = None
+        committee: list[dict[str, Any]] = []
+        if lead["account_id"] is not None:
+            account = (
+                conn.execute(select(accounts).where(accounts.c.id == lead["account_id"]))
+                .mappings()
+                .first()
+            )
+            committee = [
+                dict(r)
+                for r in conn.execute(
+                    select(
+                        leads.c.id,
+                        leads.c.first_name,
+                        leads.c.last_name,
+                        leads.c.title,
+                        leads.c.email,
+                    )
+                    .where(leads.c.account_id == lead["account_id"], leads.c.id != lead_id)
+                    .order_by(leads.c.id)
+                    .limit(COMMITTEE_LIMIT)
+                ).mappings()
+            ]
+        timeline = [
+            dict(r)
+            for r in conn.execute(
+                select(
+                    events.c.id,
+                    events.c.type,
+                    events.c.name,
+                    events.c.page_url,
+                    events.c.properties,
+                    events.c.channel,
+                    events.c.utm_campaign,
+                    events.c.occurred_at,
+                )
+                .where(events.c.lead_id == lead_id)
+                .order_by(events.c.occurred_at.desc(), events.c.id.desc())
+                .limit(TIMELINE_LIMIT)
+            ).mappings()
+        ]
+        count, first, last = conn.execute(
+            select(
+                func.count(), func.min(events.c.occurred_at), func.max(events.c.occurred_at)
+            ).where(events.c.lead_id == lead_id)
+        ).one()
+        ids = [
+            dict(r)
+            for r in conn.execute(
+                select(identities.c.kind, identities.c.value, identities.c.created_at)
+                .where(identities.c.lead_id == lead_id)
+                .order_by(identities.c.created_at)
+                .limit(50)
+            ).mappings()
+        ]
+    return LeadDetail(
+        lead=dict(lead),
+        account=dict(account) if account else None,
+        committee=committee,
+        timeline=timeline,
+        identities=ids,
+        touch_count=int(count),
+        first_seen=_aware(first),
+        last_seen=_aware(last),
+    )
+
+
+def _aware(value: Any) -> datetime | None:
+    """Aggregates (min/max) bypass the column type on SQLite: re-apply UTC."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------- accounts
+
+
+@dataclass(frozen=True, slots=True)
+class AccountPage:
+    rows: list[dict[str, Any]]
+    next_cursor: int | None
+
+
+def list_accounts(
+    engine: Engine,
+    *,
+    q: str,
+    owner: str,
+    rep: str | None,
+    after: int | None,
+    limit: int = PAGE_SIZE,
+) -> AccountPage:
+    where: list[ColumnElement[bool]] = []
+    if rep is not None:
+        where.append(accounts.c.owner == rep)
+    if owner:
+        where.append(accounts.c.owner == owner)
+    text = q.strip().lower()
+    if text:
+        where.append(
+            or_(_prefix(func.lower(accounts.c.name), text), _prefix(accounts.c.domain, text))
+        )
+    if after is not None:
+        where.append(accounts.c.id < after)
+    people = (
+        select(func.count())
+        .select_from(leads)
+        .where(leads.c.account_id == accounts.c.id)
+        .scalar_subquery()
+    )
+    with engine.connect() as conn:
+        rows = [
+            dict(r)
+            for r in conn.execute(
+                select(
+                    accounts.c.id,
+                    accounts.c.name,
+                    accounts.c.domain,
+                    accounts.c.industry,
+                    accounts.c.employee_count,
+                    accounts.c.country,
+                    accounts.c.owner,
+                    accounts.c.is_target,
+                    people.label("people"),
+                )
+                .where(*where)
+                .order_by(accounts.c.id.desc())
+                .limit(limit + 1)
+            ).mappings()
+        ]
+    next_cursor = int(rows[limit - 1]["id"]) if len(rows) > limit else None
+    return AccountPage(rows=rows[:limit], next_cursor=next_cursor)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountDetail:
+    account: dict[str, Any]
+    people: list[dict[str, Any]]
+    people_count: int
+    activity: list[dict[str, Any]]
+
+
+def account_detail(engine: Engine, account_id: int) -> AccountDetail | None:
+    with engine.connect() as conn:
+        account = (
+            conn.execute(select(accounts).where(accounts.c.id == account_id)).mappings().first()
+        )
+        if account is None:
+            return None
+        people = [
+            dict(r)
+            for r in conn.execute(
+                select(
+                    leads.c.id,
+                    leads.c.first_name,
+                    leads.c.last_name,
+                    leads.c.title,
+                    leads.c.email,
+                    leads.c.source,
+                    leads.c.created_at,
+                )
+                .where(leads.c.account_id == account_id)
+                .order_by(leads.c.id)
+                .limit(100)
+            ).mappings()
+        ]
+        people_count = conn.execute(
+            select(func.count()).select_from(leads).where(leads.c.account_id == account_id)
+        ).scalar_one()
+        ids = [p["id"] for p in people]
+        activity: list[dict[str, Any]] = []
+        if ids:
+            activity = [
+                dict(r)
+                for r in conn.execute(
+                    select(
+                        events.c.type,
+                        events.c.name,
+                        events.c.page_url,
+                        events.c.properties,
+                        events.c.channel,
+                        events.c.occurred_at,
+                        events.c.lead_id,
+                        leads.c.first_name,
+                        leads.c.last_name,
+                        leads.c.email,
+                    )
+                    .join(leads, leads.c.id == events.c.lead_id)
+                    .where(events.c.lead_id.in_(ids))
+                    .order_by(events.c.occurred_at.desc())
+                    .limit(30)
+                ).mappings()
+            ]
+    return AccountDetail(
+        account=dict(account), people=people, people_count=int(people_count), activity=activity
+    )

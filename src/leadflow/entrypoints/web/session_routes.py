@@ -1,0 +1,103 @@
+"""Sign-in, sign-out and the language switch."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from leadflow.bootstrap import Services
+from leadflow.entrypoints.web import auth
+from leadflow.entrypoints.web.i18n import LOCALES
+from leadflow.entrypoints.web.rendering import render
+from leadflow.services import users as user_service
+
+router = APIRouter(include_in_schema=False)
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+@router.get("/")
+def root(request: Request) -> RedirectResponse:
+    target = "/home" if auth.optional_user(request) is not None else "/login"
+    return RedirectResponse(target, status_code=303)
+
+
+def _login_page(
+    request: Request, *, next_url: str, error: str = "", email: str = "", status: int = 200
+) -> HTMLResponse:
+    services = _services(request)
+    token = auth.login_csrf_token(request, services)
+    response = render(
+        request,
+        "login.html",
+        {"next_url": next_url, "error": error, "email": email, "login_csrf": token},
+        status_code=status,
+    )
+    auth.set_login_csrf_cookie(request, response, services, token)
+    return response
+
+
+@router.get("/login")
+def login_form(request: Request, next: str = "", lang: str = "") -> Response:
+    if auth.optional_user(request) is not None:
+        return RedirectResponse(auth.safe_next(next), status_code=303)
+    if lang in LOCALES:
+        # Switch the sign-in page's language (a cookie; the user's own choice wins later).
+        target = "/login" + (f"?next={quote(auth.safe_next(next), safe='/')}" if next else "")
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            auth.LOCALE_COOKIE, lang, max_age=365 * 86400, samesite="lax", httponly=True
+        )
+        return response
+    return _login_page(request, next_url=auth.safe_next(next))
+
+
+@router.post("/login")
+async def login(
+    request: Request,
+    email: str = Form("", max_length=320),
+    password: str = Form("", max_length=user_service.MAX_PASSWORD),
+    csrf_token: str = Form("", max_length=200),
+    next: str = Form("", max_length=2000),
+) -> Response:
+    services = _services(request)
+    next_url = auth.safe_next(next)
+    if not auth.login_csrf_ok(request, services, csrf_token):
+        return _login_page(
+            request, next_url=next_url, error="login.expired", email=email, status=403
+        )
+    user = await run_in_threadpool(
+        user_service.authenticate, services.engine, email, password, services.clock()
+    )
+    if user is None:
+        return _login_page(
+            request, next_url=next_url, error="login.failed", email=email, status=401
+        )
+    response = RedirectResponse(next_url, status_code=303)
+    await run_in_threadpool(auth.start_session, services, request, response, user, services.clock())
+    return response
+
+
+@router.post("/logout", dependencies=[auth.CsrfProtected])
+def logout(request: Request) -> RedirectResponse:
+    response = RedirectResponse("/login", status_code=303)
+    auth.end_session(_services(request), request, response)
+    return response
+
+
+@router.post("/locale", dependencies=[auth.CsrfProtected])
+def switch_locale(
+    request: Request,
+    user: auth.CurrentUser,
+    locale: str = Form(..., max_length=8),
+    next: str = Form("", max_length=2000),
+) -> RedirectResponse:
+    if locale in LOCALES:
+        user_service.set_locale(_services(request).engine, user.user.id, locale)
+    return RedirectResponse(auth.safe_next(next), status_code=303)

@@ -1,0 +1,76 @@
+// leadflow dashboard: charts from data-* attributes, htmx CSRF header, confirm dialogs.
+// No inline scripts anywhere (CSP script-src 'self').
+(function () {
+  "use strict";
+
+  var PALETTE = ["#4f46e5", "#0ea5e9", "#10b981", "#f59e0b", "#ef4444", "#8b5cf6",
+                 "#14b8a6", "#f97316", "#64748b", "#ec4899", "#84cc16", "#06b6d4"];
+  var FONT = '"Pretendard Variable", Pretendard, system-ui, sans-serif';
+
+  function locale() { return document.body.dataset.locale === "ko" ? "ko-KR" : "en-US"; }
+  function fmt(n) { return Number(n).toLocaleString(locale()); }
+
+  function renderChart(el) {
+    if (!window.echarts || el.dataset.rendered) { return; }
+    var points = JSON.parse(el.dataset.points || "[]");
+    var chart = window.echarts.init(el, null, { renderer: "svg" });
+    var base = {
+      color: PALETTE,
+      textStyle: { fontFamily: FONT },
+      animation: false,
+      tooltip: { valueFormatter: fmt },
+    };
+    var kind = el.dataset.chart;
+    if (kind === "donut") {
+      chart.setOption(Object.assign(base, {
+        tooltip: { trigger: "item", valueFormatter: fmt },
+        legend: { orient: "vertical", right: 0, top: "middle", icon: "circle", textStyle: { color: "#4b5563" } },
+        series: [{ type: "pie", radius: ["52%", "78%"], center: ["35%", "50%"], avoidLabelOverlap: true,
+          label: { show: false }, itemStyle: { borderColor: "#fff", borderWidth: 2 },
+          data: points.map(function (p) { return { name: p[0], value: p[1] }; }) }],
+      }));
+    } else if (kind === "bar") {
+      var sorted = points.slice().reverse();
+      chart.setOption(Object.assign(base, {
+        tooltip: { trigger: "axis", axisPointer: { type: "shadow" }, valueFormatter: fmt },
+        grid: { left: 8, right: 24, top: 8, bottom: 8, containLabel: true },
+        xAxis: { type: "value", axisLabel: { formatter: fmt, color: "#6b7280" }, splitLine: { lineStyle: { color: "#eef0f3" } } },
+        yAxis: { type: "category", data: sorted.map(function (p) { return p[0]; }), axisLabel: { color: "#374151" },
+          axisLine: { show: false }, axisTick: { show: false } },
+        series: [{ type: "bar", barMaxWidth: 18, itemStyle: { borderRadius: [0, 4, 4, 0] },
+          data: sorted.map(function (p) { return p[1]; }) }],
+      }));
+    } else {
+      chart.setOption(Object.assign(base, {
+        tooltip: { trigger: "axis", valueFormatter: fmt },
+        grid: { left: 8, right: 16, top: 12, bottom: 8, containLabel: true },
+        xAxis: { type: "category", boundaryGap: false, data: points.map(function (p) { return p[0].slice(5); }),
+          axisLabel: { color: "#6b7280" }, axisLine: { lineStyle: { color: "#d1d5db" } } },
+        yAxis: { type: "value", axisLabel: { formatter: fmt, color: "#6b7280" }, splitLine: { lineStyle: { color: "#eef0f3" } } },
+        series: [{ name: el.dataset.seriesName || "", type: "line", smooth: true, symbol: "none",
+          lineStyle: { width: 2.5 }, areaStyle: { opacity: 0.12 },
+          data: points.map(function (p) { return p[1]; }) }],
+      }));
+    }
+    el.dataset.rendered = "1";
+    window.addEventListener("resize", function () { chart.resize(); });
+  }
+
+  function init(root) {
+    (root || document).querySelectorAll("[data-chart]").forEach(renderChart);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    init(document);
+    document.body.addEventListener("htmx:configRequest", function (evt) {
+      var token = document.body.dataset.csrf;
+      if (token) { evt.detail.headers["X-CSRF-Token"] = token; }
+    });
+    document.body.addEventListener("htmx:afterSwap", function (evt) { init(evt.target); });
+    document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+      form.addEventListener("submit", function (evt) {
+        if (!window.confirm(form.dataset.confirm)) { evt.preventDefault(); }
+      });
+    });
+  });
+})();

@@ -1,0 +1,436 @@
+"""The dashboard in a real browser (Debian's Chromium through Playwright).
+
+A `leadflow serve` process runs on a seeded SQLite database; each role signs in and opens
+its pages; a sales rep gets 403 on another rep's lead; a lead named
+``<script>alert(1)</script>`` shows as text and fires no dialog; switching to Korean shows
+Korean labels in the vendored Korean font. Screenshots of every page (1440x900) are saved
+under docs/screenshots/ (linked from the README).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from leadflow.adapters.db import migrate
+from leadflow.adapters.db.engine import create_db_engine
+from leadflow.adapters.db.tables import accounts, events, identities, leads
+from leadflow.services import users as user_service
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "e2e password 123"
+ROLES = ("admin", "marketer", "sales", "executive")
+XSS = "<script>alert(1)</script>"
+
+PAGES_BY_ROLE = {
+    "admin": ["/home", "/leads", "/accounts", "/settings/users", "/settings/keys"],
+    "marketer": ["/home", "/leads", "/accounts"],
+    "sales": ["/home", "/leads", "/accounts"],
+    "executive": ["/home", "/accounts"],
+}
+
+FIRST = ["Ada", "Grace", "Alan", "Barbara", "Linus", "Margaret", "Ken", "Frances", "민준", "서연"]
+LAST = [
+    "Lovelace",
+    "Hopper",
+    "Turing",
+    "Liskov",
+    "Torvalds",
+    "Hamilton",
+    "Thompson",
+    "Allen",
+    "김",
+    "이",
+]
+TITLES = ["CTO", "VP Engineering", "IT Manager", "Procurement Lead", "CFO", "Data Engineer"]
+COMPANIES = [
+    ("Acme Robotics", "acme.example", "Manufacturing", 1200, "US", "Rep One"),
+    ("Globex", "globex.example", "Financial services", 5400, "UK", "Rep Two"),
+    ("Initech", "initech.example", "Software", 340, "US", "Rep One"),
+    ("한빛물류", "hanbit.example", "Transport", 800, "KR", "Rep Two"),
+    ("Umbrella Health", "umbrella.example", "Healthcare", 2100, "DE", "Rep One"),
+    ("Stark Energy", "stark.example", "Energy", 9100, "US", None),
+]
+TRACKS = [
+    ("content_download", {"asset": "Buyer's guide to lead scoring", "asset_type": "white_paper"}),
+    ("email_open", {"subject": "Your webinar recording"}),
+    ("email_click", {"subject": "Case study: 3x pipeline"}),
+    ("webinar_registered", {"webinar": "Scoring that sales trusts"}),
+    ("webinar_attended", {"webinar": "Scoring that sales trusts"}),
+    ("form_submit", {"form": "Contact us"}),
+    ("event_attended", {"event": "Seoul B2B Marketing Summit"}),
+    ("demo_request", {}),
+]
+PATHS = [
+    "/pricing",
+    "/product/scoring",
+    "/blog/flow-and-balance",
+    "/case-studies/globex",
+    "/docs/tracking",
+    "/product/nurture",
+]
+CHANNELS = [
+    "organic_search",
+    "paid_search",
+    "email",
+    "social",
+    "events",
+    "webinar",
+    "referral",
+    "direct",
+]
+
+
+def _seed(url: str) -> dict[str, int]:
+    rng = random.Random(7)
+    now = datetime.now(UTC).replace(microsecond=0)
+    engine = create_db_engine(url)
+    migrate.upgrade(engine)
+    ids: dict[str, int] = {}
+    with engine.begin() as conn:
+        account_ids = []
+        for name, domain, industry, size, country, owner in COMPANIES:
+            account_ids.append(
+                conn.execute(
+                    accounts.insert()
+                    .values(
+                        name=name,
+                        domain=domain,
+                        industry=industry,
+                        employee_count=size,
+                        country=country,
+                        owner=owner,
+                        is_target=size > 2000,
+                        traits={},
+                        created_at=now - timedelta(days=90),
+                        updated_at=now,
+                    )
+                    .returning(accounts.c.id)
+                ).scalar_one()
+            )
+        lead_ids = []
+        for i in range(48):
+            acct = i % len(COMPANIES)
+            first = XSS if i == 1 else FIRST[i % len(FIRST)]
+            last = LAST[(i * 3) % len(LAST)]
+            lead_id = conn.execute(
+                leads.insert()
+                .values(
+                    email=f"person{i}@{COMPANIES[acct][1]}",
+                    first_name=first,
+                    last_name=last,
+                    title=TITLES[i % len(TITLES)],
+                    phone=f"+1 555 01{i:02d}",
+                    account_id=account_ids[acct],
+                    source=["website", "webinar", "tradeshow", "import"][i % 4],
+                    consent_status=["granted", "unknown"][i % 2],
+                    attributes={"industry": COMPANIES[acct][2]},
+                    created_at=now - timedelta(days=rng.randint(1, 80)),
+                    updated_at=now,
+                )
+                .returning(leads.c.id)
+            ).scalar_one()
+            lead_ids.append(lead_id)
+            conn.execute(
+                identities.insert().values(
+                    kind="anonymous",
+                    value=f"anon-{i}-{rng.randrange(10**8):08d}",
+                    lead_id=lead_id,
+                    created_at=now - timedelta(days=60),
+                )
+            )
+        ids["own"] = lead_ids[0]  # Acme: Rep One
+        ids["xss"] = lead_ids[1]  # Globex: Rep Two
+        ids["other"] = lead_ids[1]
+        ids["account"] = account_ids[0]
+        ids["xss_account"] = account_ids[1]
+        n = 0
+        for lead_id in [*lead_ids, *([None] * 20)]:
+            for _ in range(rng.randint(4, 18)):
+                n += 1
+                when = now - timedelta(days=rng.uniform(0, 29), minutes=rng.randint(0, 600))
+                channel = rng.choice(CHANNELS)
+                if rng.random() < 0.55 or lead_id is None:
+                    values = {
+                        "type": "page",
+                        "name": None,
+                        "page_url": rng.choice(PATHS),
+                        "properties": {},
+                    }
+                else:
+                    name, props = rng.choice(TRACKS)
+                    values = {"type": "track", "name": name, "page_url": None, "properties": props}
+                conn.execute(
+                    events.insert().values(
+                        message_id=f"e2e-{n}",
+                        lead_id=lead_id,
+                        anonymous_id=None if lead_id else f"anon-x{n % 13}",
+                        context={},
+                        channel=channel,
+                        utm_campaign="spring-webinar" if channel == "email" else None,
+                        occurred_at=when,
+                        received_at=when,
+                        **values,
+                    )
+                )
+    for role in ROLES:
+        user_service.create_user(
+            engine,
+            email=f"{role}@example.com",
+            password=PASSWORD,
+            role=role,
+            name={
+                "admin": "Alex Kim",
+                "marketer": "Mina Park",
+                "sales": "Rep One",
+                "executive": "Erin Lee",
+            }[role],
+            sales_rep_key="Rep One" if role == "sales" else None,
+            now=now,
+        )
+    engine.dispose()
+    return ids
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, int]]]:
+    url = f"sqlite:///{tmp_path_factory.mktemp('e2e') / 'dash.db'}"
+    ids = _seed(url)
+    port = _free_port()
+    env = {**os.environ, "LEADFLOW_DATABASE_URL": url}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from leadflow.entrypoints.cli import main; main()",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            pytest.fail(f"leadflow serve exited: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("leadflow serve did not answer /healthz")
+    yield base, ids
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the playwright package is missing: run `make install-browser`")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make install-browser` (Debian's chromium)")
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield launched
+        launched.close()
+
+
+class Session:
+    """One browser context signed in as one role; records dialogs and CSP violations."""
+
+    def __init__(self, browser: object, base: str) -> None:
+        self.base = base
+        self.context = browser.new_context(viewport={"width": 1440, "height": 900})  # type: ignore[attr-defined]
+        self.page = self.context.new_page()
+        self.dialogs: list[str] = []
+        self.console_errors: list[str] = []
+        self.page.on("dialog", self._dialog)
+        self.page.on("console", self._console)
+
+    def _dialog(self, dialog: object) -> None:
+        self.dialogs.append(dialog.message)  # type: ignore[attr-defined]
+        dialog.dismiss()  # type: ignore[attr-defined]
+
+    def _console(self, msg: object) -> None:
+        if msg.type == "error":  # type: ignore[attr-defined]
+            self.console_errors.append(msg.text)  # type: ignore[attr-defined]
+
+    def open(self, path: str) -> int:
+        response = self.page.goto(self.base + path, wait_until="networkidle")
+        assert response is not None
+        return int(response.status)
+
+    def sign_in(self, role: str) -> None:
+        self.open("/login")
+        self.page.fill("input[name=email]", f"{role}@example.com")
+        self.page.fill("input[name=password]", PASSWORD)
+        self.page.click("button[type=submit]")
+        self.page.wait_for_url("**/home")
+        self.page.wait_for_load_state("networkidle")
+
+    def shot(self, name: str) -> None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def session(browser: object, server: tuple[str, dict[str, int]]) -> Iterator[Session]:
+    opened = Session(browser, server[0])
+    yield opened
+    opened.close()
+
+
+def test_sign_in_page(session: Session) -> None:
+    assert session.open("/login") == 200
+    assert session.page.locator("h1").inner_text() == "Sign in"
+    session.shot("01-sign-in")
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_each_role_signs_in_and_opens_its_pages(
+    session: Session, server: tuple[str, dict[str, int]], role: str
+) -> None:
+    _base, ids = server
+    session.sign_in(role)
+    nav = set(session.page.locator("a.nav-item").evaluate_all("els => els.map(e => e.pathname)"))
+    assert nav == set(PAGES_BY_ROLE[role])
+    for path in PAGES_BY_ROLE[role]:
+        assert session.open(path) == 200, path
+        assert session.page.locator("h1").count() >= 1
+    forbidden = {"/leads", "/settings/users", "/settings/keys"} - set(PAGES_BY_ROLE[role])
+    for path in forbidden:
+        assert session.open(path) == 403, path
+    if role != "executive":
+        assert session.open(f"/leads/{ids['own']}") == 200
+    assert session.open(f"/accounts/{ids['account']}") == 200
+    assert session.dialogs == []
+    assert [e for e in session.console_errors if "Content Security Policy" in e] == []
+
+
+def test_screenshots_of_every_page(session: Session, server: tuple[str, dict[str, int]]) -> None:
+    _base, ids = server
+    session.sign_in("admin")
+    session.page.wait_for_selector(".chart svg")
+    assert session.page.locator(".chart svg").count() == 3  # ECharts drew all three charts
+    session.shot("02-home")
+    for name, path in (
+        ("03-leads", "/leads"),
+        ("04-lead", f"/leads/{ids['own']}"),
+        ("05-accounts", "/accounts"),
+        ("06-account", f"/accounts/{ids['account']}"),
+        ("07-users", "/settings/users"),
+        ("08-api-keys", "/settings/keys"),
+    ):
+        assert session.open(path) == 200
+        session.shot(name)
+    session.open("/leads")
+    session.page.fill("#q", "grace")
+    session.page.wait_for_function(
+        "() => [...document.querySelectorAll('#leads-table tbody tr')].every("
+        "r => r.innerText.toLowerCase().includes('grace'))"
+    )
+    session.shot("09-leads-search")
+    assert [e for e in session.console_errors if "Content Security Policy" in e] == []
+
+
+def test_sales_rep_gets_403_on_another_reps_lead(
+    session: Session, server: tuple[str, dict[str, int]]
+) -> None:
+    _base, ids = server
+    session.sign_in("sales")
+    session.shot("10-home-sales-rep")
+    assert session.open(f"/leads/{ids['own']}") == 200
+    assert session.open(f"/leads/{ids['other']}") == 403
+    assert "You don't have access" in session.page.locator("h1").inner_text()
+    session.shot("11-forbidden")
+    listed = session.page.goto(session.base + "/leads")
+    assert listed is not None and listed.status == 200
+    assert "globex.example" not in session.page.locator("#leads-table").inner_text()
+
+
+def test_script_in_a_lead_name_is_shown_as_text(
+    session: Session, server: tuple[str, dict[str, int]]
+) -> None:
+    _base, ids = server
+    session.sign_in("marketer")
+    assert session.open(f"/leads/{ids['xss']}") == 200
+    assert XSS in session.page.locator("#lead-name").inner_text()
+    session.open("/leads")
+    names = session.page.locator("[data-lead-name]").all_inner_texts()
+    assert any(XSS in n for n in names)
+    session.open(f"/accounts/{ids['xss_account']}")
+    assert any(XSS in n for n in session.page.locator(".person-name").all_inner_texts())
+    assert session.dialogs == []
+
+
+def test_korean_switch_shows_korean_labels_in_the_vendored_font(
+    session: Session, server: tuple[str, dict[str, int]]
+) -> None:
+    _base, ids = server
+    session.sign_in("marketer")
+    session.page.click("button[data-lang=ko]")
+    session.page.wait_for_load_state("networkidle")
+    assert session.page.locator("html").get_attribute("lang") == "ko"
+    assert session.page.locator("a.nav-item[data-nav=leads]").inner_text().strip() == "리드"
+    assert session.page.locator("h1").first.inner_text() == "홈"
+    font_loaded = session.page.evaluate(
+        """async () => {
+            await document.fonts.ready;
+            await document.fonts.load('16px "Pretendard Variable"', '리드');
+            return [...document.fonts].some(
+                f => f.family.replace(/"/g, '') === 'Pretendard Variable' && f.status === 'loaded'
+            ) && document.fonts.check('16px "Pretendard Variable"', '리드 육성');
+        }"""
+    )
+    assert font_loaded
+    session.shot("12-home-ko")
+    assert session.open(f"/leads/{ids['own']}") == 200
+    assert session.page.locator("h2", has_text="타임라인").count() == 1
+    session.shot("13-lead-ko")
+    session.open("/leads")
+    session.shot("14-leads-ko")
+    # switch back so the stored choice does not leak into other tests' screenshots
+    session.page.click("button[data-lang=en]")
+    session.page.wait_for_load_state("networkidle")
+    assert session.page.locator("html").get_attribute("lang") == "en"
