@@ -36,7 +36,7 @@ install-browser: $(VENV)/.installed
 run: install
 	@if [ ! -f "$(DB)" ]; then \
 		$(LEADFLOW) init && \
-		$(LEADFLOW) demo --leads $(DEMO_LEADS) --months $(DEMO_MONTHS) --seed 7; \
+		$(LEADFLOW) demo --leads $(DEMO_LEADS) --months $(DEMO_MONTHS) --seed 7 --until $$(date +%F); \
 	else \
 		$(LEADFLOW) db upgrade; \
 	fi

@@ -35,6 +35,8 @@ def load_settings(database_url: str | None = None) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
+        if not loc:  # a check across settings (e.g. production needs a real secret key)
+            fail(f"settings: {first['msg']}")
         fail(f"setting LEADFLOW_{loc.upper()}: {first['msg']}")
 
 
