@@ -347,3 +347,36 @@ def test_sales_actions_are_checked_by_the_stage_machine_and_stored_once(
     with services.engine.connect() as conn:
         assert conn.execute(select(sales_actions.c.action_id)).scalars().all() == ["a1"]
     assert _state(services).stage == "appointment"
+
+
+def test_backtest_compares_models_without_touching_live_data(
+    client, services, write_key, tmp_path, capsys
+):
+    import json
+
+    for n, user in enumerate(["u1", "u2", "u3"]):
+        _identify(client, write_key, user=user, email=f"{user}@acme.example", hours=n)
+        _track(client, write_key, "webinar_attended", 4 + n, user=user)
+    _track(client, write_key, "quote_request", 9, user="u3")
+    before = _changes(services)
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(
+        lifecycle.default_source()
+        .replace('version: "2024.1"', 'version: "2024.9"')
+        .replace("      - score: 100", "      - score: 20")
+    )
+    url = services.engine.url.render_as_string(hide_password=False)
+    args = ["model", "backtest", str(candidate), "--format", "json", "--database-url", url]
+    assert run_guarded(app, args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["current"]["mql"] == 1  # u3 by its quote request
+    assert report["candidate"]["mql"] == 3  # 25 webinar points now pass the threshold of 20
+    assert report["newly_mql"] == 2
+    assert {(c["current"], c["candidate"], c["leads"]) for c in report["stage_changes"]} == {
+        ("acquired", "mql", 2)
+    }
+    assert _changes(services) == before  # nothing live changed
+    assert _state(services, 1).stage == "acquired"
+    bad = ["model", "backtest", str(candidate), "--since", "yesterday", "--database-url", url]
+    assert run_guarded(app, bad) == 1
+    assert "--since" in capsys.readouterr().err

@@ -168,6 +168,9 @@ class EmailEligibility:
 
 
 def _consent(value: Any) -> str | None:
+    """``true``/``false``, a status string, or Segment-style ``{"status": "granted", ...}``."""
+    if isinstance(value, Mapping):
+        value = value.get("status")
     if isinstance(value, bool):
         return "granted" if value else "denied"
     if isinstance(value, str) and value.strip().lower() in CONSENT_VALUES:
@@ -220,13 +223,20 @@ def merge_traits(profile: LeadProfile, event: Event) -> LeadProfile:
     for key in ("employee_count", "employees"):
         if key in traits and (count := _int(traits[key])) is not None:
             changes["employee_count"] = count
-    for key in ("is_target_account", "is_target"):
+    for key in ("is_target_account", "is_target", "target_account"):
         if isinstance(traits.get(key), bool):
             changes["is_target_account"] = traits[key]
     if event.type == "identify":
         if "consent" in traits and (consent := _consent(traits["consent"])) is not None:
             changes["consent"] = consent
-        known = {*_LEAD_TEXT, "employee_count", "employees", "is_target_account", "is_target"}
+        known = {
+            *_LEAD_TEXT,
+            "employee_count",
+            "employees",
+            "is_target_account",
+            "is_target",
+            "target_account",
+        }
         extra = {k: v for k, v in traits.items() if k not in known and k != "consent"}
         if extra:
             changes["attributes"] = {**profile.attributes, **extra}

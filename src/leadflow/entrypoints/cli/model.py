@@ -122,6 +122,94 @@ def apply(
         render(rows, ["from", "to", "leads"], Format.table, title="stage changes by the switch")
 
 
+@app.command("backtest")
+def backtest(
+    file: Path = typer.Argument(..., help="The candidate leadflow.yaml."),
+    since: str | None = typer.Option(
+        None, "--since", help="Count MQLs from this date (YYYY-MM-DD); scores use all history."
+    ),
+    fmt: Format = FormatOption,
+    database_url: str | None = DatabaseOption,
+) -> None:
+    """Replay the stored history under a candidate model, without changing live data, and
+    compare it with the current model: MQLs, leads changing stage, weekly MQL volume, and
+    MQL conversion where sales outcomes are known."""
+    from datetime import UTC, date, datetime
+
+    from leadflow.services.backtest import run_backtest
+
+    source = read_model_file(file)
+    try:
+        candidate = load_model(source)
+    except ModelConfigError as exc:
+        fail(f"{file}: {exc}")
+    since_at = None
+    if since is not None:
+        try:
+            day = date.fromisoformat(since.strip())
+        except ValueError:
+            fail(f"--since: expected a date as YYYY-MM-DD, got {since[:40]!r}")
+        since_at = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    with services_for(database_url) as services, Progress(
+        TextColumn("[bold]reading events[/]"),
+        TimeElapsedColumn(),
+        TextColumn("{task.completed:,} events"),
+        console=Console(stderr=True),
+    ) as bar:
+        task = bar.add_task("read", total=None)
+        report = run_backtest(
+            services.engine,
+            services.models,
+            candidate,
+            services.clock(),
+            since=since_at,
+            progress=lambda n: bar.advance(task, n),
+        )
+    if fmt is Format.json:
+        typer.echo(
+            json.dumps(
+                {
+                    "as_of": report.as_of.isoformat(),
+                    "leads": report.leads,
+                    "events": report.events,
+                    "current": {
+                        "version": report.current.version,
+                        "mql": report.current.mql,
+                        "opportunity_rate": report.current.opportunity_rate,
+                        "won_rate": report.current.won_rate,
+                        "rejected_share": report.current.rejected_share,
+                    },
+                    "candidate": {
+                        "version": report.candidate.version,
+                        "mql": report.candidate.mql,
+                        "opportunity_rate": report.candidate.opportunity_rate,
+                        "won_rate": report.candidate.won_rate,
+                        "rejected_share": report.candidate.rejected_share,
+                    },
+                    "newly_mql": report.newly_mql,
+                    "no_longer_mql": report.no_longer_mql,
+                    "stage_changes": [
+                        {"current": a, "candidate": b, "leads": n}
+                        for (a, b), n in sorted(report.stage_changes.items())
+                    ],
+                    "sample": [
+                        {"lead_id": i, "current": a, "candidate": b} for i, a, b in report.sample
+                    ],
+                    "weekly_mql": report.weekly.to_dicts(),
+                },
+                default=str,
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
+        return
+    for line in report.lines():
+        typer.echo(line)
+    weekly = report.weekly.tail(12).to_dicts()
+    if weekly:
+        render(weekly, ["week", "current", "candidate"], fmt, title="MQLs per week (sales load)")
+
+
 @app.command("recompute")
 def recompute(database_url: str | None = DatabaseOption) -> None:
     """Recompute every lead's scores and stages now (decay, ended pauses)."""
