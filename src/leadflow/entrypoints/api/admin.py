@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from leadflow.entrypoints.api import leads, scoring
+from leadflow.entrypoints.api import leads, reports, sales, scoring
 from leadflow.entrypoints.api.deps import AdminDep
 
 router = APIRouter(prefix="/api", dependencies=[AdminDep])
 router.include_router(leads.router)
 router.include_router(scoring.router)
+router.include_router(reports.router)
+router.include_router(sales.router)

@@ -6,7 +6,8 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from leadflow.entrypoints.cli import demo, imports, leads, model, predict
+    from leadflow.entrypoints.cli import demo, imports, leads, model, predict, sales
+    from leadflow.entrypoints.cli import report as report_cli
     from leadflow.entrypoints.cli import users as users_cli
 
     app.add_typer(leads.app, name="leads", help="Leads: list, show, export, erase.")
@@ -18,3 +19,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(model.score_app, name="score", help="Scores: explain a lead's scores.")
     app.add_typer(predict.app, name="predict", help="Predictive scoring: train, evaluate, score.")
     app.add_typer(users_cli.app, name="users", help="Dashboard users and roles.")
+    app.add_typer(
+        report_cli.app, name="report", help="Reports: funnel, attribution, campaigns, KPIs."
+    )
+    app.add_typer(sales.app, name="sales", help="Sales hand-off: reps, queue, routing, actions.")

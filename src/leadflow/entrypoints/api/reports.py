@@ -1,0 +1,128 @@
+"""``GET /api/reports/funnel|attribution|campaigns|kpis``: the CLI's reports as JSON.
+
+Query parameters are validated by FastAPI (422 naming the field); choices the service
+refuses (an unknown stage, ``to`` not after ``from``) are 422 with the field named too.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query
+
+from leadflow.entrypoints.api.deps import ServicesDep
+from leadflow.services import reports as svc
+
+router = APIRouter(prefix="/reports", tags=["reports"])
+
+Slice = Literal[
+    "channel",
+    "campaign",
+    "industry",
+    "account_tier",
+    "employee_band",
+    "acquisition_month",
+    "model_version",
+]
+ModelName = Literal[
+    "first_touch",
+    "last_touch",
+    "linear",
+    "time_decay",
+    "u_shaped",
+    "w_shaped",
+    "full_path",
+    "markov",
+    "shapley",
+    "all",
+]
+FromQuery = Query(None, alias="from", description="Period start (UTC date); default to - 90 d.")
+ToQuery = Query(None, alias="to", description="Period end, exclusive (UTC date); default tomorrow.")
+
+
+def _period(services: Any, start: date | None, end: date | None) -> svc.Period:
+    now = services.clock()
+    to = (
+        datetime.combine(end, time(), UTC)
+        if end
+        else datetime.combine(now.date(), time(), UTC) + timedelta(days=1)
+    )
+    frm = datetime.combine(start, time(), UTC) if start else to - timedelta(days=90)
+    if to <= frm:
+        raise HTTPException(422, detail=f"to: {to.date()} must be after from ({frm.date()})")
+    return svc.Period(frm, to)
+
+
+def _store(services: Any) -> svc.Store:
+    with services.engine.begin() as conn:
+        model = services.models.active(conn, services.clock())
+    return svc.load_store(services.engine, model)
+
+
+def _run(field: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except svc.ReportError as exc:
+        raise HTTPException(422, detail=f"{field}: {exc}") from None
+
+
+@router.get("/funnel", operation_id="report_funnel")
+def funnel_report(
+    services: ServicesDep,
+    start: date | None = FromQuery,
+    end: date | None = ToQuery,
+    by: Slice | None = Query(None, description="Slice every figure by this lead attribute."),
+) -> dict[str, Any]:
+    """Flow & balance per stage, Sankey links, bottleneck and velocity for the period."""
+    period = _period(services, start, end)
+    return _run("by", svc.funnel_report, _store(services), period, by)
+
+
+@router.get("/attribution", operation_id="report_attribution")
+def attribution_report(
+    services: ServicesDep,
+    start: date | None = FromQuery,
+    end: date | None = ToQuery,
+    model: ModelName = Query("all"),
+    level: Literal["lead", "account"] = Query("lead"),
+    touch: Literal["channel", "campaign", "content"] = Query("channel"),
+    order: int = Query(1, ge=1, le=3, description="Markov chain order."),
+    to_stage: str = Query("won", max_length=64, description="The conversion stage."),
+) -> dict[str, Any]:
+    """Attribution of conversions into ``to_stage`` and their value, per model."""
+    period = _period(services, start, end)
+    return _run(
+        "to_stage",
+        svc.attribution_report,
+        _store(services),
+        period,
+        model=model,
+        level=level,
+        touch=touch,
+        order=order,
+        to_stage=to_stage,
+    )
+
+
+@router.get("/campaigns", operation_id="report_campaigns")
+def campaigns_report(
+    services: ServicesDep,
+    start: date | None = FromQuery,
+    end: date | None = ToQuery,
+) -> dict[str, Any]:
+    """E-mail rates per campaign, form conversion, webinar attendance, content downloads."""
+    period = _period(services, start, end)
+    return svc.campaigns_report(_store(services), period)
+
+
+@router.get("/kpis", operation_id="report_kpis")
+def kpis_report(
+    services: ServicesDep,
+    role: Literal["executive", "department", "campaign"] = Query("executive"),
+    start: date | None = FromQuery,
+    end: date | None = ToQuery,
+) -> dict[str, Any]:
+    """The KPIs of one role."""
+    period = _period(services, start, end)
+    return svc.kpis(_store(services), period, role)

@@ -1,0 +1,572 @@
+"""``leadflow report funnel|attribution|campaigns|kpis``: revenue analytics from the store.
+
+Numbers come from :mod:`leadflow.services.reports`; this module parses options, prints
+tables (``--format table|json|csv``) and draws charts (``--chart FILE.html|FILE.png``).
+HTML charts are self-contained SVG (no script, no network); PNG needs matplotlib.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from leadflow.entrypoints.cli.common import DatabaseOption, fail, services_for
+from leadflow.entrypoints.cli.output import Format, render
+from leadflow.services import reports as svc
+
+app = typer.Typer(
+    help="Revenue analytics: funnel flow & balance, attribution, campaigns, KPIs by role.",
+    no_args_is_help=True,
+)
+
+FromOption = typer.Option(
+    None, "--from", help="Period start, YYYY-MM-DD (UTC; default 90 days before --to)."
+)
+ToOption = typer.Option(
+    None, "--to", help="Period end, YYYY-MM-DD, exclusive (UTC; default: tomorrow)."
+)
+FormatOption = typer.Option(Format.table, "--format", help="Output format.")
+ChartOption = typer.Option(
+    None, "--chart", help="Also write a chart: FILE.html (self-contained) or FILE.png."
+)
+
+
+def _period(start: str | None, end: str | None, now: datetime) -> svc.Period:
+    try:
+        to = (
+            svc.parse_day(end, "--to")
+            if end
+            else now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+        )
+        frm = svc.parse_day(start, "--from") if start else to - timedelta(days=90)
+        return svc.Period(frm, to)
+    except svc.ReportError as exc:
+        fail(str(exc))
+
+
+def _check_chart(chart: Path | None) -> None:
+    if chart is None:
+        return
+    if chart.suffix.lower() not in (".html", ".htm", ".png"):
+        fail(f"--chart: {chart.name!r} must end in .html or .png")
+    if chart.suffix.lower() == ".png":
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            fail("--chart: PNG charts need matplotlib (pip install matplotlib); use FILE.html")
+    if not chart.parent.exists():
+        fail(f"--chart: directory {chart.parent} does not exist")
+
+
+def _load(database_url: str | None, *, events: bool = True) -> svc.Store:
+    with services_for(database_url) as services:
+        with services.engine.begin() as conn:
+            model = services.models.active(conn, services.clock())
+        return svc.load_store(services.engine, model, with_events=events)
+
+
+def _now() -> datetime:
+    from leadflow.bootstrap import utc_now
+
+    return utc_now()
+
+
+def _guard(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except svc.ReportError as exc:
+        fail(str(exc))
+
+
+def _echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+def _fmt(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 4)
+    return value
+
+
+def _rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: _fmt(v) for k, v in r.items()} for r in rows]
+
+
+# --------------------------------------------------------------------------- commands
+
+
+FUNNEL_COLUMNS = [
+    "stage",
+    "balance_start",
+    "flow_in",
+    "out_next",
+    "out_recycle",
+    "out_dead_end",
+    "out_other",
+    "flow_out",
+    "balance_end",
+    "cvr",
+    "median_days_in_stage",
+    "p90_days_in_stage",
+]
+
+
+@app.command("funnel")
+def funnel_cmd(
+    start: str | None = FromOption,
+    end: str | None = ToOption,
+    by: str | None = typer.Option(
+        None, "--by", help=f"Slice: {', '.join(svc.SLICES)}.", show_default=False
+    ),
+    fmt: Format = FormatOption,
+    chart: Path | None = ChartOption,
+    database_url: str | None = DatabaseOption,
+) -> None:
+    """Flow & balance per stage: flow in, flow out by destination, balances, CVR, time in
+    stage, the bottleneck and a Sankey of the period's stage flows."""
+    period = _period(start, end, _now())
+    _guard(svc._check_choice, by, svc.SLICES, "--by")
+    _check_chart(chart)
+    store = _load(database_url)
+    data = _guard(svc.funnel_report, store, period, by)
+    columns = ([by] if by else []) + FUNNEL_COLUMNS
+    if fmt is Format.json:
+        _echo_json(data)
+    else:
+        render(_rows(data["stages"]), columns, fmt, title=_title("funnel", period, by))
+        if fmt is Format.table:
+            neck = data["bottleneck"]
+            typer.echo(f"bottleneck: {neck['reason']}" if neck["stage"] else neck["reason"])
+    if chart is not None:
+        _write_chart(chart, "sankey", data["sankey"], _title("stage flows", period, None))
+
+
+@app.command("attribution")
+def attribution_cmd(
+    start: str | None = FromOption,
+    end: str | None = ToOption,
+    model: str = typer.Option("all", "--model", help=f"{'|'.join(svc.MODEL_CHOICES)}."),
+    level: str = typer.Option("lead", "--level", help="lead|account."),
+    touch: str = typer.Option("channel", "--touch", help="channel|campaign|content."),
+    order: int = typer.Option(1, "--order", help="Markov chain order, 1..3."),
+    to_stage: str = typer.Option(
+        "won", "--to-stage", help="The conversion stage (won; mql or opportunity also work)."
+    ),
+    suggest: bool = typer.Option(
+        False, "--suggest-points", help="Propose engagement points from attributed value."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="With --suggest-points: write the proposed leadflow.yaml here."
+    ),
+    fmt: Format = FormatOption,
+    chart: Path | None = ChartOption,
+    database_url: str | None = DatabaseOption,
+) -> None:
+    """Multi-touch attribution of conversions and their value to channels, campaigns or
+    content, per model side by side."""
+    period = _period(start, end, _now())
+    _guard(svc._check_choice, model, svc.MODEL_CHOICES, "--model")
+    _guard(svc._check_choice, level, svc.LEVELS, "--level")
+    _guard(svc._check_choice, touch, svc.TOUCH_KEYS, "--touch")
+    if order not in (1, 2, 3):
+        fail(f"--order: {order} is not 1, 2 or 3")
+    if out is not None and not suggest:
+        fail("--out: only with --suggest-points")
+    if out is not None and not out.parent.exists():
+        fail(f"--out: directory {out.parent} does not exist")
+    _check_chart(chart)
+    store = _load(database_url)
+    if suggest:
+        _suggest(store, period, model, to_stage, order, out, fmt)
+        return
+    data = _guard(
+        svc.attribution_report,
+        store,
+        period,
+        model=model,
+        touch=touch,
+        level=level,
+        order=order,
+        to_stage=to_stage,
+    )
+    if fmt is Format.json:
+        _echo_json(data)
+    else:
+        if fmt is Format.table:
+            typer.echo(
+                f"{data['conversions']:,} conversions into {to_stage} worth "
+                f"{data['conversion_value']:,.2f}; {data['paths']:,} {level} paths"
+            )
+        render(
+            _rows(data["credits"]),
+            ["model", "touch_key", "touch", "conversions", "value", "share_of_value"],
+            fmt,
+            title=_title(f"attribution by {touch}", period, None),
+        )
+    if chart is not None:
+        _write_chart(
+            chart, "bars", data["credits"], _title(f"attribution by {touch}", period, None)
+        )
+
+
+def _suggest(
+    store: svc.Store,
+    period: svc.Period,
+    model: str,
+    to_stage: str,
+    order: int,
+    out: Path | None,
+    fmt: Format,
+) -> None:
+    result = _guard(svc.suggest_points, store, period, model=model, to_stage=to_stage, order=order)
+    if not result.check_ok:
+        fail(
+            "suggest-points: the proposed model does not validate: "
+            + "; ".join(result.check_errors)
+        )
+    if out is not None:
+        out.write_text(result.proposed_source, encoding="utf-8")
+    if fmt is Format.json:
+        _echo_json(
+            {
+                "model": result.model,
+                "scale": result.scale,
+                "formula": svc.SUGGEST_FORMULA,
+                "rules": result.rows,
+                "diff": result.diff,
+            }
+        )
+        return
+    if fmt is Format.csv:
+        render(
+            _rows(result.rows),
+            [
+                "rule",
+                "occurrences",
+                "attributed_value",
+                "value_per_occurrence",
+                "points",
+                "proposed",
+            ],
+            fmt,
+        )
+        return
+    typer.echo(result.diff or "# no change proposed", nl=not result.diff.endswith("\n"))
+    typer.echo(
+        f"# {result.model} credits, scale k = {result.scale:.4g} points per unit of value"
+        + (f"; proposed model written to {out}" if out else "")
+        + " (evaluate it with `leadflow model backtest`)",
+        err=True,
+    )
+
+
+@app.command("campaigns")
+def campaigns_cmd(
+    start: str | None = FromOption,
+    end: str | None = ToOption,
+    fmt: Format = FormatOption,
+    database_url: str | None = DatabaseOption,
+) -> None:
+    """E-mail open/click rates per campaign, form conversion, webinar attendance, content."""
+    period = _period(start, end, _now())
+    data = _guard(svc.campaigns_report, _load(database_url), period)
+    _print_campaigns(data, fmt, period)
+
+
+def _print_campaigns(data: Mapping[str, Any], fmt: Format, period: svc.Period) -> None:
+    if fmt is Format.json:
+        _echo_json(data)
+        return
+    tables = [
+        (
+            "email",
+            [
+                "campaign",
+                "sent",
+                "opened",
+                "clicked",
+                "unsubscribed",
+                "bounced",
+                "open_rate",
+                "click_rate",
+                "click_to_open",
+            ],
+        ),
+        ("forms", ["campaign", "visitors", "form_submitters", "leads", "form_conversion"]),
+        ("webinars", ["webinar", "registered", "attended", "attendance_rate"]),
+        ("content", ["asset", "asset_type", "downloads", "people"]),
+    ]
+    if fmt is Format.csv:
+        # One CSV table: the e-mail rates (use --format json for every table).
+        render(_rows(data["email"]), tables[0][1], fmt)
+        return
+    for key, cols in tables:
+        render(_rows(data[key]), cols, fmt, title=_title(key, period, None))
+    typer.echo(f"seminar attendees: {data['seminar_attendees']}")
+
+
+@app.command("kpis")
+def kpis_cmd(
+    role: str = typer.Option("executive", "--role", help="executive|department|campaign."),
+    start: str | None = FromOption,
+    end: str | None = ToOption,
+    fmt: Format = FormatOption,
+    database_url: str | None = DatabaseOption,
+) -> None:
+    """The KPIs each role looks at."""
+    period = _period(start, end, _now())
+    _guard(svc._check_choice, role, svc.ROLES, "--role")
+    data = _guard(svc.kpis, _load(database_url), period, role)
+    if fmt is Format.json:
+        _echo_json(data)
+        return
+    if role == "campaign":
+        _print_campaigns(data, fmt, period)
+        return
+    kpi_rows = [{"kpi": k, "value": _fmt(v)} for k, v in data["kpis"].items()]
+    render(kpi_rows, ["kpi", "value"], fmt, title=_title(f"{role} KPIs", period, None))
+    if fmt is Format.csv:
+        return
+    if role == "executive":
+        render(
+            _rows(data["revenue_by_first_channel"]),
+            ["first_channel", "won", "revenue"],
+            fmt,
+            title="won revenue by first channel",
+        )
+    else:
+        render(
+            _rows(data["stages"]),
+            [
+                "stage",
+                "balance_start",
+                "flow_in",
+                "flow_out",
+                "balance_end",
+                "cvr",
+                "median_days_in_stage",
+            ],
+            fmt,
+            title="stages",
+        )
+        typer.echo(f"bottleneck: {data['bottleneck']['reason']}")
+        for row in data["velocity"]:
+            if not row["won"]:
+                continue
+            typer.echo(
+                f"velocity: {row['won']} won, median {row['median_days']} days acquired -> won"
+            )
+
+
+def _title(what: str, period: svc.Period, by: str | None) -> str:
+    span = f"{period.start:%Y-%m-%d} .. {period.end:%Y-%m-%d}"
+    return f"{what} {span}" + (f" by {by}" if by else "")
+
+
+# --------------------------------------------------------------------------- charts
+
+
+PALETTE = [
+    "#4e79a7",
+    "#f28e2b",
+    "#e15759",
+    "#76b7b2",
+    "#59a14f",
+    "#edc948",
+    "#b07aa1",
+    "#ff9da7",
+    "#9c755f",
+    "#bab0ac",
+    "#1f77b4",
+    "#2ca02c",
+]
+
+
+def sankey_layout(
+    links: Sequence[Mapping[str, Any]], width: float = 960, height: float = 480
+) -> dict[str, Any]:
+    """Node boxes and link bands of a left-to-right Sankey (columns by stage order)."""
+    order = ["(new)", *svc.funnel.StageModel.default().stages]
+    names: list[str] = []
+    for link in links:
+        for n in (link["source"], link["target"]):
+            if n not in names:
+                names.append(n)
+    names.sort(key=lambda n: order.index(n) if n in order else len(order))
+    column = {n: i for i, n in enumerate(names)}
+    # Side stages share the column after their source to keep the picture compact.
+    inflow = {n: 0.0 for n in names}
+    outflow = {n: 0.0 for n in names}
+    for link in links:
+        outflow[link["source"]] += link["value"]
+        inflow[link["target"]] += link["value"]
+    size = {n: max(inflow[n], outflow[n], 1.0) for n in names}
+    total = max(size.values()) if size else 1.0
+    pad, node_w = 40.0, 14.0
+    scale = (height - 2 * pad) / total
+    step = (width - 2 * pad - node_w) / max(len(names) - 1, 1)
+    nodes = {}
+    for n in names:
+        h = size[n] * scale
+        x = pad + column[n] * step
+        y = pad + ((height - 2 * pad) - h) / 2 + (column[n] % 2) * 0.0
+        nodes[n] = {"name": n, "x": x, "y": y, "w": node_w, "h": h}
+    out_off = {n: 0.0 for n in names}
+    in_off = {n: 0.0 for n in names}
+    bands = []
+    for link in sorted(links, key=lambda lk: -lk["value"]):
+        s, t = nodes[link["source"]], nodes[link["target"]]
+        w = link["value"] * scale
+        y0 = s["y"] + out_off[s["name"]] + w / 2
+        y1 = t["y"] + in_off[t["name"]] + w / 2
+        out_off[s["name"]] += w
+        in_off[t["name"]] += w
+        bands.append(
+            {**link, "x0": s["x"] + node_w, "y0": y0, "x1": t["x"], "y1": y1, "w": max(w, 1.0)}
+        )
+    return {"nodes": list(nodes.values()), "bands": bands, "width": width, "height": height}
+
+
+def _sankey_svg(links: Sequence[Mapping[str, Any]]) -> str:
+    lay = sankey_layout(links)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{lay["width"]}" '
+        f'height="{lay["height"]}" role="img">'
+    ]
+    for i, b in enumerate(lay["bands"]):
+        dx = abs(b["x1"] - b["x0"]) / 2 + 30
+        c0, c1 = b["x0"] + dx, b["x1"] - dx
+        color = PALETTE[i % len(PALETTE)]
+        label = html.escape(f"{b['source']} -> {b['target']}: {b['value']}")
+        parts.append(
+            f'<path d="M{b["x0"]:.1f},{b["y0"]:.1f} C{c0:.1f},{b["y0"]:.1f} '
+            f'{c1:.1f},{b["y1"]:.1f} {b["x1"]:.1f},{b["y1"]:.1f}" fill="none" '
+            f'stroke="{color}" stroke-opacity="0.45" stroke-width="{b["w"]:.1f}">'
+            f"<title>{label}</title></path>"
+        )
+    for n in lay["nodes"]:
+        parts.append(
+            f'<rect x="{n["x"]:.1f}" y="{n["y"]:.1f}" width="{n["w"]}" '
+            f'height="{max(n["h"], 1):.1f}" fill="#333"/>'
+            f'<text x="{n["x"] + n["w"] / 2:.1f}" y="{n["y"] - 6:.1f}" font-size="12" '
+            f'text-anchor="middle">{html.escape(n["name"])}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _bar_series(credits: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str], dict]:
+    models: list[str] = []
+    touches: list[str] = []
+    values: dict[tuple[str, str], float] = {}
+    for row in credits:
+        if row["model"] not in models:
+            models.append(row["model"])
+        if row["touch"] not in touches:
+            touches.append(row["touch"])
+        values[(row["model"], row["touch"])] = float(row["value"] or 0.0)
+    return models, touches, values
+
+
+def _bars_svg(credits: Sequence[Mapping[str, Any]]) -> str:
+    models, touches, values = _bar_series(credits)
+    width, height, pad = 960, 420, 50
+    top = max(values.values(), default=1.0) or 1.0
+    group = (width - 2 * pad) / max(len(touches), 1)
+    bar = group * 0.8 / max(len(models), 1)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 60}">']
+    for ti, touch in enumerate(touches):
+        gx = pad + ti * group
+        for mi, model in enumerate(models):
+            v = values.get((model, touch), 0.0)
+            h = (height - 2 * pad) * v / top
+            parts.append(
+                f'<rect x="{gx + mi * bar:.1f}" y="{height - pad - h:.1f}" width="{bar:.1f}" '
+                f'height="{h:.1f}" fill="{PALETTE[mi % len(PALETTE)]}">'
+                f"<title>{html.escape(f'{model} / {touch}: {v:,.2f}')}</title></rect>"
+            )
+        parts.append(
+            f'<text x="{gx + group * 0.4:.1f}" y="{height - pad + 16}" font-size="11" '
+            f'text-anchor="middle">{html.escape(touch)}</text>'
+        )
+    for mi, model in enumerate(models):
+        parts.append(
+            f'<rect x="{pad + mi * 150}" y="{height + 20}" width="12" height="12" '
+            f'fill="{PALETTE[mi % len(PALETTE)]}"/><text x="{pad + mi * 150 + 16}" '
+            f'y="{height + 31}" font-size="11">{html.escape(model)}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _write_chart(path: Path, kind: str, data: Sequence[Mapping[str, Any]], title: str) -> None:
+    if path.suffix.lower() == ".png":
+        _write_png(path, kind, data, title)
+    else:
+        svg = _sankey_svg(data) if kind == "sankey" else _bars_svg(data)
+        page = (
+            '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(title)}</title>"
+            "<style>body{font-family:system-ui,sans-serif;margin:24px}</style></head>"
+            f"<body><h1>{html.escape(title)}</h1>{svg}</body></html>\n"
+        )
+        path.write_text(page, encoding="utf-8")
+    typer.echo(f"chart written to {path}", err=True)
+
+
+def _write_png(path: Path, kind: str, data: Sequence[Mapping[str, Any]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import PathPatch
+    from matplotlib.path import Path as MPath
+
+    fig, ax = plt.subplots(figsize=(12, 6), dpi=100)
+    ax.set_title(title)
+    if kind == "sankey":
+        lay = sankey_layout(data)
+        for i, b in enumerate(lay["bands"]):
+            dx = abs(b["x1"] - b["x0"]) / 2 + 30
+            verts = [
+                (b["x0"], b["y0"]),
+                (b["x0"] + dx, b["y0"]),
+                (b["x1"] - dx, b["y1"]),
+                (b["x1"], b["y1"]),
+            ]
+            codes = [MPath.MOVETO, MPath.CURVE4, MPath.CURVE4, MPath.CURVE4]
+            ax.add_patch(
+                PathPatch(
+                    MPath(verts, codes),
+                    fill=False,
+                    lw=max(b["w"] * 0.72, 0.5),
+                    alpha=0.45,
+                    color=PALETTE[i % len(PALETTE)],
+                )
+            )
+        for n in lay["nodes"]:
+            ax.add_patch(plt.Rectangle((n["x"], n["y"]), n["w"], max(n["h"], 1), color="#333"))
+            ax.text(n["x"] + n["w"] / 2, n["y"] - 6, n["name"], ha="center", fontsize=9)
+        ax.set_xlim(0, lay["width"])
+        ax.set_ylim(lay["height"], 0)
+        ax.axis("off")
+    else:
+        models, touches, values = _bar_series(data)
+        width = 0.8 / max(len(models), 1)
+        for mi, model in enumerate(models):
+            xs = [ti + mi * width for ti in range(len(touches))]
+            ax.bar(xs, [values.get((model, t), 0.0) for t in touches], width, label=model)
+        ax.set_xticks([ti + 0.4 - width / 2 for ti in range(len(touches))])
+        ax.set_xticklabels(touches, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("attributed value")
+        ax.legend(fontsize=7, ncol=max(1, math.ceil(len(models) / 6)))
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
