@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 
 from leadflow.adapters.db.engine import create_db_engine
+from leadflow.services import handoff
 from leadflow.services.ingest import AfterIngest
 from leadflow.services.keys import KeyChecker
 from leadflow.services.lifecycle import ModelCache, ingest_hook
@@ -47,5 +48,5 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utc_no
         models=models,
         clock=clock,
         # Scores and stages are updated in the same transaction as the events.
-        after_ingest=[ingest_hook(models)],
+        after_ingest=[ingest_hook(models), handoff.ingest_hook(models)],
     )

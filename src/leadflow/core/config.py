@@ -21,9 +21,11 @@ import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -221,6 +223,86 @@ class ReturnAlertSpec(_Spec):
     when_account_lost: bool = True
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _date(value: Any) -> Any:
+    """YAML gives dates as dates; quoted ones (``"2025-01-01"``) arrive as text."""
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _hhmm(value: Any) -> Any:
+    """``09:00`` as text; YAML 1.1 reads an unquoted ``9:00`` as sexagesimal minutes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value // 60:02d}:{value % 60:02d}"
+    return value
+
+
+Clock = Annotated[
+    str, BeforeValidator(_hhmm), Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$")
+]
+Day = Annotated[date, BeforeValidator(_date)]
+
+
+class TerritorySpec(_Spec):
+    """One territory rule of a rep: every key given must hold (a list means "any of")."""
+
+    industries: StrList | None = None
+    countries: StrList | None = None
+    accounts: StrList | None = None
+    """Account domains, external ids or numeric ids (as text)."""
+
+
+class RepSpec(_Spec):
+    key: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")]
+    name: NonEmptyStr
+    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)]
+    active: bool = True
+    daily_capacity: Annotated[int, Field(ge=0, le=10_000)] | None = None
+    """New leads a day; default ``sales.default_capacity``."""
+    weight: Annotated[float, Field(gt=0, le=1000)] = 1.0
+    territories: list[TerritorySpec] = Field(default_factory=list)
+
+
+class WorkingHoursSpec(_Spec):
+    days: Annotated[
+        list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]],
+        BeforeValidator(_as_list),
+        Field(min_length=1),
+    ] = Field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"])
+    start: Clock = "09:00"
+    end: Clock = "18:00"
+    holidays: list[Day] = Field(default_factory=list)
+
+
+class ReasonSpec(_Spec):
+    key: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")]
+    label: str | None = None
+    dead_end: bool = False
+    """Reject reasons only: the lead goes to the dead end (the ``disqualify`` action)."""
+
+
+class SalesSpec(_Spec):
+    """Sales hand-off: the team, pacing, SLA and the reasons sales may give."""
+
+    timezone: NonEmptyStr = "Asia/Seoul"
+    """Capacity days and working hours are counted in this IANA time zone."""
+    handoff_stages: StrList = Field(default_factory=lambda: ["mql"])
+    default_capacity: Annotated[int, Field(ge=0, le=10_000)] = 20
+    reps: list[RepSpec] = Field(default_factory=list)
+    working_hours: WorkingHoursSpec = Field(default_factory=WorkingHoursSpec)
+    sla_hours: Annotated[float, Field(gt=0, le=10_000)] = 24
+    on_breach: Literal["escalate", "reroute", "escalate_then_reroute"] = "escalate_then_reroute"
+    escalation_hours: Annotated[float, Field(gt=0, le=10_000)] = 8
+    reject_reasons: list[ReasonSpec] = Field(default_factory=list)
+    lost_reasons: list[ReasonSpec] = Field(default_factory=list)
+
+
 class ModelSpec(_Spec):
     version: NonEmptyStr
     name: str | None = None
@@ -234,6 +316,7 @@ class ModelSpec(_Spec):
     qualification: QualificationSpec
     dead_end: DeadEndSpec = Field(default_factory=DeadEndSpec)
     return_alert: ReturnAlertSpec | None = None
+    sales: SalesSpec | None = None
 
 
 # --------------------------------------------------------------------------- runtime model
@@ -372,6 +455,45 @@ def _semantic_errors(spec: ModelSpec) -> list[tuple[str, str]]:
     for i, name in enumerate(spec.lifecycle.main_path):
         if name == spec.lifecycle.dead_end:
             errors.append((f"lifecycle.main_path[{i}]", "the dead-end stage is not on the path"))
+    if spec.sales is not None:
+        errors += _sales_errors(spec)
+    return errors
+
+
+def _sales_errors(spec: ModelSpec) -> list[tuple[str, str]]:
+    sales = spec.sales
+    assert sales is not None
+    errors: list[tuple[str, str]] = []
+    try:
+        ZoneInfo(sales.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        errors.append(("sales.timezone", f"unknown time zone '{sales.timezone}'"))
+    for i, name in enumerate(sales.handoff_stages):
+        if name not in spec.stages:
+            errors.append((f"sales.handoff_stages[{i}]", f"unknown stage '{name}'"))
+    seen: set[str] = set()
+    for i, rep in enumerate(sales.reps):
+        if rep.key in seen:
+            errors.append((f"sales.reps[{i}].key", f"duplicate rep key '{rep.key}'"))
+        seen.add(rep.key)
+    hours = sales.working_hours
+    if hours.end <= hours.start:
+        errors.append(("sales.working_hours.end", "must be later than start"))
+    for name in ("reject_reasons", "lost_reasons"):
+        keys: set[str] = set()
+        for i, reason in enumerate(getattr(sales, name)):
+            if reason.key in keys:
+                errors.append((f"sales.{name}[{i}].key", f"duplicate reason '{reason.key}'"))
+            keys.add(reason.key)
+    for i, reason in enumerate(sales.reject_reasons):
+        action = "disqualify" if reason.dead_end else "reject"
+        if action not in spec.actions:
+            errors.append(
+                (f"sales.reject_reasons[{i}]", f"needs an action '{action}' under actions")
+            )
+    for i, reason in enumerate(sales.lost_reasons):
+        if reason.dead_end:
+            errors.append((f"sales.lost_reasons[{i}].dead_end", "only reject reasons lead there"))
     return errors
 
 

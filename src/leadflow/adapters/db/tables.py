@@ -16,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -312,3 +313,117 @@ sales_actions = Table(
 Index("ix_sales_actions_lead_id", sales_actions.c.lead_id)
 
 ALL_TABLES += [lead_models, lead_states, stage_changes, signals, sales_actions]
+
+# --- sales hand-off (issue 5) -------------------------------------------------------------
+
+# The sales team. Reps listed in leadflow.yaml (``sales.reps``) are added on first routing;
+# /api/reps manages them afterwards. ``key`` is what accounts.owner and assignments name.
+sales_reps = Table(
+    "sales_reps",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("key", String(64), nullable=False, unique=True),
+    Column("name", String(255), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("daily_capacity", Integer, nullable=False),
+    Column("territories", JSONType, nullable=False, default=list),
+    Column("weight", Float, nullable=False, default=1.0),
+    Column("source", String(16), nullable=False, default="api"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("daily_capacity >= 0", name="capacity_not_negative"),
+    CheckConstraint("weight > 0", name="weight_positive"),
+)
+
+# Hand-offs: one row per lead given to a rep. ``active_lead_id`` equals ``lead_id`` while
+# the assignment is open (routed, accepted, escalated) and is NULL otherwise: its unique
+# constraint makes "one open assignment per lead" hold on both backends.
+assignments = Table(
+    "assignments",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("lead_id", BigId, ForeignKey("leads.id", ondelete="CASCADE"), nullable=False),
+    Column("active_lead_id", BigId, nullable=True, unique=True),
+    Column("rep_key", String(64), nullable=False),
+    Column("rule", String(32), nullable=False),
+    Column("priority", Float, nullable=False, default=0.0),
+    Column("assigned_at", UTCDateTime, nullable=False),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("summary", JSONType, nullable=False, default=dict),
+    Column("escalated_at", UTCDateTime, nullable=True),
+    Column("closed_at", UTCDateTime, nullable=True),
+    Column("close_reason", String(64), nullable=True),
+    CheckConstraint(
+        "status in ('routed', 'accepted', 'rejected', 'escalated', 'rerouted', 'closed')",
+        name="status_known",
+    ),
+)
+Index("ix_assignments_lead_id", assignments.c.lead_id)
+Index("ix_assignments_rep_key_assigned_at", assignments.c.rep_key, assignments.c.assigned_at)
+Index("ix_assignments_status_due_at", assignments.c.status, assignments.c.due_at)
+
+# MQLs waiting for a rep with capacity (drained highest priority first).
+ready_queue = Table(
+    "ready_queue",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column(
+        "lead_id", BigId, ForeignKey("leads.id", ondelete="CASCADE"), nullable=False, unique=True
+    ),
+    Column("priority", Float, nullable=False, default=0.0),
+    Column("queued_at", UTCDateTime, nullable=False),
+    Column("reason", String(16), nullable=False, default="handoff"),
+    # Reps the lead must not go back to (re-routed after an SLA breach).
+    Column("exclude_reps", JSONType, nullable=False, default=list),
+)
+Index("ix_ready_queue_priority", ready_queue.c.priority)
+
+opportunities = Table(
+    "opportunities",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("external_id", String(255), nullable=True, unique=True),
+    Column("account_id", BigId, ForeignKey("accounts.id", ondelete="SET NULL"), nullable=True),
+    # The primary contact (the lead sales qualified).
+    Column("lead_id", BigId, ForeignKey("leads.id", ondelete="SET NULL"), nullable=True),
+    Column("name", String(255), nullable=False),
+    Column("amount", Float, nullable=True),
+    Column("currency", String(3), nullable=False, default="KRW"),
+    Column("expected_close", Date, nullable=True),
+    Column("stage", String(16), nullable=False, default="open"),
+    Column("lost_reason", String(64), nullable=True),
+    Column("owner", String(64), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("closed_at", UTCDateTime, nullable=True),
+    CheckConstraint("stage in ('open', 'won', 'lost')", name="stage_known"),
+    CheckConstraint("amount is null or amount >= 0", name="amount_not_negative"),
+)
+Index("ix_opportunities_account_id", opportunities.c.account_id)
+Index("ix_opportunities_lead_id", opportunities.c.lead_id)
+
+# The buying committee of an opportunity: people with their buying roles.
+opportunity_contacts = Table(
+    "opportunity_contacts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column(
+        "opportunity_id",
+        BigId,
+        ForeignKey("opportunities.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("lead_id", BigId, ForeignKey("leads.id", ondelete="CASCADE"), nullable=False),
+    Column("role", String(32), nullable=False),
+)
+Index(
+    "uq_opportunity_contacts_opportunity_id_lead_id",
+    opportunity_contacts.c.opportunity_id,
+    opportunity_contacts.c.lead_id,
+    unique=True,
+)
+Index("ix_opportunity_contacts_lead_id", opportunity_contacts.c.lead_id)
+
+ALL_TABLES += [sales_reps, assignments, ready_queue, opportunities, opportunity_contacts]

@@ -1,0 +1,328 @@
+"""Management API for the sales hand-off: reps, the ready queue, sales actions and
+opportunities. Refused actions are 409 with the stage machine's reason; unknown leads 404;
+bad input 422 naming the field."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Connection
+
+from leadflow.core.config import LeadModel
+from leadflow.entrypoints.api.deps import ServicesDep
+from leadflow.services import handoff
+from leadflow.services.lifecycle import ActionRefused
+
+router = APIRouter(tags=["sales"])
+LeadId = Path(..., ge=1, le=2**62, description="The lead's id.")
+RepKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")]
+Text = Annotated[str, Field(min_length=1, max_length=255)]
+Email = Annotated[str, Field(pattern=r"^[^@\s<>\"']+@[^@\s<>\"']+\.[^@\s<>\"']+$", max_length=320)]
+ActionId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
+Currency = Annotated[str, Field(pattern=r"^[A-Za-z]{3}$")]
+Level = str | float
+Role = Literal[
+    "decision_maker",
+    "economic_buyer",
+    "influencer",
+    "champion",
+    "user",
+    "technical_evaluator",
+    "gatekeeper",
+    "contact",
+]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TerritoryIn(_Body):
+    industries: list[Text] | None = Field(default=None, max_length=200)
+    countries: list[Annotated[str, Field(pattern=r"^[A-Za-z]{2}$")]] | None = Field(
+        default=None, max_length=300
+    )
+    accounts: list[Text] | None = Field(default=None, max_length=10_000)
+
+
+class RepCreate(_Body):
+    key: RepKey
+    name: Text
+    email: Email
+    active: bool = True
+    daily_capacity: int = Field(default=20, ge=0, le=10_000)
+    weight: float = Field(default=1.0, gt=0, le=1000)
+    territories: list[TerritoryIn] = Field(default_factory=list, max_length=100)
+
+
+class RepUpdate(_Body):
+    name: Text | None = None
+    email: Email | None = None
+    active: bool | None = None
+    daily_capacity: int | None = Field(default=None, ge=0, le=10_000)
+    weight: float | None = Field(default=None, gt=0, le=1000)
+    territories: list[TerritoryIn] | None = Field(default=None, max_length=100)
+
+
+class ActionIn(_Body):
+    actor: Text | None = None
+    action_id: ActionId | None = None
+    """Idempotency key: the same id again returns the first result, stores nothing."""
+
+
+class RejectIn(ActionIn):
+    reason: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")]
+
+
+class NotNowIn(ActionIn):
+    reason: Text | None = None
+
+
+class QualifyIn(ActionIn):
+    budget: Level | None = None
+    authority: Level | None = None
+    need: Level | None = None
+    timeframe: Level | None = None
+    amount: float | None = Field(default=None, gt=0, le=1e15)
+    currency: Currency = "KRW"
+    expected_close: date | None = None
+    name: Text | None = None
+    role: Role = "contact"
+
+
+class WonIn(ActionIn):
+    amount: float | None = Field(default=None, gt=0, le=1e15)
+
+
+class LostIn(ActionIn):
+    reason: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")]
+
+
+class ContactIn(_Body):
+    lead_id: int = Field(ge=1, le=2**62)
+    role: Role = "contact"
+
+
+class OpportunityCreate(_Body):
+    name: Text
+    external_id: Text | None = None
+    account_id: int | None = Field(default=None, ge=1, le=2**62)
+    lead_id: int | None = Field(default=None, ge=1, le=2**62)
+    amount: float | None = Field(default=None, ge=0, le=1e15)
+    currency: Currency = "KRW"
+    expected_close: date | None = None
+    owner: RepKey | None = None
+    contacts: list[ContactIn] = Field(default_factory=list, max_length=100)
+
+
+def _run(
+    services: Any, do: Callable[[Connection, LeadModel, Any], Any], *, write: bool = True
+) -> Any:
+    try:
+        with services.engine.begin() as conn:
+            now = services.clock()
+            return do(conn, services.models.active(conn, now), now)
+    except ActionRefused as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from None
+    except LookupError as exc:
+        raise HTTPException(status_code=404, detail=str(exc).strip("'\"")) from None
+    except ValueError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+
+
+# --------------------------------------------------------------------------- reps
+
+
+@router.get("/reps", operation_id="list_sales_reps")
+def list_reps(services: ServicesDep) -> dict[str, Any]:
+    """The sales team with today's hand-offs."""
+
+    def do(conn: Connection, model: LeadModel, now: Any) -> dict[str, Any]:
+        handoff.sync_config_reps(conn, model, now)
+        today = handoff._today_counts(conn, handoff.calendar_for(model), now)
+        return {"reps": [{**r, "today": today.get(r["key"], 0)} for r in handoff.list_reps(conn)]}
+
+    return _run(services, do)  # type: ignore[no-any-return]
+
+
+@router.post("/reps", status_code=201, operation_id="create_sales_rep")
+def create_rep(body: RepCreate, services: ServicesDep) -> dict[str, Any]:
+    def do(conn: Connection, model: LeadModel, now: Any) -> dict[str, Any]:
+        handoff.sync_config_reps(conn, model, now)
+        data = body.model_dump()
+        data["territories"] = [t.model_dump(exclude_none=True) for t in body.territories]
+        try:
+            return handoff.create_rep(conn, data, now)
+        except ValueError as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from None
+
+    return _run(services, do)  # type: ignore[no-any-return]
+
+
+@router.patch("/reps/{key}", operation_id="update_sales_rep")
+def update_rep(key: str, body: RepUpdate, services: ServicesDep) -> dict[str, Any]:
+    def do(conn: Connection, model: LeadModel, now: Any) -> dict[str, Any]:
+        handoff.sync_config_reps(conn, model, now)
+        changes = body.model_dump(exclude_unset=True)
+        if body.territories is not None:
+            changes["territories"] = [t.model_dump(exclude_none=True) for t in body.territories]
+        for k in ("name", "email", "active", "daily_capacity", "weight"):
+            if k in changes and changes[k] is None:
+                raise HTTPException(status_code=422, detail=f"{k}: must not be null")
+        found = handoff.update_rep(conn, key, changes, now)
+        if found is None:
+            raise HTTPException(status_code=404, detail=f"key: no rep with key {key!r}")
+        return found
+
+    return _run(services, do)  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- queue
+
+
+@router.get("/sales/queue", operation_id="list_ready_queue")
+def ready_queue(services: ServicesDep, limit: int = Query(100, ge=1, le=10_000)) -> dict[str, Any]:
+    """The ready queue in drain order (highest priority first)."""
+    with services.engine.connect() as conn:
+        return {"queue": handoff.queue(conn, limit)}
+
+
+@router.post("/sales/route", operation_id="route_sales_queue")
+def route_queue(services: ServicesDep) -> dict[str, Any]:
+    """Queue new MQLs and hand off what today's capacity allows."""
+    report = _run(services, lambda c, m, now: handoff.route_due(c, m, now))
+    return {"routed": report.routed, "waiting": report.waiting, "by_rep": report.by_rep}
+
+
+@router.get("/leads/{lead_id}/assignments", operation_id="list_lead_assignments")
+def lead_assignments(services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
+    def do(conn: Connection, model: LeadModel, now: Any) -> dict[str, Any]:
+        handoff.require_lead(conn, lead_id)
+        return {"assignments": handoff.assignments_for(conn, lead_id=lead_id)}
+
+    return _run(services, do)  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- actions
+
+
+@router.post("/leads/{lead_id}/accept", operation_id="accept_lead")
+def accept(services: ServicesDep, body: ActionIn | None = None, lead_id: int = LeadId) -> dict:
+    b = body or ActionIn()
+    return _run(  # type: ignore[no-any-return]
+        services,
+        lambda c, m, now: handoff.accept(
+            c, m, lead_id, now, actor=b.actor, action_id=b.action_id
+        ).as_dict(),
+    )
+
+
+@router.post("/leads/{lead_id}/reject", operation_id="reject_lead")
+def reject(body: RejectIn, services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
+    return _run(  # type: ignore[no-any-return]
+        services,
+        lambda c, m, now: handoff.reject(
+            c, m, lead_id, body.reason, now, actor=body.actor, action_id=body.action_id
+        ).as_dict(),
+    )
+
+
+@router.post("/leads/{lead_id}/not-now", operation_id="not_now_lead")
+def not_now(services: ServicesDep, body: NotNowIn | None = None, lead_id: int = LeadId) -> dict:
+    b = body or NotNowIn()
+    return _run(  # type: ignore[no-any-return]
+        services,
+        lambda c, m, now: handoff.not_now(
+            c, m, lead_id, now, reason=b.reason, actor=b.actor, action_id=b.action_id
+        ).as_dict(),
+    )
+
+
+@router.post("/leads/{lead_id}/qualify", operation_id="qualify_lead")
+def qualify(body: QualifyIn, services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
+    bant = {k: getattr(body, k) for k in ("budget", "authority", "need", "timeframe")}
+    return _run(  # type: ignore[no-any-return]
+        services,
+        lambda c, m, now: handoff.qualify(
+            c,
+            m,
+            lead_id,
+            now,
+            bant=bant,
+            amount=body.amount,
+            currency=body.currency.upper(),
+            expected_close=body.expected_close,
+            name=body.name,
+            role=body.role,
+            actor=body.actor,
+            action_id=body.action_id,
+        ).as_dict(),
+    )
+
+
+@router.post("/leads/{lead_id}/won", operation_id="win_lead")
+def won(services: ServicesDep, body: WonIn | None = None, lead_id: int = LeadId) -> dict:
+    b = body or WonIn()
+    return _run(  # type: ignore[no-any-return]
+        services,
+        lambda c, m, now: handoff.win(
+            c, m, lead_id, now, amount=b.amount, actor=b.actor, action_id=b.action_id
+        ).as_dict(),
+    )
+
+
+@router.post("/leads/{lead_id}/lost", operation_id="lose_lead")
+def lost(body: LostIn, services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
+    return _run(  # type: ignore[no-any-return]
+        services,
+        lambda c, m, now: handoff.lose(
+            c, m, lead_id, body.reason, now, actor=body.actor, action_id=body.action_id
+        ).as_dict(),
+    )
+
+
+# --------------------------------------------------------------------------- opportunities
+
+
+@router.get("/opportunities", operation_id="list_opportunities")
+def list_opportunities(
+    services: ServicesDep,
+    account_id: int | None = Query(None, ge=1, le=2**62),
+    stage: Literal["open", "won", "lost"] | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0, le=10**9),
+) -> dict[str, Any]:
+    with services.engine.connect() as conn:
+        return {
+            "opportunities": handoff.list_opportunities(
+                conn, account_id=account_id, stage=stage, limit=limit, offset=offset
+            )
+        }
+
+
+@router.post("/opportunities", status_code=201, operation_id="create_opportunity")
+def create_opportunity(body: OpportunityCreate, services: ServicesDep) -> dict[str, Any]:
+    def do(conn: Connection, model: LeadModel, now: Any) -> dict[str, Any]:
+        data = body.model_dump()
+        data["currency"] = body.currency.upper()
+        opp_id = handoff.create_opportunity(conn, data, now, model=model)
+        found = handoff.get_opportunity(conn, opp_id)
+        assert found is not None
+        return found
+
+    return _run(services, do)  # type: ignore[no-any-return]
+
+
+@router.get("/opportunities/{opp_id}", operation_id="get_opportunity")
+def get_opportunity(
+    services: ServicesDep, opp_id: int = Path(..., ge=1, le=2**62)
+) -> dict[str, Any]:
+    with services.engine.connect() as conn:
+        found = handoff.get_opportunity(conn, opp_id)
+    if found is None:
+        raise HTTPException(status_code=404, detail=f"opp_id: no opportunity with id {opp_id}")
+    return found
