@@ -127,6 +127,32 @@ def test_demo_command_loads_and_prints_a_summary(db_url, capsys):
     assert f"{len(list(iter_messages(world))):,}" in out
 
 
+def test_demo_scores_every_lead_works_the_sales_queue_and_creates_one_user_per_role(db_url, capsys):
+    from sqlalchemy import create_engine, func, select
+
+    from leadflow.adapters.db.tables import assignments, lead_states, leads, users
+
+    args = ["demo", "--leads", "120", "--months", "4", "--seed", "3", "--database-url", db_url]
+    assert run_guarded(app, args) == 0
+    out = capsys.readouterr().out
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        n_leads = conn.execute(select(func.count()).select_from(leads)).scalar_one()
+        n_states = conn.execute(select(func.count()).select_from(lead_states)).scalar_one()
+        routed = conn.execute(select(func.count()).select_from(assignments)).scalar_one()
+        roles = set(conn.execute(select(users.c.role)).scalars())
+        sales_key = conn.execute(
+            select(users.c.sales_rep_key).where(users.c.role == "sales")
+        ).scalar_one()
+    engine.dispose()
+    assert n_states == n_leads > 0
+    assert routed > 0
+    assert roles == {"admin", "marketer", "sales", "executive"}
+    assert sales_key  # the sales user is one of the configured reps
+    for email in ("admin@leadflow.example", "sales@leadflow.example"):
+        assert email in out
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

@@ -22,8 +22,11 @@ from rich.progress import (
 
 from leadflow.entrypoints.cli.common import DatabaseOption, fail, services_for
 from leadflow.entrypoints.cli.output import Format, render
+from leadflow.services import handoff
 from leadflow.services.lifecycle import all_lead_ids, recompute_all, stage_counts
+from leadflow.services.users import ensure_demo_users
 from leadflow.sim.loader import load_world
+from leadflow.sim.sales import play_sales
 from leadflow.sim.world import (
     DEFAULT_LEADS,
     DEFAULT_MONTHS,
@@ -102,8 +105,15 @@ def demo(
                 lead_ids=lead_ids,
                 progress=lambda n: bar.advance(task, n),
             )
+        play = play_sales(services.engine, services.models, config.until, config.seed)
         with services.engine.connect() as conn:
             stages = stage_counts(conn)
+            first_rep = next(iter(handoff.list_reps(conn)), None)
+        credentials = ensure_demo_users(
+            services.engine,
+            services.clock(),
+            sales_rep_key=first_rep["key"] if first_rep else None,
+        )
     rate = report.messages / report.seconds if report.seconds > 0 else 0.0
     rows = [
         {"item": "world", "value": f"seed {config.seed}, {config.start:%Y-%m-%d} to "
@@ -120,7 +130,16 @@ def demo(
         {"item": "time taken", "value": f"{report.seconds:.1f} s ({rate:,.0f} events/s)"},
         {"item": "leads scored", "value": f"{scored.leads:,}"},
         {"item": "stage changes recorded", "value": f"{scored.changes_added:,}"},
+        {"item": "sales hand-offs", "value": f"{play.routed:,} routed ({play.waiting:,} "
+         f"waiting for capacity): {play.accepted:,} accepted, {play.rejected:,} rejected, "
+         f"{play.not_now:,} not now, {play.won:,} won, {play.lost:,} lost"},
         {"item": "leads per stage", "value": ", ".join(
             f"{stage} {count:,}" for stage, count in sorted(stages.items()))},
     ]  # fmt: skip
     render(rows, ["item", "value"], Format.table, title="Demo world loaded")
+    render(
+        [{"role": r, "email": e, "password": p} for r, e, p in credentials],
+        ["role", "email", "password"],
+        Format.table,
+        title="Dashboard users (sign in at /login; passwords are shown once)",
+    )
