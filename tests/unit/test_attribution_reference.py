@@ -70,7 +70,15 @@ def synthetic_paths(n_paths: int = 12_000, n_channels: int = 6, seed: int = 7):
 @pytest.fixture(scope="module")
 def data():
     touches, conversions = synthetic_paths()
-    grouped = group_paths(touches, conversions).to_frame(sep=" > ").to_pandas()
+    # Sorted, so ChannelAttribution's seeded simulation sees the same input order in every
+    # process (group order is not fixed across processes); its estimate is then repeatable.
+    grouped = (
+        group_paths(touches, conversions)
+        .to_frame(sep=" > ")
+        .to_pandas()
+        .sort_values("path")
+        .reset_index(drop=True)
+    )
     assert conversions.height >= 10_000
     return touches, conversions, grouped
 
