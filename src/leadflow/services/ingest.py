@@ -18,17 +18,32 @@ Identity rules (Segment's model):
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Table,
+    UniqueConstraint,
+    bindparam,
+    delete,
+    exists,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.dml import Insert
 
-from leadflow.adapters.db.engine import insert_ignore
-from leadflow.adapters.db.tables import accounts, events, identities, leads
+from leadflow.adapters.db.engine import bind_processors, bulk_insert_ignore, insert_ignore
+from leadflow.adapters.db.tables import accounts, events, identities, leads, metadata
 from leadflow.core.tracking import TrackedMessage, is_valid_email, normalise_email
 
 log = logging.getLogger(__name__)
@@ -68,6 +83,9 @@ _INSERT_LEAD = leads.insert().returning(leads.c.id)
 _IDENTITY_LEAD = select(identities.c.lead_id).where(
     identities.c.kind == bindparam("k"), identities.c.value == bindparam("v")
 )
+_PRELOAD = select(identities.c.value, identities.c.lead_id).where(
+    identities.c.kind == bindparam("k"), identities.c.value.in_(bindparam("vs", expanding=True))
+)
 _INSERT_IGNORE: dict[tuple[str, str], Insert] = {}
 
 
@@ -103,18 +121,13 @@ class _Identities:
         anon |= {m.previous_id for m in messages if m.previous_id}
         users = {m.user_id for m in messages if m.user_id}
         users |= {m.previous_id for m in messages if m.previous_id}
-        conds = []
-        if anon:
-            conds.append(and_(identities.c.kind == "anonymous", identities.c.value.in_(anon)))
-        if users:
-            conds.append(and_(identities.c.kind == "user", identities.c.value.in_(users)))
-        if not conds:
-            return
-        rows = self.conn.execute(
-            select(identities.c.kind, identities.c.value, identities.c.lead_id).where(or_(*conds))
-        )
-        for kind, value, lead_id in rows:
-            self.known[(kind, value)] = lead_id
+        # One statement, compiled once: values are expanding parameters.
+        for kind, values in (("anonymous", anon), ("user", users)):
+            listed = list(values)
+            for start in range(0, len(listed), 5000):
+                rows = self.conn.execute(_PRELOAD, {"k": kind, "vs": listed[start : start + 5000]})
+                for value, lead_id in rows:
+                    self.known[(kind, value)] = lead_id
 
     def get(self, kind: str, value: str | None) -> int | None:
         return self.known.get((kind, value)) if value else None
@@ -365,13 +378,20 @@ def _account_fields(traits: dict[str, Any]) -> dict[str, Any]:
 
 
 def merge_leads(conn: Connection, keep: int, drop: int, now: datetime) -> None:
-    """Merge lead ``drop`` into ``keep``: events and identities move, blanks are filled."""
+    """Merge lead ``drop`` into ``keep``: rows that point at it move, blanks are filled.
+
+    Generic over the schema: every table with a foreign key to ``leads.id`` is handled, so
+    tables added later follow without changes here. Rows of a table where the lead id is
+    unique on its own (one row per lead, e.g. a derived state) are deleted for the dropped
+    lead (they are recomputed for the kept one); where it is part of a composite unique
+    key, a row of ``drop`` that would collide with one of ``keep`` is deleted; every other
+    row is re-pointed at ``keep``."""
     if keep == drop:
         return
     kept = conn.execute(select(leads).where(leads.c.id == keep)).mappings().one()
     dropped = conn.execute(select(leads).where(leads.c.id == drop)).mappings().one()
-    conn.execute(update(events).where(events.c.lead_id == drop).values(lead_id=keep))
-    conn.execute(update(identities).where(identities.c.lead_id == drop).values(lead_id=keep))
+    for table, column in _lead_references():
+        _repoint(conn, table, column, keep, drop)
     fill = {
         col: dropped[col]
         for col in (
@@ -401,6 +421,42 @@ def merge_leads(conn: Connection, keep: int, drop: int, now: datetime) -> None:
         .where(leads.c.id == keep)
         .values(**fill, attributes=attributes, updated_at=now)
     )
+
+
+def _lead_references() -> list[tuple[Table, Column[Any]]]:
+    """(table, column) for every foreign key to ``leads.id`` in the schema."""
+    found = []
+    for table in metadata.sorted_tables:
+        for fk in table.foreign_keys:
+            if fk.column.table is leads and fk.column.name == "id" and table is not leads:
+                found.append((table, fk.parent))
+    return found
+
+
+def _unique_sets(table: Table) -> list[set[str]]:
+    sets = [{c.name for c in table.primary_key.columns}]
+    for constraint in table.constraints:
+        if isinstance(constraint, UniqueConstraint):
+            sets.append({c.name for c in constraint.columns})
+    for index in table.indexes:
+        if index.unique and all(isinstance(e, Column) for e in index.expressions):
+            sets.append({c.name for c in index.columns})
+    sets.extend({c.name} for c in table.columns if c.unique)
+    return [s for s in sets if s]
+
+
+def _repoint(conn: Connection, table: Table, column: Column[Any], keep: int, drop: int) -> None:
+    uniques = [s for s in _unique_sets(table) if column.name in s]
+    if any(s == {column.name} for s in uniques):
+        conn.execute(delete(table).where(column == drop))
+        return
+    for names in uniques:
+        other = table.alias()
+        same = [other.c[n] == table.c[n] for n in sorted(names - {column.name})]
+        conn.execute(
+            delete(table).where(column == drop, exists().where(other.c[column.name] == keep, *same))
+        )
+    conn.execute(update(table).where(column == drop).values({column.name: keep}))
 
 
 def _lead_user_id(conn: Connection, lead_id: int) -> str | None:
@@ -559,84 +615,165 @@ def _resolve_event(
     return lead_id
 
 
-def _event_row(msg: TrackedMessage, lead_id: int | None, received_at: datetime) -> dict[str, Any]:
-    return {
-        "message_id": msg.message_id,
-        "type": msg.type,
-        "name": msg.name,
-        "lead_id": lead_id,
-        "anonymous_id": msg.anonymous_id,
-        "user_id": msg.user_id,
-        "properties": dict(msg.properties)
-        if msg.type not in ("identify", "group")
-        else {"traits": dict(msg.traits), **({"groupId": msg.group_id} if msg.group_id else {})},
-        "context": dict(msg.context),
-        "page_url": msg.page_url,
-        "referrer": msg.referrer,
-        "utm_campaign": msg.utm_campaign,
-        "utm_source": msg.utm_source,
-        "utm_medium": msg.utm_medium,
-        "channel": msg.channel,
-        "occurred_at": msg.occurred_at,
-        "received_at": received_at,
-    }
+EVENT_COLUMNS = (
+    "message_id",
+    "type",
+    "name",
+    "lead_id",
+    "anonymous_id",
+    "user_id",
+    "properties",
+    "context",
+    "page_url",
+    "referrer",
+    "utm_campaign",
+    "utm_source",
+    "utm_medium",
+    "channel",
+    "occurred_at",
+    "received_at",
+)
+_LEAD_INDEX = EVENT_COLUMNS.index("lead_id")
+_SEEN = select(events.c.message_id).where(events.c.message_id.in_(bindparam("ids", expanding=True)))
+
+
+def _event_properties(msg: TrackedMessage) -> dict[str, Any]:
+    if msg.type not in ("identify", "group"):
+        return dict(msg.properties)
+    return {"traits": dict(msg.traits), **({"groupId": msg.group_id} if msg.group_id else {})}
+
+
+class _EventRows:
+    """Event rows as driver-ready tuples (SQLAlchemy's own conversions, applied once)."""
+
+    def __init__(self, conn: Connection) -> None:
+        procs = bind_processors(conn.dialect, events, EVENT_COLUMNS)
+        self.properties = procs[EVENT_COLUMNS.index("properties")] or _same
+        self.context = procs[EVENT_COLUMNS.index("context")] or _same
+        self.time = procs[EVENT_COLUMNS.index("occurred_at")] or _same
+        self._received: dict[datetime, Any] = {}
+
+    def row(self, msg: TrackedMessage, lead_id: int | None, received_at: datetime) -> list[Any]:
+        received = self._received.get(received_at)
+        if received is None:
+            received = self._received[received_at] = self.time(received_at)
+        return [
+            msg.message_id,
+            msg.type,
+            msg.name,
+            lead_id,
+            msg.anonymous_id,
+            msg.user_id,
+            self.properties(_event_properties(msg)),
+            self.context(dict(msg.context)),
+            msg.page_url,
+            msg.referrer,
+            msg.utm_campaign,
+            msg.utm_source,
+            msg.utm_medium,
+            msg.channel,
+            self.time(msg.occurred_at),
+            received,
+        ]
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+Part = tuple[Sequence[TrackedMessage], datetime]
 
 
 def ingest_in(
     conn: Connection, messages: Sequence[TrackedMessage], received_at: datetime
 ) -> IngestResult:
     """Store ``messages`` inside the caller's transaction."""
-    result = IngestResult()
-    unique: dict[str, TrackedMessage] = {}
-    for msg in messages:
-        if msg.message_id in unique:
-            result.duplicates += 1
-        else:
-            unique[msg.message_id] = msg
+    results, _ = ingest_parts_in(conn, [(messages, received_at)])
+    return results[0]
+
+
+def ingest_parts_in(conn: Connection, parts: Sequence[Part]) -> tuple[list[IngestResult], set[int]]:
+    """Store several requests' messages inside the caller's transaction, in order, as if
+    each part were ingested after the previous one; each keeps its own ``received_at``.
+
+    Returns a result per part and every lead touched (after merges: leads merged away in
+    this transaction are replaced by the lead they went into)."""
+    results = [IngestResult() for _ in parts]
+    unique: dict[str, tuple[int, TrackedMessage]] = {}
+    for index, (messages, _) in enumerate(parts):
+        for msg in messages:
+            if msg.message_id in unique:
+                results[index].duplicates += 1
+            else:
+                unique[msg.message_id] = (index, msg)
     if not unique:
-        return result
-    seen = set(
-        conn.execute(
-            select(events.c.message_id).where(events.c.message_id.in_(list(unique)))
-        ).scalars()
-    )
-    fresh = [m for mid, m in unique.items() if mid not in seen]
-    result.duplicates += len(unique) - len(fresh)
-    ids = _Identities(conn)
-    ids.preload(fresh)
-    rows = []
-    for msg in fresh:
-        if msg.type == "identify":
-            lead_id = _resolve_identify(conn, ids, msg, received_at)
-        elif msg.type == "alias":
-            lead_id = _resolve_alias(conn, ids, msg, received_at)
-        elif msg.type == "group":
-            lead_id = _resolve_group(conn, ids, msg, received_at)
+        return results, set()
+    ids_list = list(unique)
+    seen: set[str] = set()
+    for start in range(0, len(ids_list), 5000):
+        seen.update(conn.execute(_SEEN, {"ids": ids_list[start : start + 5000]}).scalars())
+    fresh: list[tuple[int, TrackedMessage]] = []
+    for message_id, (index, msg) in unique.items():
+        if message_id in seen:
+            results[index].duplicates += 1
         else:
-            lead_id = _resolve_event(conn, ids, msg, received_at)
+            fresh.append((index, msg))
+    ids = _Identities(conn)
+    ids.preload([m for _, m in fresh])
+    resolved: list[tuple[int, TrackedMessage, int | None]] = []
+    for index, msg in fresh:
+        now = parts[index][1]
+        if msg.type == "identify":
+            lead_id = _resolve_identify(conn, ids, msg, now)
+        elif msg.type == "alias":
+            lead_id = _resolve_alias(conn, ids, msg, now)
+        elif msg.type == "group":
+            lead_id = _resolve_group(conn, ids, msg, now)
+        else:
+            lead_id = _resolve_event(conn, ids, msg, now)
         if lead_id is not None:
-            result.leads_touched.add(lead_id)
-        rows.append(_event_row(msg, lead_id, received_at))
-    # Identities linked later in this batch (a page view before the identify in the same
-    # batch) and leads merged away during it: point every row at its lead now.
-    for row in rows:
-        row["lead_id"] = _current_lead(ids, row)
-    if rows:
-        inserted = conn.execute(_insert_ignore(conn, "events"), rows)
-        stored = inserted.rowcount if inserted.rowcount is not None else len(rows)
-        if stored < 0:
-            stored = len(rows)
-        result.stored += stored
-        result.duplicates += len(rows) - stored
-    return result
+            results[index].leads_touched.add(lead_id)
+        resolved.append((index, msg, lead_id))
+    # Identities linked later in this transaction (a page view before the identify in the
+    # same batch) and leads merged away during it: point every row at its lead now.
+    builder = _EventRows(conn)
+    rows = [
+        tuple(builder.row(msg, _current_lead(ids, msg, lead_id), parts[index][1]))
+        for index, msg, lead_id in resolved
+    ]
+    touched: set[int] = set()
+    for result in results:
+        result.leads_touched = {ids.current(lead_id) for lead_id in result.leads_touched}
+        touched |= result.leads_touched
+    stored = 0
+    for start in range(0, len(rows), 5000):
+        stored += bulk_insert_ignore(
+            conn, events, EVENT_COLUMNS, rows[start : start + 5000], ("message_id",)
+        )
+    # A concurrent writer stored some of the same message ids after our check (PostgreSQL
+    # only; SQLite writers are serialised): they are duplicates. Which request they came
+    # from is not known, so the shortfall is counted against the last parts.
+    shortfall = len(rows) - stored
+    per_part = [0] * len(parts)
+    for index, _, _ in resolved:
+        per_part[index] += 1
+    for index in reversed(range(len(parts))):
+        taken = min(shortfall, per_part[index])
+        shortfall -= taken
+        results[index].stored += per_part[index] - taken
+        results[index].duplicates += taken
+    return results, touched
 
 
-def _current_lead(ids: _Identities, row: dict[str, Any]) -> int | None:
-    for kind, column in (("user", "user_id"), ("anonymous", "anonymous_id")):
-        lead_id = ids.get(kind, row[column])
-        if lead_id is not None:
-            return lead_id
-    return None if row["lead_id"] is None else ids.current(int(row["lead_id"]))
+def _current_lead(ids: _Identities, msg: TrackedMessage, lead_id: int | None) -> int | None:
+    if msg.user_id is not None and (found := ids.known.get(("user", msg.user_id))) is not None:
+        return found
+    if (
+        msg.anonymous_id is not None
+        and (found := ids.known.get(("anonymous", msg.anonymous_id))) is not None
+    ):
+        return found
+    return None if lead_id is None else ids.current(lead_id)
 
 
 def _is_retryable(exc: DBAPIError) -> bool:
@@ -661,18 +798,114 @@ def ingest(
     (scoring and stage changes hook in here). A unique-key race with a concurrent writer
     (two requests creating the same lead) is retried from scratch.
     """
+    return ingest_parts(engine, [(messages, received_at)], after=after, attempts=attempts)[0]
+
+
+def ingest_parts(
+    engine: Engine,
+    parts: Sequence[Part],
+    *,
+    after: Iterable[AfterIngest] = (),
+    attempts: int = 3,
+) -> list[IngestResult]:
+    """Several requests' messages in ONE transaction (group commit); see :func:`ingest`.
+    The hooks run once, with every lead touched and the latest ``received_at``."""
+    latest = max(received_at for _, received_at in parts)
     for attempt in range(1, attempts + 1):
         try:
             with engine.begin() as conn:
-                result = ingest_in(conn, messages, received_at)
+                results, touched = ingest_parts_in(conn, parts)
                 for hook in after:
-                    hook(conn, result.leads_touched, received_at)
-            return result
+                    hook(conn, touched, latest)
+            return results
         except DBAPIError as exc:
             if attempt == attempts or not _is_retryable(exc):
                 raise
             log.info("ingest: race with a concurrent writer, retrying (attempt %d)", attempt)
     raise AssertionError("unreachable")
+
+
+@dataclass(slots=True)
+class _Pending:
+    part: Part
+    future: Future[IngestResult]
+
+
+class IngestQueue:
+    """Group commit for concurrent callers (the tracking API).
+
+    Callers hand their messages to one writer thread and wait on a future. While a
+    transaction commits, new requests queue up; the writer then stores all of them in the
+    next transaction (up to ``max_messages``) and resolves every future after the commit,
+    so an acknowledgement still means "committed". One writer per process also means no
+    two threads of this process fight over SQLite's write lock. If a shared transaction
+    fails, each request is retried alone, so one bad request never fails another.
+
+    The thread starts on the first call and ends after ``idle_seconds`` without work.
+    ``after`` is read at every commit (hooks may be added after the queue is built).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        after: Sequence[AfterIngest] = (),
+        *,
+        max_messages: int = 2000,
+        idle_seconds: float = 2.0,
+    ) -> None:
+        self.engine = engine
+        self.after = after
+        self.max_messages = max_messages
+        self.idle_seconds = idle_seconds
+        self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._running = False
+
+    def submit(
+        self, messages: Sequence[TrackedMessage], received_at: datetime
+    ) -> Future[IngestResult]:
+        future: Future[IngestResult] = Future()
+        with self._lock:
+            self._queue.put(_Pending((messages, received_at), future))
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._run, name="leadflow-ingest", daemon=True).start()
+        return future
+
+    def _run(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=self.idle_seconds)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():
+                        self._running = False
+                        return
+                continue
+            group = [first]
+            size = len(first.part[0])
+            while size < self.max_messages:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                group.append(item)
+                size += len(item.part[0])
+            self._commit(group)
+
+    def _commit(self, group: list[_Pending]) -> None:
+        try:
+            results = ingest_parts(self.engine, [p.part for p in group], after=self.after)
+        except Exception as exc:
+            if len(group) == 1:
+                group[0].future.set_exception(exc)
+                return
+            log.info("ingest: shared transaction failed (%s); retrying requests one by one", exc)
+            for pending in group:
+                self._commit([pending])
+            return
+        for pending, result in zip(group, results, strict=True):
+            pending.future.set_result(result)
 
 
 def valid_email_or_none(value: Any) -> str | None:

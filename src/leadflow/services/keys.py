@@ -85,6 +85,16 @@ class KeyChecker:
         self.ttl = ttl
         self._cache: dict[str, tuple[float, str | None]] = {}
 
+    def peek(self, token: str) -> tuple[bool, str | None]:
+        """``(True, kind)`` when the answer is known without the database (cached, or a
+        token that cannot be a key); ``(False, None)`` when :meth:`kind_of` must look."""
+        if not token or len(token) > 200:
+            return True, None
+        hit = self._cache.get(hash_key(token))
+        if hit is not None and hit[0] > time.monotonic():
+            return True, hit[1]
+        return False, None
+
     def kind_of(self, token: str) -> str | None:
         if not token or len(token) > 200:
             return None

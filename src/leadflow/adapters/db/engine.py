@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy import Connection, Dialect, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
@@ -26,7 +27,7 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
         engine = create_engine(
             parsed,
             echo=echo,
-            json_serializer=_json_dumps,
+            json_serializer=dump_json,
             json_deserializer=orjson.loads,
             connect_args={"timeout": 30, "check_same_thread": False},
             pool_size=8,
@@ -41,7 +42,7 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
         return create_engine(
             parsed,
             echo=echo,
-            json_serializer=_json_dumps,
+            json_serializer=dump_json,
             json_deserializer=orjson.loads,
             pool_size=10,
             max_overflow=10,
@@ -50,7 +51,7 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
     raise DatabaseUnavailable(f"unsupported database backend {parsed.get_backend_name()!r}")
 
 
-def _json_dumps(value: Any) -> str:
+def dump_json(value: Any) -> str:
     """orjson for JSON columns: several times faster than json.dumps on the ingest path,
     and it encodes datetimes as ISO 8601 instead of failing."""
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
@@ -79,6 +80,52 @@ def insert_ignore(engine: Engine, table: Table, *conflict_columns: str) -> Inser
             index_elements=list(conflict_columns)
         )
     return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(conflict_columns))
+
+
+RowProcessor = Callable[[Any], Any] | None
+_BULK_SQL: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], str] = {}
+_PROCESSORS: dict[tuple[str, str, tuple[str, ...]], list[RowProcessor]] = {}
+
+
+def bind_processors(dialect: Dialect, table: Table, columns: Sequence[str]) -> list[RowProcessor]:
+    """SQLAlchemy's own value conversions (UTC datetimes, JSON) for ``columns``, so rows sent
+    straight to the driver by :func:`bulk_insert_ignore` are stored exactly as SQLAlchemy
+    stores them (SQLite datetime text format, JSONB wrapping on psycopg)."""
+    key = (dialect.name, table.name, tuple(columns))
+    procs = _PROCESSORS.get(key)
+    if procs is None:
+        procs = [table.c[name].type._cached_bind_processor(dialect) for name in columns]
+        _PROCESSORS[key] = procs
+    return procs
+
+
+def bulk_insert_ignore(
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    rows: list[tuple[Any, ...]],
+    conflict: Sequence[str],
+) -> int:
+    """``INSERT ... ON CONFLICT (conflict) DO NOTHING`` for many rows in one driver call
+    (sqlite3's prepared-statement executemany; psycopg 3's pipelined executemany), skipping
+    SQLAlchemy's per-row parameter handling. ``rows`` hold values already converted with
+    :func:`bind_processors`. Returns the number of rows inserted."""
+    if not rows:
+        return 0
+    key = (conn.dialect.name, table.name, tuple(columns), tuple(conflict))
+    sql = _BULK_SQL.get(key)
+    if sql is None:
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        cols = ", ".join(f'"{c}"' for c in columns)
+        marks = ", ".join([mark] * len(columns))
+        keys = ", ".join(f'"{c}"' for c in conflict)
+        sql = (
+            f'INSERT INTO "{table.name}" ({cols}) VALUES ({marks}) ON CONFLICT ({keys}) DO NOTHING'
+        )
+        _BULK_SQL[key] = sql
+    result = conn.exec_driver_sql(sql, rows)
+    count = result.rowcount
+    return len(rows) if count is None or count < 0 else int(count)
 
 
 def check_connection(engine: Engine) -> None:

@@ -150,12 +150,15 @@ def backtest(
         except ValueError:
             fail(f"--since: expected a date as YYYY-MM-DD, got {since[:40]!r}")
         since_at = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    with services_for(database_url) as services, Progress(
-        TextColumn("[bold]reading events[/]"),
-        TimeElapsedColumn(),
-        TextColumn("{task.completed:,} events"),
-        console=Console(stderr=True),
-    ) as bar:
+    with (
+        services_for(database_url) as services,
+        Progress(
+            TextColumn("[bold]reading events[/]"),
+            TimeElapsedColumn(),
+            TextColumn("{task.completed:,} events"),
+            console=Console(stderr=True),
+        ) as bar,
+    ):
         task = bar.add_task("read", total=None)
         report = run_backtest(
             services.engine,

@@ -36,27 +36,43 @@ def init(database_url: str | None = DatabaseOption) -> None:
 def serve(
     host: str | None = typer.Option(None, "--host", help="Bind address (LEADFLOW_HOST)."),
     port: int | None = typer.Option(None, "--port", help="Port (LEADFLOW_PORT).", min=1, max=65535),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Server processes (LEADFLOW_WORKERS).", min=1, max=64
+    ),
     database_url: str | None = DatabaseOption,
 ) -> None:
     """Serve the tracking API, management API and dashboard."""
+    import os
+
     import uvicorn
 
     from leadflow.bootstrap import build_services
-    from leadflow.entrypoints.api import build_app
+    from leadflow.entrypoints.asgi import build_server_app
 
     settings = load_settings(database_url)
     with services_for(settings.database_url):
         pass  # refuses clearly if the database is missing or not migrated
-    services = build_services(settings)
+    bind_host, bind_port = host or settings.host, port or settings.port
+    processes = workers or settings.workers
+    options = {"log_level": "warning", "access_log": False}
     try:
-        uvicorn.run(
-            build_app(services),
-            host=host or settings.host,
-            port=port or settings.port,
-            log_level="warning",
-            access_log=False,
-        )
+        if processes > 1:
+            # Each worker process builds its own settings and services from the environment
+            # (leadflow.entrypoints.asgi); pass the database chosen on the command line on.
+            os.environ["LEADFLOW_DATABASE_URL"] = settings.database_url
+            uvicorn.run(
+                "leadflow.entrypoints.asgi:create_app",
+                factory=True,
+                workers=processes,
+                host=bind_host,
+                port=bind_port,
+                **options,  # type: ignore[arg-type]
+            )
+            return
+        services = build_services(settings)
+        try:
+            uvicorn.run(build_server_app(services), host=bind_host, port=bind_port, **options)  # type: ignore[arg-type]
+        finally:
+            services.close()
     except OSError as exc:  # pragma: no cover - port in use
-        fail(f"cannot listen on {host or settings.host}:{port or settings.port}: {exc}")
-    finally:
-        services.close()
+        fail(f"cannot listen on {bind_host}:{bind_port}: {exc}")
