@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -47,12 +47,17 @@ TARGET_BATCH_SQLITE = 20_000
 TARGET_SINGLE = 2_000
 
 
+T_START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
 def message(seq: int, run: str) -> dict[str, object]:
-    """A realistic mix: known users, anonymous visitors, pages and tracks with context."""
+    """A realistic mix: known users, anonymous visitors, pages and tracks with context.
+    Event times move forward (a second per message) as live traffic does; each run has its
+    own people, so scoring sees every person's events in time order."""
     kind = seq % 4
     base: dict[str, object] = {
         "messageId": f"{run}-{seq}",
-        "timestamp": "2024-05-01T10:00:00Z",
+        "timestamp": (T_START + timedelta(seconds=seq)).isoformat(),
         "context": {
             "ip": "203.0.113.7",
             "userAgent": "Mozilla/5.0 (X11; Linux x86_64) bench",
@@ -64,13 +69,13 @@ def message(seq: int, run: str) -> dict[str, object]:
         return {
             **base,
             "type": "page",
-            "anonymousId": f"anon-{seq % 5000}",
+            "anonymousId": f"{run}-anon-{seq % 5000}",
             "properties": {"url": f"https://acme.io/blog/post-{seq % 300}", "title": "Post"},
         }
     return {
         **base,
         "type": "track",
-        "userId": f"user-{seq % 2000}",
+        "userId": f"{run}-user-{seq % 2000}",
         "event": ("content_download", "email_open", "webinar_registered")[kind - 1],
         "properties": {"asset": "ROI guide", "asset_type": "white_paper", "n": seq},
     }

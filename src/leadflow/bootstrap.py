@@ -15,7 +15,7 @@ from leadflow.adapters.db.engine import create_db_engine
 from leadflow.services import handoff
 from leadflow.services.ingest import AfterIngest
 from leadflow.services.keys import KeyChecker
-from leadflow.services.lifecycle import ModelCache, ingest_hook
+from leadflow.services.lifecycle import ModelCache, StateCache, ingest_hook
 from leadflow.settings import Settings
 
 
@@ -31,6 +31,7 @@ class Services:
     engine: Engine
     keys: KeyChecker
     models: ModelCache = field(default_factory=ModelCache)
+    states: StateCache = field(default_factory=StateCache)
     clock: Callable[[], datetime] = utc_now
     after_ingest: list[AfterIngest] = field(default_factory=list)
 
@@ -41,12 +42,14 @@ class Services:
 def build_services(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Services:
     engine = create_db_engine(settings.database_url, echo=settings.db_echo)
     models = ModelCache()
+    states = StateCache()
     return Services(
         settings=settings,
         engine=engine,
         keys=KeyChecker(engine),
         models=models,
+        states=states,
         clock=clock,
         # Scores and stages are updated in the same transaction as the events.
-        after_ingest=[ingest_hook(models), handoff.ingest_hook(models)],
+        after_ingest=[ingest_hook(models, states), handoff.ingest_hook(models)],
     )

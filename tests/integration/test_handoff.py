@@ -55,7 +55,8 @@ def _mql(client, key, user: str, at: datetime, *, downloads: int = 0) -> None:
         {
             "userId": user,
             "messageId": f"id-{user}",
-            "timestamp": ts,
+            # The sign-up comes first: contact details count from when they were given.
+            "timestamp": (at - timedelta(minutes=1)).isoformat(),
             "traits": {"email": f"{user}@acme{user}.example", "consent": {"status": "granted"}},
         },
     )

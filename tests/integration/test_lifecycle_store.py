@@ -380,3 +380,49 @@ def test_backtest_compares_models_without_touching_live_data(
     bad = ["model", "backtest", str(candidate), "--since", "yesterday", "--database-url", url]
     assert run_guarded(app, bad) == 1
     assert "--since" in capsys.readouterr().err
+
+
+def test_two_processes_with_their_own_caches_keep_the_log_equal_to_a_full_replay(
+    services, write_key
+):
+    """Each server process caches folded states; an entry another process made stale
+    (revision moved on) is never used, so alternating writers still agree with a replay."""
+    from fastapi.testclient import TestClient
+
+    from leadflow.bootstrap import build_services
+    from leadflow.entrypoints.api import build_app
+
+    other = build_services(services.settings)
+    a, b = TestClient(build_app(services)), TestClient(build_app(other))
+    try:
+        _identify(a, write_key)
+        for i, name in enumerate(
+            [
+                "email_open",
+                "email_click",
+                "webinar_attended",
+                "email_open",
+                "demo_request",
+                "email_open",
+            ]
+        ):
+            _track(a if i % 2 else b, write_key, name, 1 + i)
+        _track(a, write_key, "email_click", 0.5)  # late: before most of the others
+        live = [(r.from_stage, r.to_stage, r.at, r.rule) for r in _changes(services)]
+        live_state = _state(services)
+        now = services.clock()
+        with services.engine.begin() as conn:
+            warm = lifecycle.recompute(
+                conn, [1], services.models.active(conn, now), now, cache=services.states
+            )
+        assert warm.incremental == 1  # the writing process's cache entry was still valid
+        with services.engine.begin() as conn:
+            conn.execute(stage_changes.delete())
+            conn.execute(lead_states.delete())
+            cold = lifecycle.recompute(conn, [1], services.models.active(conn, now), now)
+        assert cold.incremental == 0
+        assert [(r.from_stage, r.to_stage, r.at, r.rule) for r in _changes(services)] == live
+        assert _state(services).stage == live_state.stage == "nurturing"
+        assert _state(services).engagement == pytest.approx(live_state.engagement)
+    finally:
+        other.close()

@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from fnmatch import fnmatchcase
+from functools import lru_cache
 from typing import Any
 
 from leadflow.core.config import BANT_CRITERIA, EngagementRule, EventMatch, LeadModel
@@ -93,6 +94,7 @@ def event_matches(match: EventMatch, event: Event) -> bool:
     return True
 
 
+@lru_cache(maxsize=65536)
 def has_term(text: str | None, term: str) -> bool:
     """Does ``text`` contain ``term``? Latin terms match whole words (``cto`` is not found in
     ``director``); terms in other scripts (Korean) match as substrings."""
@@ -234,6 +236,7 @@ def score_engagement(events: Iterable[Event], as_of: datetime, model: LeadModel)
 # --------------------------------------------------------------------------- fit
 
 
+@lru_cache(maxsize=4096)
 def _normal_key(value: str) -> str:
     # "IT & Software" -> "it_software", "Financial Services" -> "financial_services".
     return re.sub(r"[^0-9a-z가-힣]+", "_", value.strip().lower()).strip("_")

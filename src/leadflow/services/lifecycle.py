@@ -16,13 +16,14 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+import threading
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 
 from leadflow.adapters.db.engine import insert_ignore
 from leadflow.adapters.db.tables import (
@@ -36,9 +37,16 @@ from leadflow.adapters.db.tables import (
     stage_changes,
 )
 from leadflow.core.config import LeadModel, load_default_model, load_model
-from leadflow.core.lifecycle import HISTORY_REVISED, LeadState, apply_action, replay
+from leadflow.core.lifecycle import (
+    HISTORY_REVISED,
+    LeadState,
+    advance,
+    apply_action,
+    apply_event,
+    replay,
+)
 from leadflow.core.model import Bant, Event, LeadProfile, SalesAction, StageChange
-from leadflow.core.scoring import score_fit, score_qualification
+from leadflow.core.scoring import event_key, score_fit, score_qualification, total_at
 
 CHUNK = 500
 MODEL_APPLY_RULE = "model.apply"
@@ -134,11 +142,6 @@ def load_profiles(conn: Connection, lead_ids: Sequence[int]) -> dict[int, LeadPr
     rows = conn.execute(
         select(
             leads.c.id,
-            leads.c.email,
-            leads.c.phone,
-            leads.c.first_name,
-            leads.c.last_name,
-            leads.c.title,
             leads.c.consent_status,
             leads.c.attributes,
             leads.c.account_id,
@@ -153,13 +156,11 @@ def load_profiles(conn: Connection, lead_ids: Sequence[int]) -> dict[int, LeadPr
     profiles = {}
     for r in rows:
         attributes = dict(r["attributes"] or {})
+        # Contact details and title are left out on purpose: they arrive with identify
+        # events (tracking, forms, imports all write one), so a replay learns them when
+        # they were given - a lead is "acquired" at its sign-up, not at its first visit.
         profiles[r["id"]] = LeadProfile(
             id=r["id"],
-            email=r["email"],
-            phone=r["phone"],
-            first_name=r["first_name"],
-            last_name=r["last_name"],
-            title=r["title"],
             industry=r["industry"],
             employee_count=r["employee_count"],
             country=r["country"],
@@ -253,7 +254,64 @@ class RecomputeResult:
     changes_added: int = 0
     changes_removed: int = 0
     signals_added: int = 0
+    incremental: int = 0
+    """Leads brought up to date from the cache with only their new inputs."""
     stages: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChange:
+    """A row of the stage log as the services layer needs it."""
+
+    id: int
+    from_stage: str
+    to_stage: str
+    at: datetime
+    rule: str
+
+
+@dataclass(slots=True)
+class _Cached:
+    revision: int
+    model_hash: str
+    epoch: datetime | None
+    fold: LeadState
+    """Every input folded in, time not advanced past the last input."""
+    stored: list[StoredChange]
+
+
+class StateCache:
+    """Per-process cache of folded lead states, so a request costs its new events, not the
+    lead's whole history. An entry is used only while ``lead_states.revision`` (bumped by
+    every write, from any process), the model, the epoch, the base profile and the set of
+    stored inputs all still match; otherwise the lead is replayed from the store."""
+
+    def __init__(self, max_leads: int = 20_000) -> None:
+        self.max_leads = max_leads
+        self._entries: OrderedDict[int, _Cached] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, lead_id: int) -> _Cached | None:
+        with self._lock:
+            entry = self._entries.get(lead_id)
+            if entry is not None:
+                self._entries.move_to_end(lead_id)
+            return entry
+
+    def put(self, lead_id: int, entry: _Cached) -> None:
+        with self._lock:
+            self._entries[lead_id] = entry
+            self._entries.move_to_end(lead_id)
+            while len(self._entries) > self.max_leads:
+                self._entries.popitem(last=False)
+
+    def drop(self, lead_id: int) -> None:
+        with self._lock:
+            self._entries.pop(lead_id, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
 
 
 def _replay_stage_at(state: LeadState, at: datetime, initial: str) -> str:
@@ -266,7 +324,7 @@ def _replay_stage_at(state: LeadState, at: datetime, initial: str) -> str:
     return stage
 
 
-def _same(row: Any, change: StageChange) -> bool:
+def _same(row: StoredChange, change: StageChange) -> bool:
     return (
         row.from_stage == change.from_stage
         and row.to_stage == change.to_stage
@@ -288,20 +346,37 @@ def _change_row(change: StageChange, now: datetime) -> dict[str, Any]:
     }
 
 
+def _insert_changes(conn: Connection, rows: list[dict[str, Any]]) -> list[StoredChange]:
+    if not rows:
+        return []
+    ids = conn.execute(
+        insert(stage_changes).returning(stage_changes.c.id, sort_by_parameter_order=True), rows
+    ).scalars()
+    return [
+        StoredChange(
+            id=i, from_stage=r["from_stage"], to_stage=r["to_stage"], at=r["at"], rule=r["rule"]
+        )
+        for i, r in zip(ids, rows, strict=True)
+    ]
+
+
 def _sync_history(
     conn: Connection,
     state: LeadState,
-    stored: list[Any],
+    stored: list[StoredChange],
     epoch: datetime | None,
     model: LeadModel,
     now: datetime,
     result: RecomputeResult,
-) -> None:
-    """Make the stored log equal the replay (after ``epoch``, when the model was switched)."""
+) -> list[StoredChange]:
+    """Make the stored log equal the replay (after ``epoch``, when the model was switched);
+    return the log as it is now stored."""
     replayed = list(state.history)
+    before: list[StoredChange] = []
+    after = stored
     if epoch is not None:
         before = [r for r in stored if r.at <= epoch]
-        stored = [r for r in stored if r.at > epoch]
+        after = [r for r in stored if r.at > epoch]
         replayed = [c for c in replayed if c.at > epoch]
         want = _replay_stage_at(state, epoch, model.initial_stage)
         have = before[-1].to_stage if before else model.initial_stage
@@ -310,37 +385,41 @@ def _sync_history(
             if last is not None and last.rule == MODEL_APPLY_RULE and last.at == epoch:
                 if last.from_stage == want:
                     conn.execute(delete(stage_changes).where(stage_changes.c.id == last.id))
+                    before.pop()
                 else:
                     conn.execute(
                         update(stage_changes)
                         .where(stage_changes.c.id == last.id)
                         .values(to_stage=want)
                     )
+                    before[-1] = replace(last, to_stage=want)
             else:
-                conn.execute(
-                    insert(stage_changes).values(
-                        lead_id=state.lead_id,
-                        from_stage=have,
-                        to_stage=want,
-                        at=epoch,
-                        rule=MODEL_APPLY_RULE,
-                        model_version=model.version,
-                        cause=f"model:{model.version}",
-                        recorded_at=now,
-                    )
+                before += _insert_changes(
+                    conn,
+                    [
+                        {
+                            "lead_id": state.lead_id,
+                            "from_stage": have,
+                            "to_stage": want,
+                            "at": epoch,
+                            "rule": MODEL_APPLY_RULE,
+                            "model_version": model.version,
+                            "cause": f"model:{model.version}",
+                            "recorded_at": now,
+                        }
+                    ],
                 )
                 result.changes_added += 1
     keep = 0
-    while keep < len(stored) and keep < len(replayed) and _same(stored[keep], replayed[keep]):
+    while keep < len(after) and keep < len(replayed) and _same(after[keep], replayed[keep]):
         keep += 1
-    stale = [r.id for r in stored[keep:]]
+    stale = [r.id for r in after[keep:]]
     if stale:
         conn.execute(delete(stage_changes).where(stage_changes.c.id.in_(stale)))
         result.changes_removed += len(stale)
-    fresh = replayed[keep:]
-    if fresh:
-        conn.execute(insert(stage_changes), [_change_row(c, now) for c in fresh])
-        result.changes_added += len(fresh)
+    fresh = _insert_changes(conn, [_change_row(c, now) for c in replayed[keep:]])
+    result.changes_added += len(fresh)
+    return before + after[:keep] + fresh
 
 
 def _qualification_bant(state: LeadState) -> Bant:
@@ -350,50 +429,167 @@ def _qualification_bant(state: LeadState) -> Bant:
     return state.profile.bant
 
 
+def _stored_changes(conn: Connection, lead_ids: Sequence[int]) -> dict[int, list[StoredChange]]:
+    found: dict[int, list[StoredChange]] = defaultdict(list)
+    for row in conn.execute(
+        select(
+            stage_changes.c.id,
+            stage_changes.c.lead_id,
+            stage_changes.c.from_stage,
+            stage_changes.c.to_stage,
+            stage_changes.c.at,
+            stage_changes.c.rule,
+        )
+        .where(stage_changes.c.lead_id.in_(lead_ids))
+        .order_by(stage_changes.c.lead_id, stage_changes.c.at, stage_changes.c.id)
+    ):
+        found[row.lead_id].append(
+            StoredChange(
+                id=row.id,
+                from_stage=row.from_stage,
+                to_stage=row.to_stage,
+                at=row.at,
+                rule=row.rule,
+            )
+        )
+    return found
+
+
+def _fold_full(
+    profile: LeadProfile,
+    events_: Sequence[Event],
+    actions: Sequence[SalesAction],
+    model: LeadModel,
+    now: datetime,
+) -> LeadState:
+    """Every input up to ``now`` folded in (time not advanced): replay as of the last input."""
+    return replay(
+        profile,
+        [e for e in events_ if e.occurred_at <= now],
+        model,
+        actions=[a for a in actions if a.at <= now],
+    )
+
+
+def _fold_new(
+    conn: Connection,
+    entries: dict[int, _Cached],
+    profiles: dict[int, LeadProfile],
+    model: LeadModel,
+    now: datetime,
+) -> dict[int, LeadState]:
+    """Bring cached folds up to date with only their new inputs; leads whose cache no
+    longer matches the store (an input vanished, the profile changed) are left out."""
+    if not entries:
+        return {}
+    ids = list(entries)
+    stored_ids: dict[int, set[str]] = defaultdict(set)
+    new_ids: list[str] = []
+    for lead_id, message_id, at in conn.execute(
+        select(events.c.lead_id, events.c.message_id, events.c.occurred_at).where(
+            events.c.lead_id.in_(ids)
+        )
+    ):
+        stored_ids[lead_id].add(message_id)
+        if message_id not in entries[lead_id].fold.seen and at <= now:
+            new_ids.append(message_id)
+    for lead_id, action_id in conn.execute(
+        select(sales_actions.c.lead_id, sales_actions.c.action_id).where(
+            sales_actions.c.lead_id.in_(ids)
+        )
+    ):
+        stored_ids[lead_id].add(f"action:{action_id}")
+    fresh_events: dict[int, list[Event]] = defaultdict(list)
+    for part in _chunks(new_ids):
+        for row in conn.execute(select(*EVENT_COLUMNS).where(events.c.message_id.in_(part))):
+            fresh_events[row.lead_id].append(event_from_row(row))
+    actions_by_lead = load_actions(conn, ids)
+    folded: dict[int, LeadState] = {}
+    for lead_id, entry in entries.items():
+        fold = entry.fold
+        if fold.lead != profiles.get(lead_id) or not fold.seen <= stored_ids[lead_id]:
+            continue
+        for event in sorted(fresh_events.get(lead_id, ()), key=event_key):
+            fold, _, _ = apply_event(fold, event, model)
+        for action in actions_by_lead.get(lead_id, ()):
+            if f"action:{action.action_id}" not in fold.seen and action.at <= now:
+                fold = apply_action(fold, action, model).state
+        folded[lead_id] = fold
+    return folded
+
+
 def recompute(
     conn: Connection,
     lead_ids: Iterable[int],
     model: LeadModel,
     now: datetime,
+    *,
+    cache: StateCache | None = None,
 ) -> RecomputeResult:
-    """Replay ``lead_ids`` under ``model`` as of ``now`` and store what changed."""
+    """Bring ``lead_ids`` up to date under ``model`` as of ``now`` and store what changed.
+
+    With a ``cache``, leads whose cached fold still matches the store are advanced with
+    their new inputs only; the others are replayed from all their events (the result is the
+    same either way: batch equals incremental)."""
     result = RecomputeResult()
     ids = sorted(set(lead_ids))
     for chunk in _chunks(ids):
         profiles = load_profiles(conn, chunk)
-        lead_events = load_events(conn, chunk)
-        lead_actions = load_actions(conn, chunk)
-        stored_states = {
+        rows = {
             r.lead_id: r
             for r in conn.execute(
-                select(lead_states.c.lead_id, lead_states.c.epoch).where(
-                    lead_states.c.lead_id.in_(chunk)
-                )
+                select(
+                    lead_states.c.lead_id,
+                    lead_states.c.epoch,
+                    lead_states.c.revision,
+                ).where(lead_states.c.lead_id.in_(chunk))
             )
         }
-        stored_changes: dict[int, list[Any]] = defaultdict(list)
-        for row in conn.execute(
-            select(stage_changes)
-            .where(stage_changes.c.lead_id.in_(chunk))
-            .order_by(stage_changes.c.lead_id, stage_changes.c.at, stage_changes.c.id)
-        ):
-            stored_changes[row.lead_id].append(row)
+        usable: dict[int, _Cached] = {}
+        if cache is not None:
+            for lead_id in chunk:
+                entry = cache.get(lead_id)
+                row = rows.get(lead_id)
+                if (
+                    entry is not None
+                    and row is not None
+                    and entry.revision == row.revision
+                    and entry.model_hash == model.content_hash
+                    and entry.epoch == row.epoch
+                ):
+                    usable[lead_id] = entry
+        folds = _fold_new(conn, usable, profiles, model, now)
+        full = [i for i in chunk if i in profiles and i not in folds]
+        if full:
+            lead_events = load_events(conn, full)
+            lead_actions = load_actions(conn, full)
+            for lead_id in full:
+                folds[lead_id] = _fold_full(
+                    profiles[lead_id],
+                    lead_events.get(lead_id, ()),
+                    lead_actions.get(lead_id, ()),
+                    model,
+                    now,
+                )
+            stored_full = _stored_changes(conn, full)
+        else:
+            stored_full = {}
         upserts: list[dict[str, Any]] = []
         new_signals: list[dict[str, Any]] = []
         for lead_id in chunk:
-            profile = profiles.get(lead_id)
-            if profile is None:  # merged away or erased meanwhile
+            fold = folds.get(lead_id)
+            if fold is None:  # merged away or erased meanwhile
                 continue
-            state = replay(
-                profile,
-                lead_events.get(lead_id, ()),
-                model,
-                actions=lead_actions.get(lead_id, ()),
-                as_of=now,
-            )
-            previous = stored_states.get(lead_id)
+            state, _, _ = advance(fold, now, model)
+            previous = rows.get(lead_id)
             epoch = previous.epoch if previous is not None else None
-            _sync_history(conn, state, stored_changes.get(lead_id, []), epoch, model, now, result)
+            if lead_id in usable:
+                stored = usable[lead_id].stored
+                result.incremental += 1
+            else:
+                stored = stored_full.get(lead_id, [])
+            stored = _sync_history(conn, state, stored, epoch, model, now, result)
+            revision = (previous.revision if previous is not None else 0) + 1
             fit = score_fit(state.profile, model)
             upserts.append(
                 {
@@ -401,7 +597,9 @@ def recompute(
                     "stage": state.stage,
                     "stage_since": state.stage_since,
                     "pause_until": state.pause_until,
-                    "engagement": state.engagement(now, model).total,
+                    # The fold's counted occurrences, decayed to now: what score_engagement
+                    # gives for the same events, without matching every rule again.
+                    "engagement": total_at(state.occurrences, now),
                     "fit": fit.score,
                     "fit_grade": fit.grade,
                     "qualification": score_qualification(_qualification_bant(state), model).score,
@@ -409,10 +607,22 @@ def recompute(
                     "model_version": model.version,
                     "model_hash": model.content_hash,
                     "epoch": epoch,
+                    "revision": revision,
                     "updated_at": now,
                     "_exists": previous is not None,
                 }
             )
+            if cache is not None:
+                cache.put(
+                    lead_id,
+                    _Cached(
+                        revision=revision,
+                        model_hash=model.content_hash,
+                        epoch=epoch,
+                        fold=fold,
+                        stored=stored,
+                    ),
+                )
             for sig in state.signals:
                 if sig.name == HISTORY_REVISED:
                     continue
@@ -443,10 +653,17 @@ def _write_states(conn: Connection, rows: list[dict[str, Any]]) -> None:
     old = [{k: v for k, v in r.items() if k != "_exists"} for r in rows if r["_exists"]]
     if new:
         conn.execute(insert(lead_states), new)
-    for row in old:
-        values = {k: v for k, v in row.items() if k != "lead_id"}
+    if old:
+        params = [
+            {**{k: v for k, v in r.items() if k != "lead_id"}, "b_lead_id": r["lead_id"]}
+            for r in old
+        ]
+        columns = {k: bindparam(k) for k in params[0] if k != "b_lead_id"}
         conn.execute(
-            update(lead_states).where(lead_states.c.lead_id == row["lead_id"]).values(values)
+            update(lead_states)
+            .where(lead_states.c.lead_id == bindparam("b_lead_id"))
+            .values(columns),
+            params,
         )
 
 
@@ -462,12 +679,15 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def ingest_hook(cache: ModelCache) -> Callable[[Connection, set[int], datetime], None]:
-    """The after-ingest hook: recompute every lead the request touched, same transaction."""
+def ingest_hook(
+    cache: ModelCache, states: StateCache | None = None
+) -> Callable[[Connection, set[int], datetime], None]:
+    """The after-ingest hook: bring every lead the request touched up to date, in the
+    request's transaction (incrementally, from the per-process cache, where it can)."""
 
     def hook(conn: Connection, lead_ids: set[int], received_at: datetime) -> None:
         if lead_ids:
-            recompute(conn, lead_ids, cache.active(conn, received_at), received_at)
+            recompute(conn, lead_ids, cache.active(conn, received_at), received_at, cache=states)
 
     return hook
 

@@ -257,6 +257,8 @@ lead_states = Table(
     # The stage log mirrors the model's replay only after this time: a model switch
     # (``leadflow model apply``) keeps the history that happened and starts a new epoch.
     Column("epoch", UTCDateTime, nullable=True),
+    # Bumped by every write: a process's cached state of the lead is valid only while equal.
+    Column("revision", Integer, nullable=False, default=0, server_default="0"),
     Column("updated_at", UTCDateTime, nullable=False),
 )
 Index("ix_lead_states_stage", lead_states.c.stage)

@@ -47,6 +47,7 @@ def upgrade() -> None:
         sa.Column("model_version", sa.String(length=64), nullable=False),
         sa.Column("model_hash", sa.String(length=64), nullable=False),
         sa.Column("epoch", sa.DateTime(), nullable=True),
+        sa.Column("revision", sa.Integer(), server_default="0", nullable=False),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["lead_id"],
