@@ -209,3 +209,30 @@ def test_erase_is_one_transaction(services, person):
     assert export_person(services.engine, "kim.jisoo@acme.example", now=T0) == before
     with services.engine.connect() as conn:
         assert not is_suppressed(conn, "kim.jisoo@acme.example")
+
+
+def test_an_erased_address_sent_again_by_tracking_creates_no_lead(client, services, write_key):
+    from sqlalchemy import func, select
+
+    from leadflow.adapters.db.tables import events as events_table
+    from leadflow.adapters.db.tables import leads as leads_table
+    from leadflow.services import privacy
+
+    auth = (write_key, "")
+    body = {"userId": "gone-1", "traits": {"email": "Gone@Example.org", "firstName": "Gone"}}
+    assert client.post("/v1/identify", json=body, auth=auth).status_code == 200
+    privacy.erase_person(services.engine, "gone@example.org", now=services.clock())
+    again = {
+        "anonymousId": "anon-new",
+        "traits": {"email": "gone@example.org"},
+        "messageId": "after-erase",
+    }
+    assert client.post("/v1/identify", json=again, auth=auth).status_code == 200
+    with services.engine.connect() as conn:
+        emails = set(conn.execute(select(leads_table.c.email)).scalars())
+        stored = conn.execute(
+            select(events_table.c.properties).where(events_table.c.message_id == "after-erase")
+        ).scalar_one()
+        assert conn.execute(select(func.count()).select_from(leads_table)).scalar_one() == 1
+    assert "gone@example.org" not in emails
+    assert "email" not in stored["traits"]

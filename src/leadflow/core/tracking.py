@@ -10,6 +10,7 @@ corrected for client clock skew with ``sentAt`` exactly as Segment does
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from collections.abc import Callable, Mapping
@@ -69,6 +70,11 @@ class TrackedMessage:
 
 def normalise_email(value: str) -> str:
     return value.strip().lower()
+
+
+def email_hash(email: str) -> str:
+    """sha256 of the normalised (trimmed, lower-cased) address: how suppressions store it."""
+    return hashlib.sha256(normalise_email(email).encode("utf-8")).hexdigest()
 
 
 def is_valid_email(value: str) -> bool:

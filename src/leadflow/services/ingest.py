@@ -17,6 +17,7 @@ Identity rules (Segment's model):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -43,8 +44,15 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.dml import Insert
 
 from leadflow.adapters.db.engine import bind_processors, bulk_insert_ignore, insert_ignore
-from leadflow.adapters.db.tables import accounts, events, identities, leads, metadata
-from leadflow.core.tracking import TrackedMessage, is_valid_email, normalise_email
+from leadflow.adapters.db.tables import (
+    accounts,
+    events,
+    identities,
+    leads,
+    metadata,
+    suppressions,
+)
+from leadflow.core.tracking import TrackedMessage, email_hash, is_valid_email, normalise_email
 
 log = logging.getLogger(__name__)
 
@@ -692,6 +700,32 @@ def ingest_in(
     return results[0]
 
 
+def _without_suppressed_emails(
+    conn: Connection, fresh: list[tuple[int, TrackedMessage]]
+) -> list[tuple[int, TrackedMessage]]:
+    """An erased person asked never to be contacted: an identify carrying their address
+    keeps its event but the address is dropped, so no lead is made or matched from it."""
+    hashes = {m.email: email_hash(m.email) for _, m in fresh if m.type == "identify" and m.email}
+    if not hashes:
+        return fresh
+    blocked = set(
+        conn.execute(
+            select(suppressions.c.email_hash).where(
+                suppressions.c.email_hash.in_(list(hashes.values()))
+            )
+        ).scalars()
+    )
+    if not blocked:
+        return fresh
+    out = []
+    for index, msg in fresh:
+        if msg.type == "identify" and msg.email and hashes[msg.email] in blocked:
+            traits = {k: v for k, v in msg.traits.items() if k != "email"}
+            msg = dataclasses.replace(msg, traits=traits)
+        out.append((index, msg))
+    return out
+
+
 def ingest_parts_in(conn: Connection, parts: Sequence[Part]) -> tuple[list[IngestResult], set[int]]:
     """Store several requests' messages inside the caller's transaction, in order, as if
     each part were ingested after the previous one; each keeps its own ``received_at``.
@@ -718,6 +752,7 @@ def ingest_parts_in(conn: Connection, parts: Sequence[Part]) -> tuple[list[Inges
             results[index].duplicates += 1
         else:
             fresh.append((index, msg))
+    fresh = _without_suppressed_emails(conn, fresh)
     ids = _Identities(conn)
     ids.preload([m for _, m in fresh])
     resolved: list[tuple[int, TrackedMessage, int | None]] = []

@@ -21,7 +21,6 @@ in the same transaction.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from sqlalchemy import Connection, Engine, delete, or_, select, update
 
 from leadflow.adapters.db.engine import insert_ignore
 from leadflow.adapters.db.tables import accounts, events, identities, leads, suppressions
-from leadflow.core.tracking import normalise_email
+from leadflow.core.tracking import email_hash, normalise_email
 
 EraseHook = Callable[[Connection, int, datetime], None]
 ERASED = "[erased]"
@@ -76,11 +75,6 @@ MAX_DEPTH = 20
 
 class PersonNotFound(LookupError):
     """No lead has this e-mail address; the message is meant for a person."""
-
-
-def email_hash(email: str) -> str:
-    """sha256 of the normalised (trimmed, lower-cased) address."""
-    return hashlib.sha256(normalise_email(email).encode("utf-8")).hexdigest()
 
 
 def is_suppressed(conn: Connection, email: str) -> bool:
