@@ -46,8 +46,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "call" and report.passed:
         for backend in ("sqlite", "postgresql"):
-            if f"[{backend}" in report.nodeid or f"-{backend}]" in report.nodeid or (
-                f"-{backend}-" in report.nodeid
+            if (
+                f"[{backend}" in report.nodeid
+                or f"-{backend}]" in report.nodeid
+                or (f"-{backend}-" in report.nodeid)
             ):
                 RAN[backend] += 1
 
@@ -75,7 +77,7 @@ def pg_schema_url() -> Iterator[str]:
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:  # noqa: BLE001 - turn any failure into a clear test error
+    except Exception as exc:
         pytest.fail(
             f"PostgreSQL is not reachable at {PG_URL} ({exc.__class__.__name__}: {exc}). "
             "Start it (make test does) or set LEADFLOW_TEST_BACKENDS=sqlite."

@@ -9,11 +9,11 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, func, select, text
+from tests.conftest import PG_URL
 
 from leadflow.adapters.db import migrate
 from leadflow.adapters.db.engine import create_db_engine
 from leadflow.adapters.db.tables import accounts, events, leads, metadata
-from tests.conftest import PG_URL
 
 
 def _fresh_url(backend: str, tmp_path) -> tuple[str, object]:
@@ -46,8 +46,11 @@ def test_migrations_build_exactly_the_declared_schema(fresh_engine):
     migrate.upgrade(fresh_engine)
     with fresh_engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
-        diff = [d for d in compare_metadata(ctx, metadata) if d[0] != "add_index" or
-                "lower" not in str(d)]
+        diff = [
+            d
+            for d in compare_metadata(ctx, metadata)
+            if d[0] != "add_index" or "lower" not in str(d)
+        ]
     assert diff == []
     assert migrate.current_revision(fresh_engine) == migrate.head_revision()
 
