@@ -24,8 +24,11 @@ import pytest
 
 from leadflow.adapters.db import migrate
 from leadflow.adapters.db.engine import create_db_engine
-from leadflow.adapters.db.tables import accounts, events, identities, leads
+from leadflow.adapters.db.tables import accounts, assignments, events, identities, leads
+from leadflow.bootstrap import build_services
+from leadflow.services import handoff, lifecycle
 from leadflow.services import users as user_service
+from leadflow.settings import Settings
 
 pytestmark = pytest.mark.e2e
 
@@ -45,11 +48,21 @@ ROLES = ("admin", "marketer", "sales", "executive")
 XSS = "<script>alert(1)</script>"
 
 PAGES_BY_ROLE = {
-    "admin": ["/home", "/leads", "/accounts", "/settings/users", "/settings/keys"],
-    "marketer": ["/home", "/leads", "/accounts"],
-    "sales": ["/home", "/leads", "/accounts"],
-    "executive": ["/home", "/accounts"],
+    "admin": [
+        "/home",
+        "/leads",
+        "/accounts",
+        "/queue",
+        "/funnel",
+        "/model",
+        "/settings/users",
+        "/settings/keys",
+    ],
+    "marketer": ["/home", "/leads", "/accounts", "/funnel", "/model"],
+    "sales": ["/home", "/leads", "/accounts", "/queue"],
+    "executive": ["/home", "/accounts", "/funnel"],
 }
+ALL_PAGES = set(PAGES_BY_ROLE["admin"])
 
 FIRST = ["Ada", "Grace", "Alan", "Barbara", "Linus", "Margaret", "Ken", "Frances", "민준", "서연"]
 LAST = [
@@ -153,6 +166,19 @@ def _seed(url: str) -> dict[str, int]:
                 .returning(leads.c.id)
             ).scalar_one()
             lead_ids.append(lead_id)
+            created = now - timedelta(days=rng.randint(1, 80))
+            conn.execute(
+                events.insert().values(
+                    message_id=f"e2e-identify-{i}",
+                    type="identify",
+                    name=None,
+                    lead_id=lead_id,
+                    properties={"traits": {"email": f"person{i}@{COMPANIES[acct][1]}"}},
+                    context={},
+                    occurred_at=created,
+                    received_at=created,
+                )
+            )
             conn.execute(
                 identities.insert().values(
                     kind="anonymous",
@@ -195,6 +221,7 @@ def _seed(url: str) -> dict[str, int]:
                         **values,
                     )
                 )
+    ids.update(_seed_queue(url, account_ids[0], lead_ids))
     for role in ROLES:
         user_service.create_user(
             engine,
@@ -212,6 +239,88 @@ def _seed(url: str) -> dict[str, int]:
         )
     engine.dispose()
     return ids
+
+
+def _seed_queue(url: str, account_id: int, lead_ids: list[int]) -> dict[str, int]:
+    """Scores and stages for every lead (the real stage machine), and Rep One's queue: one
+    MQL just routed (a contact request), one already qualified to an opportunity."""
+    services = build_services(Settings(database_url=url))
+    now = services.clock()
+    found: dict[str, int] = {}
+    with services.engine.begin() as conn:
+        for key, first, title in (
+            ("queue_mql", "Hana", "Head of Operations"),
+            ("queue_opp", "Jun", "CIO"),
+        ):
+            lead_id = conn.execute(
+                leads.insert()
+                .values(
+                    email=f"{first.lower()}@acme.example",
+                    first_name=first,
+                    last_name="Seo",
+                    title=title,
+                    account_id=account_id,
+                    source="webinar",
+                    consent_status="granted",
+                    attributes={"industry": "Manufacturing"},
+                    created_at=now - timedelta(days=25),
+                    updated_at=now,
+                )
+                .returning(leads.c.id)
+            ).scalar_one()
+            found[key] = lead_id
+            for i, (name, props) in enumerate(
+                (
+                    ("identify", {"traits": {"email": f"{first.lower()}@acme.example"}}),
+                    ("webinar_attended", {"webinar": "Scoring that sales trusts"}),
+                    (
+                        "content_download",
+                        {"asset": "Buyer's guide to lead scoring", "asset_type": "white_paper"},
+                    ),
+                    ("contact_request", {}),
+                )
+            ):
+                conn.execute(
+                    events.insert().values(
+                        message_id=f"e2e-q-{key}-{i}",
+                        type="identify" if name == "identify" else "track",
+                        name=None if name == "identify" else name,
+                        lead_id=lead_id,
+                        properties=props,
+                        context={},
+                        channel="webinar",
+                        occurred_at=now - timedelta(days=7 - i),
+                        received_at=now,
+                    )
+                )
+        model = services.models.active(conn, now)
+        lifecycle.recompute(conn, [*lead_ids, *found.values()], model, now)
+        conn.execute(
+            assignments.insert().values(
+                lead_id=found["queue_mql"],
+                active_lead_id=found["queue_mql"],
+                rep_key="Rep One",
+                rule="territory",
+                priority=1.0,
+                assigned_at=now - timedelta(hours=1),
+                due_at=now + timedelta(hours=23),
+                status="routed",
+                summary=handoff.engagement_summary(conn, found["queue_mql"], model, now),
+            )
+        )
+        opp = found["queue_opp"]
+        handoff.accept(conn, model, opp, now, actor="Rep One")
+        handoff.qualify(
+            conn,
+            model,
+            opp,
+            now,
+            bant={k: "confirmed" for k in ("budget", "authority", "need", "timeframe")},
+            amount=48_000_000,
+            actor="Rep One",
+        )
+    services.close()
+    return found
 
 
 def _free_port() -> int:
@@ -338,7 +447,7 @@ def test_each_role_signs_in_and_opens_its_pages(
     for path in PAGES_BY_ROLE[role]:
         assert session.open(path) == 200, path
         assert session.page.locator("h1").count() >= 1
-    forbidden = {"/leads", "/settings/users", "/settings/keys"} - set(PAGES_BY_ROLE[role])
+    forbidden = ALL_PAGES - set(PAGES_BY_ROLE[role])
     for path in forbidden:
         assert session.open(path) == 403, path
     if role != "executive":
@@ -434,3 +543,82 @@ def test_korean_switch_shows_korean_labels_in_the_vendored_font(
     session.page.click("button[data-lang=en]")
     session.page.wait_for_load_state("networkidle")
     assert session.page.locator("html").get_attribute("lang") == "en"
+
+
+def _won_flow_in(session: Session) -> int:
+    cell = session.page.locator('#funnel-table tr[data-stage="won"] td[data-col="flow_in"]')
+    return int(cell.inner_text().replace(",", ""))
+
+
+def test_sales_rep_accepts_and_closes_won_from_the_queue_and_the_funnel_counts_it(
+    browser: object, server: tuple[str, dict[str, int]]
+) -> None:
+    base, ids = server
+    marketer = Session(browser, base)
+    marketer.sign_in("marketer")
+    assert marketer.open("/funnel") == 200
+    won_before = _won_flow_in(marketer)
+
+    rep = Session(browser, base)
+    rep.sign_in("sales")
+    assert rep.open("/queue") == 200
+    mql = rep.page.locator(f"#q-{ids['queue_mql']}")
+    opp = rep.page.locator(f"#q-{ids['queue_opp']}")
+    assert "Buyer's guide to lead scoring" in mql.inner_text()  # the engagement summary
+    rep.page.wait_for_load_state("networkidle")
+    rep.shot("16-sales-queue")
+    mql.locator("form[data-action=accept] button").click()  # htmx: only #queue is swapped
+    rep.page.wait_for_selector("#queue-notice")
+    assert "accepted" in rep.page.locator("#queue-notice").inner_text()
+    assert rep.page.locator(f"#q-{ids['queue_mql']}").get_attribute("data-stage") == "appointment"
+    opp.locator("form[data-action=win] button").click()
+    rep.page.wait_for_selector(f"#q-{ids['queue_opp']}", state="detached")
+    assert "closed won" in rep.page.locator("#queue-notice").inner_text()
+    assert rep.dialogs == []
+    assert [e for e in rep.console_errors if "Content Security Policy" in e] == []
+    rep.close()
+
+    assert marketer.open("/funnel") == 200
+    assert _won_flow_in(marketer) == won_before + 1
+    marketer.close()
+
+
+def test_screenshots_of_the_funnel_model_and_backtest_pages(
+    session: Session, server: tuple[str, dict[str, int]], tmp_path: Path
+) -> None:
+    _base, ids = server
+    session.sign_in("admin")
+    assert session.open("/funnel") == 200
+    session.page.wait_for_selector("#sankey svg")
+    assert session.page.locator("#funnel-table tbody tr").count() >= 10
+    session.shot("15-funnel")
+    assert session.open(f"/leads/{ids['queue_opp']}") == 200
+    assert session.page.locator("#lead-scores").count() == 1
+    assert session.page.locator("#stage-history li").count() >= 3
+    session.shot("17-lead-scores")
+    assert session.open("/model") == 200
+    assert session.page.locator("#model-status").get_attribute("data-ok") == "true"
+    session.shot("18-model")
+    from leadflow.services.lifecycle import default_source
+
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(
+        default_source()
+        .replace('version: "2024.1"', 'version: "2024.2-lower-mql"')
+        .replace("      - score: 100", "      - score: 40"),
+        encoding="utf-8",
+    )
+    session.page.set_input_files("input[name=candidate]", str(candidate))
+    session.page.click("#backtest-form button[type=submit]")
+    session.page.wait_for_selector("#backtest-report .chart svg")
+    session.shot("19-model-backtest")
+    session.page.click("button[data-lang=ko]")
+    session.page.wait_for_load_state("networkidle")
+    assert session.open("/funnel") == 200
+    session.page.wait_for_selector("#sankey svg")
+    assert session.page.locator("h1").first.inner_text() == "퍼널"
+    assert "유망 리드" in session.page.locator("#funnel-table").inner_text()
+    session.shot("20-funnel-ko")
+    session.page.click("button[data-lang=en]")
+    session.page.wait_for_load_state("networkidle")
+    assert [e for e in session.console_errors if "Content Security Policy" in e] == []

@@ -41,6 +41,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "home.view": frozenset({"admin", "marketer", "sales", "executive"}),
     "leads.view": frozenset({"admin", "marketer", "sales"}),
     "accounts.view": frozenset({"admin", "marketer", "sales", "executive"}),
+    "funnel.view": frozenset({"admin", "marketer", "executive"}),
+    "queue.view": frozenset({"admin", "sales"}),
+    "model.view": frozenset({"admin", "marketer"}),
+    "model.backtest": frozenset({"admin"}),
     "keys.manage": frozenset({"admin"}),
     "users.manage": frozenset({"admin"}),
 }

@@ -25,6 +25,9 @@ NAV: tuple[NavItem, ...] = (
     NavItem("home", "/home", "home.view", "home", "overview"),
     NavItem("leads", "/leads", "leads.view", "users", "pipeline"),
     NavItem("accounts", "/accounts", "accounts.view", "building", "pipeline"),
+    NavItem("queue", "/queue", "queue.view", "inbox", "pipeline"),
+    NavItem("funnel", "/funnel", "funnel.view", "funnel", "analytics"),
+    NavItem("model", "/model", "model.view", "sliders", "analytics"),
     NavItem("users", "/settings/users", "users.manage", "shield", "admin"),
     NavItem("keys", "/settings/keys", "keys.manage", "key", "admin"),
 )

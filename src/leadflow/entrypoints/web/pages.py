@@ -13,6 +13,7 @@ from leadflow.entrypoints.web import auth, queries
 from leadflow.entrypoints.web.errors import NotFoundPage
 from leadflow.entrypoints.web.rendering import render
 from leadflow.entrypoints.web.timeline import describe
+from leadflow.services import lifecycle
 
 router = APIRouter(include_in_schema=False)
 
@@ -115,13 +116,52 @@ async def lead_page(request: Request, user: LeadsUser, lead_id: int) -> HTMLResp
     if not exists:
         raise NotFoundPage
     rep = user.rep_scope
-    if rep is not None and owner != rep:
+    # A rep also opens the leads handed to them (routing is by territory, not owner).
+    if (
+        rep is not None
+        and owner != rep
+        and not await run_in_threadpool(queries.assigned_to, services.engine, lead_id, rep)
+    ):
         raise auth.Forbidden
     detail = await run_in_threadpool(queries.lead_detail, services.engine, lead_id)
     if detail is None:
         raise NotFoundPage
     timeline = [describe(e) for e in detail.timeline]
-    return render(request, "lead.html", {"d": detail, "timeline": timeline}, active="leads")
+    scoring = await run_in_threadpool(_lead_scoring, services, lead_id, user.user.locale)
+    return render(
+        request,
+        "lead.html",
+        {"d": detail, "timeline": timeline, **scoring},
+        active="leads",
+    )
+
+
+def _lead_scoring(services: Services, lead_id: int, locale: str) -> dict[str, Any]:
+    """The lead's stage, scores with the rules that made them, and its stage history."""
+    now = services.clock()
+    with services.engine.begin() as conn:
+        model = services.models.active(conn, now)
+        explained = lifecycle.explain(conn, lead_id, model, now)
+        history = lifecycle.lead_history(conn, lead_id)
+    state = queries.lead_stage(services.engine, lead_id)
+
+    def name(stage: str | None) -> str:
+        if stage is None:
+            return "–"
+        return model.display_name(stage, locale) if stage in model.spec.stages else stage
+
+    rules = sorted(explained["engagement"]["rules"], key=lambda r: -abs(r["points_after_decay"]))
+    history.reverse()
+    return {
+        "stage_label": name(explained["stage"]),
+        "stage_since": state["stage_since"] if state else None,
+        "x": explained,
+        "score_rules": rules,
+        "history": [
+            {**h, "from_label": name(h["from_stage"]), "to_label": name(h["to_stage"])}
+            for h in history
+        ],
+    }
 
 
 @router.get("/accounts")

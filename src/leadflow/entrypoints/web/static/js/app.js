@@ -21,7 +21,44 @@
       tooltip: { valueFormatter: fmt },
     };
     var kind = el.dataset.chart;
-    if (kind === "donut") {
+    if (kind === "sankey") {
+      // data-points: {nodes: [{name, label, kind}], links: [{source, target, value}]}
+      var colors = { main: "#4f46e5", won: "#10b981", recycle: "#f59e0b", dead: "#9ca3af", "return": "#a5b4fc" };
+      var labels = {};
+      points.nodes.forEach(function (n) { labels[n.name] = n.label; });
+      chart.setOption(Object.assign(base, {
+        tooltip: { trigger: "item", formatter: function (p) {
+          if (p.dataType === "edge") {
+            return labels[p.data.source] + " → " + labels[p.data.target] + ": " + fmt(p.data.value);
+          }
+          return labels[p.name] + ": " + fmt(p.value);
+        } },
+        series: [{ type: "sankey", left: 8, right: 150, top: 12, bottom: 12, nodeGap: 14, nodeWidth: 14,
+          layoutIterations: 64, emphasis: { focus: "adjacency" },
+          lineStyle: { color: "gradient", opacity: 0.35, curveness: 0.5 },
+          label: { color: "#374151", fontSize: 11, lineHeight: 14, width: 100, overflow: "break",
+            formatter: function (p) { return labels[p.name] + "\n" + fmt(p.value); } },
+          data: points.nodes.map(function (n) {
+            return { name: n.name, itemStyle: { color: colors[n.kind] || colors.main, borderWidth: 0 } };
+          }),
+          links: points.links }],
+      }));
+    } else if (kind === "lines") {
+      // data-points: {weeks: [...], names: [a, b], current: [...], candidate: [...]}
+      chart.setOption(Object.assign(base, {
+        tooltip: { trigger: "axis", valueFormatter: fmt },
+        legend: { top: 0, icon: "roundRect", textStyle: { color: "#4b5563" } },
+        grid: { left: 8, right: 16, top: 32, bottom: 8, containLabel: true },
+        xAxis: { type: "category", data: points.weeks.map(function (w) { return w.slice(5); }),
+          axisLabel: { color: "#6b7280" }, axisLine: { lineStyle: { color: "#d1d5db" } } },
+        yAxis: { type: "value", minInterval: 1, axisLabel: { formatter: fmt, color: "#6b7280" },
+          splitLine: { lineStyle: { color: "#eef0f3" } } },
+        series: [
+          { name: points.names[0], type: "line", symbol: "none", lineStyle: { width: 2.5 }, data: points.current },
+          { name: points.names[1], type: "line", symbol: "none", lineStyle: { width: 2.5, type: "dashed" }, data: points.candidate },
+        ],
+      }));
+    } else if (kind === "donut") {
       chart.setOption(Object.assign(base, {
         tooltip: { trigger: "item", valueFormatter: fmt },
         legend: { orient: "vertical", right: 0, top: "middle", icon: "circle", textStyle: { color: "#4b5563" } },
@@ -67,6 +104,15 @@
       if (token) { evt.detail.headers["X-CSRF-Token"] = token; }
     });
     document.body.addEventListener("htmx:afterSwap", function (evt) { init(evt.target); });
+    document.querySelectorAll("form[data-autosubmit] select").forEach(function (select) {
+      select.addEventListener("change", function () {
+        if (select.id === "slice-by") {
+          var value = select.form.querySelector("#slice-value");
+          if (value) { value.value = ""; }
+        }
+        select.form.requestSubmit();
+      });
+    });
     document.querySelectorAll("form[data-confirm]").forEach(function (form) {
       form.addEventListener("submit", function (evt) {
         if (!window.confirm(form.dataset.confirm)) { evt.preventDefault(); }
