@@ -52,7 +52,7 @@ pg-up:
 ## make test: the whole suite on SQLite and PostgreSQL
 test: install-test pg-up
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(PY) -m pytest tests -q -ra
+	$(PY) -m pytest tests -q -ra -n 2 --dist loadfile
 
 unit: install-test
 	$(PY) -m pytest tests/unit -q
