@@ -867,16 +867,7 @@ def lead_signals(conn: Connection, lead_id: int) -> list[dict[str, Any]]:
 
 def explain(conn: Connection, lead_id: int, model: LeadModel, as_of: datetime) -> dict[str, Any]:
     """Every rule that contributed to the lead's scores, before and after decay."""
-    profile = load_profiles(conn, [lead_id]).get(lead_id)
-    if profile is None:
-        raise LookupError(f"no lead with id {lead_id}")
-    state = replay(
-        profile,
-        load_events(conn, [lead_id]).get(lead_id, ()),
-        model,
-        actions=load_actions(conn, [lead_id]).get(lead_id, ()),
-        as_of=as_of,
-    )
+    state = current_state(conn, lead_id, model, as_of)
     engagement = state.engagement(as_of, model)
     fit = score_fit(state.profile, model)
     qualification = score_qualification(_qualification_bant(state), model)

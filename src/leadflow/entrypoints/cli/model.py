@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -26,6 +28,20 @@ score_app = typer.Typer(
 
 FormatOption = typer.Option(Format.table, "--format", help="Output format.")
 MAX_MODEL_BYTES = 1024 * 1024
+
+
+@contextmanager
+def lead_progress(total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar over leads; yields the callback that advances it."""
+    with Progress(
+        TextColumn("[bold]recompute[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    ) as bar:
+        task = bar.add_task("recompute", total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 def read_model_file(path: Path) -> str:
@@ -97,21 +113,14 @@ def apply(
             raise typer.Exit(1)
         with services.engine.connect() as conn:
             total = len(lifecycle.all_lead_ids(conn))
-        with Progress(
-            TextColumn("[bold]recompute[/]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-        ) as bar:
-            task = bar.add_task("apply", total=total)
+        with lead_progress(total) as advance:
             report = lifecycle.apply_model(
                 services.engine,
                 services.models,
                 model,
                 source,
                 services.clock(),
-                progress=lambda n: bar.advance(task, n),
+                progress=advance,
             )
     typer.echo(
         f"applied model {report.version} (was {report.previous_version}); "
@@ -219,20 +228,13 @@ def recompute(database_url: str | None = DatabaseOption) -> None:
     with services_for(database_url) as services:
         with services.engine.connect() as conn:
             ids = lifecycle.all_lead_ids(conn)
-        with Progress(
-            TextColumn("[bold]recompute[/]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-        ) as bar:
-            task = bar.add_task("recompute", total=len(ids))
+        with lead_progress(len(ids)) as advance:
             res = lifecycle.recompute_all(
                 services.engine,
                 services.models,
                 services.clock(),
                 lead_ids=ids,
-                progress=lambda n: bar.advance(task, n),
+                progress=advance,
             )
     typer.echo(f"{res.leads:,} leads recomputed; {res.changes_added:,} stage changes added")
 
