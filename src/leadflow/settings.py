@@ -45,6 +45,12 @@ class Settings(BaseSettings):
         "LEADFLOW_ENV=production; in development one is derived from the database URL.",
     )
 
+    webhooks_allow_private_targets: bool = Field(
+        default=False,
+        description="Allow webhook targets on loopback/private/link-local addresses "
+        "(SSRF guard off; for tests and trusted internal receivers only).",
+    )
+
     @field_validator("database_url")
     @classmethod
     def _known_backend(cls, value: str) -> str:

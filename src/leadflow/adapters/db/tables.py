@@ -429,3 +429,92 @@ Index(
 Index("ix_opportunity_contacts_lead_id", opportunity_contacts.c.lead_id)
 
 ALL_TABLES += [sales_reps, assignments, ready_queue, opportunities, opportunity_contacts]
+
+# --- outbound webhooks (issue 5) ----------------------------------------------------------
+
+# Subscriptions. ``event_types`` is a list of event names or ["*"]. During a rotation the
+# previous secret stays valid (both signatures are sent) until 24 h after ``rotated_at``.
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("url", Text, nullable=False),
+    Column("description", String(255), nullable=True),
+    Column("event_types", JSONType, nullable=False, default=list),
+    Column("secret", String(128), nullable=False),
+    Column("previous_secret", String(128), nullable=True),
+    Column("rotated_at", UTCDateTime, nullable=True),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# One row per (endpoint, event): the delivery outbox and its dead-letter list.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column(
+        "endpoint_id",
+        BigId,
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("source_kind", String(16), nullable=False),
+    Column("source_id", BigInteger, nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("payload", JSONType, nullable=False),
+    Column("status", String(16), nullable=False, default="pending"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("last_status_code", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    CheckConstraint("status in ('pending', 'delivered', 'dead')", name="status_known"),
+)
+Index(
+    "uq_webhook_deliveries_endpoint_id_event_type_source_id",
+    webhook_deliveries.c.endpoint_id,
+    webhook_deliveries.c.event_type,
+    webhook_deliveries.c.source_id,
+    unique=True,
+)
+Index(
+    "ix_webhook_deliveries_status_next_attempt_at",
+    webhook_deliveries.c.status,
+    webhook_deliveries.c.next_attempt_at,
+)
+
+# The delivery log: every attempt with its outcome.
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column(
+        "delivery_id",
+        BigId,
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("attempt", Integer, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("duration_ms", Integer, nullable=False, default=0),
+)
+Index("ix_webhook_attempts_delivery_id", webhook_attempts.c.delivery_id)
+
+# High-water marks of outbox scans (``stage_changes`` has no delivered column).
+webhook_cursors = Table(
+    "webhook_cursors",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("last_id", BigInteger, nullable=False, default=0),
+    # Rows at or below it are never scanned (they predate the first endpoint).
+    Column("floor_id", BigInteger, nullable=False, default=0),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+ALL_TABLES += [webhook_endpoints, webhook_deliveries, webhook_attempts, webhook_cursors]

@@ -9,6 +9,7 @@ def register(app: typer.Typer) -> None:
     from leadflow.entrypoints.cli import demo, imports, leads, model, predict, sales
     from leadflow.entrypoints.cli import report as report_cli
     from leadflow.entrypoints.cli import users as users_cli
+    from leadflow.entrypoints.cli import webhooks as webhooks_cli
 
     app.add_typer(leads.app, name="leads", help="Leads: list, show, export, erase.")
     app.add_typer(imports.app, name="import", help="Import leads from CSV files.")
@@ -23,3 +24,4 @@ def register(app: typer.Typer) -> None:
         report_cli.app, name="report", help="Reports: funnel, attribution, campaigns, KPIs."
     )
     app.add_typer(sales.app, name="sales", help="Sales hand-off: reps, queue, routing, actions.")
+    app.add_typer(webhooks_cli.app, name="webhooks", help="Outbound webhooks and deliveries.")

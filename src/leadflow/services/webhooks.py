@@ -1,0 +1,527 @@
+"""Outbound webhooks: subscriptions, the delivery outbox, sending, retries, dead letters.
+
+- The transactional outbox is ``signals`` (written with the change that caused it) and
+  ``stage_changes`` (the stage log). :func:`enqueue_new` turns each new row into one
+  ``webhook_deliveries`` row per subscribed active endpoint and marks it handed over
+  (``signals.delivered_at``; a high-water mark in ``webhook_cursors`` for stage changes,
+  re-scanning the last :data:`LOOKBACK` ids so rows committed late on PostgreSQL are not
+  skipped). A unique key (endpoint, event type, source id) makes enqueueing idempotent.
+- The first endpoint ever created starts the outbox at the present: older history is not
+  sent. While no endpoint is active, new outbox rows are marked handed over and dropped.
+- :func:`deliver_due` claims due deliveries (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, a
+  compare-and-set on SQLite) with a lease, sends them outside any transaction, and records
+  every attempt (``webhook_attempts``). A failure is retried with exponential backoff and
+  full jitter until 24 h after it was queued; then the delivery is ``dead`` (the
+  dead-letter list) until :func:`replay`.
+- :func:`rotate_secret` keeps the previous secret valid for 24 h: both signatures are sent.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets as secrets_mod
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, insert, select, update
+
+from leadflow.adapters.db.engine import insert_ignore, is_postgres
+from leadflow.adapters.db.tables import (
+    leads,
+    signals,
+    stage_changes,
+    webhook_attempts,
+    webhook_cursors,
+    webhook_deliveries,
+    webhook_endpoints,
+)
+from leadflow.adapters.webhooks import Sender, check_target
+from leadflow.core.webhooks import (
+    DELIVERY_HEADER,
+    EVENT_HEADER,
+    RETRY_WINDOW,
+    SIGNATURE_HEADER,
+    check_event_types,
+    next_attempt_at,
+    sign,
+    signal_event,
+    stage_events,
+    subscribed,
+)
+
+LOOKBACK = 1000
+BATCH = 500
+LEASE = timedelta(minutes=5)
+ROTATION_GRACE = timedelta(hours=24)
+STAGE_CURSOR = "stage_changes"
+STATUSES = ("pending", "delivered", "dead")
+
+
+class NotFound(LookupError):
+    pass
+
+
+def new_secret() -> str:
+    return "whsec_" + secrets_mod.token_urlsafe(32)
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+def _public(row: Mapping[str, Any]) -> dict[str, Any]:
+    found = {k: v for k, v in row.items() if k not in ("secret", "previous_secret")}
+    found["secret_hint"] = str(row["secret"])[:10] + "..."
+    return found
+
+
+def _start_outbox(conn: Connection, now: datetime) -> None:
+    """The first endpoint starts the outbox at the present (history is not replayed)."""
+    if conn.execute(select(webhook_cursors.c.name)).first() is not None:
+        return
+    top = conn.execute(select(func.coalesce(func.max(stage_changes.c.id), 0))).scalar_one()
+    conn.execute(
+        insert_ignore(conn.engine, webhook_cursors, "name").values(
+            name=STAGE_CURSOR, last_id=int(top), floor_id=int(top), updated_at=now
+        )
+    )
+    conn.execute(update(signals).where(signals.c.delivered_at.is_(None)).values(delivered_at=now))
+
+
+def create_endpoint(
+    conn: Connection,
+    url: str,
+    event_types: Sequence[str],
+    now: datetime,
+    *,
+    allow_private: bool,
+    description: str | None = None,
+) -> dict[str, Any]:
+    """A new subscription; the result includes the secret (shown only here and on rotate)."""
+    url = check_target(url, allow_private=allow_private)
+    types = check_event_types(list(event_types))
+    _start_outbox(conn, now)
+    secret = new_secret()
+    new_id = conn.execute(
+        insert(webhook_endpoints).values(
+            url=url,
+            description=description,
+            event_types=types,
+            secret=secret,
+            active=True,
+            created_at=now,
+            updated_at=now,
+        )
+    ).inserted_primary_key[0]
+    found = get_endpoint(conn, int(new_id))
+    assert found is not None
+    return {**found, "secret": secret}
+
+
+def _row(conn: Connection, endpoint_id: int) -> Mapping[str, Any] | None:
+    return (
+        conn.execute(select(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id))
+        .mappings()
+        .first()
+    )
+
+
+def get_endpoint(conn: Connection, endpoint_id: int) -> dict[str, Any] | None:
+    row = _row(conn, endpoint_id)
+    return _public(row) if row is not None else None
+
+
+def list_endpoints(conn: Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(select(webhook_endpoints).order_by(webhook_endpoints.c.id)).mappings()
+    return [_public(r) for r in rows]
+
+
+def update_endpoint(
+    conn: Connection,
+    endpoint_id: int,
+    changes: Mapping[str, Any],
+    now: datetime,
+    *,
+    allow_private: bool,
+) -> dict[str, Any]:
+    if _row(conn, endpoint_id) is None:
+        raise NotFound(f"no webhook endpoint {endpoint_id}")
+    values: dict[str, Any] = {"updated_at": now}
+    if changes.get("url") is not None:
+        values["url"] = check_target(changes["url"], allow_private=allow_private)
+    if changes.get("event_types") is not None:
+        values["event_types"] = check_event_types(list(changes["event_types"]))
+    if changes.get("active") is not None:
+        values["active"] = bool(changes["active"])
+    if "description" in changes:
+        values["description"] = changes["description"]
+    conn.execute(
+        update(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id).values(**values)
+    )
+    found = get_endpoint(conn, endpoint_id)
+    assert found is not None
+    return found
+
+
+def delete_endpoint(conn: Connection, endpoint_id: int) -> bool:
+    """Removes the endpoint with its deliveries and their log."""
+    res = conn.execute(webhook_endpoints.delete().where(webhook_endpoints.c.id == endpoint_id))
+    return (res.rowcount or 0) > 0
+
+
+def rotate_secret(conn: Connection, endpoint_id: int, now: datetime) -> dict[str, Any]:
+    """A new secret; the old one stays valid (and signed with) for 24 hours."""
+    row = _row(conn, endpoint_id)
+    if row is None:
+        raise NotFound(f"no webhook endpoint {endpoint_id}")
+    secret = new_secret()
+    conn.execute(
+        update(webhook_endpoints)
+        .where(webhook_endpoints.c.id == endpoint_id)
+        .values(previous_secret=row["secret"], secret=secret, rotated_at=now, updated_at=now)
+    )
+    found = get_endpoint(conn, endpoint_id)
+    assert found is not None
+    return {**found, "secret": secret, "previous_valid_until": now + ROTATION_GRACE}
+
+
+def signing_secrets(row: Mapping[str, Any], now: datetime) -> list[str]:
+    found = [str(row["secret"])]
+    rotated = row.get("rotated_at")
+    if row.get("previous_secret") and rotated is not None and now < rotated + ROTATION_GRACE:
+        found.append(str(row["previous_secret"]))
+    return found
+
+
+# --------------------------------------------------------------------------- enqueue
+
+
+def _leads(conn: Connection, lead_ids: set[int]) -> dict[int, dict[str, Any]]:
+    if not lead_ids:
+        return {}
+    rows = conn.execute(
+        select(
+            leads.c.id,
+            leads.c.email,
+            leads.c.first_name,
+            leads.c.last_name,
+            leads.c.account_id,
+            leads.c.erased_at,
+        ).where(leads.c.id.in_(lead_ids))
+    ).mappings()
+    return {int(r["id"]): dict(r) for r in rows}
+
+
+def _fan_out(
+    conn: Connection,
+    endpoints: list[Mapping[str, Any]],
+    kind: str,
+    source_id: int,
+    payloads: list[dict[str, Any]],
+    now: datetime,
+) -> list[dict[str, Any]]:
+    rows = []
+    for payload in payloads:
+        for ep in endpoints:
+            if subscribed(ep["event_types"], payload["type"]):
+                rows.append(
+                    {
+                        "endpoint_id": ep["id"],
+                        "source_kind": kind,
+                        "source_id": source_id,
+                        "event_type": payload["type"],
+                        "payload": payload,
+                        "status": "pending",
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                        "expires_at": now + RETRY_WINDOW,
+                        "created_at": now,
+                    }
+                )
+    return rows
+
+
+def _insert_deliveries(conn: Connection, rows: list[dict[str, Any]]) -> int:
+    if not rows:
+        return 0
+    stmt = insert_ignore(
+        conn.engine, webhook_deliveries, "endpoint_id", "event_type", "source_id"
+    ).returning(webhook_deliveries.c.id)
+    return len(conn.execute(stmt, rows).all())
+
+
+def enqueue_new(conn: Connection, now: datetime) -> int:
+    """Hands new outbox rows to the webhook deliveries; returns the deliveries created."""
+    endpoints = list(
+        conn.execute(select(webhook_endpoints).where(webhook_endpoints.c.active.is_(True)))
+        .mappings()
+        .all()
+    )
+    created = 0
+    while True:
+        batch = list(
+            conn.execute(
+                select(signals)
+                .where(signals.c.delivered_at.is_(None))
+                .order_by(signals.c.id)
+                .limit(BATCH)
+            )
+            .mappings()
+            .all()
+        )
+        if not batch:
+            break
+        people = _leads(conn, {int(r["lead_id"]) for r in batch}) if endpoints else {}
+        rows: list[dict[str, Any]] = []
+        for sig in batch:
+            payload = signal_event(sig, people.get(int(sig["lead_id"])))
+            rows += _fan_out(conn, endpoints, "signal", int(sig["id"]), [payload], now)
+        created += _insert_deliveries(conn, rows)
+        conn.execute(
+            update(signals)
+            .where(signals.c.id.in_([r["id"] for r in batch]))
+            .values(delivered_at=now)
+        )
+    cursor = (
+        conn.execute(select(webhook_cursors).where(webhook_cursors.c.name == STAGE_CURSOR))
+        .mappings()
+        .first()
+    )
+    last_id = int(cursor["last_id"]) if cursor else 0
+    floor_id = int(cursor["floor_id"]) if cursor else 0
+    if not endpoints:
+        top = conn.execute(select(func.coalesce(func.max(stage_changes.c.id), 0))).scalar_one()
+        _move_cursor(conn, cursor is not None, max(last_id, int(top)), floor_id, now)
+        return created
+    start = max(floor_id, last_id - LOOKBACK)
+    top_seen = last_id
+    while True:
+        batch = list(
+            conn.execute(
+                select(stage_changes)
+                .where(stage_changes.c.id > start)
+                .order_by(stage_changes.c.id)
+                .limit(BATCH)
+            )
+            .mappings()
+            .all()
+        )
+        if not batch:
+            break
+        people = _leads(conn, {int(r["lead_id"]) for r in batch})
+        rows = []
+        for change in batch:
+            payloads = stage_events(change, people.get(int(change["lead_id"])))
+            rows += _fan_out(conn, endpoints, "stage", int(change["id"]), payloads, now)
+        created += _insert_deliveries(conn, rows)
+        start = int(batch[-1]["id"])
+        top_seen = max(top_seen, start)
+    _move_cursor(conn, cursor is not None, top_seen, floor_id, now)
+    return created
+
+
+def _move_cursor(
+    conn: Connection, exists: bool, last_id: int, floor_id: int, now: datetime
+) -> None:
+    if exists:
+        conn.execute(
+            update(webhook_cursors)
+            .where(webhook_cursors.c.name == STAGE_CURSOR)
+            .values(last_id=last_id, updated_at=now)
+        )
+    else:
+        conn.execute(
+            insert_ignore(conn.engine, webhook_cursors, "name").values(
+                name=STAGE_CURSOR, last_id=last_id, floor_id=floor_id, updated_at=now
+            )
+        )
+
+
+# --------------------------------------------------------------------------- delivery
+
+
+@dataclass
+class DeliveryReport:
+    attempted: int = 0
+    delivered: int = 0
+    failed: int = 0
+    dead: int = 0
+
+
+def _claim(engine: Engine, now: datetime, limit: int) -> list[dict[str, Any]]:
+    """Due deliveries, leased to this worker (their next attempt moves LEASE ahead)."""
+    with engine.begin() as conn:
+        query = (
+            select(webhook_deliveries.c.id, webhook_deliveries.c.next_attempt_at)
+            .where(
+                webhook_deliveries.c.status == "pending",
+                webhook_deliveries.c.next_attempt_at <= now,
+            )
+            .order_by(webhook_deliveries.c.next_attempt_at, webhook_deliveries.c.id)
+            .limit(limit)
+        )
+        if is_postgres(engine):
+            query = query.with_for_update(skip_locked=True)
+        due = conn.execute(query).all()
+        claimed: list[int] = []
+        for row in due:
+            res = conn.execute(
+                update(webhook_deliveries)
+                .where(
+                    webhook_deliveries.c.id == row.id,
+                    webhook_deliveries.c.status == "pending",
+                    webhook_deliveries.c.next_attempt_at == row.next_attempt_at,
+                )
+                .values(next_attempt_at=now + LEASE)
+            )
+            if res.rowcount == 1:
+                claimed.append(int(row.id))
+        if not claimed:
+            return []
+        rows = conn.execute(
+            select(
+                webhook_deliveries,
+                webhook_endpoints.c.url,
+                webhook_endpoints.c.secret,
+                webhook_endpoints.c.previous_secret,
+                webhook_endpoints.c.rotated_at,
+                webhook_endpoints.c.active,
+            )
+            .join(webhook_endpoints, webhook_endpoints.c.id == webhook_deliveries.c.endpoint_id)
+            .where(webhook_deliveries.c.id.in_(claimed))
+            .order_by(webhook_deliveries.c.id)
+        ).mappings()
+        return [dict(r) for r in rows]
+
+
+def body_of(payload: Mapping[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+
+
+def deliver_due(
+    engine: Engine,
+    now: datetime,
+    sender: Sender,
+    *,
+    limit: int = 100,
+    rng: random.Random | None = None,
+) -> DeliveryReport:
+    """Sends every due delivery once (up to ``limit``); records outcomes and retries."""
+    rng = rng or random.Random()
+    report = DeliveryReport()
+    for job in _claim(engine, now, limit):
+        attempt = int(job["attempts"]) + 1
+        started = time.perf_counter()
+        if not job["active"]:
+            status_code, error, ok = None, "endpoint is inactive", False
+        else:
+            body = body_of(job["payload"])
+            headers = {
+                SIGNATURE_HEADER: sign(signing_secrets(job, now), int(now.timestamp()), body),
+                EVENT_HEADER: str(job["event_type"]),
+                DELIVERY_HEADER: str(job["id"]),
+            }
+            result = sender.send(str(job["url"]), headers, body)
+            status_code, error, ok = result.status_code, result.error, result.ok
+        duration = int((time.perf_counter() - started) * 1000)
+        values: dict[str, Any] = {
+            "attempts": attempt,
+            "last_status_code": status_code,
+            "last_error": error,
+        }
+        report.attempted += 1
+        if ok:
+            values.update(status="delivered", delivered_at=now, next_attempt_at=None)
+            report.delivered += 1
+        else:
+            retry = next_attempt_at(attempt, now, job["expires_at"], rng)
+            if retry is None:
+                values.update(status="dead", next_attempt_at=None)
+                report.dead += 1
+            else:
+                values.update(next_attempt_at=retry)
+                report.failed += 1
+        with engine.begin() as conn:
+            conn.execute(
+                insert(webhook_attempts).values(
+                    delivery_id=job["id"],
+                    attempt=attempt,
+                    at=now,
+                    status_code=status_code,
+                    error=error,
+                    duration_ms=duration,
+                )
+            )
+            conn.execute(
+                update(webhook_deliveries)
+                .where(webhook_deliveries.c.id == job["id"])
+                .values(**values)
+            )
+    return report
+
+
+def next_due(conn: Connection) -> datetime | None:
+    """When the earliest pending delivery is due (for workers and tests driving time)."""
+    return conn.execute(
+        select(func.min(webhook_deliveries.c.next_attempt_at)).where(
+            webhook_deliveries.c.status == "pending"
+        )
+    ).scalar_one()
+
+
+# --------------------------------------------------------------------------- the log
+
+
+def list_deliveries(
+    conn: Connection,
+    *,
+    status: str | None = None,
+    endpoint_id: int | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    if status is not None and status not in STATUSES:
+        raise ValueError(f"status: must be one of {', '.join(STATUSES)}")
+    query = select(webhook_deliveries).order_by(webhook_deliveries.c.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(webhook_deliveries.c.status == status)
+    if endpoint_id is not None:
+        query = query.where(webhook_deliveries.c.endpoint_id == endpoint_id)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def get_delivery(conn: Connection, delivery_id: int) -> dict[str, Any] | None:
+    row = (
+        conn.execute(select(webhook_deliveries).where(webhook_deliveries.c.id == delivery_id))
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return None
+    attempts = conn.execute(
+        select(webhook_attempts)
+        .where(webhook_attempts.c.delivery_id == delivery_id)
+        .order_by(webhook_attempts.c.attempt, webhook_attempts.c.id)
+    ).mappings()
+    return {**dict(row), "log": [dict(a) for a in attempts]}
+
+
+def replay(conn: Connection, delivery_id: int, now: datetime) -> dict[str, Any]:
+    """Queue a delivery again (dead or delivered): due now, with a fresh 24 h window."""
+    res = conn.execute(
+        update(webhook_deliveries)
+        .where(webhook_deliveries.c.id == delivery_id)
+        .values(
+            status="pending",
+            next_attempt_at=now,
+            expires_at=now + RETRY_WINDOW,
+            delivered_at=None,
+        )
+    )
+    if (res.rowcount or 0) == 0:
+        raise NotFound(f"no webhook delivery {delivery_id}")
+    found = get_delivery(conn, delivery_id)
+    assert found is not None
+    return found
