@@ -303,3 +303,218 @@ def test_balance_end_is_balance_start_plus_flow_in_minus_flow_out(leads):
     assert frame["balance_end"].sum() == sum(1 for t in first_moves if t < FEB)
     links = sum(v for _, _, v in report.sankey())
     assert links == frame["flow_in"].sum()
+
+
+# ------------------------------------------------- fast path == the original implementation
+# ``_reference_flow`` is the row-by-row Polars implementation that shipped before the
+# integer-coded single-sort rewrite (issue 6), kept here verbatim as the oracle.
+
+
+def _reference_kind(model: StageModel) -> pl.Expr:
+    nxt = pl.col("prev_stage").replace_strict(
+        dict(model.next_stage), default=None, return_dtype=pl.String
+    )
+    return (
+        pl.when(pl.col("to_stage") == nxt)
+        .then(pl.lit("out_next"))
+        .when(pl.col("to_stage").is_in(list(model.recycle_stages)))
+        .then(pl.lit("out_recycle"))
+        .when(pl.col("to_stage").is_in(list(model.dead_end_stages)))
+        .then(pl.lit("out_dead_end"))
+        .otherwise(pl.lit("out_other"))
+    )
+
+
+def _reference_flow(history, model, start, end, as_of, attributes=None, by=None):
+    from leadflow.core.funnel import _attach_slice, _prepare
+
+    log = _attach_slice(_prepare(history, model, True), model, attributes, by)
+    keys = [by] if by else []
+    in_period = (pl.col("at") >= start) & (pl.col("at") < end)
+    moves = log.filter(in_period)
+    flow_in = moves.group_by(*keys, "to_stage").agg(flow_in=pl.len()).rename({"to_stage": "stage"})
+    exits = moves.filter(pl.col("prev_stage").is_not_null()).with_columns(
+        kind=_reference_kind(model)
+    )
+    out = (
+        exits.group_by(*keys, "prev_stage", "kind")
+        .agg(n=pl.len())
+        .pivot(on="kind", index=[*keys, "prev_stage"], values="n")
+        .rename({"prev_stage": "stage"})
+    )
+    days = (pl.col("at") - pl.col("prev_at")).dt.total_microseconds() / 86_400_000_000
+    durations = (
+        exits.group_by(*keys, "prev_stage")
+        .agg(
+            median_days_in_stage=days.median(),
+            p90_days_in_stage=days.quantile(0.9, interpolation="linear"),
+        )
+        .rename({"prev_stage": "stage"})
+    )
+
+    def balance(t, name):
+        current = (pl.col("at") < t) & (pl.col("next_at").is_null() | (pl.col("next_at") >= t))
+        return (log.filter(current).group_by(*keys, "to_stage").agg(pl.len().alias(name))).rename(
+            {"to_stage": "stage"}
+        )
+
+    nxt = pl.col("to_stage").replace_strict(
+        dict(model.next_stage), default=None, return_dtype=pl.String
+    )
+    cohort = (
+        moves.with_columns(moved_on=(pl.col("next_to") == nxt) & (pl.col("next_at") < as_of))
+        .group_by(*keys, "to_stage")
+        .agg(cohort_entered=pl.len(), cohort_to_next=pl.col("moved_on").fill_null(False).sum())
+        .rename({"to_stage": "stage"})
+    )
+    stage_list = pl.DataFrame(
+        {
+            "stage_order": list(range(len(model.stages))),
+            "stage": list(model.stages),
+            "next_stage": [model.next_stage.get(s) for s in model.stages],
+        },
+        schema={"stage_order": pl.Int64, "stage": pl.String, "next_stage": pl.String},
+    )
+    if keys:
+        values = log.select(pl.col(by).unique()).sort(by, nulls_last=True)
+        grid = values.join(stage_list, how="cross")
+    else:
+        grid = stage_list
+    table = grid
+    for part in (
+        balance(start, "balance_start"),
+        flow_in,
+        out,
+        balance(end, "balance_end"),
+        cohort,
+        durations,
+    ):
+        table = table.join(part, on=[*keys, "stage"], how="left", nulls_equal=True)
+    counts = ["out_next", "out_recycle", "out_dead_end", "out_other"]
+    for name in counts:
+        if name not in table.columns:
+            table = table.with_columns(pl.lit(0).alias(name))
+    int_cols = ["balance_start", "flow_in", *counts, "balance_end"]
+    int_cols += ["cohort_entered", "cohort_to_next"]
+    table = table.with_columns(pl.col(int_cols).fill_null(0).cast(pl.Int64)).with_columns(
+        flow_out=pl.sum_horizontal(counts),
+    )
+    table = table.with_columns(
+        cvr=pl.when((pl.col("cohort_entered") > 0) & pl.col("next_stage").is_not_null()).then(
+            pl.col("cohort_to_next") / pl.col("cohort_entered")
+        ),
+        cvr_of_exits=pl.when((pl.col("flow_out") > 0) & pl.col("next_stage").is_not_null()).then(
+            pl.col("out_next") / pl.col("flow_out")
+        ),
+    )
+    table = table.sort(*keys, "stage_order", nulls_last=True).select(
+        *keys,
+        "stage",
+        "next_stage",
+        "balance_start",
+        "flow_in",
+        "flow_out",
+        *counts,
+        "balance_end",
+        "cohort_entered",
+        "cohort_to_next",
+        "cvr",
+        "cvr_of_exits",
+        "median_days_in_stage",
+        "p90_days_in_stage",
+    )
+    links = (
+        moves.with_columns(source=pl.col("prev_stage").fill_null(NEW))
+        .group_by(*keys, "source", pl.col("to_stage").alias("target"))
+        .agg(value=pl.len())
+    )
+    return table, links
+
+
+def _random_world(seed: int):
+    """Random walks (ties in time, fastpass, moves back, recycle) and messy attributes."""
+    import random
+
+    rng = random.Random(seed)
+    model = StageModel.default()
+    stages = list(model.stages)
+    walks = []
+    for lead in rng.sample(range(1000), rng.randint(0, 40)):
+        # whole days are frequent, so moves fall exactly on period and as_of boundaries
+        t = JAN - timedelta(days=rng.randint(0, 60), hours=rng.choice([0, 0, 7]))
+        prev, walk = None, []
+        for _ in range(rng.randint(1, 7)):
+            stage = rng.choice([s for s in stages if s != prev] if rng.random() < 0.4 else stages)
+            if rng.random() < 0.5 and prev in model.next_stage:
+                stage = model.next_stage[prev]
+            t += timedelta(days=rng.choice([0, 0, 1, 3, 10, 40]), minutes=rng.choice([0, 0, 1]))
+            walk.append((lead, prev if rng.random() < 0.7 else None, stage, t))
+            prev = stage
+        walks.append(walk)
+    rows = []  # leads interleaved, each lead's own rows in order (ties keep input order)
+    while walks:
+        walk = rng.choice(walks)
+        rows.append(walk.pop(0))
+        if not walk:
+            walks.remove(walk)
+    leads = sorted({r[0] for r in rows})
+    extra = rng.sample(range(1000, 1010), 3)  # attributes of leads with no stage change
+    attr_ids = [lead for lead in leads if rng.random() < 0.8] + extra
+    rng.shuffle(attr_ids)
+    if attr_ids and rng.random() < 0.5:
+        attr_ids.append(attr_ids[0])  # a duplicate row: the first one wins
+    if rng.random() < 0.2:
+        attr_ids.append(None)
+    channels = ["email", "events", None, "social"]
+    attributes = pl.DataFrame(
+        {"lead_id": attr_ids, "channel": [rng.choice(channels) for _ in attr_ids]},
+        schema={"lead_id": pl.Int64, "channel": pl.String},
+    )
+    if rng.random() < 0.3:  # the usual shape: one row per lead, ordered by lead
+        attributes = attributes.unique("lead_id", keep="first", maintain_order=True)
+        attributes = attributes.drop_nulls("lead_id").sort("lead_id")
+    elif rng.random() < 0.1:
+        attributes = attributes.with_columns(pl.col("lead_id").cast(pl.Int32))
+    history = log(rows)
+    if rng.random() < 0.3:  # already in log order, as SQL returns it
+        history = history.sort("lead_id", "at", maintain_order=True)
+    elif rng.random() < 0.3:  # ordered by lead but not by time
+        history = history.drop("from_stage").sort(
+            "lead_id", "at", descending=[False, True], maintain_order=True
+        )
+    if rng.random() < 0.2:  # naive timestamps are UTC
+        history = history.with_columns(pl.col("at").dt.replace_time_zone(None))
+    if rng.random() < 0.2:
+        history = history.drop("from_stage", strict=False)
+    return model, history, attributes, rng
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=0, max_value=2**32 - 1))
+def test_fast_flow_equals_the_original_implementation(seed):
+    from polars.testing import assert_frame_equal
+
+    model, history, attributes, rng = _random_world(seed)
+    times = history["at"].dt.replace_time_zone("UTC").to_list()  # boundaries on a move, often
+    start = JAN + timedelta(days=rng.randint(-20, 20))
+    start = rng.choice(times) if times and rng.random() < 0.5 else start
+    end = start + timedelta(days=rng.choice([1, 15, 31, 90]))
+    end = rng.choice([t for t in times if t > start] or [end]) if rng.random() < 0.5 else end
+    as_of = rng.choice([None, end + timedelta(days=rng.randint(0, 40))])
+    as_of = rng.choice([t for t in times if t >= end] or [as_of]) if rng.random() < 0.3 else as_of
+    for by, attrs in ((None, None), ("channel", attributes), ("acquisition_month", None)):
+        report = flow_and_balance(
+            history, start=start, end=end, model=model, attributes=attrs, by=by, as_of=as_of
+        )
+        table, links = _reference_flow(
+            history, model, start, end, as_of or end, attributes=attrs, by=by
+        )
+        assert_frame_equal(report.stages, table, check_exact=True)
+        cols = links.columns
+        assert_frame_equal(
+            report.links.sort(cols, nulls_last=True), links.sort(cols, nulls_last=True)
+        )
+        keys = [by] if by else []
+        assert report.links.equals(
+            report.links.sort(*keys, "value", descending=True, nulls_last=True, maintain_order=True)
+        )
