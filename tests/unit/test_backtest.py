@@ -5,9 +5,12 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
 import yaml
@@ -390,3 +393,74 @@ def test_email_dead_end_tests_on_columns_agree_with_the_core(email: str):
         profile = LeadProfile(id=1, email=email)
         core = lc.dead_end_rule_matches(rule, profile, None)
         assert bool(bt._emails_dead(rule, [email])[0]) == core, (rule.id, email)
+
+
+# --------------------------------------------------------------------------- fast paths
+
+
+def _relabel(arrivals: list[Event], ids: dict[int, int]) -> list[Event]:
+    return [dataclasses.replace(e, lead_id=ids[e.lead_id or 0]) for e in arrivals]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(history=histories(), spread=st.sampled_from([1, 70_000, 2**45]))
+def test_row_order_and_lead_id_range_do_not_change_the_result(
+    history: tuple[list[Event], dict[int, LeadProfile]], spread: int
+):
+    # Input in time order (radix path), shuffled (packed-key path), with lead ids too far
+    # apart to pack with the time (lexsort path); same-instant events by message id.
+    arrivals, profiles = history
+    as_of = T0 + timedelta(days=250)
+    ids = {lead: lead * spread for lead in profiles}
+    relabelled = _relabel(arrivals, ids)
+    new_profiles = {ids[k]: dataclasses.replace(p, id=ids[k]) for k, p in profiles.items()}
+    by_time = sorted(relabelled, key=lambda e: e.occurred_at)
+    for events in (relabelled, by_time):
+        table, frame = tables(events, new_profiles)
+        result = bt.evaluate(CANDIDATE, table, frame, as_of=as_of)
+        assert_same(vector_view(result), core_view(CANDIDATE, events, new_profiles, as_of))
+
+
+def test_kept_preparation_is_reused_only_for_the_same_profiles_and_as_of():
+    events, profiles = population()
+    table, frame = tables(events, profiles)
+    early, late = T0 + timedelta(days=20), T0 + timedelta(days=90)
+    other = bt.profiles_frame(
+        dataclasses.replace(p, is_target_account=not p.is_target_account) for p in profiles.values()
+    )
+    first = bt.evaluate(MODEL, table, frame, as_of=late)
+    for as_of, prof in ((late, frame), (early, frame), (late, other), (late, frame)):
+        kept = bt.evaluate(MODEL, table, prof, as_of=as_of)
+        fresh = bt.evaluate(MODEL, bt.EventTable(table.frame, table.originals), prof, as_of=as_of)
+        assert kept.leads.equals(fresh.leads)
+        assert kept.changes.equals(fresh.changes)
+    assert not bt.evaluate(MODEL, table, frame, as_of=early).leads.equals(first.leads)
+    assert not bt.evaluate(MODEL, table, other, as_of=late).leads.equals(first.leads)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lengths=st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=40),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_segmented_cumsum_is_the_running_sum_of_each_lead_bit_for_bit(
+    lengths: list[int], seed: int
+):
+    rng = np.random.default_rng(seed)
+    code = np.repeat(np.arange(len(lengths)), lengths)
+    values = rng.normal(size=len(code)) * np.exp2(rng.uniform(-30, 60, size=len(code)))
+    values[rng.random(len(code)) < 0.5] = 0.0
+    got = bt._segmented_cumsum(values, bt._segments(code))
+    starts = np.concatenate(([0], np.cumsum(lengths)))
+    want = np.concatenate([np.cumsum(values[a:b]) for a, b in itertools.pairwise(starts)])
+    assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("top", [1, 2**10, 2**22 - 1, 2**22, 2**62])
+def test_distinct_masks_agree_with_numpy_unique(top: int):
+    rng = np.random.default_rng(top % 1000)
+    masks = rng.integers(0, top, size=5000, dtype=np.int64, endpoint=True)
+    uniq, inverse = bt._distinct(masks)
+    want_uniq, want_inverse = np.unique(masks, return_inverse=True)
+    assert np.array_equal(uniq, want_uniq)
+    assert np.array_equal(inverse, want_inverse)

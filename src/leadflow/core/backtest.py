@@ -57,10 +57,27 @@ What is vectorised (exactly the core's semantics)
   of the machine (dead end first, then nearest stage wins, walking several stages) is a
   pure function of ``(stage, mask)``, evaluated once per distinct pair by emulating
   ``lifecycle``'s step. The stage history is then found in rounds: each round, for every
-  lead still moving, the first event after its last change whose step moves it (NumPy
-  over all events); a round per stage change, so a handful of rounds in all.
+  lead still moving, the first event after its last change whose step moves it - looked
+  up per lead in a "next moving event" array per stage (a reverse running minimum over
+  all events, built only for the stages leads are in); a round per stage change, so a
+  handful of rounds in all.
 - Weekly MQL volume: the first change of each lead into the MQL stage or beyond on the
   main path, counted per ISO week (Monday, UTC).
+
+Speed (``benchmarks/backtest.py``)
+----------------------------------
+- Preparation is done once per table, profiles frame and ``as_of`` and kept on the
+  :class:`EventTable` (the latest one): the event order, dictionary codes, effective
+  traits and every rule match already evaluated (keyed by what it tests, so ``compare``
+  evaluates a rule both models share once). The table is treated as read-only.
+- Event order without a string sort: duplicates are found through one 64-bit mix of
+  lead and message-id hash (the exact strings decide only if it repeats); rows already in
+  time order are radix-sorted by lead, otherwise by one packed (lead, time) integer; only
+  events of the same lead and instant are ordered by ``message_id``.
+- Mostly null columns (the ``set_*`` traits) are dictionary-encoded over their non-null
+  rows only; per-lead running sums add in each lead's own order (zero-padded matrices
+  summed down their rows, one per power-of-two history length), bit for bit the sums a
+  per-lead loop makes.
 
 Fallback (the per-lead core, ``lifecycle.replay``), and why
 -----------------------------------------------------------
@@ -144,10 +161,15 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 @dataclass(frozen=True)
 class EventTable:
-    """Events as columns (see the module docs), with the original events if known."""
+    """Events as columns (see the module docs), with the original events if known.
+
+    The table is read-only: the first :func:`evaluate`/:func:`compare` on it keeps its
+    preparation (order, dictionaries, rule matches) for later calls with the same
+    profiles frame and ``as_of``."""
 
     frame: pl.DataFrame
     originals: Mapping[int, Sequence[Event]] | None = None
+    _prepared: list[Any] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return self.frame.height
@@ -334,6 +356,15 @@ class _Prepared:
     """Base profile per lead code (``email``, ``phone``, ``title``, ``consent``,
     ``is_target_account``), nulls replaced by the core's defaults."""
     cache: dict[str, tuple[np.ndarray, list[Any]]] = field(default_factory=dict)
+    memo: dict[tuple[Any, ...], np.ndarray] = field(default_factory=dict)
+    """Per-row tests already evaluated (by what they test), shared between models."""
+    _segs: Any = None
+
+    def segments(self) -> _Segments:
+        """The per-lead layout of :func:`_segmented_cumsum` (computed once)."""
+        if self._segs is None:
+            self._segs = _segments(self.code)
+        return self._segs
 
     def codes(self, col: str) -> tuple[np.ndarray, list[Any]]:
         """Per row (event-time order) the index of its value in the returned distinct
@@ -344,13 +375,7 @@ class _Prepared:
             series = self.frame[col]
             if series.dtype != pl.String:
                 series = series.cast(pl.String)
-            values = series.drop_nulls().unique().sort().to_list()
-            if values:
-                phys = series.cast(pl.Enum(values)).to_physical().fill_null(len(values))
-                codes = phys.to_numpy().astype(np.int64)[self.rows]
-            else:
-                codes = np.zeros(len(self.rows), dtype=np.int64)
-            self.cache[col] = (codes, values)
+            self.cache[col] = _dictionary(series, self.rows)
         return self.cache[col]
 
     def effective(self, trait: str) -> tuple[np.ndarray, list[Any]]:
@@ -364,12 +389,9 @@ class _Prepared:
                 base = base.cast(pl.String)
             else:
                 set_col = self.frame[f"set_{trait}"]
-            values = pl.concat([set_col.drop_nulls(), base]).unique().sort().to_list()
-            enum = pl.Enum(values)
+            set_codes, values = _dictionary(set_col, self.rows, base)
             null = len(values)
-            set_codes = set_col.cast(enum).to_physical().fill_null(null).to_numpy()
-            set_codes = set_codes.astype(np.int64)[self.rows]
-            base_codes = base.cast(enum).to_physical().to_numpy().astype(np.int64)
+            base_codes = base.cast(pl.Enum(values)).to_physical().to_numpy().astype(np.int32)
             n = len(self.rows)
             is_first = np.zeros(n, dtype=bool)
             is_first[self.first] = True
@@ -381,6 +403,86 @@ class _Prepared:
                 values = [v == "true" for v in values]
             self.cache[key] = (eff, values)
         return self.cache[key]
+
+
+def _dictionary(
+    series: pl.Series, rows: np.ndarray, extra: pl.Series | None = None
+) -> tuple[np.ndarray, list[Any]]:
+    """Dictionary codes of a string column at ``rows``: the index of each value in the
+    sorted distinct values (of the column and ``extra``); null is ``len(values)``. Mostly
+    null columns (the traits events set) are encoded over their non-null rows only."""
+    n = len(series)
+    positions: np.ndarray | None = None
+    present = series
+    if series.null_count() > n // 2:
+        found = series.is_not_null().arg_true()
+        positions = found.to_numpy()
+        present = series.gather(found)
+    distinct = present.drop_nulls()
+    if extra is not None:
+        distinct = pl.concat([distinct, extra.drop_nulls()])
+    values = distinct.unique().sort().to_list()
+    null = len(values)
+    if not values:
+        return np.full(len(rows), null, dtype=np.int32), values
+    codes = present.cast(pl.Enum(values)).to_physical().fill_null(null).to_numpy()
+    codes = codes.astype(np.int32)
+    if positions is not None:
+        full = np.full(n, null, dtype=np.int32)
+        full[positions] = codes
+        codes = full
+    return codes[rows], values
+
+
+def _event_order(lead: np.ndarray, t_us: np.ndarray) -> np.ndarray:
+    """A stable order by ``(lead, t_us)`` (ties keep their input order)."""
+    if len(lead) == 0:
+        return np.zeros(0, dtype=np.int64)
+    lo, hi = int(lead.min()), int(lead.max())
+    if hi - lo < 1 << 16 and bool((t_us[1:] >= t_us[:-1]).all()):
+        # already in time order (the usual export): a radix sort by lead keeps it
+        return np.argsort((lead - lo).astype(np.uint16), kind="stable")
+    t0 = int(t_us.min())
+    t_bits = max(int(t_us.max()) - t0, 0).bit_length()
+    if (hi - lo).bit_length() + t_bits <= 62:
+        return np.argsort(((lead - lo) << t_bits) | (t_us - t0), kind="stable")
+    return np.lexsort((t_us, lead))
+
+
+def _order_ties(
+    rows: np.ndarray, lead: np.ndarray, t_us: np.ndarray, message_id: pl.Series
+) -> np.ndarray:
+    """``rows`` (ordered by lead and time) with events of the same lead and instant put
+    in ``message_id`` order."""
+    n = len(rows)
+    if n < 2:
+        return rows
+    lo, to = lead[rows], t_us[rows]
+    same = (lo[1:] == lo[:-1]) & (to[1:] == to[:-1])
+    if not same.any():
+        return rows
+    start = np.ones(n, dtype=bool)
+    start[1:] = ~same
+    run = np.cumsum(start) - 1
+    in_tie = np.zeros(n, dtype=bool)
+    in_tie[1:] = same
+    in_tie[:-1] |= same
+    at = np.flatnonzero(in_tie)
+    tied = pl.DataFrame({"run": run[at], "m": message_id.gather(rows[at]), "row": rows[at]})
+    out = rows.copy()
+    out[at] = tied.sort("run", "m")["row"].to_numpy()
+    return out
+
+
+def _prepared_for(table: EventTable, profiles: pl.DataFrame | None, as_of: datetime) -> _Prepared:
+    """The table's preparation for these profiles and ``as_of``: kept on the table (the
+    latest one only) and reused while both are the same."""
+    for kept_profiles, kept_as_of, prep in table._prepared:
+        if kept_profiles is profiles and kept_as_of == as_of:
+            return prep
+    prep = _prepare(table, profiles, as_of)
+    table._prepared[:] = [(profiles, as_of, prep)]
+    return prep
 
 
 def _prepare(table: EventTable, profiles: pl.DataFrame | None, as_of: datetime) -> _Prepared:
@@ -403,18 +505,19 @@ def _prepare(table: EventTable, profiles: pl.DataFrame | None, as_of: datetime) 
     )
     # first copy of each (lead, message id) wins; a 64-bit hash finds the copies and the
     # exact strings decide whenever the hash says there are any
-    first_copy = keys.select(pl.struct("lead_id", "h").is_first_distinct()).to_series()
-    if not first_copy.all():
-        first_copy = frame.select(pl.struct("lead_id", "message_id").is_first_distinct())
-        first_copy = first_copy.to_series()
+    lead_all = keys["lead_id"].to_numpy()
+    t_all = keys["t_us"].to_numpy()
     as_of_us = int((as_of - _EPOCH) / timedelta(microseconds=1))
-    kept = keys.with_row_index("pos").filter(first_copy & (pl.col("t_us") <= as_of_us))
-    order = kept.with_columns(frame["message_id"].gather(kept["pos"]).alias("m")).select(
-        pl.col("pos").sort_by(["lead_id", "t_us", "m"])
-    )
-    rows = order.to_series().to_numpy().astype(np.int64)
-    lead = keys["lead_id"].to_numpy()[rows]
-    t_us = keys["t_us"].to_numpy()[rows]
+    mixed = keys["h"].to_numpy() + lead_all.view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    if pl.Series(mixed).n_unique() == len(mixed):
+        kept = np.flatnonzero(t_all <= as_of_us)
+    else:
+        first_copy = frame.select(pl.struct("lead_id", "message_id").is_first_distinct())
+        kept = np.flatnonzero(first_copy.to_series().to_numpy() & (t_all <= as_of_us))
+    rows = kept[_event_order(lead_all[kept], t_all[kept])]
+    rows = _order_ties(rows, lead_all, t_all, frame["message_id"])
+    lead = lead_all[rows]
+    t_us = t_all[rows]
     n = len(rows)
     is_first = np.ones(n, dtype=bool)
     is_first[1:] = lead[1:] != lead[:-1]
@@ -462,25 +565,43 @@ def _prepare(table: EventTable, profiles: pl.DataFrame | None, as_of: datetime) 
 # --------------------------------------------------------------------------- matching
 
 
-def _lookup(prep: _Prepared, col: str, test: Any) -> np.ndarray:
-    """``test(value)`` per row, evaluated once per distinct value of ``col``."""
-    codes, values = prep.codes(col)
-    table = np.array([bool(test(v)) for v in values] + [bool(test(None))], dtype=bool)
-    return table[codes]
+def _lookup(prep: _Prepared, col: str, key: Any, test: Any) -> np.ndarray:
+    """``test(value)`` per row, evaluated once per distinct value of ``col``; ``key``
+    names the test (equal keys: equal tests), so that its result is computed once."""
+    memo_key = ("lookup", col, key)
+    if memo_key not in prep.memo:
+        codes, values = prep.codes(col)
+        table = np.array([bool(test(v)) for v in values] + [bool(test(None))], dtype=bool)
+        prep.memo[memo_key] = table[codes]
+    return prep.memo[memo_key]
 
 
 def _match(match: EventMatch, prep: _Prepared) -> np.ndarray:
-    """Rows whose event ``match`` holds (``scoring.event_matches``)."""
-    out = np.ones(len(prep.rows), dtype=bool)
+    """Rows whose event ``match`` holds (``scoring.event_matches``). Do not modify the
+    result: it is shared."""
+    tests: list[tuple[str, Any, Any]] = []
     for col in ("type", "name", "channel", "utm_source", "utm_medium", "utm_campaign"):
         allowed = getattr(match, col)
         if allowed is not None:
-            out &= _lookup(prep, col, lambda v, allowed=allowed: v in allowed)
+            tests.append((col, ("in", repr(allowed)), lambda v, allowed=allowed: v in allowed))
     if match.path is not None:
-        out &= _lookup(prep, "path", lambda v: path_matches(v, match.path or ()))
+        globs = match.path
+        tests.append(("path", ("glob", repr(globs)), lambda v: path_matches(v, globs or ())))
     for key, allowed in match.properties.items():
-        out &= _lookup(prep, key, lambda v, a=allowed: v is not None and _property_matches(v, a))
-    return out
+        tests.append(
+            (
+                key,
+                ("property", repr(allowed)),
+                lambda v, a=allowed: v is not None and _property_matches(v, a),
+            )
+        )
+    memo_key = ("match", *((col, key) for col, key, _ in tests))
+    if memo_key not in prep.memo:
+        out = np.ones(len(prep.rows), dtype=bool)
+        for col, key, test in tests:
+            out &= _lookup(prep, col, key, test)
+        prep.memo[memo_key] = out
+    return prep.memo[memo_key]
 
 
 # --------------------------------------------------------------------------- engagement
@@ -572,12 +693,13 @@ def _running_scores(
     if len(occ) == 0:
         return score, np.zeros(n), overflow
     positive = np.where(occ.points > 0, occ.points, 0.0)
-    ceiling = _segmented_cumsum(np.bincount(occ.rows, weights=positive, minlength=n), prep.code)
     t0 = prep.t_us[prep.first][prep.code]  # each row's lead's first event time
     nan = np.isnan(occ.half_life)
+    seg = prep.segments()
+    ceiling = _segmented_cumsum(np.bincount(occ.rows, weights=positive, minlength=n), seg)
     if nan.any():
         v = np.bincount(occ.rows[nan], weights=occ.points[nan], minlength=n)
-        score += _segmented_cumsum(v, prep.code)
+        score += _segmented_cumsum(v, seg)
     for half_life in np.unique(occ.half_life[~nan]).tolist():
         pick = occ.half_life == half_life
         s = (prep.t_us - t0) / (half_life * US_PER_DAY)
@@ -587,18 +709,59 @@ def _running_scores(
             s = np.minimum(s, MAX_HALF_LIVES)
         g_rows = occ.rows[pick]
         v = np.bincount(g_rows, weights=occ.points[pick] * np.exp2(s[g_rows]), minlength=n)
-        score += _segmented_cumsum(v, prep.code) * np.exp2(-s)
+        score += _segmented_cumsum(v, seg) * np.exp2(-s)
     return score, ceiling, overflow
 
 
-def _segmented_cumsum(values: np.ndarray, code: np.ndarray) -> np.ndarray:
-    """Cumulative sum restarting at every lead (no cancellation across leads)."""
-    return (
-        pl.DataFrame({"v": values, "c": code})
-        .select(pl.col("v").cum_sum().over("c"))
-        .to_series()
-        .to_numpy()
-    )
+@dataclass(frozen=True)
+class _Segments:
+    """Where each row goes in :func:`_segmented_cumsum`'s padded matrices: the rows of
+    each length class (``parts``), their flat positions, the matrix shapes."""
+
+    n: int
+    parts: list[np.ndarray]
+    flats: list[np.ndarray]
+    shapes: list[tuple[int, int]]
+
+
+def _segments(code: np.ndarray) -> _Segments:
+    n = len(code)
+    if n == 0:
+        return _Segments(0, [], [], [])
+    start = np.ones(n, dtype=bool)
+    start[1:] = code[1:] != code[:-1]
+    first = np.flatnonzero(start)
+    length = np.diff(np.append(first, n))
+    lead = np.cumsum(start) - 1
+    pos = np.arange(n) - first[lead]
+    width_class = np.ceil(np.log2(length)).astype(np.uint8)
+    by_class = np.argsort(width_class[lead], kind="stable")  # rows, leads kept together
+    bounds = np.flatnonzero(np.diff(width_class[lead[by_class]])) + 1
+    parts, flats, shapes = [], [], []
+    for part in np.split(by_class, bounds):
+        width = 1 << int(width_class[lead[part[0]]])
+        p_lead = lead[part]
+        p_start = np.ones(len(part), dtype=bool)
+        p_start[1:] = p_lead[1:] != p_lead[:-1]
+        n_cols = int(p_start.sum())
+        parts.append(part)
+        flats.append(pos[part] * n_cols + (np.cumsum(p_start) - 1))
+        shapes.append((width, n_cols))
+    return _Segments(n, parts, flats, shapes)
+
+
+def _segmented_cumsum(values: np.ndarray, seg: _Segments) -> np.ndarray:
+    """Cumulative sum restarting at every lead (no cancellation across leads). The leads
+    of each power-of-two length class are the columns of a zero-padded matrix summed down
+    its rows: the same additions in the same order as a running sum per lead."""
+    out = np.empty(len(values), dtype=np.float64)
+    for part, flat, (width, n_cols) in zip(seg.parts, seg.flats, seg.shapes, strict=True):
+        block = np.zeros(width * n_cols, dtype=np.float64)
+        block[flat] = values[part]
+        matrix = block.reshape(width, n_cols)
+        np.cumsum(matrix, axis=0, out=matrix)
+        out[part] = block[flat]
+    return out
 
 
 # --------------------------------------------------------------------------- the machine
@@ -744,14 +907,19 @@ def _dead_end(rule: DeadEndRule, prep: _Prepared) -> np.ndarray:
     """Rows where a dead-end rule holds (any one of its tests)."""
     out = np.zeros(len(prep.rows), dtype=bool)
     if rule.title_contains:
-        title, values = prep.effective("title")
         words = rule.title_contains
-        out |= np.array([bool(v) and any(has_term(v, w) for w in words) for v in values] + [False])[
-            title
-        ]
+        key = ("title", repr(words))
+        if key not in prep.memo:
+            title, values = prep.effective("title")
+            dead = [bool(v) and any(has_term(v, w) for w in words) for v in values]
+            prep.memo[key] = np.array([*dead, False])[title]
+        out |= prep.memo[key]
     if rule.email_domains or rule.invalid_email:
-        email, values = prep.effective("email")
-        out |= np.append(_emails_dead(rule, values), False)[email]
+        key = ("email", repr(rule.email_domains), rule.invalid_email)
+        if key not in prep.memo:
+            email, values = prep.effective("email")
+            prep.memo[key] = np.append(_emails_dead(rule, values), False)[email]
+        out |= prep.memo[key]
     if rule.event is not None:
         out |= _match(rule.event, prep)
     return out
@@ -797,6 +965,18 @@ CHANGE_COLUMNS: dict[str, pl.DataType] = {
 }
 
 
+def _distinct(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(masks, return_inverse=True)`` (non-negative masks), by counting when
+    the masks are small."""
+    top = int(masks.max()) if len(masks) else 0
+    if top >= 1 << 22:
+        return np.unique(masks, return_inverse=True)
+    present = np.bincount(masks, minlength=top + 1) > 0
+    uniq = np.flatnonzero(present)
+    number = np.cumsum(present) - 1
+    return uniq.astype(masks.dtype), number[masks]
+
+
 def _vectorised_machine(
     model: LeadModel, prep: _Prepared, score: np.ndarray, ceiling: np.ndarray
 ) -> tuple[np.ndarray, _Changes, np.ndarray]:
@@ -820,7 +1000,7 @@ def _vectorised_machine(
     masks = np.zeros(len(prep.rows), dtype=np.int64)
     for k, bit in enumerate(bits):
         masks |= bit.astype(np.int64) << k
-    uniq, mask_id = np.unique(masks, return_inverse=True)
+    uniq, mask_id = _distinct(masks)
     stages = list(model.stages)
     stage_no = {s: i for i, s in enumerate(stages)}
     # One step for every (stage, distinct mask): the walk, flattened; pair = s * U + u.
@@ -846,20 +1026,38 @@ def _vectorised_machine(
     moves_table = walk_len > 0
     stage_of = np.full(n_leads, stage_no[model.initial_stage], dtype=np.int64)
     last_row = np.full(n_leads, -1, dtype=np.int64)
-    code = prep.code
-    active_rows = np.arange(len(code))
+    n = len(prep.code)
+    lead_end = np.append(prep.first[1:], n)
+    next_move: dict[int, np.ndarray] = {}
+
+    def next_moving_row(stage: int) -> np.ndarray:
+        """Per row: the first row at or after it whose step moves a lead in ``stage``
+        (``n`` if none); computed for the stages leads are actually in."""
+        if stage not in next_move:
+            moving = moves_table[stage * n_uniq + mask_id]
+            at = np.where(moving, np.arange(n), n)
+            next_move[stage] = np.minimum.accumulate(at[::-1])[::-1]
+        return next_move[stage]
+
+    active = np.arange(n_leads)
     found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for _ in range(2 * len(stages) + 2):
-        if len(active_rows) == 0:
+        if len(active) == 0:
             break
-        c = code[active_rows]
-        pair = stage_of[c] * n_uniq + mask_id[active_rows]
-        hits = active_rows[moves_table[pair] & (active_rows > last_row[c])]
-        if len(hits) == 0:
-            active_rows = hits
+        start = np.maximum(last_row[active] + 1, prep.first[active])
+        cand = np.full(len(active), n, dtype=np.int64)
+        current = stage_of[active]
+        for stage in np.unique(current).tolist():
+            pick = current == stage
+            inside = start[pick] < lead_end[active[pick]]
+            at = np.full(int(pick.sum()), n, dtype=np.int64)
+            at[inside] = next_moving_row(stage)[start[pick][inside]]
+            cand[pick] = at
+        hit = cand < lead_end[active]
+        leads_hit, at_rows = active[hit], cand[hit]
+        if len(leads_hit) == 0:
+            active = leads_hit
             break
-        leads_hit, first_idx = np.unique(code[hits], return_index=True)
-        at_rows = hits[first_idx]
         pairs = stage_of[leads_hit] * n_uniq + mask_id[at_rows]
         lens = walk_len[pairs]
         total = int(lens.sum())
@@ -868,9 +1066,9 @@ def _vectorised_machine(
         found.append((np.repeat(leads_hit, lens), np.repeat(at_rows, lens), entry))
         stage_of[leads_hit] = final_table[pairs]
         last_row[leads_hit] = at_rows
-        active_rows = active_rows[np.isin(code[active_rows], leads_hit)]
-    if len(active_rows):
-        close[np.unique(code[active_rows])] = True  # still moving: let the core decide
+        active = leads_hit
+    if len(active):
+        close[active] = True  # still moving: let the core decide
     if found:
         lead_codes = np.concatenate([f[0] for f in found])
         rows = np.concatenate([f[1] for f in found])
@@ -958,7 +1156,7 @@ def evaluate(
 ) -> Backtest:
     """Every lead of ``table`` under ``model`` at ``as_of`` (see the module docs)."""
     as_of = as_of.astimezone(UTC)
-    prep = _prepared or _prepare(table, profiles, as_of)
+    prep = _prepared or _prepared_for(table, profiles, as_of)
     n_leads = len(prep.first)
     reasons: Counter[str] = Counter()
     occ = _occurrences(model, prep)
@@ -1146,7 +1344,7 @@ def compare(
     limits the MQL counts and weekly volumes to MQLs from that time (scores still use all
     earlier events)."""
     as_of = as_of.astimezone(UTC)
-    prep = _prepare(events, profiles, as_of)
+    prep = _prepared_for(events, profiles, as_of)
     cur = evaluate(current_model, events, as_of=as_of, actions=actions, _prepared=prep)
     cand = evaluate(candidate_model, events, as_of=as_of, actions=actions, _prepared=prep)
 
