@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import socket
 import threading
@@ -13,7 +14,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from sqlalchemy import insert, select
 
-from leadflow.adapters.db.tables import leads, signals, webhook_attempts, webhook_deliveries
+from leadflow.adapters.db.tables import (
+    assignments,
+    leads,
+    signals,
+    webhook_attempts,
+    webhook_deliveries,
+)
 from leadflow.adapters.webhooks import HttpSender, TargetRefused, check_target
 from leadflow.services import webhooks
 from leadflow.webhooks import SIGNATURE_HEADER, verify
@@ -376,3 +383,60 @@ def test_two_workers_racing_never_send_an_event_twice(services, receiver):
     with services.engine.connect() as conn:
         attempts = conn.execute(select(webhook_attempts)).mappings().all()
     assert len(attempts) == len(ids)
+
+
+def test_a_lost_leads_return_visits_alert_the_rep_who_owned_it(
+    services, client, admin_token, write_key, receiver, sender, monkeypatch
+):
+    """Return alert end to end: the deal is lost, months later the lead visits the site 3
+    times in 14 days, and the owning rep's webhook receives lead.returning."""
+    from tests.integration.test_handoff import T0 as SALES_T0
+    from tests.integration.test_handoff import Clock, _lead_id, _mql
+
+    clock = Clock(SALES_T0)
+    services.clock = clock
+    monkeypatch.setattr(services.settings, "webhooks_allow_private_targets", True)
+    client.headers["Authorization"] = f"Bearer {admin_token}"
+    r = client.post("/api/webhooks", json={"url": receiver.url, "event_types": ["lead.returning"]})
+    assert r.status_code == 201, r.text
+    _mql(client, write_key, "dan", SALES_T0)
+    lead_id = _lead_id(services, "dan")
+    assert client.post(f"/api/leads/{lead_id}/accept", json={}).status_code == 200
+    bant = {k: "confirmed" for k in ("budget", "authority", "need", "timeframe")}
+    r = client.post(f"/api/leads/{lead_id}/qualify", json={**bant, "amount": 5000})
+    assert r.status_code == 200, r.text
+    r = client.post(f"/api/leads/{lead_id}/lost", json={"reason": "price"})
+    assert r.status_code == 200 and r.json()["stage"] == "recycle_b"
+    with services.engine.connect() as conn:
+        owner = conn.execute(
+            select(assignments.c.rep_key).where(assignments.c.lead_id == lead_id)
+        ).scalar_one()
+    assert owner
+    # 120 days later (after the 90-day pause): two visits are not enough, the third is.
+    base = SALES_T0 + timedelta(days=120)
+    for day in (0, 5):
+        clock.at = (base + timedelta(days=day, minutes=5)).astimezone(UTC)
+        body = {
+            "userId": "dan",
+            "timestamp": (base + timedelta(days=day)).isoformat(),
+            "properties": {"url": "https://acme.example/pricing"},
+        }
+        assert client.post("/v1/page", json=body, auth=(write_key, "")).status_code == 200
+    now = clock()
+    with services.engine.begin() as conn:
+        assert webhooks.enqueue_new(conn, now) == 0
+    clock.at = (base + timedelta(days=9, minutes=5)).astimezone(UTC)
+    body = {
+        "userId": "dan",
+        "timestamp": (base + timedelta(days=9)).isoformat(),
+        "properties": {"url": "https://acme.example/case-studies/x"},
+    }
+    assert client.post("/v1/page", json=body, auth=(write_key, "")).status_code == 200
+    now = clock()
+    with services.engine.begin() as conn:
+        assert webhooks.enqueue_new(conn, now) == 1
+    assert webhooks.deliver_due(services.engine, now, sender).delivered == 1
+    ((headers, body, status),) = receiver.requests
+    payload = json.loads(body)
+    assert headers["Leadflow-Event"] == "lead.returning" and status == 200
+    assert payload["lead"]["id"] == lead_id and payload["lead"]["owner"] == owner

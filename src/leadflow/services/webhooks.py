@@ -31,6 +31,8 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from leadflow.adapters.db.engine import insert_ignore, is_postgres
 from leadflow.adapters.db.tables import (
+    accounts,
+    assignments,
     leads,
     signals,
     stage_changes,
@@ -202,6 +204,15 @@ def signing_secrets(row: Mapping[str, Any], now: datetime) -> list[str]:
 def _leads(conn: Connection, lead_ids: set[int]) -> dict[int, dict[str, Any]]:
     if not lead_ids:
         return {}
+    # ``owner`` is the rep the lead was last handed to, else the account's owner: who a
+    # lead.returning alert is for.
+    last_rep = (
+        select(assignments.c.rep_key)
+        .where(assignments.c.lead_id == leads.c.id)
+        .order_by(assignments.c.assigned_at.desc(), assignments.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
     rows = conn.execute(
         select(
             leads.c.id,
@@ -209,8 +220,11 @@ def _leads(conn: Connection, lead_ids: set[int]) -> dict[int, dict[str, Any]]:
             leads.c.first_name,
             leads.c.last_name,
             leads.c.account_id,
+            func.coalesce(last_rep, accounts.c.owner).label("owner"),
             leads.c.erased_at,
-        ).where(leads.c.id.in_(lead_ids))
+        )
+        .select_from(leads.outerjoin(accounts, accounts.c.id == leads.c.account_id))
+        .where(leads.c.id.in_(lead_ids))
     ).mappings()
     return {int(r["id"]): dict(r) for r in rows}
 
