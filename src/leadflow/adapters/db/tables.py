@@ -518,3 +518,27 @@ webhook_cursors = Table(
 )
 
 ALL_TABLES += [webhook_endpoints, webhook_deliveries, webhook_attempts, webhook_cursors]
+
+# --- CRM sync (issue 5) -------------------------------------------------------------------
+
+# Inbound CRM updates already applied, by their idempotency key (``update_id``): the same
+# update again changes nothing and returns the first result.
+crm_updates = Table(
+    "crm_updates",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("update_id", String(255), nullable=False, unique=True),
+    Column("external_id", String(255), nullable=False),
+    Column(
+        "opportunity_id",
+        BigId,
+        ForeignKey("opportunities.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    Column("payload", JSONType, nullable=False, default=dict),
+    Column("result", JSONType, nullable=False, default=dict),
+    Column("received_at", UTCDateTime, nullable=False),
+)
+Index("ix_crm_updates_external_id", crm_updates.c.external_id)
+
+ALL_TABLES += [crm_updates]

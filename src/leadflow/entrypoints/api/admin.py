@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from leadflow.entrypoints.api import leads, reports, sales, scoring
+from leadflow.entrypoints.api import crm, leads, reports, sales, scoring
 from leadflow.entrypoints.api import webhooks as webhooks_api
 from leadflow.entrypoints.api.deps import AdminDep
 
@@ -14,3 +14,4 @@ router.include_router(scoring.router)
 router.include_router(reports.router)
 router.include_router(sales.router)
 router.include_router(webhooks_api.router)
+router.include_router(crm.router)

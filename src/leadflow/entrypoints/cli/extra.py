@@ -6,7 +6,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from leadflow.entrypoints.cli import demo, imports, leads, model, predict, sales
+    from leadflow.entrypoints.cli import crm, demo, imports, leads, model, predict, sales
     from leadflow.entrypoints.cli import report as report_cli
     from leadflow.entrypoints.cli import users as users_cli
     from leadflow.entrypoints.cli import webhooks as webhooks_cli
@@ -25,3 +25,4 @@ def register(app: typer.Typer) -> None:
     )
     app.add_typer(sales.app, name="sales", help="Sales hand-off: reps, queue, routing, actions.")
     app.add_typer(webhooks_cli.app, name="webhooks", help="Outbound webhooks and deliveries.")
+    app.add_typer(crm.app, name="crm", help="CRM sync: HubSpot/Salesforce export, CRM updates.")

@@ -365,6 +365,77 @@ def kpis_cmd(
             )
 
 
+ACCEPTANCE_COLUMNS = [
+    "group",
+    "handoffs",
+    "accepted",
+    "rejected",
+    "acceptance_rate",
+    "won",
+    "lost",
+    "win_rate",
+]
+
+
+@app.command("acceptance")
+def acceptance_cmd(
+    target: float = typer.Option(0.7, "--target", help="Target acceptance rate, 0-1."),
+    fmt: Format = FormatOption,
+    out_model: Path | None = typer.Option(
+        None,
+        "--out-model",
+        help="Where to write the candidate model (default ./leadflow.mqlN.yaml).",
+    ),
+    database_url: str | None = DatabaseOption,
+) -> None:
+    """Sales acceptance and win rates by score band and by MQL rule, and the MQL threshold
+    that reaches --target acceptance within sales capacity (with the backtest to check it)."""
+    from leadflow.services import acceptance as acc
+
+    if not 0 < target <= 1:
+        fail(f"--target: must be between 0 and 1 (exclusive of 0), got {target}")
+    if out_model is not None and not out_model.parent.exists():
+        fail(f"--out-model: directory {out_model.parent} does not exist")
+    with services_for(database_url) as services, services.engine.begin() as conn:
+        model = services.models.active(conn, services.clock())
+        data = acc.report(conn, model, target=target)
+        source = acc.active_source(conn)
+    rec = data["recommendation"]
+    if rec["threshold"] is not None and source is not None:
+        path = out_model or Path(f"leadflow.mql{rec['threshold']:g}.yaml")
+        try:
+            path.write_text(acc.candidate_source(source, model, rec["threshold"]), "utf-8")
+        except ValueError as exc:
+            rec["candidate_error"] = str(exc)
+        else:
+            rec["candidate_model"] = str(path)
+            rec["backtest_command"] = f"leadflow model backtest {path}"
+    if fmt is Format.json:
+        _echo_json(data)
+        return
+    render(_rows(data["by_band"]), ACCEPTANCE_COLUMNS, fmt, title="by engagement score band")
+    if fmt is Format.csv:
+        return
+    render(_rows(data["by_rule"]), ACCEPTANCE_COLUMNS, fmt, title="by MQL rule")
+    typer.echo(
+        f"{data['handoffs']} hand-offs, {data['mqls']} MQLs over {data['working_days']} "
+        f"working days; capacity {rec['capacity_per_day']} a day"
+    )
+    if rec["threshold"] is None:
+        typer.echo(f"no recommendation: {rec['reason']}")
+        return
+    typer.echo(
+        f"recommended MQL threshold: {rec['threshold']:g} (current {rec['current']}); "
+        f"acceptance {rec['acceptance_rate']:.0%}, {rec['mqls_per_day']:.1f} MQLs a day "
+        f"({'within' if rec['within_capacity'] else 'over'} capacity) - {rec['reason']}"
+    )
+    typer.echo(f"hand-off (BANT) threshold: {data['handoff_threshold']:g} (unchanged)")
+    if "backtest_command" in rec:
+        typer.echo(f"check it: {rec['backtest_command']}")
+    elif "candidate_error" in rec:
+        typer.echo(f"no candidate model written: {rec['candidate_error']}")
+
+
 def _title(what: str, period: svc.Period, by: str | None) -> str:
     span = f"{period.start:%Y-%m-%d} .. {period.end:%Y-%m-%d}"
     return f"{what} {span}" + (f" by {by}" if by else "")

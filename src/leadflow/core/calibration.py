@@ -1,0 +1,267 @@
+"""Threshold calibration from sales outcomes (seed 003: "if sales says many aren't ready,
+change the threshold").
+
+Pure: hand-offs with their engagement score, the MQL rule that made them and what sales
+did with them go in; acceptance and win rates by score band and by rule, and the lowest
+MQL score threshold that reaches a target acceptance rate within sales capacity, come out.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+DEFAULT_BANDS: tuple[float, ...] = (100, 120, 150, 200)
+Decision = Literal["accepted", "rejected"] | None
+Outcome = Literal["won", "lost"] | None
+
+
+@dataclass(frozen=True, slots=True)
+class HandOff:
+    """One MQL handed to sales: its score at hand-off, the rule that made it an MQL and the
+    outcome so far (``None``: not decided / not closed yet)."""
+
+    lead_id: int
+    score: float
+    rule: str
+    decision: Decision = None
+    outcome: Outcome = None
+    score_made: bool = False
+    """The MQL came from the score criterion (a threshold change would affect it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RateRow:
+    group: str
+    handoffs: int
+    accepted: int
+    rejected: int
+    won: int
+    lost: int
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        decided = self.accepted + self.rejected
+        return self.accepted / decided if decided else None
+
+    @property
+    def win_rate(self) -> float | None:
+        closed = self.won + self.lost
+        return self.won / closed if closed else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "group": self.group,
+            "handoffs": self.handoffs,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "acceptance_rate": self.acceptance_rate,
+            "won": self.won,
+            "lost": self.lost,
+            "win_rate": self.win_rate,
+        }
+
+
+def _fmt(edge: float) -> str:
+    return str(int(edge)) if float(edge).is_integer() else f"{edge:g}"
+
+
+def band_labels(edges: Sequence[float] = DEFAULT_BANDS) -> list[str]:
+    """``<100``, ``100-119``, ``120-149``, ``150-199``, ``200+`` for the default edges."""
+    labels = [f"<{_fmt(edges[0])}"]
+    for lo, hi in itertools.pairwise(edges):
+        top = hi - 1 if float(lo).is_integer() and float(hi).is_integer() else hi
+        labels.append(f"{_fmt(lo)}-{_fmt(top)}")
+    labels.append(f"{_fmt(edges[-1])}+")
+    return labels
+
+
+def band_of(score: float, edges: Sequence[float] = DEFAULT_BANDS) -> str:
+    labels = band_labels(edges)
+    for i, edge in enumerate(edges):
+        if score < edge:
+            return labels[i]
+    return labels[-1]
+
+
+def _row(group: str, items: Sequence[HandOff]) -> RateRow:
+    return RateRow(
+        group=group,
+        handoffs=len(items),
+        accepted=sum(1 for h in items if h.decision == "accepted"),
+        rejected=sum(1 for h in items if h.decision == "rejected"),
+        won=sum(1 for h in items if h.outcome == "won"),
+        lost=sum(1 for h in items if h.outcome == "lost"),
+    )
+
+
+def rates_by_band(
+    handoffs: Iterable[HandOff], edges: Sequence[float] = DEFAULT_BANDS
+) -> list[RateRow]:
+    """One row per score band (every band, in order, even when empty)."""
+    groups: dict[str, list[HandOff]] = {label: [] for label in band_labels(edges)}
+    for h in handoffs:
+        groups[band_of(h.score, edges)].append(h)
+    return [_row(label, items) for label, items in groups.items()]
+
+
+def rates_by_rule(handoffs: Iterable[HandOff]) -> list[RateRow]:
+    groups: dict[str, list[HandOff]] = {}
+    for h in handoffs:
+        groups.setdefault(h.rule, []).append(h)
+    return [_row(rule, groups[rule]) for rule in sorted(groups)]
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    current: float | None
+    threshold: float | None
+    """The recommended MQL score threshold (``None``: no threshold reaches the target)."""
+    acceptance_rate: float | None
+    """Acceptance of the hand-offs the threshold keeps."""
+    target: float
+    mqls_per_day: float | None
+    capacity_per_day: int
+    within_capacity: bool
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "current": self.current,
+            "threshold": self.threshold,
+            "acceptance_rate": self.acceptance_rate,
+            "target": self.target,
+            "mqls_per_day": self.mqls_per_day,
+            "capacity_per_day": self.capacity_per_day,
+            "within_capacity": self.within_capacity,
+            "reason": self.reason,
+        }
+
+
+def kept(handoffs: Iterable[HandOff], threshold: float) -> list[HandOff]:
+    """The hand-offs an MQL score threshold keeps: score-made MQLs at or above it, and every
+    MQL another rule (an event, a fastpass) made."""
+    return [h for h in handoffs if not h.score_made or h.score >= threshold]
+
+
+def _acceptance(items: Sequence[HandOff]) -> tuple[float | None, int]:
+    accepted = sum(1 for h in items if h.decision == "accepted")
+    decided = accepted + sum(1 for h in items if h.decision == "rejected")
+    return (accepted / decided if decided else None), decided
+
+
+def recommend_threshold(
+    handoffs: Sequence[HandOff],
+    mql_scores: Sequence[tuple[float, bool]],
+    *,
+    current: float | None,
+    target: float = 0.70,
+    capacity_per_day: int,
+    working_days: int,
+    min_decided: int = 1,
+) -> Recommendation:
+    """The lowest MQL score threshold whose kept hand-offs reach ``target`` acceptance (at
+    least ``min_decided`` decided), raised if needed until the MQLs it would have made
+    (``mql_scores``: each historical MQL's score and whether the score made it) fit the
+    team's daily capacity over ``working_days``. Candidates are the whole numbers at the
+    observed scores, never below the current threshold's floor of 0."""
+    if not 0 < target <= 1:
+        raise ValueError("target: must be in (0, 1]")
+    days = max(working_days, 1)
+
+    def per_day(threshold: float) -> float:
+        return sum(1 for s, made in mql_scores if not made or s >= threshold) / days
+
+    candidates = sorted(
+        {float(math.floor(h.score)) for h in handoffs if h.score_made}
+        | ({float(current)} if current is not None else set())
+    )
+    reached: float | None = None
+    rate: float | None = None
+    for t in candidates:
+        rate_t, decided = _acceptance(kept(handoffs, t))
+        if rate_t is not None and decided >= min_decided and rate_t >= target:
+            reached, rate = t, rate_t
+            break
+    if reached is None:
+        return Recommendation(
+            current=current,
+            threshold=None,
+            acceptance_rate=None,
+            target=target,
+            mqls_per_day=None,
+            capacity_per_day=capacity_per_day,
+            within_capacity=False,
+            reason=(
+                f"no score threshold reaches {target:.0%} acceptance: the MQLs other rules "
+                "make (events, fastpass) or too few decided hand-offs hold it down"
+            ),
+        )
+    threshold = reached
+    reason = f"lowest threshold whose hand-offs reach {target:.0%} acceptance"
+    if per_day(threshold) > capacity_per_day:
+        fitting = [
+            float(math.floor(s))
+            for s, made in sorted(mql_scores)
+            if made and s >= threshold and per_day(float(math.floor(s))) <= capacity_per_day
+        ]
+        if fitting:
+            threshold = fitting[0]
+            rate = _acceptance(kept(handoffs, threshold))[0] or rate
+            reason += f"; raised to {_fmt(threshold)} to fit {capacity_per_day} a day"
+        else:
+            reason += f"; no threshold fits {capacity_per_day} a day (other rules alone exceed it)"
+    load = per_day(threshold)
+    return Recommendation(
+        current=current,
+        threshold=threshold,
+        acceptance_rate=rate,
+        target=target,
+        mqls_per_day=load,
+        capacity_per_day=capacity_per_day,
+        within_capacity=load <= capacity_per_day,
+        reason=reason,
+    )
+
+
+_STAGE_LINE = re.compile(r"^(?P<indent>\s*)(?P<name>[A-Za-z0-9_]+):\s*(#.*)?$")
+_SCORE = re.compile(r"(score:\s*)(-?\d+(?:\.\d+)?)")
+_VERSION = re.compile(r"^version:\s*(?P<value>.+?)\s*(#.*)?$", re.MULTILINE)
+
+
+def with_threshold(source: str, stage: str, threshold: float, *, version: str) -> str:
+    """The model source with the ``score:`` criterion of ``stage`` set to ``threshold`` and
+    the top-level ``version:`` replaced; comments and layout kept. Raises ``ValueError``
+    when the text has no such criterion in block style."""
+    lines = source.splitlines(keepends=True)
+    in_stages = False
+    start = None
+    indent = 0
+    for i, line in enumerate(lines):
+        if line.startswith("stages:"):
+            in_stages = True
+            continue
+        if in_stages and line.strip() and not line[0].isspace():
+            in_stages = False
+        m = _STAGE_LINE.match(line.rstrip("\n"))
+        if in_stages and m and m["name"] == stage:
+            start, indent = i, len(m["indent"])
+            break
+    if start is None:
+        raise ValueError(f"stages.{stage}: not found in block style")
+    value = _fmt(threshold)
+    for j in range(start + 1, len(lines)):
+        line = lines[j]
+        if line.strip() and (len(line) - len(line.lstrip())) <= indent:
+            break
+        if _SCORE.search(line) and not line.lstrip().startswith("#"):
+            lines[j] = _SCORE.sub(lambda mm: mm.group(1) + value, line, count=1)
+            text = "".join(lines)
+            if not _VERSION.search(text):
+                raise ValueError("version: not found")
+            return _VERSION.sub(f"version: {version}", text, count=1)
+    raise ValueError(f"stages.{stage}.enter_when: no score criterion")
