@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address `leadflow serve` binds to.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port `leadflow serve` binds.")
+    worker_interval: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="Seconds between passes of the worker inside `leadflow serve`; 0 = off.",
+    )
     workers: int = Field(
         default=1, ge=1, le=64, description="Processes `leadflow serve` runs (uvicorn workers)."
     )

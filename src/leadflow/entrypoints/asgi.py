@@ -20,7 +20,12 @@ def build_server_app(services: Services) -> TrackingFastPath:
 
 
 def create_app() -> TrackingFastPath:
+    from leadflow.entrypoints.cli.serve import start_embedded_worker
+
     services = build_services(Settings())
     server = build_server_app(services)
+    worker = start_embedded_worker(services)
+    if worker is not None:
+        server.app.router.on_shutdown.append(worker.stop)
     server.app.router.on_shutdown.append(services.close)
     return server

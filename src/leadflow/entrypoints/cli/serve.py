@@ -7,13 +7,16 @@ from sqlalchemy import func, select
 
 from leadflow.adapters.db import migrate
 from leadflow.adapters.db.tables import api_keys
+from leadflow.bootstrap import Services
 from leadflow.entrypoints.cli.common import DatabaseOption, fail, load_settings, services_for
 from leadflow.services import keys as key_service
+from leadflow.services.worker import WorkerThread
 
 
 def register(app: typer.Typer) -> None:
     app.command("init")(init)
     app.command("serve")(serve)
+    app.command("worker")(worker)
 
 
 def init(database_url: str | None = DatabaseOption) -> None:
@@ -31,6 +34,49 @@ def init(database_url: str | None = DatabaseOption) -> None:
             typer.echo(f"write key (tracking /v1, HTTP Basic username): {write.token}")
             typer.echo(f"admin token (/api, Authorization: Bearer): {admin.token}")
             typer.echo("These are shown once; `leadflow keys create` makes more.")
+
+
+def start_embedded_worker(services: Services) -> WorkerThread | None:
+    """Due work (ended pauses, routing, SLA, webhooks) inside the server process, every
+    LEADFLOW_WORKER_INTERVAL seconds; 0 turns it off (run `leadflow worker` instead)."""
+    interval = services.settings.worker_interval
+    if interval <= 0:
+        return None
+    worker = WorkerThread(services, interval)
+    worker.start()
+    return worker
+
+
+def worker(
+    once: bool = typer.Option(False, "--once", help="One pass, then exit."),
+    interval: float | None = typer.Option(
+        None, "--interval", min=0.1, help="Seconds between passes (LEADFLOW_WORKER_INTERVAL)."
+    ),
+    database_url: str | None = DatabaseOption,
+) -> None:
+    """Run due work: ended recycle pauses, routing within capacity, SLA escalation,
+    webhook deliveries. Several workers may run at once."""
+    import time
+
+    from leadflow.adapters.webhooks import HttpSender
+    from leadflow.services.worker import run_once
+
+    with services_for(database_url) as services:
+        pause = interval or services.settings.worker_interval or 5.0
+        allow = services.settings.webhooks_allow_private_targets
+        with HttpSender(allow_private=allow) as sender:
+            while True:
+                report = run_once(services, sender)
+                if once or report.busy():
+                    typer.echo(
+                        f"pauses ended {report.pauses_ended}, routed {report.routed}, "
+                        f"escalated {report.escalated}, re-routed {report.rerouted}, "
+                        f"webhooks queued {report.webhooks_queued}, delivered "
+                        f"{report.webhooks_delivered}, failed {report.webhooks_failed}"
+                    )
+                if once:
+                    return
+                time.sleep(pause)
 
 
 def serve(
@@ -70,9 +116,12 @@ def serve(
             )
             return
         services = build_services(settings)
+        worker = start_embedded_worker(services)
         try:
             uvicorn.run(build_server_app(services), host=bind_host, port=bind_port, **options)  # type: ignore[arg-type]
         finally:
+            if worker is not None:
+                worker.stop()
             services.close()
     except OSError as exc:  # pragma: no cover - port in use
         fail(f"cannot listen on {bind_host}:{bind_port}: {exc}")
