@@ -481,3 +481,80 @@ def test_report_acceptance_cli_writes_a_checked_candidate(services, db_url, tmp_
     assert (
         run_guarded(app, ["report", "acceptance", "--target", "2", "--database-url", db_url]) == 1
     )
+
+
+def _qualified_history(services) -> None:
+    """Five qualify actions with BANT (default weights 25 each, confirmed 1, likely 0.5) and
+    the opportunity each opened: scores 100 won, 87.5 won, 75 lost, 75 lost, 75 open."""
+    at = T0.astimezone(UTC)
+    likely = {"budget": "confirmed", "authority": "confirmed", "need": "likely"}
+    plan = [
+        (BANT, "won"),
+        ({**BANT, "timeframe": "likely"}, "won"),
+        ({**likely, "timeframe": "likely"}, "lost"),
+        ({**likely, "timeframe": "likely"}, "lost"),
+        ({**likely, "timeframe": "likely"}, "open"),
+    ]
+    with services.engine.begin() as conn:
+        for i, (bant, stage) in enumerate(plan):
+            lead_id = conn.execute(
+                insert(leads).values(
+                    email=f"q{i}@qual.example", attributes={}, created_at=at, updated_at=at
+                )
+            ).inserted_primary_key[0]
+            conn.execute(
+                insert(sales_actions).values(
+                    action_id=f"qualify-{i}",
+                    lead_id=lead_id,
+                    name="qualify",
+                    at=at,
+                    amount=100.0,
+                    bant=bant,
+                    created_at=at,
+                )
+            )
+            conn.execute(
+                insert(opportunities).values(
+                    lead_id=lead_id,
+                    name=f"qualified deal {i}",
+                    amount=100.0,
+                    currency="KRW",
+                    stage=stage,
+                    created_at=at,
+                    updated_at=at,
+                )
+            )
+
+
+def test_acceptance_report_recommends_the_bant_handoff_threshold(services, db_url, tmp_path):
+    _qualified_history(services)
+    with services.engine.begin() as conn:
+        model = services.models.active(conn, T0.astimezone(UTC))
+        default = acceptance.report(conn, model)
+        strict = acceptance.report(conn, model, win_target=0.6)
+        source = acceptance.active_source(conn)
+    assert default["qualified"] == 5
+    bands = {r["group"]: r for r in default["by_qualification_band"]}
+    mid = bands["75-89"]
+    assert (mid["opportunities"], mid["won"], mid["lost"], mid["open"]) == (4, 1, 2, 1)
+    assert mid["win_rate"] == pytest.approx(1 / 3)
+    assert bands["90+"]["won"] == 1 and bands["90+"]["win_rate"] == 1.0
+    # At 75 (current) 2 of 4 closed are won (50% >= 30%); at 60% only 87 (2 of 2) reaches it.
+    rec = default["handoff_recommendation"]
+    assert (rec["current"], rec["threshold"], rec["win_rate"]) == (75, 75, 0.5)
+    rec = strict["handoff_recommendation"]
+    assert (rec["threshold"], rec["win_rate"], rec["closed"]) == (87, 1.0, 2)
+    text = acceptance.candidate_source(source, model, None, 87)
+    assert check(text).ok
+    assert load_model(text).spec.qualification.handoff_threshold == 87
+    assert load_model(text).version.endswith("-bant87")
+
+    out = tmp_path / "bant.yaml"
+    argv = ["report", "acceptance", "--format", "json", "--out-model", str(out)]
+    assert run_guarded(app, [*argv, "--win-target", "0.6", "--database-url", db_url]) == 0
+    assert load_model(out.read_text()).spec.qualification.handoff_threshold == 87
+    assert check(out.read_text()).ok
+    assert (
+        run_guarded(app, ["report", "acceptance", "--win-target", "0", "--database-url", db_url])
+        == 1
+    )

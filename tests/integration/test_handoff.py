@@ -366,3 +366,54 @@ def test_two_routers_at_once_never_double_assign(services, api, write_key, clock
     assert len(rows) == 9  # 3 reps x 3, not twice that
     assert len({r.lead_id for r in rows}) == 9
     assert max(Counter(r.rep_key for r in rows).values()) == 3
+
+
+def _hard_bounce(client, key, user: str, at: datetime) -> None:
+    _send(
+        client,
+        key,
+        "track",
+        {
+            "userId": user,
+            "event": "email_bounce",
+            "timestamp": at.isoformat(),
+            "messageId": f"bounce-{user}",
+            "properties": {"bounce_type": "hard"},
+        },
+    )
+
+
+@pytest.mark.parametrize("accepted", [False, True])
+def test_assigned_mql_that_hard_bounces_is_released(services, api, write_key, clock, accepted):
+    _mql(api, write_key, "hal", T0, downloads=2)
+    lead_id = _lead_id(services, "hal")
+    assigned = _active(services, lead_id)
+    assert assigned is not None
+    if accepted:
+        assert api.post(f"/api/leads/{lead_id}/accept", json={}).status_code == 200
+        assert _stage(services, lead_id) == "appointment"
+    clock.at = (T0 + timedelta(hours=2)).astimezone(UTC)
+    _hard_bounce(api, write_key, "hal", T0 + timedelta(hours=1))
+    assert _stage(services, lead_id) == "dead_end"
+    assert _active(services, lead_id) is None
+    (row,) = _assignments(services, lead_id)
+    assert row["id"] == assigned["id"] and row["status"] == "closed"
+    assert row["close_reason"].startswith("stage dead_end")
+    assert row["close_reason"].endswith(handoff.NOT_ACCEPTED) is not accepted
+    # Nothing brings it back: routing and later events leave it alone.
+    with services.engine.begin() as conn:
+        model = services.models.active(conn, clock())
+        assert handoff.enqueue(conn, model, clock()) == 0
+        assert handoff.queue(conn) == []
+    _send(
+        api,
+        write_key,
+        "page",
+        {
+            "userId": "hal",
+            "timestamp": (T0 + timedelta(hours=1, minutes=30)).isoformat(),
+            "messageId": "pv-hal",
+            "properties": {"url": "https://example.com/pricing"},
+        },
+    )
+    assert _active(services, lead_id) is None and len(_assignments(services, lead_id)) == 1

@@ -146,3 +146,56 @@ def test_with_threshold_refuses_a_stage_without_a_score_criterion():
     source = resources.files("leadflow").joinpath("default.yaml").read_text("utf-8")
     with pytest.raises(ValueError, match="no score criterion"):
         cal.with_threshold(source, "nurturing", 10, version="x")
+
+
+def _q(score: float, outcome=None) -> cal.Qualified:
+    return cal.Qualified(lead_id=int(score * 10), score=score, outcome=outcome)
+
+
+def test_win_rates_by_qualification_band_count_closed_only():
+    assert cal.band_labels(cal.QUALIFICATION_BANDS) == ["<50", "50-74", "75-89", "90+"]
+    rows = {
+        r.group: r
+        for r in cal.win_rates_by_band(
+            [_q(100, "won"), _q(87.5, "won"), _q(75, "lost"), _q(80, "lost"), _q(76)]
+        )
+    }
+    assert rows["<50"].opportunities == 0 and rows["<50"].win_rate is None
+    mid = rows["75-89"]
+    assert (mid.opportunities, mid.won, mid.lost, mid.open) == (4, 1, 2, 1)
+    assert mid.win_rate == pytest.approx(1 / 3)
+    assert rows["90+"].as_dict()["win_rate"] == 1.0
+
+
+def test_handoff_recommendation_is_the_lowest_bant_threshold_reaching_the_win_target():
+    qualified = [_q(100, "won"), _q(87.5, "won"), _q(75, "lost"), _q(75, "lost"), _q(75)]
+    # 75 keeps all: 2 of 4 closed won (0.5); 87 keeps two won.
+    low = cal.recommend_handoff_threshold(qualified, current=75, target=0.5)
+    assert (low.threshold, low.win_rate, low.opportunities, low.closed) == (75, 0.5, 5, 4)
+    high = cal.recommend_handoff_threshold(qualified, current=75, target=0.6)
+    assert (high.threshold, high.win_rate, high.closed) == (87, 1.0, 2)
+    none = cal.recommend_handoff_threshold([_q(80, "lost")], current=75, target=0.3)
+    assert none.threshold is None and "no BANT threshold" in none.reason
+    few = cal.recommend_handoff_threshold(qualified, current=75, target=0.6, min_closed=3)
+    assert few.threshold is None
+    with pytest.raises(ValueError, match="win target"):
+        cal.recommend_handoff_threshold(qualified, current=75, target=1.5)
+
+
+def test_with_handoff_threshold_changes_only_that_key_and_passes_check():
+    source = resources.files("leadflow").joinpath("default.yaml").read_text("utf-8")
+    text = cal.with_handoff_threshold(source, 87.5, version='"candidate-bant"')
+    changed = [
+        (a, b) for a, b in zip(source.splitlines(), text.splitlines(), strict=True) if a != b
+    ]
+    assert len(changed) == 2
+    assert check(text).ok
+    model = load_model(text)
+    assert model.version == "candidate-bant"
+    assert model.spec.qualification.handoff_threshold == 87.5
+    same_version = cal.with_handoff_threshold(source, 80)
+    assert load_model(same_version).version == load_model(source).version
+    with pytest.raises(ValueError, match="handoff_threshold"):
+        cal.with_handoff_threshold(source, 120)
+    with pytest.raises(ValueError, match="qualification"):
+        cal.with_handoff_threshold("version: x\n", 80)

@@ -4,6 +4,8 @@ change the threshold").
 Pure: hand-offs with their engagement score, the MQL rule that made them and what sales
 did with them go in; acceptance and win rates by score band and by rule, and the lowest
 MQL score threshold that reaches a target acceptance rate within sales capacity, come out.
+Likewise for qualified hand-offs (sales' BANT at ``qualify``): win rates by qualification
+score band and the lowest BANT hand-off threshold whose opportunities reach a target win rate.
 """
 
 from __future__ import annotations
@@ -265,3 +267,166 @@ def with_threshold(source: str, stage: str, threshold: float, *, version: str) -
                 raise ValueError("version: not found")
             return _VERSION.sub(f"version: {version}", text, count=1)
     raise ValueError(f"stages.{stage}.enter_when: no score criterion")
+
+
+# --------------------------------------------------------------------------- hand-off (BANT)
+
+QUALIFICATION_BANDS: tuple[float, ...] = (50, 75, 90)
+DEFAULT_WIN_TARGET = 0.30
+
+
+@dataclass(frozen=True, slots=True)
+class Qualified:
+    """One qualified hand-off (sales' ``qualify`` with BANT): its qualification score (0-100)
+    and what became of the opportunity it opened (``None``: still open or none found)."""
+
+    lead_id: int
+    score: float
+    outcome: Outcome = None
+
+
+@dataclass(frozen=True, slots=True)
+class WinRow:
+    group: str
+    opportunities: int
+    won: int
+    lost: int
+
+    @property
+    def open(self) -> int:
+        return self.opportunities - self.won - self.lost
+
+    @property
+    def win_rate(self) -> float | None:
+        closed = self.won + self.lost
+        return self.won / closed if closed else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "group": self.group,
+            "opportunities": self.opportunities,
+            "won": self.won,
+            "lost": self.lost,
+            "open": self.open,
+            "win_rate": self.win_rate,
+        }
+
+
+def _win_row(group: str, items: Sequence[Qualified]) -> WinRow:
+    return WinRow(
+        group=group,
+        opportunities=len(items),
+        won=sum(1 for q in items if q.outcome == "won"),
+        lost=sum(1 for q in items if q.outcome == "lost"),
+    )
+
+
+def win_rates_by_band(
+    qualified: Iterable[Qualified], edges: Sequence[float] = QUALIFICATION_BANDS
+) -> list[WinRow]:
+    """One row per qualification score band (every band, in order, even when empty)."""
+    groups: dict[str, list[Qualified]] = {label: [] for label in band_labels(edges)}
+    for q in qualified:
+        groups[band_of(q.score, edges)].append(q)
+    return [_win_row(label, items) for label, items in groups.items()]
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffRecommendation:
+    current: float | None
+    threshold: float | None
+    """The recommended BANT hand-off threshold (``None``: no threshold reaches the target)."""
+    win_rate: float | None
+    """Win rate of the closed opportunities the threshold keeps."""
+    opportunities: int
+    """Qualified hand-offs the threshold keeps (open ones included)."""
+    closed: int
+    target: float
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "current": self.current,
+            "threshold": self.threshold,
+            "win_rate": self.win_rate,
+            "opportunities": self.opportunities,
+            "closed": self.closed,
+            "target": self.target,
+            "reason": self.reason,
+        }
+
+
+def recommend_handoff_threshold(
+    qualified: Sequence[Qualified],
+    *,
+    current: float | None,
+    target: float = DEFAULT_WIN_TARGET,
+    min_closed: int = 1,
+) -> HandoffRecommendation:
+    """The lowest BANT hand-off threshold whose kept opportunities (qualification score at or
+    above it) reach ``target`` win rate, with at least ``min_closed`` of them won or lost.
+    Candidates are the whole numbers at the observed scores and the current threshold,
+    within 0-100."""
+    if not 0 < target <= 1:
+        raise ValueError("win target: must be in (0, 1]")
+    candidates = sorted(
+        {min(max(float(math.floor(q.score)), 0.0), 100.0) for q in qualified}
+        | ({float(current)} if current is not None else set())
+    )
+    for t in candidates:
+        row = _win_row("kept", [q for q in qualified if q.score >= t])
+        closed = row.won + row.lost
+        if closed >= max(min_closed, 1) and row.win_rate is not None and row.win_rate >= target:
+            return HandoffRecommendation(
+                current=current,
+                threshold=t,
+                win_rate=row.win_rate,
+                opportunities=row.opportunities,
+                closed=closed,
+                target=target,
+                reason=f"lowest BANT threshold whose opportunities reach {target:.0%} win rate",
+            )
+    return HandoffRecommendation(
+        current=current,
+        threshold=None,
+        win_rate=None,
+        opportunities=0,
+        closed=0,
+        target=target,
+        reason=(
+            f"no BANT threshold reaches {target:.0%} win rate: too few closed opportunities "
+            "or too few won at any qualification score"
+        ),
+    )
+
+
+_QUALIFICATION_BLOCK = re.compile(r"^qualification:\s*(#.*)?$")
+_HANDOFF = re.compile(r"(handoff_threshold:\s*)(-?\d+(?:\.\d+)?)")
+
+
+def with_handoff_threshold(source: str, threshold: float, *, version: str | None = None) -> str:
+    """The model source with ``qualification.handoff_threshold`` set to ``threshold`` (and the
+    top-level ``version:`` replaced when given); comments and layout kept. Raises
+    ``ValueError`` when the text has no such key in block style."""
+    if not 0 <= threshold <= 100:
+        raise ValueError("qualification.handoff_threshold: must be between 0 and 100")
+    lines = source.splitlines(keepends=True)
+    start = next(
+        (i for i, line in enumerate(lines) if _QUALIFICATION_BLOCK.match(line.rstrip("\n"))),
+        None,
+    )
+    if start is None:
+        raise ValueError("qualification: not found in block style")
+    for j in range(start + 1, len(lines)):
+        line = lines[j]
+        if line.strip() and not line[0].isspace() and not line.lstrip().startswith("#"):
+            break
+        if line.lstrip().startswith("handoff_threshold:") and _HANDOFF.search(line):
+            lines[j] = _HANDOFF.sub(lambda mm: mm.group(1) + _fmt(threshold), line, count=1)
+            text = "".join(lines)
+            if version is None:
+                return text
+            if not _VERSION.search(text):
+                raise ValueError("version: not found")
+            return _VERSION.sub(f"version: {version}", text, count=1)
+    raise ValueError("qualification.handoff_threshold: not found")

@@ -3,8 +3,9 @@ acceptance within capacity (``leadflow report acceptance``).
 
 Reads assignments (one per hand-off; re-routed ones are left out as the next one counts),
 the stage change that made each lead an MQL (its ``rule``), the score at hand-off (from the
-hand-off summary) and the opportunities that followed; the arithmetic is in
-:mod:`leadflow.core.calibration`.
+hand-off summary) and the opportunities that followed; for the BANT hand-off threshold,
+sales' ``qualify`` actions with their BANT (scored with the model's qualification weights)
+and the opportunity each opened. The arithmetic is in :mod:`leadflow.core.calibration`.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from leadflow.adapters.db.tables import (
     lead_models,
     lead_states,
     opportunities,
+    sales_actions,
     stage_changes,
 )
 from leadflow.core import calibration as cal
 from leadflow.core.config import WEEKDAYS, LeadModel, check
+from leadflow.core.model import Bant
+from leadflow.core.scoring import score_qualification
 from leadflow.services import handoff
 
 
@@ -101,8 +105,13 @@ def load_handoffs(
             if made:
                 scored_entries.setdefault((lead_id, made[-1][0]), score)
             status = a["status"]
+            closed_unaccepted = status == "closed" and str(a["close_reason"] or "").endswith(
+                handoff.NOT_ACCEPTED
+            )
             decision: cal.Decision = (
-                "accepted"
+                None
+                if closed_unaccepted
+                else "accepted"
                 if status in ("accepted", "closed")
                 else "rejected"
                 if status == "rejected"
@@ -169,15 +178,78 @@ def capacity_per_day(conn: Connection, model: LeadModel) -> int:
     )
 
 
+def _bant(value: Any) -> Bant | None:
+    if not isinstance(value, dict):
+        return None
+    parts: dict[str, Any] = {}
+    for key in ("budget", "authority", "need", "timeframe"):
+        v = value.get(key)
+        parts[key] = v if isinstance(v, str | int | float) and not isinstance(v, bool) else None
+    return Bant(**parts)
+
+
+def load_qualified(conn: Connection, model: LeadModel) -> list[cal.Qualified]:
+    """Every ``qualify`` action with BANT, scored with the model's qualification weights, and
+    the outcome of the opportunity it opened (the lead's first opportunity created from the
+    action until the lead's next ``qualify``). BANT the model cannot read is left out."""
+    actions: dict[int, list[tuple[datetime, Bant]]] = defaultdict(list)
+    for lead_id, at, raw in conn.execute(
+        select(sales_actions.c.lead_id, sales_actions.c.at, sales_actions.c.bant)
+        .where(sales_actions.c.name == "qualify", sales_actions.c.bant.is_not(None))
+        .order_by(sales_actions.c.at, sales_actions.c.id)
+    ):
+        bant = _bant(raw)
+        if bant is not None:
+            actions[lead_id].append((at, bant))
+    opps: dict[int, list[Any]] = defaultdict(list)
+    if actions:
+        for row in conn.execute(
+            select(opportunities.c.lead_id, opportunities.c.stage, opportunities.c.created_at)
+            .where(opportunities.c.lead_id.is_not(None))
+            .order_by(opportunities.c.created_at, opportunities.c.id)
+        ):
+            opps[row.lead_id].append(row)
+    qualified: list[cal.Qualified] = []
+    for lead_id, items in actions.items():
+        for n, (at, bant) in enumerate(items):
+            following = items[n + 1][0] if n + 1 < len(items) else None
+            try:
+                score = score_qualification(bant, model).score
+            except ValueError:
+                continue  # a level the model no longer knows
+            opened = next(
+                (
+                    o
+                    for o in opps.get(lead_id, [])
+                    if o.created_at >= at and (following is None or o.created_at < following)
+                ),
+                None,
+            )
+            stage = opened.stage if opened is not None else None
+            outcome: cal.Outcome = "won" if stage == "won" else "lost" if stage == "lost" else None
+            qualified.append(cal.Qualified(lead_id=lead_id, score=score, outcome=outcome))
+    return qualified
+
+
 def report(
     conn: Connection,
     model: LeadModel,
     *,
     target: float = 0.70,
+    win_target: float = cal.DEFAULT_WIN_TARGET,
     edges: tuple[float, ...] = cal.DEFAULT_BANDS,
+    qualification_edges: tuple[float, ...] = cal.QUALIFICATION_BANDS,
     min_decided: int = 1,
+    min_closed: int = 1,
 ) -> dict[str, Any]:
     handoffs, mql_scores, times = load_handoffs(conn, model)
+    qualified = load_qualified(conn, model)
+    handoff_rec = cal.recommend_handoff_threshold(
+        qualified,
+        current=float(model.spec.qualification.handoff_threshold),
+        target=win_target,
+        min_closed=min_closed,
+    )
     current, _ = score_rules(model)
     days = working_days(model, times)
     capacity = capacity_per_day(conn, model)
@@ -199,6 +271,11 @@ def report(
         "by_rule": [r.as_dict() for r in cal.rates_by_rule(handoffs)],
         "handoff_threshold": model.spec.qualification.handoff_threshold,
         "recommendation": rec.as_dict(),
+        "qualified": len(qualified),
+        "by_qualification_band": [
+            r.as_dict() for r in cal.win_rates_by_band(qualified, qualification_edges)
+        ],
+        "handoff_recommendation": handoff_rec.as_dict(),
     }
 
 
@@ -208,12 +285,40 @@ def active_source(conn: Connection) -> str | None:
     ).scalar_one_or_none()
 
 
-def candidate_source(source: str, model: LeadModel, threshold: float) -> str:
-    """The model's source with the MQL score threshold changed and a new version; it must
-    pass ``leadflow model check`` (raises ``ValueError`` otherwise)."""
+def _num(value: float) -> str:
+    return f"{int(value)}" if float(value).is_integer() else f"{value:g}"
+
+
+def candidate_suffix(threshold: float | None, handoff_threshold: float | None = None) -> str:
+    """``mql105``, ``bant88`` or ``mql105-bant88``: what the candidate changes."""
+    parts = []
+    if threshold is not None:
+        parts.append(f"mql{_num(threshold)}")
+    if handoff_threshold is not None:
+        parts.append(f"bant{_num(handoff_threshold)}")
+    return "-".join(parts)
+
+
+def candidate_source(
+    source: str,
+    model: LeadModel,
+    threshold: float | None,
+    handoff_threshold: float | None = None,
+) -> str:
+    """The model's source with the MQL score threshold and/or the BANT hand-off threshold
+    (``qualification.handoff_threshold``) changed and a new version; it must pass
+    ``leadflow model check`` (raises ``ValueError`` otherwise)."""
+    if threshold is None and handoff_threshold is None:
+        raise ValueError("candidate model: nothing to change")
     base = re.sub(r"[^A-Za-z0-9._-]", "", model.version)[:40] or "model"
-    version = f"{base}-mql{int(threshold) if float(threshold).is_integer() else threshold}"
-    text = cal.with_threshold(source, mql_stage(model), threshold, version=f'"{version}"')
+    version = f'"{base}-{candidate_suffix(threshold, handoff_threshold)}"'
+    text = source
+    if threshold is not None:
+        text = cal.with_threshold(text, mql_stage(model), threshold, version=version)
+    if handoff_threshold is not None:
+        text = cal.with_handoff_threshold(
+            text, handoff_threshold, version=None if threshold is not None else version
+        )
     checked = check(text)
     if not checked.ok:
         raise ValueError("candidate model: " + "; ".join(checked.errors))

@@ -5,7 +5,10 @@
   highest priority first, to reps with capacity left today (core
   :func:`~leadflow.core.routing.route`). It runs from ``leadflow sales route`` (a worker)
   and after every ingest request (:func:`ingest_hook`, cheap: it only looks at the leads the
-  request touched and skips routing while another router holds the lock).
+  request touched and skips routing while another router holds the lock). The same hook
+  releases touched leads an automatic rule took out of the hand-off and sales stages (a
+  hard bounce to the dead end): queue row dropped, open assignment closed
+  (:func:`release_departed`).
 - Routers are serialised (a transaction-scoped advisory lock on PostgreSQL, ``BEGIN
   IMMEDIATE`` on SQLite) so capacity counts are exact; queue rows are claimed with ``FOR
   UPDATE SKIP LOCKED`` and ``assignments.active_lead_id`` is unique, so a lead can never
@@ -516,14 +519,61 @@ def route_due(
     return report
 
 
+SALES_WORK_ACTIONS = ("accept", "qualify")
+"""Actions whose target stages sales works in after the hand-off (appointment, opportunity
+in the default model)."""
+NOT_ACCEPTED = ", not accepted"
+"""Suffix of ``close_reason`` when an assignment closed before sales accepted it."""
+
+
+def sales_stages(model: LeadModel) -> set[str]:
+    """The hand-off stages and the stages sales works in (targets of accept and qualify)."""
+    stages = set(sales_spec(model).handoff_stages)
+    for name in SALES_WORK_ACTIONS:
+        action = model.spec.actions.get(name)
+        if action is not None:
+            stages.add(action.to)
+    return stages
+
+
+def release_departed(
+    conn: Connection, model: LeadModel, lead_ids: Iterable[int], now: datetime
+) -> int:
+    """Leads among ``lead_ids`` that an automatic rule took out of the hand-off and sales
+    stages (a hard bounce to the dead end...) leave the ready queue and their open
+    assignment is closed, its reason naming the new stage. Returns assignments closed."""
+    ids = sorted(set(lead_ids))
+    keep = sorted(sales_stages(model))
+    closed = 0
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        gone = select(lead_states.c.lead_id).where(
+            lead_states.c.lead_id.in_(chunk), lead_states.c.stage.not_in(keep)
+        )
+        conn.execute(delete(ready_queue).where(ready_queue.c.lead_id.in_(gone)))
+        rows = conn.execute(
+            select(assignments.c.id, assignments.c.status, lead_states.c.stage)
+            .join(lead_states, lead_states.c.lead_id == assignments.c.active_lead_id)
+            .where(assignments.c.active_lead_id.in_(chunk), lead_states.c.stage.not_in(keep))
+        ).all()
+        for row in rows:
+            suffix = "" if row.status == "accepted" else NOT_ACCEPTED
+            _close(conn, row.id, "closed", now, f"stage {row.stage}{suffix}")
+            closed += 1
+    return closed
+
+
 def ingest_hook(cache: ModelCache) -> Callable[[Connection, set[int], datetime], None]:
-    """After-ingest hook (after the lifecycle hook): queue the touched leads that became
-    MQLs and route them if the team has capacity and no other router is busy."""
+    """After-ingest hook (after the lifecycle hook): release the touched leads an automatic
+    rule took out of the hand-off (open assignment closed, queue row dropped), queue the
+    ones that became MQLs and route them if the team has capacity and no other router is
+    busy."""
 
     def hook(conn: Connection, lead_ids: set[int], received_at: datetime) -> None:
         if not lead_ids:
             return
         model = cache.active(conn, received_at)
+        release_departed(conn, model, lead_ids, received_at)
         if enqueue(conn, model, received_at, lead_ids):
             route_due(conn, model, received_at, wait=False, scan=False)
 
@@ -1357,7 +1407,9 @@ __all__ = [
     "process_sla",
     "qualify",
     "reject",
+    "release_departed",
     "route_due",
+    "sales_stages",
     "update_rep",
     "win",
 ]

@@ -377,34 +377,51 @@ ACCEPTANCE_COLUMNS = [
 ]
 
 
+QUALIFICATION_COLUMNS = ["group", "opportunities", "won", "lost", "open", "win_rate"]
+
+
 @app.command("acceptance")
 def acceptance_cmd(
     target: float = typer.Option(0.7, "--target", help="Target acceptance rate, 0-1."),
+    win_target: float = typer.Option(
+        0.3,
+        "--win-target",
+        help="Target win rate of qualified opportunities for the BANT hand-off threshold, 0-1.",
+    ),
     fmt: Format = FormatOption,
     out_model: Path | None = typer.Option(
         None,
         "--out-model",
-        help="Where to write the candidate model (default ./leadflow.mqlN.yaml).",
+        help="Where to write the candidate model (default ./leadflow.mqlN.yaml, .bantN, ...).",
     ),
     database_url: str | None = DatabaseOption,
 ) -> None:
     """Sales acceptance and win rates by score band and by MQL rule, and the MQL threshold
-    that reaches --target acceptance within sales capacity (with the backtest to check it)."""
+    that reaches --target acceptance within sales capacity; win rates by BANT qualification
+    band and the hand-off threshold that reaches --win-target (with the backtest to check
+    the candidate model)."""
     from leadflow.services import acceptance as acc
 
     if not 0 < target <= 1:
         fail(f"--target: must be between 0 and 1 (exclusive of 0), got {target}")
+    if not 0 < win_target <= 1:
+        fail(f"--win-target: must be between 0 and 1 (exclusive of 0), got {win_target}")
     if out_model is not None and not out_model.parent.exists():
         fail(f"--out-model: directory {out_model.parent} does not exist")
     with services_for(database_url) as services, services.engine.begin() as conn:
         model = services.models.active(conn, services.clock())
-        data = acc.report(conn, model, target=target)
+        data = acc.report(conn, model, target=target, win_target=win_target)
         source = acc.active_source(conn)
     rec = data["recommendation"]
-    if rec["threshold"] is not None and source is not None:
-        path = out_model or Path(f"leadflow.mql{rec['threshold']:g}.yaml")
+    hrec = data["handoff_recommendation"]
+    mql = rec["threshold"]
+    bant = hrec["threshold"] if hrec["threshold"] != hrec["current"] else None
+    if (mql is not None or bant is not None) and source is not None:
+        path = out_model or Path(
+            f"leadflow.{acc.candidate_suffix(mql, bant).replace('-', '.')}.yaml"
+        )
         try:
-            path.write_text(acc.candidate_source(source, model, rec["threshold"]), "utf-8")
+            path.write_text(acc.candidate_source(source, model, mql, bant), "utf-8")
         except ValueError as exc:
             rec["candidate_error"] = str(exc)
         else:
@@ -417,19 +434,35 @@ def acceptance_cmd(
     if fmt is Format.csv:
         return
     render(_rows(data["by_rule"]), ACCEPTANCE_COLUMNS, fmt, title="by MQL rule")
+    render(
+        _rows(data["by_qualification_band"]),
+        QUALIFICATION_COLUMNS,
+        fmt,
+        title="qualified opportunities by BANT score band",
+    )
     typer.echo(
         f"{data['handoffs']} hand-offs, {data['mqls']} MQLs over {data['working_days']} "
         f"working days; capacity {rec['capacity_per_day']} a day"
     )
-    if rec["threshold"] is None:
-        typer.echo(f"no recommendation: {rec['reason']}")
-        return
-    typer.echo(
-        f"recommended MQL threshold: {rec['threshold']:g} (current {rec['current']}); "
-        f"acceptance {rec['acceptance_rate']:.0%}, {rec['mqls_per_day']:.1f} MQLs a day "
-        f"({'within' if rec['within_capacity'] else 'over'} capacity) - {rec['reason']}"
-    )
-    typer.echo(f"hand-off (BANT) threshold: {data['handoff_threshold']:g} (unchanged)")
+    if mql is None:
+        typer.echo(f"no MQL recommendation: {rec['reason']}")
+    else:
+        typer.echo(
+            f"recommended MQL threshold: {mql:g} (current {rec['current']}); "
+            f"acceptance {rec['acceptance_rate']:.0%}, {rec['mqls_per_day']:.1f} MQLs a day "
+            f"({'within' if rec['within_capacity'] else 'over'} capacity) - {rec['reason']}"
+        )
+    if hrec["threshold"] is None:
+        typer.echo(
+            f"hand-off (BANT) threshold: {data['handoff_threshold']:g} (unchanged; "
+            f"{data['qualified']} qualified hand-offs) - {hrec['reason']}"
+        )
+    else:
+        typer.echo(
+            f"recommended hand-off (BANT) threshold: {hrec['threshold']:g} "
+            f"(current {data['handoff_threshold']:g}); win rate {hrec['win_rate']:.0%} of "
+            f"{hrec['closed']} closed opportunities - {hrec['reason']}"
+        )
     if "backtest_command" in rec:
         typer.echo(f"check it: {rec['backtest_command']}")
     elif "candidate_error" in rec:
