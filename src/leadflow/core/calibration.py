@@ -15,7 +15,15 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
+
+
+class _HasScore(Protocol):
+    @property
+    def score(self) -> float: ...
+
+
+_Scored = TypeVar("_Scored", bound=_HasScore)
 
 DEFAULT_BANDS: tuple[float, ...] = (100, 120, 150, 200)
 Decision = Literal["accepted", "rejected"] | None
@@ -90,6 +98,14 @@ def band_of(score: float, edges: Sequence[float] = DEFAULT_BANDS) -> str:
     return labels[-1]
 
 
+def _by_band(items: Iterable[_Scored], edges: Sequence[float]) -> dict[str, list[_Scored]]:
+    """Items grouped by the band of their ``score``: every band, in order, even when empty."""
+    groups: dict[str, list[_Scored]] = {label: [] for label in band_labels(edges)}
+    for item in items:
+        groups[band_of(item.score, edges)].append(item)
+    return groups
+
+
 def _row(group: str, items: Sequence[HandOff]) -> RateRow:
     return RateRow(
         group=group,
@@ -105,10 +121,7 @@ def rates_by_band(
     handoffs: Iterable[HandOff], edges: Sequence[float] = DEFAULT_BANDS
 ) -> list[RateRow]:
     """One row per score band (every band, in order, even when empty)."""
-    groups: dict[str, list[HandOff]] = {label: [] for label in band_labels(edges)}
-    for h in handoffs:
-        groups[band_of(h.score, edges)].append(h)
-    return [_row(label, items) for label, items in groups.items()]
+    return [_row(label, items) for label, items in _by_band(handoffs, edges).items()]
 
 
 def rates_by_rule(handoffs: Iterable[HandOff]) -> list[RateRow]:
@@ -325,10 +338,7 @@ def win_rates_by_band(
     qualified: Iterable[Qualified], edges: Sequence[float] = QUALIFICATION_BANDS
 ) -> list[WinRow]:
     """One row per qualification score band (every band, in order, even when empty)."""
-    groups: dict[str, list[Qualified]] = {label: [] for label in band_labels(edges)}
-    for q in qualified:
-        groups[band_of(q.score, edges)].append(q)
-    return [_win_row(label, items) for label, items in groups.items()]
+    return [_win_row(label, items) for label, items in _by_band(qualified, edges).items()]
 
 
 @dataclass(frozen=True, slots=True)

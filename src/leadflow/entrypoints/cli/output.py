@@ -18,19 +18,13 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.table import Table
 
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+from leadflow.core.importing import neutralise_cell
 
 
 class Format(enum.StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
-
-
-def neutralise_cell(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
-        return "'" + value
-    return value
 
 
 def _plain(value: Any) -> Any:
