@@ -52,7 +52,7 @@ from leadflow.adapters.db.tables import (
     metadata,
     suppressions,
 )
-from leadflow.core.tracking import TrackedMessage, email_hash, is_valid_email, normalise_email
+from leadflow.core.tracking import TrackedMessage, email_hash
 
 log = logging.getLogger(__name__)
 
@@ -94,18 +94,16 @@ _IDENTITY_LEAD = select(identities.c.lead_id).where(
 _PRELOAD = select(identities.c.value, identities.c.lead_id).where(
     identities.c.kind == bindparam("k"), identities.c.value.in_(bindparam("vs", expanding=True))
 )
-_INSERT_IGNORE: dict[tuple[str, str], Insert] = {}
+_IDENTITY_INSERT: dict[str, Insert] = {}
 
 
-def _insert_ignore(conn: Connection, table_name: str) -> Insert:
-    key = (conn.dialect.name, table_name)
-    stmt = _INSERT_IGNORE.get(key)
+def _insert_identity(conn: Connection) -> Insert:
+    """INSERT ... ON CONFLICT (kind, value) DO NOTHING for identities, built once per dialect."""
+    stmt = _IDENTITY_INSERT.get(conn.dialect.name)
     if stmt is None:
-        if table_name == "events":
-            stmt = insert_ignore(conn.engine, events, "message_id")
-        else:
-            stmt = insert_ignore(conn.engine, identities, "kind", "value")
-        _INSERT_IGNORE[key] = stmt
+        stmt = _IDENTITY_INSERT[conn.dialect.name] = insert_ignore(
+            conn.engine, identities, "kind", "value"
+        )
     return stmt
 
 
@@ -147,7 +145,7 @@ class _Identities:
         if current is not None:
             return False
         inserted = self.conn.execute(
-            _insert_ignore(self.conn, "identities"),
+            _insert_identity(self.conn),
             {"kind": kind, "value": value, "lead_id": lead_id, "created_at": now},
         )
         linked = lead_id
@@ -941,10 +939,3 @@ class IngestQueue:
             return
         for pending, result in zip(group, results, strict=True):
             pending.future.set_result(result)
-
-
-def valid_email_or_none(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return None
-    email = normalise_email(value)
-    return email if is_valid_email(email) else None
