@@ -6,6 +6,8 @@ object to :func:`leadflow.bootstrap.build_services` / ``build_app``.
 
 from __future__ import annotations
 
+import hashlib
+
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -56,6 +58,58 @@ class Settings(BaseSettings):
         description="Allow webhook targets on loopback/private/link-local addresses "
         "(SSRF guard off; for tests and trusted internal receivers only).",
     )
+
+    # --- email (issue 4) -------------------------------------------------------------------
+    smtp_host: str | None = Field(
+        default=None,
+        description="SMTP server for nurture email. Unset: messages are written as .eml files "
+        "to LEADFLOW_MAIL_DIR instead (development).",
+    )
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="SMTP server port.")
+    smtp_security: str = Field(
+        default="starttls",
+        description="none, starttls (upgrade a plain connection) or ssl (implicit TLS, 465).",
+    )
+    smtp_username: str | None = Field(default=None, description="SMTP AUTH user name.")
+    smtp_password: str | None = Field(default=None, description="SMTP AUTH password.")
+    smtp_timeout: float = Field(
+        default=30.0, gt=0, le=600, description="Seconds before an SMTP command gives up."
+    )
+    mail_from: str = Field(
+        default="AcmeCloud <marketing@example.com>",
+        description="From: of marketing email (a name and an address).",
+    )
+    mail_dir: str = Field(
+        default="./outbox",
+        description="Where .eml files go when no SMTP server is configured.",
+    )
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Base URL of this server as recipients reach it: tracking pixel, click "
+        "redirects, unsubscribe links and hosted forms are built on it.",
+    )
+
+    def signing_key(self) -> bytes:
+        """The key that signs session cookies and email tracking tokens. In development
+        without one, derived from the database URL (stable across restarts, but not secret:
+        production refuses to start without a key)."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        return hashlib.sha256(b"leadflow-development-secret:" + self.database_url.encode()).digest()
+
+    @field_validator("smtp_security")
+    @classmethod
+    def _known_security(cls, value: str) -> str:
+        if value not in ("none", "starttls", "ssl"):
+            raise ValueError("must be none, starttls or ssl")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")) or any(c in value for c in " <>\"'"):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
 
     @field_validator("database_url")
     @classmethod

@@ -303,6 +303,155 @@ class SalesSpec(_Spec):
     lost_reasons: list[ReasonSpec] = Field(default_factory=list)
 
 
+# --------------------------------------------------------------------------- nurture (issue 4)
+
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+CONTENT_TYPES = (
+    "blog_post",
+    "white_paper",
+    "case_study",
+    "demo_video",
+    "pricing",
+    "webinar",
+    "trial",
+)
+EVALUATION_STAGES = ("early", "middle", "late")
+ContentType = Literal[
+    "blog_post", "white_paper", "case_study", "demo_video", "pricing", "webinar", "trial"
+]
+EvaluationStage = Literal["early", "middle", "late"]
+# Absolute http(s) URL or a site path; never javascript:, data: or protocol-relative.
+SafeUrl = Annotated[
+    str, Field(pattern=r"^(https?://[^\s<>\"']+|/([^/\s<>\"'\\][^\s<>\"']*)?)$", max_length=2000)
+]
+
+
+class ContentSpec(_Spec):
+    """An asset of the content library (seed 002: content by evaluation stage)."""
+
+    key: Slug
+    title: Annotated[str, Field(min_length=1, max_length=255)]
+    type: ContentType
+    stage: EvaluationStage
+    gated: bool = False
+    # Industries the asset suits; empty = every industry.
+    industries: StrList = Field(default_factory=list)
+    url: SafeUrl
+
+
+FIELD_TYPES = ("text", "email", "tel", "number", "select", "checkbox", "textarea")
+
+
+class FormFieldSpec(_Spec):
+    # Lead columns (email, first_name, last_name, title, phone), account fields (company,
+    # industry, employee_count, country) or any other name, stored in lead attributes.
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+    label: Display | None = None
+    type: Literal["text", "email", "tel", "number", "select", "checkbox", "textarea"] = "text"
+    required: bool = False
+    options: list[NonEmptyStr] = Field(default_factory=list)
+    max_length: Annotated[int, Field(ge=1, le=5000)] = 255
+
+
+class FormSpec(_Spec):
+    """A hosted form (``/f/{key}``) that creates or updates a lead."""
+
+    key: Slug
+    title: Display
+    fields: Annotated[list[FormFieldSpec], Field(min_length=1)]
+    # The gated asset a submission unlocks.
+    asset: Slug | None = None
+    # The text the person agrees to (stored with the submission as their consent).
+    consent: Display | None = None
+    consent_required: bool = False
+    # Progressive profiling: fields already known are not asked again; at most this many
+    # unknown optional fields are asked at once (None = all).
+    ask_at_most: Annotated[int, Field(ge=1, le=50)] | None = None
+    # Event name written for a submission (scoring sees it).
+    event: NonEmptyStr = "form_submit"
+    # Where to send the browser afterwards: a site path only (never another host).
+    redirect: Annotated[str, Field(pattern=r"^/([^/\s<>\"'\\][^\s<>\"'\\]*)?$")] | None = None
+
+
+class ProgramCondition(_Spec):
+    """A step's condition; every given part must hold."""
+
+    score_at_least: float | None = None
+    score_below: float | None = None
+    stage: StrList | None = None
+    fit_grade: StrList | None = None
+    # Lead attributes (or lead columns) with the values that satisfy them.
+    attributes: dict[str, ScalarList] = Field(default_factory=dict)
+    # An event the lead did (or, with ``seen: false``, did not do) in the last N days.
+    event: EventMatch | None = None
+    within_days: Annotated[float, Field(gt=0)] | None = None
+    seen: bool = True
+
+
+class SendSpec(_Spec):
+    template: Slug = "nurture"
+    subject: Display
+    # ``next_best``: the best asset for the lead's stage and industry not yet consumed;
+    # or a content key.
+    asset: Slug = "next_best"
+    # ``marketing`` needs consent and counts toward the frequency cap.
+    category: Literal["marketing", "transactional"] = "marketing"
+
+
+class StepSpec(_Spec):
+    id: Slug
+    # Days after the previous step (or the enrolment for the first step).
+    wait_days: Annotated[float, Field(ge=0, le=3650)] = 0
+    when: ProgramCondition | None = None
+    # What happens when ``when`` does not hold: skip this step, or leave the program.
+    otherwise: Literal["skip", "exit"] = "skip"
+    send: SendSpec | None = None
+    # Set lead attributes.
+    set: dict[str, Scalar] | None = None
+    # Write a signal (delivered by webhooks) named ``program.notify`` with this note.
+    notify: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+
+
+class ProgramSpec(_Spec):
+    key: Slug
+    name: Display
+    # Leads enter when they enter one of these stages and leave when they leave them all.
+    stages: Annotated[list[NonEmptyStr], Field(min_length=1), BeforeValidator(_as_list)]
+    steps: Annotated[list[StepSpec], Field(min_length=1)]
+    # Enter again after leaving (e.g. back from recycle), starting at the first step.
+    reenroll: bool = True
+
+
+class FrequencyCap(_Spec):
+    emails: Annotated[int, Field(ge=1, le=1000)] = 2
+    days: Annotated[float, Field(gt=0, le=365)] = 7
+
+
+def _default_content_stages() -> dict[str, str]:
+    return {
+        "anonymous": "early",
+        "acquired": "early",
+        "nurturing": "middle",
+        "recycle_a": "middle",
+        "recycle_b": "middle",
+        "mql": "late",
+        "appointment": "late",
+        "opportunity": "late",
+        "won": "late",
+        "customer": "late",
+        "expansion": "late",
+    }
+
+
+class NurtureSpec(_Spec):
+    frequency_cap: FrequencyCap = Field(default_factory=FrequencyCap)
+    # The evaluation stage (early/middle/late) of content that suits a lifecycle stage.
+    content_stages: dict[str, EvaluationStage] = Field(default_factory=_default_content_stages)
+    content: list[ContentSpec] = Field(default_factory=list)
+    forms: list[FormSpec] = Field(default_factory=list)
+    programs: list[ProgramSpec] = Field(default_factory=list)
+
+
 class ModelSpec(_Spec):
     version: NonEmptyStr
     name: str | None = None
@@ -317,6 +466,7 @@ class ModelSpec(_Spec):
     dead_end: DeadEndSpec = Field(default_factory=DeadEndSpec)
     return_alert: ReturnAlertSpec | None = None
     sales: SalesSpec | None = None
+    nurture: NurtureSpec | None = None
 
 
 # --------------------------------------------------------------------------- runtime model
@@ -457,6 +607,70 @@ def _semantic_errors(spec: ModelSpec) -> list[tuple[str, str]]:
             errors.append((f"lifecycle.main_path[{i}]", "the dead-end stage is not on the path"))
     if spec.sales is not None:
         errors += _sales_errors(spec)
+    if spec.nurture is not None:
+        errors += _nurture_errors(spec)
+    return errors
+
+
+def _unique(items: list[Any], path: str, what: str) -> list[tuple[str, str]]:
+    seen: set[str] = set()
+    errors: list[tuple[str, str]] = []
+    for i, item in enumerate(items):
+        if item.key in seen:
+            errors.append((f"{path}[{i}].key", f"duplicate {what} '{item.key}'"))
+        seen.add(item.key)
+    return errors
+
+
+def _nurture_errors(spec: ModelSpec) -> list[tuple[str, str]]:
+    nurture = spec.nurture
+    assert nurture is not None
+    errors = _unique(nurture.content, "nurture.content", "content key")
+    errors += _unique(nurture.forms, "nurture.forms", "form key")
+    errors += _unique(nurture.programs, "nurture.programs", "program key")
+    assets = {c.key for c in nurture.content}
+    for name in nurture.content_stages:
+        if name not in spec.stages:
+            errors.append((f"nurture.content_stages.{name}", f"unknown stage '{name}'"))
+    for i, form in enumerate(nurture.forms):
+        path = f"nurture.forms[{i}]"
+        names = [f.name for f in form.fields]
+        if "email" not in names:
+            errors.append((f"{path}.fields", "a form needs an 'email' field"))
+        for j, name in enumerate(names):
+            if name in names[:j]:
+                errors.append((f"{path}.fields[{j}].name", f"duplicate field '{name}'"))
+        for j, fld in enumerate(form.fields):
+            if fld.type == "select" and not fld.options:
+                errors.append((f"{path}.fields[{j}].options", "a select field needs options"))
+        if form.asset is not None and form.asset not in assets:
+            errors.append((f"{path}.asset", f"unknown content '{form.asset}'"))
+        if form.consent_required and form.consent is None:
+            errors.append((f"{path}.consent", "consent_required needs the consent text"))
+    for i, program in enumerate(nurture.programs):
+        path = f"nurture.programs[{i}]"
+        for j, name in enumerate(program.stages):
+            if name not in spec.stages:
+                errors.append((f"{path}.stages[{j}]", f"unknown stage '{name}'"))
+        ids: set[str] = set()
+        for j, step in enumerate(program.steps):
+            spath = f"{path}.steps[{j}]"
+            if step.id in ids:
+                errors.append((f"{spath}.id", f"duplicate step id '{step.id}'"))
+            ids.add(step.id)
+            actions = [a for a in (step.send, step.set, step.notify) if a is not None]
+            if len(actions) != 1:
+                errors.append((spath, "a step needs exactly one of send, set, notify"))
+            send = step.send
+            if send is not None and send.asset != "next_best" and send.asset not in assets:
+                errors.append((f"{spath}.send.asset", f"unknown content '{send.asset}'"))
+            if step.when is not None:
+                for k, name in enumerate(step.when.stage or ()):
+                    if name not in spec.stages:
+                        errors.append((f"{spath}.when.stage[{k}]", f"unknown stage '{name}'"))
+                for k, grade in enumerate(step.when.fit_grade or ()):
+                    if grade not in spec.fit.grades:
+                        errors.append((f"{spath}.when.fit_grade[{k}]", f"unknown grade '{grade}'"))
     return errors
 
 

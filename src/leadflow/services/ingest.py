@@ -420,6 +420,10 @@ def merge_leads(conn: Connection, keep: int, drop: int, now: datetime) -> None:
         )
     if dropped["created_at"] < kept["created_at"]:
         fill["created_at"] = dropped["created_at"]
+    # An unsubscribe or hard bounce of either record holds for the merged person.
+    for col in ("unsubscribed_at", "bounced_at"):
+        if dropped[col] is not None and (kept[col] is None or dropped[col] < kept[col]):
+            fill[col] = dropped[col]
     attributes = {**(dropped["attributes"] or {}), **(kept["attributes"] or {})}
     conn.execute(delete(leads).where(leads.c.id == drop))
     conn.execute(

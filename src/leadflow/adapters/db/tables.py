@@ -108,6 +108,9 @@ leads = Table(
     # Set when the person was erased (privacy): the row stays, stripped of personal data,
     # so counts, stages and attribution stay right.
     Column("erased_at", UTCDateTime, nullable=True),
+    # Email deliverability (issue 4): an unsubscribe or a hard bounce stops marketing mail.
+    Column("unsubscribed_at", UTCDateTime, nullable=True),
+    Column("bounced_at", UTCDateTime, nullable=True),
     CheckConstraint("email = lower(email)", name="email_lowercase"),
     CheckConstraint(
         "consent_status in ('granted', 'denied', 'unknown')", name="consent_status_known"
@@ -542,3 +545,235 @@ crm_updates = Table(
 Index("ix_crm_updates_external_id", crm_updates.c.external_id)
 
 ALL_TABLES += [crm_updates]
+
+# --- nurture, forms, email, seminars, segments (issue 4) ----------------------------------
+
+# The content library: assets from leadflow.yaml (``source='config'``, synced when a model
+# is applied) and assets managed through /api/content and the CLI (``source='api'``).
+content_assets = Table(
+    "content_assets",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("key", String(64), nullable=False, unique=True),
+    Column("title", String(255), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("stage", String(8), nullable=False),
+    Column("gated", Boolean, nullable=False, default=False),
+    Column("industries", JSONType, nullable=False, default=list),
+    Column("url", Text, nullable=False),
+    Column("source", String(8), nullable=False, default="api"),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint(
+        "type in ('blog_post', 'white_paper', 'case_study', 'demo_video', 'pricing', "
+        "'webinar', 'trial')",
+        name="type_known",
+    ),
+    CheckConstraint("stage in ('early', 'middle', 'late')", name="stage_known"),
+    CheckConstraint("source in ('config', 'api')", name="source_known"),
+)
+
+# Every hosted-form submission, with the consent given (text, time, page, address).
+form_submissions = Table(
+    "form_submissions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("form_key", String(64), nullable=False),
+    Column("lead_id", BigId, ForeignKey("leads.id", ondelete="CASCADE"), nullable=True),
+    Column("anonymous_id", String(255), nullable=True),
+    Column("fields", JSONType, nullable=False, default=dict),
+    Column("consent", JSONType, nullable=True),
+    Column("asset_key", String(64), nullable=True),
+    Column("page_url", Text, nullable=True),
+    Column("ip", String(64), nullable=True),
+    Column("user_agent", String(512), nullable=True),
+    Column("submitted_at", UTCDateTime, nullable=False),
+)
+Index(
+    "ix_form_submissions_form_key_submitted_at",
+    form_submissions.c.form_key,
+    form_submissions.c.submitted_at,
+)
+Index("ix_form_submissions_lead_id", form_submissions.c.lead_id)
+
+# A lead in a nurture program. ``active_key`` = "<program>:<lead id>" while active and NULL
+# afterwards: its unique constraint keeps one active enrolment per program and lead.
+program_enrollments = Table(
+    "program_enrollments",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("program_key", String(64), nullable=False),
+    Column("lead_id", BigId, ForeignKey("leads.id", ondelete="CASCADE"), nullable=False),
+    Column("active_key", String(96), nullable=True, unique=True),
+    Column("status", String(16), nullable=False, default="active"),
+    # Index of the next step to run (== len(steps) when done).
+    Column("step_index", Integer, nullable=False, default=0),
+    Column("enrolled_at", UTCDateTime, nullable=False),
+    Column("last_step_at", UTCDateTime, nullable=True),
+    Column("exited_at", UTCDateTime, nullable=True),
+    Column("exit_reason", String(64), nullable=True),
+    CheckConstraint("status in ('active', 'completed', 'exited')", name="status_known"),
+)
+Index("ix_program_enrollments_lead_id", program_enrollments.c.lead_id)
+Index(
+    "ix_program_enrollments_program_key_status",
+    program_enrollments.c.program_key,
+    program_enrollments.c.status,
+)
+
+# Due work: rows with a due time, claimed by workers (FOR UPDATE SKIP LOCKED on PostgreSQL).
+# ``key`` makes scheduling idempotent (e.g. "step:<enrollment>:<step index>").
+due_work = Table(
+    "due_work",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("key", String(255), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),
+    Column("ref_id", BigInteger, nullable=True),
+    Column("data", JSONType, nullable=False, default=dict),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("status", String(16), nullable=False, default="pending"),
+    Column("claimed_by", String(64), nullable=True),
+    # A claim is a lease: past it, another worker may take the row again (crash recovery).
+    Column("lease_until", UTCDateTime, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("done_at", UTCDateTime, nullable=True),
+    CheckConstraint(
+        "status in ('pending', 'claimed', 'done', 'failed', 'cancelled')", name="status_known"
+    ),
+)
+Index("ix_due_work_status_due_at", due_work.c.status, due_work.c.due_at)
+
+# Every email leadflow decided to send. The row is written (with its idempotency key and
+# RFC 5322 Message-ID) before the message goes to SMTP; a crash between the two is
+# reconciled on restart, so a step is never lost and never sent twice.
+email_sends = Table(
+    "email_sends",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(255), nullable=False, unique=True),
+    Column("message_id", String(255), nullable=False, unique=True),
+    Column("lead_id", BigId, ForeignKey("leads.id", ondelete="CASCADE"), nullable=False),
+    Column("category", String(16), nullable=False, default="marketing"),
+    Column("program_key", String(64), nullable=True),
+    Column("step_id", String(64), nullable=True),
+    Column("seminar_id", BigInteger, nullable=True),
+    Column("template", String(64), nullable=False),
+    Column("asset_key", String(64), nullable=True),
+    Column("to_email", String(320), nullable=False),
+    Column("subject", String(998), nullable=False),
+    Column("status", String(16), nullable=False, default="planned"),
+    Column("skip_reason", String(64), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error", Text, nullable=True),
+    Column("planned_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime, nullable=True),
+    Column("opened_at", UTCDateTime, nullable=True),
+    Column("clicked_at", UTCDateTime, nullable=True),
+    Column("unsubscribed_at", UTCDateTime, nullable=True),
+    Column("bounced_at", UTCDateTime, nullable=True),
+    CheckConstraint("category in ('marketing', 'transactional')", name="category_known"),
+    CheckConstraint(
+        "status in ('planned', 'sending', 'sent', 'failed', 'skipped')", name="status_known"
+    ),
+)
+Index("ix_email_sends_lead_id_sent_at", email_sends.c.lead_id, email_sends.c.sent_at)
+Index("ix_email_sends_program_key_step_id", email_sends.c.program_key, email_sends.c.step_id)
+Index("ix_email_sends_status", email_sends.c.status)
+
+# Seminars and webinars, and each person's way through one:
+# invited -> registered -> reminded -> attended | no-show -> followed up.
+seminars = Table(
+    "seminars",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("key", String(64), nullable=False, unique=True),
+    Column("title", String(255), nullable=False),
+    Column("kind", String(16), nullable=False, default="webinar"),
+    Column("starts_at", UTCDateTime, nullable=False),
+    Column("ends_at", UTCDateTime, nullable=True),
+    Column("location", Text, nullable=True),
+    Column("asset_key", String(64), nullable=True),
+    Column("capacity", Integer, nullable=True),
+    Column("status", String(16), nullable=False, default="scheduled"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("kind in ('seminar', 'webinar')", name="kind_known"),
+    CheckConstraint("status in ('scheduled', 'held', 'cancelled')", name="status_known"),
+)
+
+seminar_attendees = Table(
+    "seminar_attendees",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("seminar_id", BigId, ForeignKey("seminars.id", ondelete="CASCADE"), nullable=False),
+    Column("lead_id", BigId, ForeignKey("leads.id", ondelete="CASCADE"), nullable=False),
+    Column("invited_at", UTCDateTime, nullable=True),
+    Column("registered_at", UTCDateTime, nullable=True),
+    Column("reminded_at", UTCDateTime, nullable=True),
+    Column("attended_at", UTCDateTime, nullable=True),
+    Column("no_show_at", UTCDateTime, nullable=True),
+    Column("followed_up_at", UTCDateTime, nullable=True),
+    Column("source", String(32), nullable=True),
+)
+Index(
+    "uq_seminar_attendees_seminar_id_lead_id",
+    seminar_attendees.c.seminar_id,
+    seminar_attendees.c.lead_id,
+    unique=True,
+)
+Index("ix_seminar_attendees_lead_id", seminar_attendees.c.lead_id)
+
+# Saved segments: named lists defined by criteria, kept current by the worker.
+segments = Table(
+    "segments",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("key", String(64), nullable=False, unique=True),
+    Column("name", String(255), nullable=False),
+    Column("criteria", JSONType, nullable=False, default=dict),
+    # Send joins and leaves to webhooks (audience sync for retargeting).
+    Column("sync", Boolean, nullable=False, default=False),
+    Column("member_count", Integer, nullable=False, default=0),
+    Column("refreshed_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+segment_members = Table(
+    "segment_members",
+    metadata,
+    Column("segment_id", BigId, ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True),
+    Column("lead_id", BigId, ForeignKey("leads.id", ondelete="CASCADE"), primary_key=True),
+    Column("joined_at", UTCDateTime, nullable=False),
+)
+Index("ix_segment_members_lead_id", segment_members.c.lead_id)
+
+# Joins and leaves, in order: the audience-sync feed.
+segment_changes = Table(
+    "segment_changes",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("segment_id", BigId, ForeignKey("segments.id", ondelete="CASCADE"), nullable=False),
+    Column("lead_id", BigId, ForeignKey("leads.id", ondelete="CASCADE"), nullable=False),
+    Column("change", String(8), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    CheckConstraint("change in ('join', 'leave')", name="change_known"),
+)
+Index("ix_segment_changes_segment_id_id", segment_changes.c.segment_id, segment_changes.c.id)
+
+ALL_TABLES += [
+    content_assets,
+    form_submissions,
+    program_enrollments,
+    due_work,
+    email_sends,
+    seminars,
+    seminar_attendees,
+    segments,
+    segment_members,
+    segment_changes,
+]

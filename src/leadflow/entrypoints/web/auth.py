@@ -80,11 +80,8 @@ class WebUser:
 
 
 def secret_for(settings: Settings) -> bytes:
-    """The cookie-signing key. In development without one, derived from the database URL
-    (stable across restarts, but not secret: production refuses to start without a key)."""
-    if settings.secret_key:
-        return settings.secret_key.encode()
-    return hashlib.sha256(b"leadflow-development-secret:" + settings.database_url.encode()).digest()
+    """The cookie-signing key (see :meth:`Settings.signing_key`)."""
+    return settings.signing_key()
 
 
 def _sign(secret: bytes, value: str) -> str:
