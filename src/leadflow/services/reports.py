@@ -52,11 +52,12 @@ from leadflow.adapters.db.tables import (
     lead_models,
     lead_states,
     leads,
+    opportunities,
     sales_actions,
     stage_changes,
 )
 from leadflow.core import attribution as attr
-from leadflow.core import funnel
+from leadflow.core import forecast, funnel
 from leadflow.core.config import LeadModel, check, load_model
 from leadflow.core.model import Event
 from leadflow.core.scoring import event_matches
@@ -1148,3 +1149,37 @@ __all__ = [
     "stage_model_for",
     "suggest_points",
 ]
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+def load_opportunities(conn: Connection) -> pl.DataFrame:
+    """``opportunities`` as a frame: id, amount, stage, created_at, closed_at, expected_close."""
+    stmt = select(
+        opportunities.c.id,
+        opportunities.c.amount,
+        opportunities.c.stage,
+        _ts(opportunities.c.created_at, "created_at"),
+        _ts(opportunities.c.closed_at, "closed_at"),
+        opportunities.c.expected_close,
+    ).order_by(opportunities.c.id)
+    schema = {
+        "id": pl.Int64,
+        "amount": pl.Float64,
+        "stage": pl.String,
+        "created_at": pl.Datetime("us"),
+        "closed_at": pl.Datetime("us"),
+        "expected_close": pl.Date,
+    }
+    return _utc_cols(_read(conn, stmt, schema), "created_at", "closed_at")
+
+
+def pipeline_report(engine: Engine, as_of: datetime, months: int = 6) -> dict[str, Any]:
+    """Open pipeline by expected close month, weighted by measured win rates, with the
+    forecast's error on the ``months`` past months (see :mod:`leadflow.core.forecast`)."""
+    if not 0 <= months <= 36:
+        raise ReportError("must be between 0 and 36")
+    with engine.connect() as conn:
+        frame = load_opportunities(conn)
+    return {"report": "pipeline", **forecast.forecast(frame, as_of, backtest_months=months)}

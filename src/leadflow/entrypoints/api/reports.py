@@ -126,3 +126,15 @@ def kpis_report(
     """The KPIs of one role."""
     period = _period(services, start, end)
     return svc.kpis(_store(services), period, role)
+
+
+@router.get("/pipeline", operation_id="report_pipeline")
+def pipeline_report(
+    services: ServicesDep,
+    as_of: date | None = Query(None, description="Forecast date (UTC); default today."),
+    months: int = Query(6, ge=0, le=36, description="Past months to backtest the forecast on."),
+) -> dict[str, Any]:
+    """Open pipeline by expected close month, weighted by win rates measured from the
+    history, with the forecast's error on past months."""
+    at = datetime.combine(as_of, time(), UTC) if as_of else services.clock()
+    return _run("months", svc.pipeline_report, services.engine, at, months)

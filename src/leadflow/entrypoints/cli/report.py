@@ -365,6 +365,47 @@ def kpis_cmd(
             )
 
 
+@app.command("pipeline")
+def pipeline_cmd(
+    as_of: str | None = typer.Option(None, "--as-of", help="Forecast date YYYY-MM-DD (UTC)."),
+    months: int = typer.Option(6, "--months", help="Past months to backtest (0-36)."),
+    fmt: Format = FormatOption,
+    database_url: str | None = DatabaseOption,
+) -> None:
+    """Open pipeline by expected close month, weighted by measured win rates, with the
+    forecast's error on past months."""
+    at = _guard(svc.parse_day, as_of, "--as-of") if as_of else _now()
+    if not 0 <= months <= 36:
+        fail(f"--months: {months} must be between 0 and 36")
+    with services_for(database_url) as services:
+        data = _guard(svc.pipeline_report, services.engine, at, months)
+    if fmt is Format.json:
+        _echo_json(data)
+        return
+    render(
+        _rows(data["by_month"]),
+        ["month", "deals", "amount", "weighted"],
+        fmt,
+        title=f"open pipeline as of {at.date()}: {data['open_deals']} deals, "
+        f"weighted {_fmt(data['weighted_amount'])} of {_fmt(data['open_amount'])}",
+    )
+    if fmt is Format.csv:
+        return
+    render(
+        _rows(data["win_rates"]),
+        ["band", "closed", "won", "win_rate", "basis"],
+        fmt,
+        title="win rate by deal age (measured)",
+    )
+    bt = data["backtest"]
+    render(
+        _rows(bt["months"]),
+        ["month", "forecast", "actual", "error", "abs_pct_error"],
+        fmt,
+        title=f"forecast vs actual (MAPE {_fmt(bt['mape'])})",
+    )
+
+
 ACCEPTANCE_COLUMNS = [
     "group",
     "handoffs",
