@@ -160,6 +160,24 @@ def test_wrong_password_is_refused_and_no_session_is_made(client, services, worl
     assert unknown.status_code == 401
 
 
+def test_repeated_failed_sign_ins_are_throttled_per_address(client, services, world):
+    for _ in range(5):
+        assert sign_in(client, "admin@example.com", password="wrong password!!").status_code == 401
+    # The sixth try is refused before the password is even checked, right or wrong.
+    throttled = sign_in(client, "Admin@Example.com")
+    assert throttled.status_code == 429
+    assert "Too many failed sign-ins" in throttled.text
+    assert int(throttled.headers["retry-after"]) > 0
+    assert "lf_session" not in throttled.cookies
+    # Another person signing in from the same place is not locked out by it.
+    assert sign_in(client, "marketer@example.com").status_code == 303
+    client.cookies.clear()
+    # Once the window has passed, the right password works again.
+    later = services.clock() + timedelta(minutes=16)
+    services.clock = lambda: later
+    assert sign_in(client, "admin@example.com").status_code == 303
+
+
 def test_deactivated_user_cannot_sign_in_and_loses_open_sessions(client, services, world):
     assert sign_in(client, "marketer@example.com").status_code == 303
     marketer = next(u for u in user_service.list_users(services.engine) if u.role == "marketer")

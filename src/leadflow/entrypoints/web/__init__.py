@@ -17,6 +17,7 @@ from leadflow.entrypoints.web.security import SecurityHeaders
 
 def mount_web(app: FastAPI) -> None:
     app.state.web_cache = TTLCache(ttl=30.0)
+    app.state.login_limits = session_routes.LoginLimits()
     app.include_router(session_routes.router)
     app.include_router(pages.router)
     app.include_router(admin.router)

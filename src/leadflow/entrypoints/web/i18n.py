@@ -53,6 +53,7 @@ EN: dict[str, str] = {
     "login.submit": "Sign in",
     "login.failed": "That email and password do not match an active user.",
     "login.expired": "The sign-in form expired. Please try again.",
+    "login.throttled": "Too many failed sign-ins. Try again in {n} minutes.",
     "login.side.title": "Every lead, every touchpoint, one place.",
     "login.side.body": "Track anonymous visits, join them to known people, and hand sales the "
     "full story before the first call.",
@@ -402,6 +403,7 @@ KO: dict[str, str] = {
     "login.submit": "로그인",
     "login.failed": "이메일 또는 비밀번호가 활성 사용자와 일치하지 않습니다.",
     "login.expired": "로그인 양식이 만료되었습니다. 다시 시도하세요.",
+    "login.throttled": "로그인 실패가 너무 많습니다. {n}분 후에 다시 시도하세요.",
     "login.side.title": "모든 리드와 모든 접점을 한곳에서.",
     "login.side.body": "익명 방문을 추적하고 실명 고객과 연결하여, 첫 통화 전에 영업팀에 전체 "
     "이력을 전달합니다.",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
@@ -9,12 +11,27 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from leadflow.bootstrap import Services
+from leadflow.core.ratelimit import FailureLimiter
 from leadflow.entrypoints.web import auth
 from leadflow.entrypoints.web.i18n import LOCALES
 from leadflow.entrypoints.web.rendering import render
 from leadflow.services import users as user_service
 
 router = APIRouter(include_in_schema=False)
+
+# Failed sign-ins: 5 per address and 30 per client address in 15 minutes, then wait.
+LOGIN_WINDOW = 15 * 60.0
+
+
+@dataclass
+class LoginLimits:
+    by_email: FailureLimiter = field(default_factory=lambda: FailureLimiter(5, LOGIN_WINDOW))
+    by_client: FailureLimiter = field(default_factory=lambda: FailureLimiter(30, LOGIN_WINDOW))
+
+
+def _limits(request: Request) -> LoginLimits:
+    limits: LoginLimits = request.app.state.login_limits
+    return limits
 
 
 def _services(request: Request) -> Services:
@@ -29,16 +46,30 @@ def root(request: Request) -> RedirectResponse:
 
 
 def _login_page(
-    request: Request, *, next_url: str, error: str = "", email: str = "", status: int = 200
+    request: Request,
+    *,
+    next_url: str,
+    error: str = "",
+    email: str = "",
+    status: int = 200,
+    wait_minutes: int = 0,
 ) -> HTMLResponse:
     services = _services(request)
     token = auth.login_csrf_token(request, services)
     response = render(
         request,
         "login.html",
-        {"next_url": next_url, "error": error, "email": email, "login_csrf": token},
+        {
+            "next_url": next_url,
+            "error": error,
+            "email": email,
+            "login_csrf": token,
+            "wait_minutes": wait_minutes,
+        },
         status_code=status,
     )
+    if wait_minutes:
+        response.headers["Retry-After"] = str(wait_minutes * 60)
     auth.set_login_csrf_cookie(request, response, services, token)
     return response
 
@@ -72,13 +103,32 @@ async def login(
         return _login_page(
             request, next_url=next_url, error="login.expired", email=email, status=403
         )
+    limits = _limits(request)
+    now = services.clock().timestamp()
+    email_key = email.strip().lower()
+    client_key = request.client.host if request.client else "unknown"
+    wait = max(
+        limits.by_email.retry_after(email_key, now), limits.by_client.retry_after(client_key, now)
+    )
+    if wait > 0:
+        return _login_page(
+            request,
+            next_url=next_url,
+            error="login.throttled",
+            email=email,
+            status=429,
+            wait_minutes=max(1, math.ceil(wait / 60)),
+        )
     user = await run_in_threadpool(
         user_service.authenticate, services.engine, email, password, services.clock()
     )
     if user is None:
+        limits.by_email.failed(email_key, now)
+        limits.by_client.failed(client_key, now)
         return _login_page(
             request, next_url=next_url, error="login.failed", email=email, status=401
         )
+    limits.by_email.succeeded(email_key)
     response = RedirectResponse(next_url, status_code=303)
     await run_in_threadpool(auth.start_session, services, request, response, user, services.clock())
     return response
