@@ -802,6 +802,11 @@ def _model_fallback_reason(model: LeadModel) -> str | None:
         return "model moves leads into a recycle stage automatically"
     if any(c.condition.profile is not None and c.condition.profile.fit_grade for c in criteria):
         return "model uses fit_grade conditions"
+    if any(
+        c.condition.profile is not None and c.condition.profile.predicted_at_least is not None
+        for c in criteria
+    ):
+        return "model uses predicted_at_least conditions"
     if len(criteria) + len(model.spec.dead_end.rules) > 63:
         return "model has more than 63 criteria"
     return None

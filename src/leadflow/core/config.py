@@ -99,6 +99,9 @@ class ProfileMatch(_Spec):
     ) = None
     is_target_account: bool | None = None
     fit_grade: StrList | None = None
+    predicted_at_least: Annotated[float, Field(ge=0, le=1)] | None = None
+    """The active predictive model's conversion probability at least this (0..1); a lead
+    without a prediction does not match."""
 
 
 class Condition(_Spec):

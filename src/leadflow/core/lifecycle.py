@@ -388,6 +388,10 @@ class _Machine:
                 and score_fit(prof, self.model).grade not in want.fit_grade
             ):
                 return False
+            if want.predicted_at_least is not None and (
+                prof.predicted is None or prof.predicted < want.predicted_at_least
+            ):
+                return False
         if cond.score is not None:
             if self.ceiling < cond.score:
                 return False

@@ -81,6 +81,8 @@ class LeadProfile:
     """The lead's account has a lost opportunity (feeds the return alert)."""
     bant: Bant = field(default_factory=Bant)
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    predicted: float | None = None
+    """The active predictive model's conversion probability (0..1), None when not scored."""
 
     @property
     def has_contact(self) -> bool:

@@ -30,6 +30,7 @@ from leadflow.adapters.db.tables import (
     accounts,
     events,
     lead_models,
+    lead_predictions,
     lead_states,
     leads,
     sales_actions,
@@ -149,8 +150,13 @@ def load_profiles(conn: Connection, lead_ids: Sequence[int]) -> dict[int, LeadPr
             accounts.c.employee_count,
             accounts.c.country,
             accounts.c.is_target,
+            lead_predictions.c.probability,
         )
-        .select_from(leads.outerjoin(accounts, accounts.c.id == leads.c.account_id))
+        .select_from(
+            leads.outerjoin(accounts, accounts.c.id == leads.c.account_id).outerjoin(
+                lead_predictions, lead_predictions.c.lead_id == leads.c.id
+            )
+        )
         .where(leads.c.id.in_(lead_ids))
     ).mappings()
     profiles = {}
@@ -169,6 +175,7 @@ def load_profiles(conn: Connection, lead_ids: Sequence[int]) -> dict[int, LeadPr
             account_id=r["account_id"],
             bant=_bant(attributes.get("bant")),
             attributes=attributes,
+            predicted=r["probability"],
         )
     return profiles
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -777,3 +778,38 @@ ALL_TABLES += [
     segment_members,
     segment_changes,
 ]
+
+# --- predictive scoring (issue 8) ---------------------------------------------------------
+
+# Trained conversion models (``leadflow predict train``), each with its evaluation report and
+# the pickled TrainedModel. At most one is active; training never activates one by itself.
+predictive_models = Table(
+    "predictive_models",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("version", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("target", String(64), nullable=False),
+    Column("report", JSONType, nullable=False, default=dict),
+    # Feature definition (event names, windows) and training-time distributions for drift.
+    Column("features", JSONType, nullable=False, default=dict),
+    Column("model", LargeBinary, nullable=False),
+    Column("active", Boolean, nullable=False, default=False, server_default=false()),
+    Column("activated_at", UTCDateTime, nullable=True),
+    CheckConstraint("kind in ('store', 'csv')", name="kind_known"),
+)
+
+# The active model's probability per lead: the fourth score, refreshed by the worker.
+lead_predictions = Table(
+    "lead_predictions",
+    metadata,
+    Column("lead_id", BigId, ForeignKey("leads.id", ondelete="CASCADE"), primary_key=True),
+    Column("version", String(64), nullable=False),
+    Column("probability", Float, nullable=False),
+    Column("contributions", JSONType, nullable=False, default=dict),
+    Column("scored_at", UTCDateTime, nullable=False),
+)
+Index("ix_lead_predictions_version", lead_predictions.c.version)
+
+ALL_TABLES += [predictive_models, lead_predictions]

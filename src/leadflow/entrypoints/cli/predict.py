@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -18,8 +19,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from leadflow.core.predictive import PredictiveError, Report, report_json, train
-from leadflow.entrypoints.cli.common import fail
-from leadflow.entrypoints.cli.output import Format
+from leadflow.entrypoints.cli.common import DatabaseOption, fail, services_for
+from leadflow.entrypoints.cli.output import Format, render
 from leadflow.services.predictive import (
     PROBABILITY,
     load_model,
@@ -28,8 +29,21 @@ from leadflow.services.predictive import (
     scored_frame,
     write_csv,
 )
+from leadflow.services.predictive_store import (
+    VersionNotFound,
+    activate,
+    drift_report,
+    get_version,
+    list_versions,
+    prediction_for,
+    refresh_predictions,
+    save_store_training,
+    save_version,
+    train_from_store,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Predictive scoring: train, evaluate, score.")
+ListFormat = typer.Option(Format.table, "--format", help="table, json or csv.")
 
 
 def _names(values: Sequence[str], columns: Sequence[str]) -> list[str]:
@@ -45,8 +59,12 @@ def _names(values: Sequence[str], columns: Sequence[str]) -> list[str]:
 
 @app.command("train")
 def train_command(
-    csv_file: Path = typer.Option(..., "--csv", help="Historical export, one row per lead."),
-    target: str = typer.Option(..., "--target", help="Outcome column (yes/no, 1/0, won/lost)."),
+    csv_file: Path | None = typer.Option(
+        None, "--csv", help="Historical export, one row per lead (default: train from the store)."
+    ),
+    target: str | None = typer.Option(
+        None, "--target", help="Outcome column of --csv (yes/no, 1/0, won/lost)."
+    ),
     id_column: str | None = typer.Option(None, "--id", help="Identifier column (not a feature)."),
     exclude: list[str] = typer.Option(
         [], "--exclude", help="Column(s) to leave out; repeatable or comma-separated."
@@ -70,10 +88,48 @@ def train_command(
     ),
     fmt: Format = typer.Option(Format.table, "--format", help="Report format: table or json."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
+    target_stage: str = typer.Option(
+        "opportunity", "--target-stage", help="Store: the stage that counts as a conversion."
+    ),
+    handoff_stage: str = typer.Option(
+        "mql", "--handoff-stage", help="Store: the rule-based hand-off stage to compare with."
+    ),
+    horizon_days: float = typer.Option(
+        90.0, "--horizon-days", help="Store: no target stage this long after acquisition = no."
+    ),
+    holdout: float = typer.Option(
+        0.2, "--holdout", help="Store: share of the latest labelled leads held out."
+    ),
+    gap_days: float = typer.Option(
+        0.0, "--gap-days", help="Store: features as of this many days before the outcome."
+    ),
+    save: bool = typer.Option(
+        False, "--save", help="With --csv: also store the model as a version in the database."
+    ),
+    database_url: str | None = DatabaseOption,
 ) -> None:
-    """Train and evaluate a calibrated conversion model on a historical CRM export."""
+    """Train and evaluate a calibrated conversion model: from leadflow's own store (leads
+    with known outcomes), or from a historical CRM export with --csv. The model is stored
+    as a new version; it scores leads only after `leadflow predict activate VERSION`."""
     if fmt is Format.csv:
         fail("--format: the report is table or json")
+    if csv_file is None:
+        if target is not None or save or model_out is not None:
+            fail("--target, --save and --model-out go with --csv (store models are versioned)")
+        _train_from_store(
+            target_stage=target_stage,
+            handoff_stage=handoff_stage,
+            horizon_days=horizon_days,
+            holdout=holdout,
+            gap_days=gap_days,
+            folds=folds,
+            fmt=fmt,
+            progress=progress,
+            database_url=database_url,
+        )
+        return
+    if target is None:
+        fail("--target: required with --csv (the outcome column)")
     err = Console(stderr=True)
     started = time.perf_counter()
     try:
@@ -117,7 +173,19 @@ def train_command(
         out.print(f"trained in {seconds:.1f} s")
     if model_out:
         err.print(f"model {model.report.version} written to {model_out} (report: {report_path})")
-    else:
+    if save:
+        with services_for(database_url) as services:
+            version = save_version(
+                services.engine,
+                model,
+                kind="csv",
+                target=target,
+                report=json.loads(report_json(model.report)),
+                features={},
+                now=services.clock(),
+            )
+        err.print(f"stored as version {version} (CSV models score files, not leads)")
+    elif not model_out:
         err.print("model not saved: add --model-out FILE to score new rows with it")
 
 
@@ -242,3 +310,239 @@ def _leakage_table(report: Report, console: Console) -> None:
             "excluded (--keep to keep)" if f.excluded else "kept (--keep)",
         )
     console.print(table)
+
+
+# --------------------------------------------------------------------------- the store
+
+
+def _bar(err: Console, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not enabled or not err.is_terminal,
+        transient=True,
+    )
+
+
+def _train_from_store(
+    *,
+    target_stage: str,
+    handoff_stage: str,
+    horizon_days: float,
+    holdout: float,
+    gap_days: float,
+    folds: int,
+    fmt: Format,
+    progress: bool,
+    database_url: str | None,
+) -> None:
+    err = Console(stderr=True)
+    with services_for(database_url) as services:
+        now = services.clock()
+        try:
+            bar = _bar(err, progress)
+            with bar:
+                task = bar.add_task("reading the store", total=None)
+                training = train_from_store(
+                    services.engine,
+                    services.models,
+                    now,
+                    target_stage=target_stage,
+                    handoff_stage=handoff_stage,
+                    horizon_days=horizon_days,
+                    holdout=holdout,
+                    gap_days=gap_days,
+                    folds=folds,
+                    progress=lambda label, done, total: bar.update(
+                        task, description=label, completed=done, total=total
+                    ),
+                )
+            version = save_store_training(services.engine, training, now)
+        except PredictiveError as exc:
+            fail(str(exc))
+    report = training.report()
+    report["version"] = version
+    if fmt is Format.json:
+        typer.echo(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+    else:
+        out = Console(soft_wrap=False, width=120)
+        store = training.store
+        out.print(
+            f"[bold]store[/]: {store['labelled']} leads with a known outcome "
+            f"({store['positives']} reached {target_stage!r} or later), horizon "
+            f"{horizon_days:g} days; trained on {store['train_rows']}, held out the latest "
+            f"{store['holdout_rows']} (labelled from {store['holdout_from']})"
+        )
+        print_report(training.model.report, out)
+        print_holdout(report, out)
+        out.print(f"note: rule scores: {store['rule_scores']}")
+        out.print(f"trained in {store['training_seconds']:.1f} s")
+    typer.echo(
+        f"stored as version {version} (not active: `leadflow predict activate {version}`)",
+        err=True,
+    )
+
+
+def print_holdout(report: dict[str, Any], console: Console) -> None:
+    holdout = report.get("holdout")
+    if not holdout:
+        for note in report.get("store", {}).get("notes", []):
+            console.print(f"note: {note}")
+        return
+    table = Table(title="Time hold-out (latest labelled leads, never seen in training)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("rows", str(holdout["rows"]))
+    table.add_row("ROC-AUC", f"{holdout['roc_auc']:.4f}")
+    table.add_row("PR-AUC", f"{holdout['pr_auc']:.4f}")
+    table.add_row(
+        "Brier score (base rate)", f"{holdout['brier']:.4f} ({holdout['brier_base_rate']:.4f})"
+    )
+    table.add_row("expected calibration error", f"{holdout['ece']:.4f}")
+    within = report.get("store", {}).get("holdout_roc_auc_within_handoffs")
+    if within is not None:
+        table.add_row("ROC-AUC among the rule's hand-offs", f"{within:.4f}")
+    console.print(table)
+    rule = holdout.get("rule")
+    if rule:
+        table = Table(
+            title=f"Hold-out: rule-based hand-off ({rule['column']}) vs model at the same "
+            f"{rule['handoffs']} hand-offs"
+        )
+        for c in ("", "precision", "recall"):
+            table.add_column(c, justify="right")
+        table.add_row("rule", f"{rule['rule_precision']:.1%}", f"{rule['rule_recall']:.1%}")
+        table.add_row(
+            "model top-k", f"{rule['model_precision']:.1%}", f"{rule['model_recall']:.1%}"
+        )
+        console.print(table)
+
+
+@app.command("list")
+def list_command(fmt: Format = ListFormat, database_url: str | None = DatabaseOption) -> None:
+    """Every stored model version, newest first, with its ROC-AUC and whether it is active."""
+    with services_for(database_url) as services, services.engine.connect() as conn:
+        rows = list_versions(conn)
+    columns = ["version", "created_at", "kind", "target", "chosen", "cv_roc_auc",
+               "holdout_roc_auc", "active", "activated_at"]  # fmt: skip
+    render(rows, columns, fmt, title="Predictive models")
+
+
+@app.command("show")
+def show_command(
+    version: str = typer.Argument(..., help="A version from `leadflow predict list`."),
+    fmt: Format = typer.Option(Format.table, "--format", help="table or json."),
+    database_url: str | None = DatabaseOption,
+) -> None:
+    """A stored version's evaluation report."""
+    with services_for(database_url) as services, services.engine.connect() as conn:
+        try:
+            row = get_version(conn, version)
+        except VersionNotFound as exc:
+            fail(str(exc))
+    report = dict(row["report"] or {})
+    if fmt is not Format.table:
+        meta = {k: row[k] for k in ("version", "kind", "target", "active")}
+        payload = {**meta, "created_at": str(row["created_at"]), "report": report}
+        typer.echo(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+        return
+    out = Console(soft_wrap=False, width=120)
+    state = "active" if row["active"] else "not active"
+    out.print(f"[bold]{row['version']}[/] ({row['kind']}, target {row['target']!r}, {state})")
+    e = report.get("evaluation") or {}
+    out.print(
+        f"chosen {report.get('chosen')}, {report.get('calibration')}-calibrated; "
+        f"cross-validated ROC-AUC {e.get('roc_auc')}, PR-AUC {e.get('pr_auc')}, "
+        f"Brier {e.get('brier')}, ECE {e.get('ece')}"
+    )
+    print_holdout(report, out)
+    table = Table(title="Strongest columns")
+    table.add_column("column")
+    table.add_column("mean |log-odds|", justify="right")
+    for name, value in (report.get("importance") or [])[:10]:
+        table.add_row(str(name), f"{value:.3f}")
+    out.print(table)
+
+
+@app.command("activate")
+def activate_command(
+    version: str = typer.Argument(..., help="A version from `leadflow predict list`."),
+    database_url: str | None = DatabaseOption,
+) -> None:
+    """Make VERSION the only active model (the next refresh scores every lead with it)."""
+    with services_for(database_url) as services:
+        try:
+            activate(services.engine, version, services.clock())
+        except (VersionNotFound, PredictiveError) as exc:
+            fail(str(exc))
+    typer.echo(f"activated {version}; run `leadflow predict refresh` (the worker also does)")
+
+
+@app.command("refresh")
+def refresh_command(database_url: str | None = DatabaseOption) -> None:
+    """Score every lead whose prediction is missing or stale with the active model."""
+    with services_for(database_url) as services:
+        try:
+            count = refresh_predictions(services.engine, services.clock(), services.models)
+        except PredictiveError as exc:
+            fail(str(exc))
+    typer.echo(f"scored {count} leads")
+
+
+@app.command("explain")
+def explain_command(
+    lead_id: int = typer.Argument(..., min=1, help="The lead's id."),
+    fmt: Format = typer.Option(Format.table, "--format", help="table or json."),
+    database_url: str | None = DatabaseOption,
+) -> None:
+    """A lead's predicted conversion probability and the features that raised and lowered
+    it (signed log-odds contributions)."""
+    with services_for(database_url) as services, services.engine.connect() as conn:
+        found = prediction_for(conn, lead_id)
+    if found is None:
+        fail(f"lead {lead_id}: no prediction (no active model, not refreshed yet, or no lead)")
+    if fmt is not Format.table:
+        typer.echo(json.dumps(found, indent=2, ensure_ascii=False, default=str))
+        return
+    out = Console(soft_wrap=False, width=120)
+    out.print(
+        f"lead {lead_id}: predicted {found['probability']:.1%} "
+        f"(model {found['version']}, scored {found['scored_at']})"
+    )
+    table = Table(title="Contributions (log-odds)")
+    for c in ("direction", "feature", "value", "contribution"):
+        table.add_column(c)
+    for direction, key in (("raised", "raised_by"), ("lowered", "lowered_by")):
+        for c in found[key]:
+            table.add_row(direction, c["column"], str(c["value"]), f"{c['log_odds']:+.3f}")
+    out.print(table)
+
+
+@app.command("drift")
+def drift_command(fmt: Format = ListFormat, database_url: str | None = DatabaseOption) -> None:
+    """Population stability index of the score and of every feature: now vs training time
+    (flagged above 0.2)."""
+    with services_for(database_url) as services:
+        try:
+            version, rows = drift_report(services.engine, services.models, services.clock())
+        except PredictiveError as exc:
+            fail(str(exc))
+    data = [
+        {
+            "column": r.column,
+            "psi": r.psi,
+            "drift": "yes" if r.flagged else "",
+            "training_rows": r.reference_rows,
+            "current_rows": r.current_rows,
+        }
+        for r in rows
+    ]
+    render(
+        data,
+        ["column", "psi", "drift", "training_rows", "current_rows"],
+        fmt,
+        title=f"Drift of {version} (PSI > 0.2 flagged)",
+    )

@@ -1,0 +1,39 @@
+"""Management API for predictive scoring: a lead's prediction and the model versions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Path
+from sqlalchemy import select
+
+from leadflow.adapters.db.tables import leads
+from leadflow.entrypoints.api.deps import ServicesDep
+from leadflow.services import predictive_store
+
+router = APIRouter(tags=["predictive"])
+LeadId = Path(..., ge=1, le=2**62, description="The lead's id.")
+
+
+@router.get("/leads/{lead_id}/prediction", operation_id="explain_lead_prediction")
+def lead_prediction(services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
+    """The active model's conversion probability for the lead (the fourth score) with the
+    features that raised and lowered it (signed log-odds contributions)."""
+    with services.engine.connect() as conn:
+        if conn.execute(select(leads.c.id).where(leads.c.id == lead_id)).first() is None:
+            raise HTTPException(status_code=404, detail=f"lead_id: no lead with id {lead_id}")
+        found = predictive_store.prediction_for(conn, lead_id)
+    if found is None:
+        raise HTTPException(
+            status_code=404,
+            detail=f"lead_id: lead {lead_id} has no prediction (no active model or not "
+            "refreshed yet)",
+        )
+    return found
+
+
+@router.get("/predictive/models", operation_id="list_predictive_models")
+def list_models(services: ServicesDep) -> list[dict[str, Any]]:
+    """Every stored model version, newest first."""
+    with services.engine.connect() as conn:
+        return predictive_store.list_versions(conn)

@@ -1,0 +1,688 @@
+"""Predictive scoring on leadflow's own store: train, version, activate, refresh, drift.
+
+The pure parts are ``leadflow.core.predictive`` (training, evaluation, explanations) and
+``leadflow.core.predictive_features`` (outcomes, point-in-time features, PSI); this module
+reads the tables into polars frames (a handful of bulk queries, no per-lead ORM loop) and
+writes the results back.
+
+**Trust boundary.** A model version is stored as the pickled ``TrainedModel`` in
+``predictive_models.model``. Unpickling runs code, so only rows written by this module
+(``leadflow predict train``) may be loaded; the database is trusted like the code itself.
+Never copy model bytes from an untrusted source into that table. The payload's hash is
+the version and is re-checked on load (``TrainedModel.from_bytes``), which catches
+corruption, not tampering.
+
+**Refresh** (``refresh_predictions``, called by the worker on every pass, and by
+``leadflow predict refresh``) is incremental: it scores only leads that have no prediction
+from the active version, or whose events, lead row or lead state changed after their last
+scoring, or whose prediction is older than ``STALE_AFTER`` (the 7/30/90-day windows and
+the recency slide with time even without new events). With no active model it is a
+single query.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+from sklearn.metrics import roc_auc_score
+from sqlalchemy import Connection, Engine, and_, delete, exists, insert, or_, select, update
+
+from leadflow.adapters.db.tables import (
+    accounts,
+    events,
+    lead_predictions,
+    lead_states,
+    leads,
+    predictive_models,
+    stage_changes,
+)
+from leadflow.core.config import LeadModel
+from leadflow.core.predictive import (
+    Evaluation,
+    PredictiveError,
+    TrainedModel,
+    encode,
+    evaluate,
+    report_json,
+    train,
+)
+from leadflow.core.predictive_features import (
+    ACQUIRED_AT,
+    CONVERTED,
+    ID,
+    LABEL_AT,
+    PROBABILITY,
+    RULE,
+    DriftRow,
+    FeatureSpec,
+    attribute_features,
+    choose_event_names,
+    drift,
+    feature_frame,
+    label_outcomes,
+    reference_of,
+    time_holdout,
+)
+from leadflow.services.lifecycle import ModelCache
+
+STALE_AFTER = timedelta(days=1)
+CHUNK = 5000
+IN_CHUNK = 900  # below SQLite's default limit of bound parameters
+TOP = 3
+Progress = Callable[[str, int, int], None]
+
+
+class VersionNotFound(LookupError):
+    pass
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _chunks(ids: Sequence[int], size: int) -> Iterable[Sequence[int]]:
+    for i in range(0, len(ids), size):
+        yield ids[i : i + size]
+
+
+def _rows(conn: Connection, stmt: Any, lead_ids: Sequence[int] | None, column: Any) -> list[Any]:
+    if lead_ids is None:
+        return list(conn.execute(stmt))
+    out: list[Any] = []
+    for part in _chunks(list(lead_ids), IN_CHUNK):
+        out.extend(conn.execute(stmt.where(column.in_(part))))
+    return out
+
+
+def _frame(rows: list[Any], schema: dict[str, Any]) -> pl.DataFrame:
+    return pl.DataFrame([tuple(r) for r in rows], schema=schema, orient="row")
+
+
+TS = pl.Datetime("us", "UTC")
+
+
+def read_events(conn: Connection, lead_ids: Sequence[int] | None = None) -> pl.DataFrame:
+    """``lead_id, type, name, occurred_at, path, content`` of every lead event."""
+    stmt = select(
+        events.c.lead_id, events.c.type, events.c.name, events.c.occurred_at, events.c.page_url
+    ).where(events.c.lead_id.is_not(None))
+    frame = _frame(
+        _rows(conn, stmt, lead_ids, events.c.lead_id),
+        {ID: pl.Int64, "type": pl.Utf8, "name": pl.Utf8, "occurred_at": TS, "url": pl.Utf8},
+    )
+    content_stmt = select(events.c.lead_id, events.c.occurred_at, events.c.properties).where(
+        events.c.lead_id.is_not(None),
+        events.c.type == "track",
+        events.c.name == "content_download",
+    )
+    keyed = [
+        (r[0], r[1], _content_key(r[2]))
+        for r in _rows(conn, content_stmt, lead_ids, events.c.lead_id)
+    ]
+    content = _frame(keyed, {ID: pl.Int64, "occurred_at": TS, "content": pl.Utf8}).unique(
+        [ID, "occurred_at", "content"]
+    )
+    path = (
+        pl.col("url")
+        .str.replace(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/]*", "")
+        .str.replace(r"[?#].*$", "")
+    )
+    frame = frame.with_columns(path.alias("path")).drop("url")
+    frame = frame.join(
+        content.with_columns(pl.lit("content_download").alias("name")),
+        on=[ID, "occurred_at", "name"],
+        how="left",
+    )
+    return frame.select(ID, "type", "name", "occurred_at", "path", "content")
+
+
+def _content_key(props: Any) -> str | None:
+    if not isinstance(props, dict):
+        return None
+    for key in ("asset_key", "asset", "content_key", "content", "title", "asset_type"):
+        value = props.get(key)
+        if isinstance(value, str | int) and str(value).strip():
+            return str(value)[:200]
+    return None
+
+
+def read_profiles(
+    conn: Connection, model: LeadModel, lead_ids: Sequence[int] | None = None
+) -> pl.DataFrame:
+    """Attribute features of non-erased leads (current fit: it does not depend on events)."""
+    stmt = (
+        select(
+            leads.c.id,
+            accounts.c.industry,
+            accounts.c.employee_count,
+            accounts.c.country,
+            leads.c.title,
+            leads.c.source,
+            accounts.c.is_target,
+            lead_states.c.fit,
+            lead_states.c.fit_grade,
+        )
+        .select_from(
+            leads.outerjoin(accounts, accounts.c.id == leads.c.account_id).outerjoin(
+                lead_states, lead_states.c.lead_id == leads.c.id
+            )
+        )
+        .where(leads.c.erased_at.is_(None))
+    )
+    raw = _frame(
+        _rows(conn, stmt, lead_ids, leads.c.id),
+        {
+            ID: pl.Int64,
+            "industry": pl.Utf8,
+            "employee_count": pl.Float64,
+            "country": pl.Utf8,
+            "title": pl.Utf8,
+            "source": pl.Utf8,
+            "is_target": pl.Boolean,
+            "fit": pl.Float64,
+            "fit_grade": pl.Utf8,
+        },
+    )
+    rules = [(r.label, list(r.patterns)) for r in (model.spec.fit.title_seniority or [])]
+    return attribute_features(raw, rules)
+
+
+def read_changes(conn: Connection) -> pl.DataFrame:
+    stmt = select(
+        stage_changes.c.lead_id,
+        stage_changes.c.from_stage,
+        stage_changes.c.to_stage,
+        stage_changes.c.at,
+        stage_changes.c.rule,
+    )
+    return _frame(
+        list(conn.execute(stmt)),
+        {ID: pl.Int64, "from_stage": pl.Utf8, "to_stage": pl.Utf8, "at": TS, "rule": pl.Utf8},
+    )
+
+
+def acquisitions(changes: pl.DataFrame, initial_stage: str) -> pl.DataFrame:
+    """Acquisition time per lead: its first move out of the initial (anonymous) stage."""
+    return (
+        changes.filter(pl.col("from_stage") == initial_stage)
+        .group_by(ID)
+        .agg(pl.col("at").min().alias(ACQUIRED_AT))
+    )
+
+
+def population(
+    conn: Connection,
+    model: LeadModel,
+    spec: FeatureSpec,
+    now: datetime,
+    lead_ids: Sequence[int] | None = None,
+) -> pl.DataFrame:
+    """Features of (the given, or every) non-erased lead as of ``now``."""
+    profiles = read_profiles(conn, model, lead_ids)
+    as_of = profiles.select(ID).with_columns(pl.lit(now).cast(TS).alias("as_of"))
+    return feature_frame(as_of, profiles, read_events(conn, lead_ids), spec)
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class StoreTraining:
+    model: TrainedModel
+    spec: FeatureSpec
+    holdout: Evaluation | None
+    store: dict[str, Any]
+    reference: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def report(self) -> dict[str, Any]:
+        import json
+
+        data = json.loads(report_json(self.model.report))
+        data["holdout"] = json.loads(_dumps(asdict(self.holdout))) if self.holdout else None
+        data["store"] = self.store
+        return data
+
+
+def _dumps(value: Any) -> str:
+    import json
+
+    return json.dumps(value, default=lambda v: v.item() if isinstance(v, np.generic) else list(v))
+
+
+def _stages_from(model: LeadModel, stage: str, option: str) -> list[str]:
+    if stage not in model.stage_order:
+        raise PredictiveError(
+            f"{option} {stage!r}: not a stage of the main path ({', '.join(model.stage_order)})"
+        )
+    rank = model.rank(stage)
+    return [s for s, r in model.stage_order.items() if r >= rank]
+
+
+def train_from_store(
+    engine: Engine,
+    models: ModelCache,
+    now: datetime,
+    *,
+    target_stage: str = "opportunity",
+    handoff_stage: str = "mql",
+    horizon_days: float = 90.0,
+    holdout: float = 0.2,
+    gap_days: float = 0.0,
+    folds: int = 5,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> StoreTraining:
+    """Label outcomes, build point-in-time features, train on the earlier ~80 % (by
+    labelling time), evaluate on the latest ~20 % next to the rule-based hand-off.
+
+    ``gap_days``: features are taken as of the labelling time minus this gap (0: just
+    before the outcome). A gap asks the model to see the outcome coming earlier, and
+    removes the "just active before the outcome" pattern that a labelling time right after
+    a hand-off puts into recency and short windows."""
+    if horizon_days <= 0:
+        raise PredictiveError("--horizon-days: must be greater than 0")
+    if not 0 <= gap_days < horizon_days:
+        raise PredictiveError("--gap-days: must be at least 0 and below --horizon-days")
+    if not 0 < holdout < 0.9:
+        raise PredictiveError("--holdout: must be between 0 and 0.9")
+    started = time.perf_counter()
+    with engine.connect() as conn:
+        model = models.active(conn, now)
+        targets = _stages_from(model, target_stage, "--target-stage")
+        handoff = _stages_from(model, handoff_stage, "--handoff-stage")
+        initial = model.spec.lifecycle.initial
+        if target_stage == initial:
+            raise PredictiveError(f"--target-stage {target_stage!r}: the initial stage")
+        changes = read_changes(conn)
+        labels = label_outcomes(
+            acquisitions(changes, initial),
+            changes,
+            target_stages=targets,
+            negative_stages=[model.dead_end_stage],
+            handoff_stages=handoff,
+            horizon_days=horizon_days,
+            now=now,
+        )
+        if labels.height == 0:
+            raise PredictiveError(
+                "no lead has a known outcome yet (acquired leads that reached "
+                f"{target_stage!r}, were lost/rejected/dead-ended, or are older than "
+                f"{horizon_days:g} days)"
+            )
+        evs = read_events(conn)
+        profiles = read_profiles(conn, model)
+        spec = choose_event_names(evs)
+        labels = labels.join(profiles.select(ID), on=ID, how="inner")  # no erased leads
+        frame = feature_frame(
+            labels.with_columns((pl.col(LABEL_AT) - timedelta(days=gap_days)).alias("as_of")),
+            profiles,
+            evs,
+            spec,
+        ).drop(ACQUIRED_AT, "as_of")
+        current = feature_frame(
+            profiles.select(ID).with_columns(pl.lit(now).cast(TS).alias("as_of")),
+            profiles,
+            evs,
+            spec,
+        )
+    earlier, latest = time_holdout(frame, LABEL_AT, holdout)
+    if earlier.height == 0:
+        raise PredictiveError("every labelled lead has the same labelling time: no time split")
+    trained = train(
+        earlier,
+        CONVERTED,
+        id_column=ID,
+        time_column=LABEL_AT,
+        rule_column=RULE,
+        positive="1",
+        folds=folds,
+        seed=seed,
+        progress=progress,
+    )
+    notes: list[str] = []
+    y = latest[CONVERTED].to_numpy().astype(np.int8)
+    evaluation = None
+    within = None
+    if 0 < y.sum() < len(y):
+        p = trained.predict(encode(latest, trained.schema))
+        handed = (latest[RULE] == "yes").to_numpy()
+        evaluation = evaluate(y, p, handed, handoff_stage)
+        if 0 < y[handed].sum() < handed.sum():
+            # Where the model can add to the rule: ranking the leads the rule handed off.
+            within = round(float(roc_auc_score(y[handed], p[handed])), 4)
+    else:
+        notes.append("the time hold-out has only one outcome: no hold-out ROC-AUC")
+    current_p = trained.predict(encode(current, trained.schema)) if current.height else []
+    reference = reference_of(
+        current.with_columns(pl.Series(PROBABILITY, np.asarray(current_p, dtype=float))),
+        [*trained.schema.names, PROBABILITY],
+    )
+    store = {
+        "target_stage": target_stage,
+        "target_stages": targets,
+        "handoff_stage": handoff_stage,
+        "horizon_days": horizon_days,
+        "gap_days": gap_days,
+        "labelled": labels.height,
+        "positives": int(labels[CONVERTED].sum()),
+        "train_rows": earlier.height,
+        "holdout_rows": latest.height,
+        "holdout_share": holdout,
+        "holdout_from": latest[LABEL_AT].min().isoformat() if latest.height else None,
+        "holdout_roc_auc_within_handoffs": within,
+        "rule_scores": "current fit score and grade (fit does not depend on events); "
+        "engagement score as of the labelling time is not computed - the behaviour "
+        "aggregates stand in for it",
+        "attributes": "lead and account attributes are their current values (the store "
+        "keeps no attribute history); events are strictly before the labelling time",
+        "trained_at": now.isoformat(),
+        "training_seconds": round(time.perf_counter() - started, 2),
+        "notes": notes,
+    }
+    return StoreTraining(trained, spec, evaluation, store, reference)
+
+
+# --------------------------------------------------------------------------- versions
+
+
+def save_version(
+    engine: Engine,
+    model: TrainedModel,
+    *,
+    kind: str,
+    target: str,
+    report: dict[str, Any],
+    features: dict[str, Any],
+    now: datetime,
+) -> str:
+    """Store a trained model (inactive) and return its version; the same model twice is
+    stored once."""
+    data = model.to_bytes()
+    version = model.report.version
+    report = {**report, "version": version}
+    with engine.begin() as conn:
+        found = conn.execute(
+            select(predictive_models.c.id).where(predictive_models.c.version == version)
+        ).first()
+        if found is None:
+            conn.execute(
+                insert(predictive_models).values(
+                    version=version,
+                    created_at=now,
+                    kind=kind,
+                    target=target[:64],
+                    report=report,
+                    features=features,
+                    model=data,
+                    active=False,
+                )
+            )
+    return version
+
+
+def save_store_training(engine: Engine, training: StoreTraining, now: datetime) -> str:
+    return save_version(
+        engine,
+        training.model,
+        kind="store",
+        target=training.store["target_stage"],
+        report=training.report(),
+        features={"spec": training.spec.to_dict(), "reference": training.reference},
+        now=now,
+    )
+
+
+def list_versions(conn: Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(
+            predictive_models.c.version,
+            predictive_models.c.created_at,
+            predictive_models.c.kind,
+            predictive_models.c.target,
+            predictive_models.c.active,
+            predictive_models.c.activated_at,
+            predictive_models.c.report,
+        ).order_by(predictive_models.c.created_at.desc(), predictive_models.c.id.desc())
+    ).mappings()
+    out = []
+    for r in rows:
+        report = r["report"] or {}
+        holdout = report.get("holdout") or {}
+        out.append(
+            {
+                "version": r["version"],
+                "created_at": r["created_at"],
+                "kind": r["kind"],
+                "target": r["target"],
+                "chosen": report.get("chosen"),
+                "cv_roc_auc": (report.get("evaluation") or {}).get("roc_auc"),
+                "holdout_roc_auc": holdout.get("roc_auc"),
+                "active": bool(r["active"]),
+                "activated_at": r["activated_at"],
+            }
+        )
+    return out
+
+
+def get_version(conn: Connection, version: str) -> dict[str, Any]:
+    row = (
+        conn.execute(
+            select(
+                predictive_models.c.version,
+                predictive_models.c.created_at,
+                predictive_models.c.kind,
+                predictive_models.c.target,
+                predictive_models.c.active,
+                predictive_models.c.activated_at,
+                predictive_models.c.report,
+            ).where(predictive_models.c.version == version)
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        raise VersionNotFound(f"version {version!r}: no such predictive model")
+    return dict(row)
+
+
+def activate(engine: Engine, version: str, now: datetime) -> None:
+    """Make ``version`` the only active model; predictions of other versions are dropped
+    (the next refresh scores every lead with the new one)."""
+    with engine.begin() as conn:
+        row = conn.execute(
+            select(predictive_models.c.kind, predictive_models.c.active).where(
+                predictive_models.c.version == version
+            )
+        ).first()
+        if row is None:
+            raise VersionNotFound(f"version {version!r}: no such predictive model")
+        if row.kind != "store":
+            raise PredictiveError(
+                f"version {version!r} was trained on a CSV export: only models trained from "
+                "the store (`leadflow predict train` without --csv) can score leads"
+            )
+        if row.active:
+            return
+        conn.execute(
+            update(predictive_models)
+            .where(predictive_models.c.active.is_(True))
+            .values(active=False)
+        )
+        conn.execute(
+            update(predictive_models)
+            .where(predictive_models.c.version == version)
+            .values(active=True, activated_at=now)
+        )
+        conn.execute(delete(lead_predictions).where(lead_predictions.c.version != version))
+
+
+_LOADED: dict[str, tuple[TrainedModel, FeatureSpec, dict[str, Any]]] = {}
+
+
+def active_model(conn: Connection) -> tuple[str, TrainedModel, FeatureSpec, dict[str, Any]] | None:
+    version = conn.execute(
+        select(predictive_models.c.version).where(predictive_models.c.active.is_(True))
+    ).scalar()
+    if version is None:
+        return None
+    if version not in _LOADED:
+        row = conn.execute(
+            select(predictive_models.c.model, predictive_models.c.features).where(
+                predictive_models.c.version == version
+            )
+        ).one()
+        features = row.features or {}
+        _LOADED.clear()
+        _LOADED[version] = (
+            TrainedModel.from_bytes(bytes(row.model)),
+            FeatureSpec.from_dict(features.get("spec") or {}),
+            features.get("reference") or {},
+        )
+    model, spec, reference = _LOADED[version]
+    return version, model, spec, reference
+
+
+# --------------------------------------------------------------------------- use
+
+
+def _stale_leads(conn: Connection, version: str, now: datetime) -> list[int]:
+    lp = lead_predictions
+    newer_event = exists().where(
+        and_(events.c.lead_id == leads.c.id, events.c.received_at > lp.c.scored_at)
+    )
+    stmt = (
+        select(leads.c.id)
+        .select_from(
+            leads.outerjoin(lp, lp.c.lead_id == leads.c.id).outerjoin(
+                lead_states, lead_states.c.lead_id == leads.c.id
+            )
+        )
+        .where(
+            leads.c.erased_at.is_(None),
+            or_(
+                lp.c.lead_id.is_(None),
+                lp.c.version != version,
+                lp.c.scored_at < now - STALE_AFTER,
+                leads.c.updated_at > lp.c.scored_at,
+                lead_states.c.updated_at > lp.c.scored_at,
+                newer_event,
+            ),
+        )
+        .order_by(leads.c.id)
+    )
+    return [r[0] for r in conn.execute(stmt)]
+
+
+def _contributions(up: Sequence[Any], down: Sequence[Any]) -> dict[str, Any]:
+    def one(c: Any) -> dict[str, Any]:
+        return {"column": c.column, "value": c.value, "log_odds": c.log_odds}
+
+    return {"raised": [one(c) for c in up], "lowered": [one(c) for c in down]}
+
+
+_MODELS = ModelCache()
+
+
+def refresh_predictions(engine: Engine, now: datetime, models: ModelCache | None = None) -> int:
+    """Score the leads whose prediction is missing or stale with the active model; returns
+    how many were scored (0 without an active model). Incremental: see the module doc.
+    The worker calls it on every pass (``models``: its ModelCache, optional)."""
+    models = models or _MODELS
+    with engine.connect() as conn:
+        active = active_model(conn)
+        if active is None:
+            return 0
+        version, model, spec, _ = active
+        ids = _stale_leads(conn, version, now)
+        lead_model = models.active(conn, now)
+    done = 0
+    for part in _chunks(ids, CHUNK):
+        with engine.begin() as conn:
+            frame = population(conn, lead_model, spec, now, part)
+            if frame.height == 0:
+                continue
+            probability, reasons = model.score(frame, TOP)
+            rows = [
+                {
+                    "lead_id": int(lead_id),
+                    "version": version,
+                    "probability": round(float(p), 6),
+                    "contributions": _contributions(up, down),
+                    "scored_at": now,
+                }
+                for lead_id, p, (up, down) in zip(
+                    frame[ID].to_list(), probability, reasons, strict=True
+                )
+            ]
+            scored = [r["lead_id"] for r in rows]
+            for ids_part in _chunks(scored, IN_CHUNK):
+                conn.execute(
+                    delete(lead_predictions).where(lead_predictions.c.lead_id.in_(ids_part))
+                )
+            conn.execute(insert(lead_predictions), rows)
+            done += len(rows)
+    with engine.begin() as conn:
+        erased = select(leads.c.id).where(leads.c.erased_at.is_not(None))
+        conn.execute(delete(lead_predictions).where(lead_predictions.c.lead_id.in_(erased)))
+    return done
+
+
+def prediction_for(conn: Connection, lead_id: int) -> dict[str, Any] | None:
+    row = (
+        conn.execute(select(lead_predictions).where(lead_predictions.c.lead_id == lead_id))
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return None
+    contributions = row["contributions"] or {}
+    return {
+        "lead_id": row["lead_id"],
+        "version": row["version"],
+        "probability": row["probability"],
+        "scored_at": row["scored_at"],
+        "raised_by": contributions.get("raised", []),
+        "lowered_by": contributions.get("lowered", []),
+        "contributions": "signed log-odds per feature (see docs/predictive.md)",
+    }
+
+
+def drift_report(engine: Engine, models: ModelCache, now: datetime) -> tuple[str, list[DriftRow]]:
+    """PSI of the score and of every model feature: now against training time."""
+    with engine.connect() as conn:
+        active = active_model(conn)
+        if active is None:
+            raise PredictiveError(
+                "no active predictive model: `leadflow predict activate VERSION` first"
+            )
+        version, model, spec, reference = active
+        if not reference:
+            raise PredictiveError(f"version {version!r} has no training-time distributions")
+        frame = population(conn, models.active(conn, now), spec, now)
+    p = model.predict(encode(frame, model.schema)) if frame.height else np.zeros(0)
+    frame = frame.with_columns(pl.Series(PROBABILITY, np.asarray(p, dtype=float)))
+    return version, drift(reference, frame)
+
+
+__all__ = [
+    "STALE_AFTER",
+    "StoreTraining",
+    "VersionNotFound",
+    "activate",
+    "active_model",
+    "drift_report",
+    "get_version",
+    "list_versions",
+    "population",
+    "prediction_for",
+    "read_events",
+    "refresh_predictions",
+    "save_store_training",
+    "save_version",
+    "train_from_store",
+]
