@@ -120,8 +120,9 @@ def _truncate(url: str) -> None:
 
 
 @pytest.fixture
-def services(db_url: str) -> Iterator[Services]:
-    built = build_services(Settings(database_url=db_url))
+def services(db_url: str, tmp_path: Path) -> Iterator[Services]:
+    # Without an SMTP host, email goes to .eml files: keep them in the test's directory.
+    built = build_services(Settings(database_url=db_url, mail_dir=str(tmp_path / "outbox")))
     yield built
     built.close()
 

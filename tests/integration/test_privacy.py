@@ -8,7 +8,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from leadflow.adapters.db.tables import events, identities, leads, suppressions
+from leadflow.adapters.db.tables import (
+    email_sends,
+    events,
+    form_submissions,
+    identities,
+    leads,
+    suppressions,
+)
 from leadflow.core.tracking import parse_message
 from leadflow.services.ingest import ingest
 from leadflow.services.privacy import (
@@ -169,6 +176,46 @@ def test_erase_removes_personal_data_and_keeps_an_anonymous_tombstone(services, 
     assert form["properties"]["asset"] == "pricing"
     assert form["properties"]["nested"]["size"] == 50
     assert all(r["anonymous_id"] is None and r["user_id"] is None for r in rows)
+
+
+def test_erase_scrubs_email_sends_and_form_submissions_but_keeps_their_figures(services, person):
+    with services.engine.begin() as conn:
+        conn.execute(
+            email_sends.insert().values(
+                idempotency_key="program:education:welcome:1",
+                message_id="<m1@leadflow.invalid>",
+                lead_id=person["id"],
+                template="nurture",
+                to_email=person["email"],
+                subject="Hello Jisoo",
+                status="sent",
+                planned_at=T0,
+                sent_at=T0,
+                opened_at=T0,
+            )
+        )
+        conn.execute(
+            form_submissions.insert().values(
+                form_key="white-paper",
+                lead_id=person["id"],
+                anonymous_id="anon-device-7",
+                fields={"email": person["email"], "first_name": "Jisoo", "phone": "010-5555-1234"},
+                consent={"granted": True, "text": "I agree", "ip": "203.0.113.9"},
+                page_url="https://site.example/f/white-paper?email=kim.jisoo@acme.example",
+                ip="203.0.113.9",
+                user_agent="Mozilla/5.0 (Jisoo's laptop)",
+                submitted_at=T0,
+            )
+        )
+    erase_person(services.engine, person["email"], now=T0 + timedelta(days=1))
+    with services.engine.connect() as conn:
+        send = conn.execute(select(email_sends)).mappings().one()
+        form = conn.execute(select(form_submissions)).mappings().one()
+    assert send["status"] == "sent" and send["opened_at"] is not None  # figures stay
+    assert form["form_key"] == "white-paper" and form["consent"]["granted"] is True
+    dumped = json.dumps([dict(send), dict(form)], default=str).lower()
+    for value in PERSONAL:
+        assert value.lower() not in dumped, value
 
 
 def test_erase_leaves_other_people_untouched(services, person):

@@ -44,6 +44,8 @@ SIGNAL_EVENTS = (
     "opportunity.created",
     "opportunity.won",
     "opportunity.lost",
+    "segment.joined",
+    "segment.left",
 )
 STAGE_EVENTS = ("lead.mql", "lead.stage_changed")
 EVENT_TYPES = SIGNAL_EVENTS + STAGE_EVENTS

@@ -8,13 +8,37 @@ rows, composes the message and hands it to the mailer.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import re
 import secrets
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.policy import default as SMTP_POLICY
+from email.utils import format_datetime, parseaddr
+from functools import lru_cache
+from html import escape, unescape
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Connection, select
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import Connection, Engine, func, select, update
 
-from leadflow.adapters.db.engine import insert_ignore
-from leadflow.adapters.db.tables import email_sends, leads
+from leadflow.adapters.db.engine import insert_ignore, is_postgres
+from leadflow.adapters.db.tables import accounts, content_assets, email_sends, leads, seminars
+from leadflow.adapters.email import DeliveryError, Mailer, build_mailer
+from leadflow.core import email_tokens
+from leadflow.core.config import LeadModel
+from leadflow.services.events import EMAIL_CHANNEL, LeadEvent, record_events_in
+from leadflow.settings import Settings
+
+if TYPE_CHECKING:
+    from leadflow.bootstrap import Services
+
+log = logging.getLogger(__name__)
 
 MESSAGE_ID_DOMAIN = "leadflow.invalid"
 
@@ -71,3 +95,942 @@ def plan_email(
     )
     return result.scalar_one_or_none()
 
+
+# --- composing ------------------------------------------------------------------------
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates" / "email"
+DEFAULT_TEMPLATE = "nurture"
+_HANGUL = re.compile(r"[\uac00-\ud7a3]")
+_HREF = re.compile(r"""\bhref\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.IGNORECASE)
+_FALLBACK_NAME = {"en": "there", "ko": "고객"}
+
+
+@lru_cache(maxsize=1)
+def template_env() -> Environment:
+    """Jinja2 for email bodies and the unsubscribe page: HTML autoescaped, text not."""
+    return Environment(
+        loader=FileSystemLoader(str(TEMPLATE_DIR)),
+        autoescape=select_autoescape(enabled_extensions=("html",), default=False),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+@lru_cache(maxsize=1)
+def _template_names() -> tuple[str, ...]:
+    names = {p.stem for p in TEMPLATE_DIR.glob("*.html") if not p.stem.startswith(("_", "page_"))}
+    return tuple(sorted(n for n in names if (TEMPLATE_DIR / f"{n}.txt").exists()))
+
+
+def email_templates() -> list[str]:
+    """Templates usable for email: ``<name>.html`` with a ``<name>.txt`` beside it."""
+    return list(_template_names())
+
+
+def brand_name(settings: Settings) -> str:
+    name, addr = parseaddr(settings.mail_from)
+    return name or addr.split("@")[-1] or "leadflow"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _locale(attributes: Mapping[str, Any] | None, subject: str) -> str:
+    for key in ("locale", "language"):
+        value = (attributes or {}).get(key)
+        if isinstance(value, str) and value[:2].lower() in ("ko", "en"):
+            return value[:2].lower()
+    return "ko" if _HANGUL.search(subject) else "en"
+
+
+def tracking_urls(settings: Settings, send_id: int) -> tuple[str, str]:
+    """(open pixel URL, unsubscribe URL) of one send."""
+    key, base = settings.signing_key(), settings.public_url
+    return (
+        f"{base}/e/o/{email_tokens.open_token(key, send_id)}",
+        f"{base}/u/{email_tokens.unsubscribe_token(key, send_id)}",
+    )
+
+
+def click_url(settings: Settings, send_id: int, destination: str) -> str:
+    token = email_tokens.click_token(settings.signing_key(), send_id, destination)
+    return f"{settings.public_url}/e/c/{token}"
+
+
+def _asset_for(conn: Connection, model: LeadModel | None, key: str | None) -> dict[str, Any] | None:
+    if not key:
+        return None
+    row = conn.execute(
+        select(
+            content_assets.c.key,
+            content_assets.c.title,
+            content_assets.c.type,
+            content_assets.c.url,
+        ).where(content_assets.c.key == key)
+    ).first()
+    if row is not None:
+        return dict(row._mapping)
+    nurture = model.spec.nurture if model is not None else None
+    for spec in nurture.content if nurture is not None else []:
+        if spec.key == key:
+            return {"key": spec.key, "title": spec.title, "type": spec.type, "url": spec.url}
+    return None
+
+
+def _rewrite_links(html: str, rewrite: Callable[[str], str | None]) -> str:
+    """Every ``href`` through ``rewrite``; a link it refuses loses its ``href``."""
+
+    def replace(match: re.Match[str]) -> str:
+        raw = next(g for g in match.groups() if g is not None)
+        target = rewrite(unescape(raw))
+        return "" if target is None else f'href="{escape(target, quote=True)}"'
+
+    return _HREF.sub(replace, html)
+
+
+def _build_message(
+    settings: Settings,
+    *,
+    to_email: str,
+    subject: str,
+    message_id: str,
+    html: str,
+    text: str,
+    now: datetime,
+    unsubscribe_url: str | None,
+) -> EmailMessage:
+    msg = EmailMessage(policy=SMTP_POLICY)
+    msg["Subject"] = _one_line(subject)
+    msg["From"] = settings.mail_from
+    msg["To"] = to_email
+    msg["Date"] = format_datetime(now.astimezone(UTC))
+    msg["Message-ID"] = message_id
+    if unsubscribe_url is not None:
+        # RFC 2369 + RFC 8058: mail clients show an unsubscribe button and POST to it.
+        msg["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg.set_content(text)
+    msg.add_alternative(html, subtype="html")
+    return msg
+
+
+def compose(
+    conn: Connection,
+    settings: Settings,
+    send_row: Any,
+    model: LeadModel | None,
+    *,
+    now: datetime | None = None,
+) -> EmailMessage:
+    """The message of one ``email_sends`` row: HTML and plain text from the row's template
+    (``nurture`` when it has none of its own), personalised, every link signed and routed
+    through ``/e/c/``, an open pixel, and for marketing mail a visible unsubscribe link and
+    the ``List-Unsubscribe`` headers."""
+    row: Mapping[str, Any] = getattr(send_row, "_mapping", send_row)
+    send_id = int(row["id"])
+    lead = conn.execute(
+        select(leads.c.first_name, leads.c.attributes, accounts.c.name.label("company"))
+        .select_from(leads.outerjoin(accounts, accounts.c.id == leads.c.account_id))
+        .where(leads.c.id == row["lead_id"])
+    ).first()
+    attributes = (lead.attributes if lead is not None else None) or {}
+    subject = str(row["subject"])
+    locale = _locale(attributes, subject)
+    first_name = _one_line(lead.first_name or "") if lead is not None else ""
+    company = _one_line((lead.company if lead is not None else None) or "")
+    if not company and isinstance(attributes.get("company"), str):
+        company = _one_line(attributes["company"])
+
+    public = settings.public_url
+    asset = _asset_for(conn, model, row.get("asset_key"))
+    base = public
+    asset_view: dict[str, Any] | None = None
+    if asset is not None:
+        destination = email_tokens.resolve_destination(str(asset["url"]), public)
+        if destination is not None:
+            if str(asset["url"]).startswith(("http://", "https://")):
+                base = destination
+            asset_view = {
+                "key": asset["key"],
+                "title": asset["title"],
+                "type": asset["type"],
+                "url": click_url(settings, send_id, destination),
+            }
+
+    pixel_url, unsubscribe_url = tracking_urls(settings, send_id)
+    marketing = row.get("category", "marketing") == "marketing"
+    tracked_prefixes = (f"{public}/e/c/", f"{public}/u/")
+
+    def track(href: str) -> str | None:
+        if href.startswith(tracked_prefixes) or href.startswith("mailto:"):
+            return href
+        destination = email_tokens.resolve_destination(href, base)
+        return None if destination is None else click_url(settings, send_id, destination)
+
+    context = {
+        "locale": locale,
+        "subject": _one_line(subject),
+        "first_name": first_name,
+        "greeting_name": first_name or _FALLBACK_NAME[locale],
+        "company": company,
+        "asset": asset_view,
+        "brand": brand_name(settings),
+        "public_url": public,
+        "pixel_url": pixel_url,
+        "unsubscribe_url": unsubscribe_url if marketing else None,
+        "link": track,
+        "seminar": _seminar_view(conn, model, row.get("seminar_id"), locale),
+    }
+    name = str(row.get("template") or DEFAULT_TEMPLATE)
+    if name not in email_templates():
+        name = DEFAULT_TEMPLATE
+    env = template_env()
+    html = _rewrite_links(env.get_template(f"{name}.html").render(context), track)
+    text = env.get_template(f"{name}.txt").render(context)
+    return _build_message(
+        settings,
+        to_email=str(row["to_email"]),
+        subject=subject,
+        message_id=str(row["message_id"]),
+        html=html,
+        text=text,
+        now=now or datetime.now(UTC),
+        unsubscribe_url=unsubscribe_url if marketing else None,
+    )
+
+
+def compose_test(settings: Settings, to_email: str, template: str, now: datetime) -> EmailMessage:
+    """A test message (``POST /api/email/test``): the template with sample data, untracked."""
+    if template not in email_templates():
+        raise ValueError(
+            f"template: unknown template {template!r} (known: {', '.join(email_templates())})"
+        )
+    locale = "en"
+    context = {
+        "locale": locale,
+        "subject": f"leadflow test: {template}",
+        "first_name": "Test",
+        "greeting_name": "Test",
+        "company": "Example Company",
+        "asset": {
+            "key": "sample",
+            "title": "Sample asset",
+            "type": "blog_post",
+            "url": settings.public_url,
+        },
+        "brand": brand_name(settings),
+        "public_url": settings.public_url,
+        "pixel_url": None,
+        "unsubscribe_url": None,
+        "link": lambda href: href,
+    }
+    env = template_env()
+    return _build_message(
+        settings,
+        to_email=to_email,
+        subject=f"leadflow test: {template}",
+        message_id=new_message_id(),
+        html=env.get_template(f"{template}.html").render(context),
+        text=env.get_template(f"{template}.txt").render(context),
+        now=now,
+        unsubscribe_url=None,
+    )
+
+
+# --- delivery -------------------------------------------------------------------------
+
+# Temporary failures are retried after these delays (attempt 1 failed -> wait 5 minutes,
+# ...); the attempt after the last delay is the final one.
+RETRY_DELAYS = (
+    timedelta(minutes=5),
+    timedelta(minutes=30),
+    timedelta(hours=2),
+    timedelta(hours=6),
+)
+MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
+UNCONFIRMED = "unconfirmed: worker stopped during SMTP hand-off"
+# ``email_sends`` has no "next attempt" or "claimed at" column, so these states live in
+# ``error`` with a UTC timestamp the code parses back:
+#   status planned, "retry at <iso>: <last error>"     waiting for the next attempt
+#   status sending, "claimed at <iso> by <worker>"      claimed, not yet given to SMTP
+#   status sending, "handing off at <iso> by <worker>"  being given to SMTP right now
+_STATE = re.compile(r"^(retry at|claimed at|handing off at) (\S+)")
+# Re-checked at delivery time: everything but the frequency cap, which counted this very
+# send when it was planned (counting it again would block it).
+_NOT_RECHECKED = frozenset({"frequency_cap"})
+
+
+@dataclass
+class DeliveryReport:
+    claimed: int = 0
+    sent: int = 0
+    skipped: int = 0
+    retrying: int = 0
+    failed: int = 0
+    bounced: int = 0
+    # Claimed but given back untried (the SMTP server was unreachable).
+    released: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReconcileReport:
+    requeued: int = 0  # claimed, never handed to SMTP: planned again
+    unconfirmed: int = 0  # in the middle of the hand-off: marked sent, never resent
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _state_time(error: str | None, state: str) -> datetime | None:
+    match = _STATE.match(error or "")
+    if match is None or match.group(1) != state:
+        return None
+    try:
+        return datetime.strptime(match.group(2).rstrip(":"), "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+            tzinfo=UTC
+        )
+    except ValueError:
+        return None
+
+
+def _claim(engine: Engine, now: datetime, worker_id: str, limit: int) -> list[int]:
+    """Planned rows that are due, marked ``sending`` by this worker and committed."""
+    postgres = is_postgres(engine)
+    with engine.begin() as conn:
+        fresh = (
+            select(email_sends.c.id)
+            .where(email_sends.c.status == "planned", email_sends.c.attempts == 0)
+            .order_by(email_sends.c.planned_at, email_sends.c.id)
+            .limit(limit)
+        )
+        if postgres:
+            fresh = fresh.with_for_update(skip_locked=True)
+        ids = list(conn.execute(fresh).scalars())
+        if len(ids) < limit:
+            retries = (
+                select(email_sends.c.id, email_sends.c.error)
+                .where(email_sends.c.status == "planned", email_sends.c.attempts > 0)
+                .order_by(email_sends.c.id)
+            )
+            if postgres:
+                retries = retries.with_for_update(skip_locked=True)
+            for row in conn.execute(retries):
+                at = _state_time(row.error, "retry at")
+                if at is None or at <= now:
+                    ids.append(int(row.id))
+                if len(ids) >= limit:
+                    break
+        if not ids:
+            return []
+        claimed = conn.execute(
+            update(email_sends)
+            .where(email_sends.c.id.in_(ids), email_sends.c.status == "planned")
+            .values(status="sending", error=f"claimed at {_iso(now)} by {worker_id}"[:255])
+            .returning(email_sends.c.id)
+        ).scalars()
+        return sorted(int(i) for i in claimed)
+
+
+def _blockers(
+    conn: Connection, rows: Sequence[Any], model: LeadModel, now: datetime
+) -> dict[int, str]:
+    """Send id -> why it may not go out now: the send rules of
+    :func:`leadflow.services.nurture.send_blockers`, minus the frequency cap."""
+    # Imported here: the nurture service plans email through this module.
+    from leadflow.services.nurture import send_blockers
+
+    by_category: dict[str, list[Any]] = {}
+    for row in rows:
+        by_category.setdefault(row.category, []).append(row)
+    found: dict[int, str] = {}
+    for category, group in by_category.items():
+        reasons = send_blockers(conn, [r.lead_id for r in group], category, model, now)
+        for row in group:
+            reason = reasons.get(row.lead_id)
+            if reason and reason not in _NOT_RECHECKED:
+                found[row.id] = reason
+    return found
+
+
+def _record_hard_bounce(
+    conn: Connection,
+    services: Services,
+    send_id: int | None,
+    lead_id: int,
+    reason: str,
+    now: datetime,
+    *,
+    bounce_type: str = "hard",
+    source: str = "smtp",
+) -> bool:
+    """A bounce: for hard ones ``leads.bounced_at`` (no more mail) and the send's
+    ``bounced_at``; an ``email_bounce`` event either way. True when the event is new."""
+    if bounce_type == "hard":
+        conn.execute(
+            update(leads)
+            .where(leads.c.id == lead_id, leads.c.bounced_at.is_(None))
+            .values(bounced_at=now, updated_at=now)
+        )
+        if send_id is not None:
+            conn.execute(
+                update(email_sends)
+                .where(email_sends.c.id == send_id, email_sends.c.bounced_at.is_(None))
+                .values(bounced_at=now)
+            )
+    properties: dict[str, Any] = {"bounce_type": bounce_type, "reason": reason[:500]}
+    if send_id is not None:
+        properties["send_id"] = send_id
+        message_id = f"email_bounce:{send_id}:{bounce_type}"
+    else:
+        message_id = f"email_bounce:lead:{lead_id}:{bounce_type}:{_iso(now)}"
+    if source != "smtp":
+        properties["source"] = source
+    return bool(
+        record_events_in(
+            conn,
+            [
+                LeadEvent(
+                    lead_id=lead_id,
+                    name="email_bounce",
+                    at=now,
+                    message_id=message_id,
+                    properties=properties,
+                    channel=EMAIL_CHANNEL,
+                )
+            ],
+            now,
+            after=services.after_ingest,
+        )
+    )
+
+
+def deliver_planned(
+    services: Services, mailer: Mailer, now: datetime, *, worker_id: str, limit: int = 500
+) -> DeliveryReport:
+    """Deliver up to ``limit`` due planned emails through ``mailer``.
+
+    1. Claim: the rows become ``sending`` (claimed by ``worker_id``) and that is committed
+       before anything goes to SMTP; on PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several
+       workers claim disjoint rows. A claimed row is never claimed again.
+    2. Re-check the send rules (consent, unsubscribe, bounce, stage, pause may have changed
+       since planning): a blocked row is ``skipped`` with the reason.
+    3. For each row: commit "handing off", give the message to SMTP, then record the
+       outcome (``sent``; a temporary failure goes back to ``planned`` with a retry time
+       until :data:`MAX_ATTEMPTS`; a permanent one is ``failed``, and a 5xx on RCPT is a
+       hard bounce). The outcome of one row is committed with the hand-off mark of the next,
+       so there is one commit per message.
+
+    A crash leaves at most one row "handing off": :func:`reconcile` marks it sent and
+    unconfirmed rather than risk a second copy.
+    """
+    report = DeliveryReport()
+    ids = _claim(services.engine, now, worker_id, limit)
+    report.claimed = len(ids)
+    if not ids:
+        return report
+    with services.engine.begin() as conn:
+        model = services.models.active(conn, now)
+        rows = list(
+            conn.execute(
+                select(email_sends).where(email_sends.c.id.in_(ids)).order_by(email_sends.c.id)
+            )
+        )
+        blocked = _blockers(conn, rows, model, now)
+        for send_id, reason in blocked.items():
+            conn.execute(
+                update(email_sends)
+                .where(email_sends.c.id == send_id, email_sends.c.status == "sending")
+                .values(status="skipped", skip_reason=reason[:64], error=None)
+            )
+        report.skipped = len(blocked)
+    todo = [r for r in rows if r.id not in blocked]
+    pending: list[Callable[[Connection], None]] = []
+
+    def flush(conn: Connection) -> None:
+        for apply in pending:
+            apply(conn)
+        pending.clear()
+
+    try:
+        with mailer:
+            _hand_over(services, mailer, model, now, worker_id, todo, pending, report)
+    finally:
+        # Outcomes so far, then every row still only claimed (never handed to SMTP, e.g.
+        # after an unreachable server or an unexpected error) back to ``planned``.
+        with services.engine.begin() as conn:
+            flush(conn)
+            if todo:
+                _release([r.id for r in todo], todo[0].error)(conn)
+    return report
+
+
+def _hand_over(
+    services: Services,
+    mailer: Mailer,
+    model: LeadModel,
+    now: datetime,
+    worker_id: str,
+    todo: Sequence[Any],
+    pending: list[Callable[[Connection], None]],
+    report: DeliveryReport,
+) -> None:
+    def flush(conn: Connection) -> None:
+        for apply in pending:
+            apply(conn)
+        pending.clear()
+
+    for index, row in enumerate(todo):
+        try:
+            with services.engine.connect() as conn:
+                message = compose(conn, services.settings, row, model, now=now)
+        except Exception as exc:  # a broken template or address: not worth retrying
+            log.exception("cannot compose email send %s", row.id)
+            error = f"compose: {exc.__class__.__name__}: {exc}"[:1000]
+            pending.append(
+                _outcome(row.id, row.error, status="failed", error=error, attempts=row.attempts)
+            )
+            report.failed += 1
+            report.errors.append(error)
+            continue
+        handing = f"handing off at {_iso(now)} by {worker_id}"[:255]
+        with services.engine.begin() as conn:
+            flush(conn)
+            mine = conn.execute(
+                update(email_sends)
+                .where(
+                    email_sends.c.id == row.id,
+                    email_sends.c.status == "sending",
+                    email_sends.c.error == row.error,  # still our claim
+                )
+                .values(error=handing)
+            ).rowcount
+        if mine != 1:
+            # reconcile() gave the claim away (this pass was slower than its
+            # stale_after); whoever holds the row now sends it.
+            report.released += 1
+            continue
+        attempts = row.attempts + 1
+        try:
+            mailer.send(message)
+        except DeliveryError as exc:
+            report.errors.append(str(exc))
+            if exc.temporary and attempts < MAX_ATTEMPTS:
+                retry_at = now + RETRY_DELAYS[attempts - 1]
+                pending.append(
+                    _outcome(
+                        row.id,
+                        handing,
+                        status="planned",
+                        error=f"retry at {_iso(retry_at)}: {exc}"[:1000],
+                        attempts=attempts,
+                    )
+                )
+                report.retrying += 1
+                if exc.code is None:
+                    # The server is unreachable: the rest go back untried (below).
+                    report.released += len(todo) - index - 1
+                    break
+                continue
+            reason = str(exc) if not exc.temporary else f"gave up after {attempts} attempts: {exc}"
+            pending.append(
+                _outcome(row.id, handing, status="failed", error=reason[:1000], attempts=attempts)
+            )
+            report.failed += 1
+            if exc.hard_bounce:
+                lead_id, send_id = row.lead_id, row.id
+                pending.append(
+                    lambda c, lead_id=lead_id, send_id=send_id, why=str(exc): _record_hard_bounce(
+                        c, services, send_id, lead_id, why, now
+                    )
+                )
+                report.bounced += 1
+            continue
+        pending.append(
+            _outcome(row.id, handing, status="sent", error=None, attempts=attempts, sent_at=now)
+        )
+        report.sent += 1
+
+
+def _outcome(
+    send_id: int,
+    marker: str,
+    *,
+    status: str,
+    error: str | None,
+    attempts: int,
+    sent_at: datetime | None = None,
+) -> Callable[[Connection], None]:
+    def apply(conn: Connection) -> None:
+        values: dict[str, Any] = {"status": status, "error": error, "attempts": attempts}
+        if sent_at is not None:
+            values["sent_at"] = sent_at
+        conn.execute(
+            update(email_sends)
+            .where(
+                email_sends.c.id == send_id,
+                email_sends.c.status == "sending",
+                email_sends.c.error == marker,
+            )
+            .values(**values)
+        )
+
+    return apply
+
+
+def _release(send_ids: Sequence[int], marker: str) -> Callable[[Connection], None]:
+    def apply(conn: Connection) -> None:
+        if send_ids:
+            conn.execute(
+                update(email_sends)
+                .where(
+                    email_sends.c.id.in_(list(send_ids)),
+                    email_sends.c.status == "sending",
+                    email_sends.c.error == marker,
+                )
+                .values(status="planned", error=None)
+            )
+
+    return apply
+
+
+# Long enough for any single SMTP hand-off (several commands, each up to smtp_timeout).
+RECONCILE_AFTER = timedelta(minutes=15)
+
+
+def reconcile(
+    engine: Engine, now: datetime, stale_after: timedelta = RECONCILE_AFTER
+) -> ReconcileReport:
+    """Rows a stopped worker left in ``sending`` for longer than ``stale_after``.
+
+    A row only *claimed* never reached SMTP: it goes back to ``planned`` (it will be sent).
+    A row in the middle of the hand-off may have been accepted by the server before the
+    worker died, and the protocol cannot tell: it is marked ``sent`` with
+    ``error='unconfirmed: worker stopped during SMTP hand-off'`` and never resent
+    automatically, because a duplicate email is worse than a rare lost one (an operator can
+    see these rows in ``GET /api/email/sends?status=sent`` and resend by hand).
+    ``stale_after`` must exceed the longest SMTP hand-off (``smtp_timeout`` times a few).
+    """
+    report = ReconcileReport()
+    cutoff = now - stale_after
+    with engine.begin() as conn:
+        query = select(email_sends.c.id, email_sends.c.error).where(
+            email_sends.c.status == "sending"
+        )
+        if is_postgres(engine):
+            query = query.with_for_update(skip_locked=True)
+        for row in conn.execute(query).all():
+            claimed = _state_time(row.error, "claimed at")
+            handing = _state_time(row.error, "handing off at")
+            since = claimed or handing
+            if since is not None and since > cutoff:
+                continue  # a live worker is on it
+            if claimed is not None:
+                conn.execute(
+                    update(email_sends)
+                    .where(email_sends.c.id == row.id, email_sends.c.status == "sending")
+                    .values(status="planned", error=None)
+                )
+                report.requeued += 1
+            else:
+                conn.execute(
+                    update(email_sends)
+                    .where(email_sends.c.id == row.id, email_sends.c.status == "sending")
+                    .values(status="sent", sent_at=since or now, error=UNCONFIRMED)
+                )
+                report.unconfirmed += 1
+    return report
+
+
+# --- what comes back: opens, clicks, unsubscribes, bounces ------------------------------
+
+
+@dataclass(frozen=True)
+class SendRef:
+    id: int
+    lead_id: int
+    program_key: str | None
+    step_id: str | None
+    asset_key: str | None
+    category: str
+    to_email: str
+
+
+def _send_ref(conn: Connection, send_id: int) -> SendRef | None:
+    row = conn.execute(
+        select(
+            email_sends.c.id,
+            email_sends.c.lead_id,
+            email_sends.c.program_key,
+            email_sends.c.step_id,
+            email_sends.c.asset_key,
+            email_sends.c.category,
+            email_sends.c.to_email,
+        )
+        .select_from(email_sends.join(leads, leads.c.id == email_sends.c.lead_id))
+        .where(email_sends.c.id == send_id, leads.c.erased_at.is_(None))
+    ).first()
+    return None if row is None else SendRef(**row._mapping)
+
+
+def _event(ref: SendRef, name: str, at: datetime, message_id: str, **extra: Any) -> LeadEvent:
+    properties: dict[str, Any] = {
+        "send_id": ref.id,
+        "program": ref.program_key,
+        "step": ref.step_id,
+        "asset_key": ref.asset_key,
+        **extra,
+    }
+    return LeadEvent(
+        lead_id=ref.lead_id,
+        name=name,
+        at=at,
+        message_id=message_id,
+        properties=properties,
+        channel=EMAIL_CHANNEL,
+        utm_source="leadflow",
+        utm_medium="email",
+        utm_campaign=ref.program_key,
+    )
+
+
+def record_open(services: Services, send_id: int, now: datetime) -> bool:
+    """The pixel was loaded: ``opened_at`` (first time) and an ``email_open`` event, at
+    most one per send and day so reloads do not add score. False for an unknown send."""
+    with services.engine.begin() as conn:
+        ref = _send_ref(conn, send_id)
+        if ref is None:
+            return False
+        conn.execute(
+            update(email_sends)
+            .where(email_sends.c.id == send_id, email_sends.c.opened_at.is_(None))
+            .values(opened_at=now)
+        )
+        day = now.astimezone(UTC).date().isoformat()
+        record_events_in(
+            conn,
+            [_event(ref, "email_open", now, f"email_open:{send_id}:{day}")],
+            now,
+            after=services.after_ingest,
+        )
+    return True
+
+
+def record_click(services: Services, send_id: int, url: str, now: datetime) -> bool:
+    """A tracked link was followed: ``clicked_at`` (and ``opened_at``, images may be off)
+    and an ``email_click`` event, at most one per send, link and day."""
+    with services.engine.begin() as conn:
+        ref = _send_ref(conn, send_id)
+        if ref is None:
+            return False
+        conn.execute(
+            update(email_sends)
+            .where(email_sends.c.id == send_id, email_sends.c.clicked_at.is_(None))
+            .values(clicked_at=now)
+        )
+        conn.execute(
+            update(email_sends)
+            .where(email_sends.c.id == send_id, email_sends.c.opened_at.is_(None))
+            .values(opened_at=now)
+        )
+        day = now.astimezone(UTC).date().isoformat()
+        link = hashlib.sha256(url.encode()).hexdigest()[:16]
+        record_events_in(
+            conn,
+            [_event(ref, "email_click", now, f"email_click:{send_id}:{link}:{day}", url=url)],
+            now,
+            after=services.after_ingest,
+        )
+    return True
+
+
+def unsubscribe(services: Services, send_id: int, now: datetime, *, method: str) -> str | None:
+    """Stop marketing email to the send's lead: ``leads.unsubscribed_at``, the send's
+    ``unsubscribed_at`` and an ``email_unsubscribe`` event (once per send). Returns the
+    address, or None for an unknown send. Repeating it changes nothing."""
+    with services.engine.begin() as conn:
+        ref = _send_ref(conn, send_id)
+        if ref is None:
+            return None
+        conn.execute(
+            update(leads)
+            .where(leads.c.id == ref.lead_id, leads.c.unsubscribed_at.is_(None))
+            .values(unsubscribed_at=now, updated_at=now)
+        )
+        conn.execute(
+            update(email_sends)
+            .where(email_sends.c.id == send_id, email_sends.c.unsubscribed_at.is_(None))
+            .values(unsubscribed_at=now)
+        )
+        record_events_in(
+            conn,
+            [_event(ref, "email_unsubscribe", now, f"email_unsubscribe:{send_id}", method=method)],
+            now,
+            after=services.after_ingest,
+        )
+        return ref.to_email
+
+
+def send_address(conn: Connection, send_id: int) -> str | None:
+    return conn.execute(
+        select(email_sends.c.to_email).where(email_sends.c.id == send_id)
+    ).scalar_one_or_none()
+
+
+class NotFound(LookupError):
+    pass
+
+
+def record_bounce(
+    services: Services,
+    *,
+    bounce_type: str,
+    now: datetime,
+    message_id: str | None = None,
+    email: str | None = None,
+    reason: str = "",
+) -> dict[str, Any]:
+    """A bounce reported by the mail provider, by the send's Message-ID or by address.
+    Hard: the lead gets no more email (``bounced_at``); soft: an event only."""
+    if bounce_type not in ("hard", "soft"):
+        raise ValueError("type: must be hard or soft")
+    if (message_id is None) == (email is None):
+        raise ValueError("give exactly one of message_id and email")
+    with services.engine.begin() as conn:
+        send_id: int | None = None
+        if message_id is not None:
+            wanted = message_id.strip()
+            if not wanted.startswith("<"):
+                wanted = f"<{wanted}>"
+            row = conn.execute(
+                select(email_sends.c.id, email_sends.c.lead_id).where(
+                    email_sends.c.message_id == wanted
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"no email send with message_id {message_id}")
+            send_id, lead_id = int(row.id), int(row.lead_id)
+        else:
+            address = (email or "").strip().lower()
+            lead = conn.execute(
+                select(leads.c.id).where(leads.c.email == address, leads.c.erased_at.is_(None))
+            ).scalar_one_or_none()
+            if lead is None:
+                raise NotFound(f"no lead with email {address}")
+            lead_id = int(lead)
+            send_id = conn.execute(
+                select(func.max(email_sends.c.id)).where(
+                    email_sends.c.lead_id == lead_id, email_sends.c.status == "sent"
+                )
+            ).scalar_one_or_none()
+        new = _record_hard_bounce(
+            conn,
+            services,
+            send_id,
+            lead_id,
+            reason or f"{bounce_type} bounce reported",
+            now,
+            bounce_type=bounce_type,
+            source="provider",
+        )
+    return {"lead_id": lead_id, "send_id": send_id, "type": bounce_type, "recorded": new}
+
+
+# --- reading -------------------------------------------------------------------------
+
+SEND_COLUMNS = [
+    "id",
+    "lead_id",
+    "to_email",
+    "category",
+    "program_key",
+    "step_id",
+    "seminar_id",
+    "template",
+    "asset_key",
+    "subject",
+    "status",
+    "skip_reason",
+    "attempts",
+    "error",
+    "message_id",
+    "idempotency_key",
+    "planned_at",
+    "sent_at",
+    "opened_at",
+    "clicked_at",
+    "unsubscribed_at",
+    "bounced_at",
+]
+SEND_STATUSES = ("planned", "sending", "sent", "failed", "skipped")
+
+
+def list_sends(
+    conn: Connection,
+    *,
+    lead_id: int | None = None,
+    status: str | None = None,
+    program: str | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Sends, newest first."""
+    if status is not None and status not in SEND_STATUSES:
+        raise ValueError(f"status: must be one of {', '.join(SEND_STATUSES)}")
+    query = select(*(email_sends.c[c] for c in SEND_COLUMNS))
+    if lead_id is not None:
+        query = query.where(email_sends.c.lead_id == lead_id)
+    if status is not None:
+        query = query.where(email_sends.c.status == status)
+    if program is not None:
+        query = query.where(email_sends.c.program_key == program)
+    query = query.order_by(email_sends.c.id.desc()).limit(limit)
+    return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def get_send(conn: Connection, send_id: int) -> dict[str, Any] | None:
+    row = conn.execute(
+        select(*(email_sends.c[c] for c in SEND_COLUMNS)).where(email_sends.c.id == send_id)
+    ).first()
+    return None if row is None else dict(row._mapping)
+
+
+def send_test(
+    settings: Settings, to_email: str, template: str, now: datetime, mailer: Mailer | None = None
+) -> str:
+    """Send a test message; returns its Message-ID. Raises ValueError (unknown template)
+    or :class:`~leadflow.adapters.email.DeliveryError`."""
+    message = compose_test(settings, to_email, template, now)
+    with mailer or build_mailer(settings) as active:
+        active.send(message)
+    return str(message["Message-ID"])
+
+
+def _seminar_view(
+    conn: Connection, model: LeadModel | None, seminar_id: Any, locale: str
+) -> dict[str, Any] | None:
+    """What seminar templates show: title, kind, start in the team's time zone, location."""
+    if seminar_id is None:
+        return None
+    row = conn.execute(
+        select(seminars.c.title, seminars.c.kind, seminars.c.starts_at, seminars.c.location).where(
+            seminars.c.id == int(seminar_id)
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    zone_name = model.spec.sales.timezone if model is not None and model.spec.sales else "UTC"
+    try:
+        zone = ZoneInfo(zone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone, zone_name = ZoneInfo("UTC"), "UTC"
+    local = row.starts_at.astimezone(zone)
+    pattern = "%Y년 %m월 %d일 %H:%M" if locale == "ko" else "%d %b %Y, %H:%M"
+    return {
+        "title": _one_line(row.title),
+        "kind": row.kind,
+        "starts_at": f"{local.strftime(pattern)} ({zone_name})",
+        "location": _one_line(row.location or ""),
+    }

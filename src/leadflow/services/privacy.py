@@ -15,6 +15,10 @@ Erasure (one transaction):
 - a sha256 of the normalised e-mail goes into ``suppressions``: the address is never
   imported, mailed or contacted again (:func:`is_suppressed`).
 
+- nurture: the e-mail sends keep their figures (sent, opened, clicked) but not the address;
+  form submissions keep form, time and the fact of consent, and lose the fields, the IP,
+  the user agent and the page's query string; segment signals keep only the SHA-256.
+
 Other modules that keep personal data in their own tables pass an :data:`EraseHook`; it runs
 in the same transaction.
 """
@@ -31,7 +35,16 @@ from urllib.parse import urlsplit, urlunsplit
 from sqlalchemy import Connection, Engine, delete, or_, select, update
 
 from leadflow.adapters.db.engine import insert_ignore
-from leadflow.adapters.db.tables import accounts, events, identities, leads, suppressions
+from leadflow.adapters.db.tables import (
+    accounts,
+    email_sends,
+    events,
+    form_submissions,
+    identities,
+    lead_predictions,
+    leads,
+    suppressions,
+)
 from leadflow.core.tracking import email_hash, normalise_email
 
 EraseHook = Callable[[Connection, int, datetime], None]
@@ -217,11 +230,52 @@ def erase_person(
             )
         )
         suppress(conn, lead["email"], reason="erased", now=now)
+        _scrub_nurture(conn, lead_id, personal, now)
         for hook in hooks:
             hook(conn, lead_id, now)
     return Erasure(
         lead_id=lead_id, events_anonymised=len(rows), identities_removed=int(removed or 0)
     )
+
+
+def _scrub_nurture(conn: Connection, lead_id: int, personal: list[str], now: datetime) -> None:
+    from leadflow.services.segments import scrub_erased
+
+    sends = conn.execute(
+        select(email_sends.c.id, email_sends.c.subject).where(email_sends.c.lead_id == lead_id)
+    ).all()
+    for send in sends:
+        conn.execute(
+            update(email_sends)
+            .where(email_sends.c.id == send.id)
+            .values(to_email=ERASED, subject=_scrub_text(send.subject, personal))
+        )
+    rows = conn.execute(
+        select(
+            form_submissions.c.id, form_submissions.c.consent, form_submissions.c.page_url
+        ).where(form_submissions.c.lead_id == lead_id)
+    ).all()
+    for row in rows:
+        consent = row.consent
+        if isinstance(consent, dict):
+            consent = {
+                k: v for k, v in consent.items() if k not in ("ip", "user_agent", "page_url")
+            }
+        conn.execute(
+            update(form_submissions)
+            .where(form_submissions.c.id == row.id)
+            .values(
+                fields={},
+                consent=consent,
+                anonymous_id=None,
+                ip=None,
+                user_agent=None,
+                page_url=_scrub_url(row.page_url, personal),
+            )
+        )
+    scrub_erased(conn, lead_id, now)
+    # The prediction's explanation names attribute values; the next refresh rescores.
+    conn.execute(delete(lead_predictions).where(lead_predictions.c.lead_id == lead_id))
 
 
 def _personal_strings(lead: dict[str, Any], identity_values: list[str]) -> list[str]:

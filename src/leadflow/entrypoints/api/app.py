@@ -6,7 +6,8 @@ from fastapi import FastAPI
 
 from leadflow import __version__
 from leadflow.bootstrap import Services
-from leadflow.entrypoints.api import admin, tracking
+from leadflow.entrypoints.api import admin, forms, personalize, tracking
+from leadflow.entrypoints.api import email as email_api
 from leadflow.entrypoints.web import mount_web
 
 
@@ -18,6 +19,9 @@ def build_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     app.include_router(tracking.router)
+    app.include_router(personalize.router)
+    app.include_router(forms.router)
+    app.include_router(email_api.public_router)  # /e/o, /e/c, /u: email tracking links
     app.include_router(admin.router)
     mount_web(app)  # the dashboard: / (sign-in), pages, /static
 

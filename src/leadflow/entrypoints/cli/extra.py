@@ -6,8 +6,13 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
+    from leadflow.entrypoints.cli import content as content_cli
     from leadflow.entrypoints.cli import crm, demo, imports, leads, model, predict, sales
+    from leadflow.entrypoints.cli import email as email_cli
+    from leadflow.entrypoints.cli import programs as programs_cli
     from leadflow.entrypoints.cli import report as report_cli
+    from leadflow.entrypoints.cli import segments as segments_cli
+    from leadflow.entrypoints.cli import seminars as seminars_cli
     from leadflow.entrypoints.cli import users as users_cli
     from leadflow.entrypoints.cli import webhooks as webhooks_cli
 
@@ -26,3 +31,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(sales.app, name="sales", help="Sales hand-off: reps, queue, routing, actions.")
     app.add_typer(webhooks_cli.app, name="webhooks", help="Outbound webhooks and deliveries.")
     app.add_typer(crm.app, name="crm", help="CRM sync: HubSpot/Salesforce export, CRM updates.")
+    app.add_typer(email_cli.app, name="email", help="Email: sends, bounces, test messages.")
+    app.add_typer(segments_cli.app, name="segments", help="Segments and audience exports.")
+    app.add_typer(seminars_cli.app, name="seminars", help="Seminars and webinars, their funnel.")
+    app.add_typer(programs_cli.app, name="programs", help="Nurture programs: list, show, run due.")
+    app.add_typer(content_cli.app, name="content", help="Content library: list, add, update.")
+    app.add_typer(content_cli.forms_app, name="forms", help="Hosted forms and their submissions.")

@@ -55,24 +55,31 @@ def worker(
     database_url: str | None = DatabaseOption,
 ) -> None:
     """Run due work: ended recycle pauses, routing within capacity, SLA escalation,
-    webhook deliveries. Several workers may run at once."""
+    segments, nurture program steps and email, seminar reminders, webhook deliveries.
+    Several workers may run at once."""
     import time
 
     from leadflow.adapters.webhooks import HttpSender
-    from leadflow.services.worker import run_once
+    from leadflow.services.worker import build_mailer, run_once
 
     with services_for(database_url) as services:
         pause = interval or services.settings.worker_interval or 5.0
         allow = services.settings.webhooks_allow_private_targets
-        with HttpSender(allow_private=allow) as sender:
+        with HttpSender(allow_private=allow) as sender, build_mailer(services) as mailer:
             while True:
-                report = run_once(services, sender)
+                report = run_once(services, sender, mailer=mailer)
                 if once or report.busy():
                     typer.echo(
                         f"pauses ended {report.pauses_ended}, routed {report.routed}, "
                         f"escalated {report.escalated}, re-routed {report.rerouted}, "
-                        f"webhooks queued {report.webhooks_queued}, delivered "
-                        f"{report.webhooks_delivered}, failed {report.webhooks_failed}"
+                        f"segment joins {report.segment_joins}, leaves "
+                        f"{report.segment_leaves}, enrolled {report.enrolled}, steps run "
+                        f"{report.steps_run}, emails planned {report.emails_planned}, "
+                        f"skipped {report.emails_skipped}, sent {report.emails_sent}, "
+                        f"failed {report.emails_failed}, seminar emails "
+                        f"{report.seminar_emails}, webhooks queued {report.webhooks_queued}, "
+                        f"delivered {report.webhooks_delivered}, failed "
+                        f"{report.webhooks_failed}"
                     )
                 if once:
                     return

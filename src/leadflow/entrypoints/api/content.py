@@ -1,0 +1,107 @@
+"""Management API for the content library: ``/api/content`` (admin token).
+
+Assets declared in leadflow.yaml (``nurture.content``) are listed with ``source: config``
+and are changed there (PATCH / DELETE → 409); assets created here have ``source: api``.
+Input is validated like ``ContentSpec``: a slug key, a known type and stage, a URL that is
+``http(s)://`` or a site path (never ``javascript:``, ``data:`` or ``//host``). Bad input
+is 422 naming the field; unknown keys 404; a taken key 409.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from leadflow.core.config import ContentSpec, ContentType, EvaluationStage
+from leadflow.entrypoints.api.deps import ServicesDep
+from leadflow.services import content
+
+router = APIRouter(prefix="/content", tags=["content"])
+
+
+class AssetUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    type: ContentType | None = None
+    stage: EvaluationStage | None = None
+    gated: bool | None = None
+    industries: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(
+        default=None, max_length=50
+    )
+    url: Annotated[str, Field(min_length=1, max_length=2000)] | None = None
+    active: bool | None = None
+
+
+def _validation_detail(exc: ValidationError) -> list[dict[str, Any]]:
+    return [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+
+
+def _refused(exc: content.ContentError) -> HTTPException:
+    return HTTPException(status_code=exc.status, detail=str(exc))
+
+
+def _sync(conn: Any, services: Any) -> None:
+    now = services.clock()
+    content.sync_from_model(conn, services.models.active(conn, now), now)
+
+
+@router.get("", operation_id="list_content")
+def list_content(
+    services: ServicesDep,
+    stage: Literal["early", "middle", "late"] | None = None,
+    type: ContentType | None = None,
+    industry: Annotated[str | None, Query(max_length=100)] = None,
+    include_inactive: bool = False,
+) -> dict[str, Any]:
+    """The library; ``industry`` keeps assets made for it or for every industry."""
+    with services.engine.begin() as conn:
+        _sync(conn, services)
+        rows = content.list_assets(conn, active_only=not include_inactive)
+    return {"assets": content.filter_assets(rows, stage=stage, type=type, industry=industry)}
+
+
+@router.post("", status_code=201, operation_id="create_content")
+def create_content(body: ContentSpec, services: ServicesDep) -> dict[str, Any]:
+    try:
+        with services.engine.begin() as conn:
+            _sync(conn, services)
+            return content.create_asset(conn, body, services.clock())
+    except content.ContentError as exc:
+        raise _refused(exc) from None
+
+
+@router.get("/{key}", operation_id="get_content")
+def get_content(key: str, services: ServicesDep) -> dict[str, Any]:
+    with services.engine.begin() as conn:
+        _sync(conn, services)
+        rows = content.list_assets(conn, active_only=False)
+    found = next((r for r in rows if r["key"] == key), None)
+    if found is None:
+        raise HTTPException(status_code=404, detail=f"no content asset {key[:64]!r}")
+    return found
+
+
+@router.patch("/{key}", operation_id="update_content")
+def update_content(key: str, body: AssetUpdate, services: ServicesDep) -> dict[str, Any]:
+    changes = body.model_dump(exclude_unset=True)
+    try:
+        with services.engine.begin() as conn:
+            _sync(conn, services)
+            return content.update_asset(conn, key, changes, services.clock())
+    except content.ContentError as exc:
+        raise _refused(exc) from None
+    except ValidationError as exc:
+        raise HTTPException(status_code=422, detail=_validation_detail(exc)) from None
+
+
+@router.delete("/{key}", status_code=204, operation_id="delete_content")
+def delete_content(key: str, services: ServicesDep) -> None:
+    try:
+        with services.engine.begin() as conn:
+            _sync(conn, services)
+            content.delete_asset(conn, key)
+    except content.ContentError as exc:
+        raise _refused(exc) from None

@@ -1,0 +1,207 @@
+"""Email routes.
+
+Public (no authentication, links in the emails themselves; the signed token is the only
+credential): ``GET /e/o/{token}`` open pixel, ``GET /e/c/{token}`` click redirect (to the
+signed destination only: a tampered, foreign or unsigned token is 400, never a redirect),
+``GET /u/{token}`` an unsubscribe page and ``POST /u/{token}`` the unsubscribe itself
+(RFC 8058 one-click from a mail client, or the page's button). Tracking never breaks the
+reader's click: if recording fails, the redirect still happens.
+
+Admin (``/api/email/...``, admin token): the send log, a bounce feed from the mail
+provider, and a test message.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+
+from leadflow.adapters.email import DeliveryError
+from leadflow.core import email_tokens
+from leadflow.entrypoints.api.deps import ServicesDep
+from leadflow.services import mailing
+
+log = logging.getLogger(__name__)
+
+public_router = APIRouter(tags=["email tracking"], include_in_schema=True)
+router = APIRouter(prefix="/email", tags=["email"])
+
+# A 1x1 transparent GIF.
+PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+NO_STORE = {"Cache-Control": "no-store, no-cache, must-revalidate, max-age=0"}
+PAGE_HEADERS = {
+    **NO_STORE,
+    "X-Robots-Tag": "noindex",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "form-action 'self'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+}
+INVALID_LINK = "invalid or damaged link"
+
+Token = Annotated[str, Path(min_length=1, max_length=email_tokens.MAX_TOKEN_CHARS)]
+
+
+def _plain_400() -> PlainTextResponse:
+    return PlainTextResponse(INVALID_LINK, status_code=400, headers=NO_STORE)
+
+
+@public_router.get("/e/o/{token}", operation_id="email_open_pixel", response_class=Response)
+def open_pixel(token: Token, services: ServicesDep) -> Response:
+    try:
+        parsed = email_tokens.verify(services.settings.signing_key(), token, "o")
+    except email_tokens.InvalidToken:
+        return _plain_400()
+    try:
+        mailing.record_open(services, parsed.send_id, services.clock())
+    except Exception:  # the image must load anyway
+        log.exception("recording an email open failed")
+    return Response(content=PIXEL, media_type="image/gif", headers=NO_STORE)
+
+
+@public_router.get("/e/c/{token}", operation_id="email_click", response_class=Response)
+def click(token: Token, services: ServicesDep) -> Response:
+    try:
+        parsed = email_tokens.verify(services.settings.signing_key(), token, "c")
+    except email_tokens.InvalidToken:
+        return _plain_400()
+    assert parsed.url is not None  # verify() guarantees a safe absolute http(s) URL
+    try:
+        mailing.record_click(services, parsed.send_id, parsed.url, services.clock())
+    except Exception:  # the reader still gets where they clicked
+        log.exception("recording an email click failed")
+    return RedirectResponse(
+        parsed.url, status_code=302, headers={**NO_STORE, "Referrer-Policy": "no-referrer"}
+    )
+
+
+def _page(
+    services: Any, state: str, *, email: str | None = None, action: str = "", status: int = 200
+) -> HTMLResponse:
+    html = (
+        mailing.template_env()
+        .get_template("page_unsubscribe.html")
+        .render(
+            state=state,
+            email=email,
+            action=action,
+            brand=mailing.brand_name(services.settings),
+        )
+    )
+    return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+
+
+@public_router.get("/u/{token}", operation_id="email_unsubscribe_page")
+def unsubscribe_page(token: Token, services: ServicesDep) -> HTMLResponse:
+    """Asks for confirmation (a GET must not unsubscribe: link scanners follow links)."""
+    try:
+        parsed = email_tokens.verify(services.settings.signing_key(), token, "u")
+    except email_tokens.InvalidToken:
+        return _page(services, "invalid", status=400)
+    with services.engine.connect() as conn:
+        address = mailing.send_address(conn, parsed.send_id)
+    return _page(services, "confirm", email=address, action=f"/u/{token}")
+
+
+@public_router.post("/u/{token}", operation_id="email_unsubscribe")
+async def unsubscribe(token: Token, request: Request) -> Response:
+    services = request.app.state.services
+    form = await request.form()
+    one_click = form.get("List-Unsubscribe") == "One-Click"
+    try:
+        parsed = email_tokens.verify(services.settings.signing_key(), token, "u")
+    except email_tokens.InvalidToken:
+        return _plain_400() if one_click else _page(services, "invalid", status=400)
+    address = mailing.unsubscribe(
+        services,
+        parsed.send_id,
+        services.clock(),
+        method="one_click" if one_click else "page",
+    )
+    if one_click:
+        return PlainTextResponse("unsubscribed", headers=NO_STORE)
+    return _page(services, "done", email=address)
+
+
+# --- admin ------------------------------------------------------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BounceIn(_Body):
+    message_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    email: EmailStr | None = None
+    type: Literal["hard", "soft"]
+    reason: Annotated[str, Field(max_length=500)] = ""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> BounceIn:
+        if (self.message_id is None) == (self.email is None):
+            raise ValueError("give exactly one of message_id and email")
+        return self
+
+
+class TestIn(_Body):
+    to: EmailStr
+    template: Annotated[str, Field(min_length=1, max_length=64)] = "nurture"
+
+
+@router.get("/sends", operation_id="list_email_sends")
+def list_sends(
+    services: ServicesDep,
+    lead_id: int | None = Query(default=None, ge=1, le=2**62),
+    status: Literal["planned", "sending", "sent", "failed", "skipped"] | None = Query(default=None),
+    program: str | None = Query(default=None, min_length=1, max_length=64),
+    limit: int = Query(default=100, ge=1, le=1000),
+) -> dict[str, Any]:
+    with services.engine.connect() as conn:
+        rows = mailing.list_sends(
+            conn, lead_id=lead_id, status=status, program=program, limit=limit
+        )
+    return {"sends": rows}
+
+
+@router.get("/sends/{send_id}", operation_id="get_email_send")
+def get_send(services: ServicesDep, send_id: int = Path(..., ge=1, le=2**62)) -> dict[str, Any]:
+    with services.engine.connect() as conn:
+        found = mailing.get_send(conn, send_id)
+    if found is None:
+        raise HTTPException(status_code=404, detail=f"no email send {send_id}")
+    return found
+
+
+@router.post("/bounces", operation_id="record_email_bounce")
+def record_bounce(body: BounceIn, services: ServicesDep) -> dict[str, Any]:
+    try:
+        return mailing.record_bounce(
+            services,
+            bounce_type=body.type,
+            now=services.clock(),
+            message_id=body.message_id,
+            email=str(body.email) if body.email is not None else None,
+            reason=body.reason,
+        )
+    except mailing.NotFound as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from None
+    except ValueError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+
+
+@router.post("/test", operation_id="send_test_email")
+def send_test(body: TestIn, services: ServicesDep) -> dict[str, Any]:
+    try:
+        message_id = mailing.send_test(
+            services.settings, str(body.to), body.template, services.clock()
+        )
+    except ValueError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+    except DeliveryError as exc:
+        raise HTTPException(status_code=502, detail=f"not delivered: {exc}") from None
+    return {"to": str(body.to), "template": body.template, "message_id": message_id}

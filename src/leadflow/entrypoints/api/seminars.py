@@ -1,0 +1,172 @@
+"""Management API for seminars and webinars (under /api/, admin token).
+
+``GET/POST /api/seminars``, ``GET /api/seminars/{key}`` (with its funnel),
+``POST /api/seminars/{key}/invite`` ``{"lead_ids": [...]}`` or ``{"segment": key}``,
+``POST /api/seminars/{key}/register`` ``{"lead_id": n}`` or ``{"email": ...}``,
+``POST /api/seminars/{key}/attendance`` ``{"attended": [lead ids or emails]}`` or a CSV
+upload (``text/csv`` body with an ``email`` column), ``GET /api/seminars/funnel``.
+Bad input is 422 naming the field; unknown keys 404; a full seminar 409.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from leadflow.core.tracking import is_valid_email
+from leadflow.entrypoints.api.deps import ServicesDep
+from leadflow.services import segments as segment_service
+from leadflow.services import seminars as sem
+
+router = APIRouter(prefix="/seminars", tags=["seminars"])
+
+SeminarKey = Annotated[str, Path(min_length=1, max_length=64)]
+LeadId = Annotated[int, Field(ge=1, le=2**62)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SeminarCreate(_Body):
+    key: Annotated[str, Field(min_length=1, max_length=64)]
+    title: Annotated[str, Field(min_length=1, max_length=255)]
+    kind: Literal["seminar", "webinar"] = "webinar"
+    starts_at: datetime
+    ends_at: datetime | None = None
+    location: Annotated[str, Field(max_length=2048)] | None = None
+    asset_key: Annotated[str, Field(max_length=64)] | None = None
+    capacity: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+
+
+class InviteBody(_Body):
+    lead_ids: list[LeadId] | None = Field(default=None, max_length=100_000)
+    segment: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> InviteBody:
+        if (self.lead_ids is None) == (self.segment is None):
+            raise ValueError("give exactly one of lead_ids, segment")
+        return self
+
+
+class RegisterBody(_Body):
+    lead_id: LeadId | None = None
+    email: Annotated[str, Field(max_length=320)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> RegisterBody:
+        if (self.lead_id is None) == (self.email is None):
+            raise ValueError("give exactly one of lead_id, email")
+        return self
+
+
+class AttendanceBody(_Body):
+    attended: list[LeadId | Annotated[str, Field(max_length=320)]] = Field(max_length=100_000)
+
+
+def _error(exc: Exception) -> HTTPException:
+    if isinstance(exc, sem.NotFound | segment_service.NotFound):
+        return HTTPException(status_code=404, detail=str(exc.args[0]))
+    if isinstance(exc, sem.CapacityFull):
+        return HTTPException(status_code=409, detail=str(exc))
+    return HTTPException(status_code=422, detail=str(exc))
+
+
+def _model(services: Any, conn: Any, now: datetime) -> Any:
+    return services.models.active(conn, now)
+
+
+@router.get("", operation_id="list_seminars")
+def list_seminars(services: ServicesDep) -> dict[str, Any]:
+    with services.engine.connect() as conn:
+        return {"seminars": sem.list_seminars(conn)}
+
+
+@router.post("", status_code=201, operation_id="create_seminar")
+def create_seminar(body: SeminarCreate, services: ServicesDep) -> dict[str, Any]:
+    try:
+        with services.engine.begin() as conn:
+            return sem.create(conn, now=services.clock(), **body.model_dump())
+    except sem.SeminarError as exc:
+        raise _error(exc) from None
+
+
+@router.get("/funnel", operation_id="seminar_funnel")
+def funnel(services: ServicesDep) -> dict[str, Any]:
+    with services.engine.connect() as conn:
+        return {"seminars": sem.funnel(conn)}
+
+
+@router.get("/{key}", operation_id="get_seminar")
+def get_seminar(key: SeminarKey, services: ServicesDep) -> dict[str, Any]:
+    try:
+        with services.engine.connect() as conn:
+            row = sem.get(conn, key)
+            return {**row, "funnel": sem.funnel(conn, key)[0]}
+    except sem.NotFound as exc:
+        raise _error(exc) from None
+
+
+@router.post("/{key}/invite", operation_id="invite_to_seminar")
+def invite(key: SeminarKey, body: InviteBody, services: ServicesDep) -> dict[str, Any]:
+    now = services.clock()
+    audience: list[int] | str = body.segment if body.segment is not None else body.lead_ids or []
+    try:
+        with services.engine.begin() as conn:
+            return sem.invite(conn, key, audience, _model(services, conn, now), now)
+    except (sem.NotFound, segment_service.NotFound, sem.SeminarError) as exc:
+        raise _error(exc) from None
+
+
+@router.post("/{key}/register", operation_id="register_for_seminar")
+def register(key: SeminarKey, body: RegisterBody, services: ServicesDep) -> dict[str, Any]:
+    now = services.clock()
+    try:
+        with services.engine.begin() as conn:
+            lead_id = body.lead_id
+            if lead_id is None:
+                found, _ = sem.lead_ids_for_emails(conn, [body.email or ""])
+                if not found:
+                    raise sem.NotFound("email: no lead with this address")
+                lead_id = found[0]
+            return sem.register(conn, key, lead_id, now, after=services.after_ingest)
+    except (sem.NotFound, sem.SeminarError) as exc:
+        raise _error(exc) from None
+
+
+@router.post("/{key}/attendance", operation_id="mark_seminar_attendance")
+async def attendance(key: SeminarKey, request: Request, services: ServicesDep) -> dict[str, Any]:
+    from starlette.concurrency import run_in_threadpool
+
+    raw = await request.body()
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        if content_type in ("text/csv", "text/plain"):
+            emails, ids = sem.emails_from_csv(raw), []
+        else:
+            try:
+                body = AttendanceBody.model_validate_json(raw or b"{}")
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                loc = ".".join(str(p) for p in first["loc"]) or "body"
+                raise sem.SeminarError(loc, first["msg"]) from None
+            ids = [v for v in body.attended if isinstance(v, int)]
+            emails = [v for v in body.attended if isinstance(v, str)]
+            for e in emails:
+                if not is_valid_email(e.strip()):
+                    raise sem.SeminarError("attended", f"not a lead id or an email: {e[:80]!r}")
+        return await run_in_threadpool(_mark, services, key, ids, emails)
+    except (sem.NotFound, sem.SeminarError) as exc:
+        raise _error(exc) from None
+
+
+def _mark(services: Any, key: str, ids: list[int], emails: list[str]) -> dict[str, Any]:
+    now = services.clock()
+    with services.engine.begin() as conn:
+        found, unknown = sem.lead_ids_for_emails(conn, emails)
+        result = sem.mark_attendance(conn, key, ids + found, now, after=services.after_ingest)
+    return {**result, "unknown_emails": unknown}
