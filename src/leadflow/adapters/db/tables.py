@@ -83,6 +83,11 @@ accounts = Table(
     Column("traits", JSONType, nullable=False, default=dict),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Look-alike target discovery (issue 8): similarity to won accounts (0-1), the account
+    # valued as an opportunity of its segment's average won deal, and when it was marked.
+    Column("target_score", Float, nullable=True),
+    Column("target_value", Float, nullable=True),
+    Column("targeted_at", UTCDateTime, nullable=True),
     CheckConstraint("domain = lower(domain)", name="domain_lowercase"),
 )
 Index("ix_accounts_name_lower", func.lower(accounts.c.name))
@@ -197,6 +202,8 @@ users = Table(
     Column("role", String(16), nullable=False),
     Column("password_hash", String(255), nullable=False),
     Column("locale", String(8), nullable=False, default="en"),
+    # IANA time zone the dashboard shows this user's dates in (None: the sales time zone).
+    Column("timezone", String(64), nullable=True),
     Column("sales_rep_key", String(255), nullable=True),
     Column("active", Boolean, nullable=False, default=True),
     Column("created_at", UTCDateTime, nullable=False),
@@ -676,6 +683,11 @@ email_sends = Table(
     Column("clicked_at", UTCDateTime, nullable=True),
     Column("unsubscribed_at", UTCDateTime, nullable=True),
     Column("bounced_at", UTCDateTime, nullable=True),
+    # Delivery bookkeeping: the next retry after a temporary failure, and the claim of the
+    # worker handing the row to SMTP (a lease: past it, reconcile may take the row back).
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("claimed_by", String(64), nullable=True),
+    Column("lease_until", UTCDateTime, nullable=True),
     CheckConstraint("category in ('marketing', 'transactional')", name="category_known"),
     CheckConstraint(
         "status in ('planned', 'sending', 'sent', 'failed', 'skipped')", name="status_known"
@@ -684,6 +696,7 @@ email_sends = Table(
 Index("ix_email_sends_lead_id_sent_at", email_sends.c.lead_id, email_sends.c.sent_at)
 Index("ix_email_sends_program_key_step_id", email_sends.c.program_key, email_sends.c.step_id)
 Index("ix_email_sends_status", email_sends.c.status)
+Index("ix_email_sends_status_next_attempt_at", email_sends.c.status, email_sends.c.next_attempt_at)
 
 # Seminars and webinars, and each person's way through one:
 # invited -> registered -> reminded -> attended | no-show -> followed up.
