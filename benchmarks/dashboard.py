@@ -273,6 +273,16 @@ def main() -> int:
             ]
             if who == "admin":
                 paths += ["/settings/keys", "/settings/users"]
+                paths += [
+                    "/attribution",
+                    "/kpis?role=executive",
+                    "/kpis?role=department",
+                    "/kpis?role=campaign",
+                    "/programs",
+                    "/programs/education",
+                    "/content",
+                    "/forms",
+                ]
             for p in paths:
                 cold, p50, p95, status = measure(client, p, args.runs)
                 results.append((who, p, cold, p50, p95, status))

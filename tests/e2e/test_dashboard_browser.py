@@ -24,7 +24,17 @@ import pytest
 
 from leadflow.adapters.db import migrate
 from leadflow.adapters.db.engine import create_db_engine
-from leadflow.adapters.db.tables import accounts, assignments, events, identities, leads
+from leadflow.adapters.db.tables import (
+    accounts,
+    assignments,
+    email_sends,
+    events,
+    form_submissions,
+    identities,
+    leads,
+    opportunities,
+    program_enrollments,
+)
 from leadflow.bootstrap import build_services
 from leadflow.services import handoff, lifecycle
 from leadflow.services import users as user_service
@@ -57,10 +67,26 @@ PAGES_BY_ROLE = {
         "/model",
         "/settings/users",
         "/settings/keys",
+        "/programs",
+        "/content",
+        "/forms",
+        "/attribution",
+        "/kpis",
     ],
-    "marketer": ["/home", "/leads", "/accounts", "/funnel", "/model"],
+    "marketer": [
+        "/home",
+        "/leads",
+        "/accounts",
+        "/funnel",
+        "/model",
+        "/programs",
+        "/content",
+        "/forms",
+        "/attribution",
+        "/kpis",
+    ],
     "sales": ["/home", "/leads", "/accounts", "/queue"],
-    "executive": ["/home", "/accounts", "/funnel"],
+    "executive": ["/home", "/accounts", "/funnel", "/attribution", "/kpis"],
 }
 ALL_PAGES = set(PAGES_BY_ROLE["admin"])
 
@@ -222,6 +248,7 @@ def _seed(url: str) -> dict[str, int]:
                     )
                 )
     ids.update(_seed_queue(url, account_ids[0], lead_ids))
+    _seed_marketing(url, account_ids[0], lead_ids)
     for role in ROLES:
         user_service.create_user(
             engine,
@@ -321,6 +348,100 @@ def _seed_queue(url: str, account_id: int, lead_ids: list[int]) -> dict[str, int
         )
     services.close()
     return found
+
+
+def _seed_marketing(url: str, account_id: int, lead_ids: list[int]) -> None:
+    """Program enrolments and sends, form submissions (one named with a script) and open and
+    won opportunities, for the programs, forms and KPI pages."""
+    rng = random.Random(11)
+    now = datetime.now(UTC).replace(microsecond=0)
+    engine = create_db_engine(url)
+    steps = {
+        "education": ["welcome", "deeper", "white-paper", "case"],
+        "mql-case-studies": ["case-study", "pricing"],
+    }
+    n = 0
+    with engine.begin() as conn:
+        for i, lead_id in enumerate(lead_ids[:36]):
+            program = "education" if i < 28 else "mql-case-studies"
+            status = ["active", "active", "completed", "exited"][i % 4]
+            enrolled = now - timedelta(days=rng.randint(20, 40))
+            conn.execute(
+                program_enrollments.insert().values(
+                    program_key=program,
+                    lead_id=lead_id,
+                    active_key=f"{program}:{lead_id}" if status == "active" else None,
+                    status=status,
+                    step_index=0,
+                    enrolled_at=enrolled,
+                    exited_at=now - timedelta(days=3) if status == "exited" else None,
+                    exit_reason="left_stages" if status == "exited" else None,
+                )
+            )
+            for k, step in enumerate(steps[program][: rng.randint(1, len(steps[program]))]):
+                n += 1
+                sent_at = enrolled + timedelta(days=3 * k, hours=rng.randint(0, 20))
+                skipped = rng.random() < 0.15
+                opened = not skipped and rng.random() < 0.55
+                conn.execute(
+                    email_sends.insert().values(
+                        idempotency_key=f"program:{program}:{step}:{lead_id}",
+                        message_id=f"<e2e-{n}@leadflow.test>",
+                        lead_id=lead_id,
+                        category="marketing",
+                        program_key=program,
+                        step_id=step,
+                        template="nurture",
+                        asset_key="b2b-lead-management" if step == "white-paper" else None,
+                        to_email=f"person{i}@example.com",
+                        subject=step,
+                        status="skipped" if skipped else "sent",
+                        skip_reason=rng.choice(["frequency_cap", "no_consent"])
+                        if skipped
+                        else None,
+                        planned_at=sent_at,
+                        sent_at=None if skipped else sent_at,
+                        opened_at=sent_at + timedelta(hours=3) if opened else None,
+                        clicked_at=sent_at + timedelta(hours=4)
+                        if opened and rng.random() < 0.4
+                        else None,
+                    )
+                )
+        for i in range(14):
+            form = "white-paper" if i % 3 else "demo-video"
+            first = XSS if i == 2 else FIRST[i % len(FIRST)]
+            conn.execute(
+                form_submissions.insert().values(
+                    form_key=form,
+                    lead_id=lead_ids[i],
+                    fields={
+                        "email": f"person{i}@example.com",
+                        "first_name": first,
+                        "last_name": LAST[i % len(LAST)],
+                        "company": COMPANIES[i % len(COMPANIES)][0],
+                    },
+                    consent={"granted": i % 4 != 0, "text": "I agree"},
+                    submitted_at=now - timedelta(days=rng.uniform(0, 45)),
+                )
+            )
+        month = now.replace(day=1)
+        for k, (stage, amount) in enumerate(
+            (("open", 32_000_000), ("open", 18_000_000), ("open", 54_000_000), ("won", 25_000_000))
+        ):
+            conn.execute(
+                opportunities.insert().values(
+                    name=f"Deal {k + 1}",
+                    account_id=account_id,
+                    amount=float(amount),
+                    currency="KRW",
+                    expected_close=(month + timedelta(days=35 * (k + 1))).date(),
+                    stage=stage,
+                    created_at=now - timedelta(days=60),
+                    updated_at=now,
+                    closed_at=now - timedelta(days=20) if stage == "won" else None,
+                )
+            )
+    engine.dispose()
 
 
 def _free_port() -> int:
@@ -621,4 +742,59 @@ def test_screenshots_of_the_funnel_model_and_backtest_pages(
     session.shot("20-funnel-ko")
     session.page.click("button[data-lang=en]")
     session.page.wait_for_load_state("networkidle")
+    assert [e for e in session.console_errors if "Content Security Policy" in e] == []
+
+
+def test_screenshots_of_the_marketing_and_report_pages(
+    session: Session, server: tuple[str, dict[str, int]]
+) -> None:
+    session.sign_in("admin")
+
+    def chart(selector: str) -> None:
+        session.page.wait_for_selector(f"{selector} svg")  # ECharts drew it (SVG renderer)
+        assert session.page.locator(f"{selector} svg").count() >= 1
+
+    assert session.open("/attribution?to_stage=mql") == 200
+    chart("#attribution-chart")
+    assert session.page.locator("#attribution-table thead th").count() == 9  # touch + 8 models
+    assert session.page.locator("#attribution-table tbody tr[data-touch]").count() >= 2
+    session.shot("21-attribution")
+    assert session.open("/kpis") == 200
+    chart("#forecast-chart")
+    chart("#backtest-chart")
+    assert session.page.locator("#forecast-table tbody tr").count() >= 2
+    session.shot("22-kpis-executive")
+    assert session.open("/kpis?role=department") == 200
+    chart("#cvr-chart")
+    session.shot("23-kpis-department")
+    assert session.open("/kpis?role=campaign") == 200
+    chart("#content-chart")
+    session.shot("24-kpis-campaign")
+    assert session.open("/programs") == 200
+    assert session.page.locator("[data-program]").count() == 4
+    enrolled = session.page.locator('[data-program="education"] [data-fig="enrolled"]')
+    assert int(enrolled.inner_text().replace(",", "")) >= 28  # the worker may enrol more
+    session.shot("25-programs")
+    session.page.click('[data-program="education"] h2 a')
+    session.page.wait_for_load_state("networkidle")
+    chart("#program-chart")
+    assert session.page.locator("#steps-table tbody tr").count() == 4
+    session.shot("26-program")
+    assert session.open("/content") == 200
+    assert session.page.locator("#stage-middle tr[data-asset]").count() >= 5
+    session.shot("27-content")
+    assert session.open("/forms") == 200
+    names = session.page.locator(".submission-name").all_inner_texts()
+    assert any(XSS in name for name in names)  # the script is text
+    session.shot("28-forms")
+    session.page.click("button[data-lang=ko]")
+    session.page.wait_for_load_state("networkidle")
+    assert session.open("/kpis?role=department") == 200
+    assert session.page.locator("h1").first.inner_text() == "KPI"
+    assert session.page.locator("[data-tab=department]").inner_text() == "부서장"
+    chart("#cvr-chart")
+    session.shot("29-kpis-ko")
+    session.page.click("button[data-lang=en]")
+    session.page.wait_for_load_state("networkidle")
+    assert session.dialogs == []
     assert [e for e in session.console_errors if "Content Security Policy" in e] == []

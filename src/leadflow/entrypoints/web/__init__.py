@@ -9,7 +9,17 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
-from leadflow.entrypoints.web import admin, errors, funnel, model, pages, sales, session_routes
+from leadflow.entrypoints.web import (
+    admin,
+    analytics,
+    errors,
+    funnel,
+    marketing,
+    model,
+    pages,
+    sales,
+    session_routes,
+)
 from leadflow.entrypoints.web.queries import TTLCache
 from leadflow.entrypoints.web.rendering import STATIC
 from leadflow.entrypoints.web.security import SecurityHeaders
@@ -24,6 +34,8 @@ def mount_web(app: FastAPI) -> None:
     app.include_router(funnel.router)
     app.include_router(sales.router)
     app.include_router(model.router)
+    app.include_router(analytics.router)
+    app.include_router(marketing.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     errors.install(app)
     model.install(app)

@@ -58,6 +58,22 @@
           { name: points.names[1], type: "line", symbol: "none", lineStyle: { width: 2.5, type: "dashed" }, data: points.candidate },
         ],
       }));
+    } else if (kind === "grouped") {
+      // data-points: {categories: [...], series: [{name, data: [...]}]}: bars side by side
+      chart.setOption(Object.assign(base, {
+        tooltip: { trigger: "axis", axisPointer: { type: "shadow" }, valueFormatter: fmt },
+        legend: { top: 0, type: "scroll", icon: "roundRect", textStyle: { color: "#4b5563" } },
+        grid: { left: 8, right: 16, top: 36, bottom: 8, containLabel: true },
+        xAxis: { type: "category", data: points.categories,
+          axisLabel: { color: "#374151", interval: 0, hideOverlap: true },
+          axisLine: { lineStyle: { color: "#d1d5db" } }, axisTick: { show: false } },
+        yAxis: { type: "value", axisLabel: { formatter: fmt, color: "#6b7280" },
+          splitLine: { lineStyle: { color: "#eef0f3" } } },
+        series: points.series.map(function (s) {
+          return { name: s.name, type: "bar", barMaxWidth: 14, barGap: "10%",
+            itemStyle: { borderRadius: [3, 3, 0, 0] }, data: s.data };
+        }),
+      }));
     } else if (kind === "donut") {
       chart.setOption(Object.assign(base, {
         tooltip: { trigger: "item", valueFormatter: fmt },
@@ -68,9 +84,19 @@
       }));
     } else if (kind === "bar") {
       var sorted = points.slice().reverse();
+      // ECharts under-measures Korean labels (containLabel cuts them): reserve the width.
+      var wide = 0;
+      sorted.forEach(function (p) {
+        var w = 0;
+        String(p[0]).split("").forEach(function (c) { w += c.charCodeAt(0) > 0x2e80 ? 13 : 7; });
+        wide = Math.max(wide, w);
+      });
+      var cjk = sorted.some(function (p) { return /[\u2e80-\uffff]/.test(String(p[0])); });
+      var grid = cjk ? { left: wide + 16, right: 24, top: 8, bottom: 24, containLabel: false }
+                     : { left: 8, right: 24, top: 8, bottom: 8, containLabel: true };
       chart.setOption(Object.assign(base, {
         tooltip: { trigger: "axis", axisPointer: { type: "shadow" }, valueFormatter: fmt },
-        grid: { left: 8, right: 24, top: 8, bottom: 8, containLabel: true },
+        grid: grid,
         xAxis: { type: "value", axisLabel: { formatter: fmt, color: "#6b7280" }, splitLine: { lineStyle: { color: "#eef0f3" } } },
         yAxis: { type: "category", data: sorted.map(function (p) { return p[0]; }), axisLabel: { color: "#374151" },
           axisLine: { show: false }, axisTick: { show: false } },
@@ -98,7 +124,12 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
-    init(document);
+    // Draw once the web font is in: ECharts measures label widths (Korean labels included).
+    if (document.fonts && document.fonts.ready) {
+      document.fonts.ready.then(function () { init(document); });
+    } else {
+      init(document);
+    }
     document.body.addEventListener("htmx:configRequest", function (evt) {
       var token = document.body.dataset.csrf;
       if (token) { evt.detail.headers["X-CSRF-Token"] = token; }
