@@ -373,6 +373,56 @@ def test_language_switch_is_stored_on_the_user(client, services, world):
     assert user.locale == "ko"
 
 
+def test_time_zone_is_chosen_per_user_and_applied_to_dates(client, services, world):
+    sign_in(client, "marketer@example.com")
+    lead_id = world["own"]
+    before = client.get(f"/leads/{lead_id}").text
+    assert "12:00" in before  # created at NOW, 12:00 UTC
+    token = csrf_from(before)
+    switched = client.post(
+        "/timezone",
+        data={"timezone": "Asia/Seoul", "next": f"/leads/{lead_id}", "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert switched.status_code == 303
+    after = client.get(f"/leads/{lead_id}").text
+    assert "21:00" in after and 'value="Asia/Seoul" selected' in after
+    user = next(u for u in user_service.list_users(services.engine) if u.role == "marketer")
+    assert user.timezone == "Asia/Seoul"
+    # Hostile or unknown zones are refused, the stored one stays.
+    for bad in ("Mars/Olympus", "../../etc/passwd", "<script>"):
+        r = client.post(
+            "/timezone", data={"timezone": bad, "csrf_token": token}, follow_redirects=False
+        )
+        assert r.status_code == 400 and "timezone" in r.text
+        assert "<script>" not in r.text
+    user = next(u for u in user_service.list_users(services.engine) if u.role == "marketer")
+    assert user.timezone == "Asia/Seoul"
+    # Without the CSRF token nothing changes.
+    r = client.post("/timezone", data={"timezone": "UTC"}, follow_redirects=False)
+    assert r.status_code == 403
+
+
+def test_users_cli_refuses_an_unknown_time_zone(db_url, capsys):
+    code = run_guarded(
+        cli_app,
+        [
+            "users",
+            "create",
+            "tz@example.com",
+            "--role",
+            "marketer",
+            "--password",
+            "correct horse battery",
+            "--timezone",
+            "Nowhere/Town",
+            "--database-url",
+            db_url,
+        ],
+    )
+    assert code == 1 and "timezone" in capsys.readouterr().err
+
+
 def test_leads_list_pages_by_cursor_without_gaps_or_repeats(client, services, world):
     with services.engine.begin() as conn:
         for i in range(120):

@@ -7,9 +7,11 @@ the email exists, so response times do not reveal which addresses have accounts.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -50,6 +52,8 @@ class User:
     active: bool
     created_at: datetime
     last_login_at: datetime | None
+    # IANA time zone for dates on the dashboard; None shows UTC.
+    timezone: str | None = None
 
 
 _COLUMNS = (
@@ -62,6 +66,7 @@ _COLUMNS = (
     users.c.active,
     users.c.created_at,
     users.c.last_login_at,
+    users.c.timezone,
 )
 
 
@@ -76,6 +81,7 @@ def _user(row: Any) -> User:
         active=bool(row.active),
         created_at=row.created_at,
         last_login_at=row.last_login_at,
+        timezone=row.timezone,
     )
 
 
@@ -128,8 +134,10 @@ def create_user(
     name: str | None = None,
     locale: str = "en",
     sales_rep_key: str | None = None,
+    timezone: str | None = None,
 ) -> User:
     email = normalise_email(email)
+    zone = check_timezone(timezone)
     name, sales_rep_key = _check_fields(role, locale, name or email.split("@")[0], sales_rep_key)
     check_password(password)
     values = {
@@ -139,6 +147,7 @@ def create_user(
         "password_hash": hash_password(password),
         "locale": locale,
         "sales_rep_key": sales_rep_key if role == "sales" else None,
+        "timezone": zone,
         "active": True,
         "created_at": now,
     }
@@ -191,6 +200,26 @@ def authenticate(engine: Engine, email: str, password: str, now: datetime) -> Us
             values["password_hash"] = hash_password(password)
         conn.execute(update(users).where(users.c.id == row.id).values(**values))
     return _user(row)
+
+
+def check_timezone(value: str | None) -> str | None:
+    """An IANA zone name (``Asia/Seoul``), or None/"" for UTC; anything else is refused."""
+    if value is None or value.strip() == "":
+        return None
+    name = value.strip()
+    if len(name) > 64 or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*", name):
+        raise UserError(f"timezone: {name[:64]!r} is not a time zone name like Asia/Seoul")
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UserError(f"timezone: unknown time zone {name!r}") from None
+    return name
+
+
+def set_timezone(engine: Engine, user_id: int, timezone: str | None) -> None:
+    name = check_timezone(timezone)
+    with engine.begin() as conn:
+        conn.execute(update(users).where(users.c.id == user_id).values(timezone=name))
 
 
 def set_locale(engine: Engine, user_id: int, locale: str) -> None:

@@ -25,6 +25,9 @@ def create(
         "--sales-rep-key",
         help="For sales users: the owner name used on accounts (default: the name).",
     ),
+    timezone: str | None = typer.Option(
+        None, "--timezone", help="IANA time zone for dates, e.g. Asia/Seoul (default UTC)."
+    ),
     database_url: str | None = DatabaseOption,
 ) -> None:
     """Create a user who can sign in to the dashboard."""
@@ -44,6 +47,7 @@ def create(
                 name=name,
                 locale=locale,
                 sales_rep_key=sales_rep_key,
+                timezone=timezone,
                 now=services.clock(),
             )
         except user_service.UserError as exc:
@@ -66,6 +70,7 @@ def list_(
                 "role": u.role,
                 "locale": u.locale,
                 "sales_rep_key": u.sales_rep_key,
+                "timezone": u.timezone or "UTC",
                 "active": u.active,
                 "last_login_at": u.last_login_at,
             }
@@ -73,7 +78,17 @@ def list_(
         ]
     render(
         rows,
-        ["id", "email", "name", "role", "locale", "sales_rep_key", "active", "last_login_at"],
+        [
+            "id",
+            "email",
+            "name",
+            "role",
+            "locale",
+            "timezone",
+            "sales_rep_key",
+            "active",
+            "last_login_at",
+        ],
         fmt,
         title="users",
     )

@@ -22,7 +22,7 @@ from leadflow.core.config import LeadModel
 from leadflow.entrypoints.web import auth, queries
 from leadflow.entrypoints.web.funnel import _store, choose_period, default_period, stage_label
 from leadflow.entrypoints.web.i18n import Translator
-from leadflow.entrypoints.web.rendering import locale_for, render
+from leadflow.entrypoints.web.rendering import render, translator_for
 from leadflow.services import reports
 
 router = APIRouter(include_in_schema=False)
@@ -139,7 +139,7 @@ async def attribution_page(
     metric: Annotated[str, Query(max_length=20)] = "conversions",
 ) -> HTMLResponse:
     services = _services(request)
-    t = Translator(locale_for(request, user))
+    t = translator_for(request, user)
     period, errors = await _period(request, start, end)
     if level not in reports.LEVELS:
         errors.append(("attribution.error.level", {"value": level[:40]}))
@@ -336,7 +336,7 @@ async def kpis_page(
     end: Annotated[str, Query(alias="to", max_length=40)] = "",
 ) -> HTMLResponse:
     services = _services(request)
-    t = Translator(locale_for(request, user))
+    t = translator_for(request, user)
     period, errors = await _period(request, start, end)
     if role not in reports.ROLES:
         errors.append(("kpis.error.role", {"value": role[:40]}))

@@ -180,6 +180,7 @@ def load_session(
                 users.c.active,
                 users.c.created_at,
                 users.c.last_login_at,
+                users.c.timezone,
             )
             .join(users, users.c.id == web_sessions.c.user_id)
             .where(web_sessions.c.token_hash == _token_hash(token))
@@ -203,6 +204,7 @@ def load_session(
         active=bool(row.active),
         created_at=row.created_at,
         last_login_at=row.last_login_at,
+        timezone=row.timezone,
     )
     return WebUser(user=user, session_id=int(row.session_id), csrf_token=row.csrf_token)
 

@@ -22,7 +22,7 @@ from leadflow.bootstrap import Services
 from leadflow.core.config import LeadModel
 from leadflow.entrypoints.web import auth, queries
 from leadflow.entrypoints.web.i18n import Translator
-from leadflow.entrypoints.web.rendering import locale_for, render
+from leadflow.entrypoints.web.rendering import render, translator_for
 from leadflow.services import reports
 
 router = APIRouter(include_in_schema=False)
@@ -247,7 +247,7 @@ async def funnel_page(
 ) -> HTMLResponse:
     services = _services(request)
     cache: queries.TTLCache = request.app.state.web_cache
-    t = Translator(locale_for(request, user))
+    t = translator_for(request, user)
     newest = await run_in_threadpool(queries.newest_stage_change, services.engine)
     default = default_period(newest, services.clock())
     period, errors = choose_period(start, end, default)

@@ -7,7 +7,8 @@ the source articles' words (리드획득, 리드 육성, ...) so later pages can
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 LOCALES = ("en", "ko")
 DEFAULT_LOCALE = "en"
@@ -54,6 +55,8 @@ EN: dict[str, str] = {
     "login.failed": "That email and password do not match an active user.",
     "login.expired": "The sign-in form expired. Please try again.",
     "login.throttled": "Too many failed sign-ins. Try again in {n} minutes.",
+    "header.timezone": "Time zone for dates and times",
+    "header.timezone_set": "Set",
     "login.side.title": "Every lead, every touchpoint, one place.",
     "login.side.body": "Track anonymous visits, join them to known people, and hand sales the "
     "full story before the first call.",
@@ -611,6 +614,8 @@ KO: dict[str, str] = {
     "login.failed": "이메일 또는 비밀번호가 활성 사용자와 일치하지 않습니다.",
     "login.expired": "로그인 양식이 만료되었습니다. 다시 시도하세요.",
     "login.throttled": "로그인 실패가 너무 많습니다. {n}분 후에 다시 시도하세요.",
+    "header.timezone": "날짜와 시간의 표준시간대",
+    "header.timezone_set": "설정",
     "login.side.title": "모든 리드와 모든 접점을 한곳에서.",
     "login.side.body": "익명 방문을 추적하고 실명 고객과 연결하여, 첫 통화 전에 영업팀에 전체 "
     "이력을 전달합니다.",
@@ -1139,9 +1144,15 @@ def pick_locale(candidate: str | None, accept_language: str | None = None) -> st
 class Translator:
     """``t(key, **values)`` plus number/date formatting for one locale."""
 
-    def __init__(self, locale: str) -> None:
+    def __init__(self, locale: str, zone: str | None = None) -> None:
         self.locale = locale if locale in LOCALES else DEFAULT_LOCALE
         self._messages = CATALOGUES[self.locale]
+        # Dates and times are shown in the user's time zone (UTC when none is set).
+        try:
+            self.zone: tzinfo = ZoneInfo(zone) if zone else UTC
+        except (ZoneInfoNotFoundError, ValueError):
+            self.zone = UTC
+        self.zone_name = zone if self.zone is not UTC else "UTC"
 
     def __call__(self, key: str, **values: object) -> str:
         text = self._messages.get(key) or EN.get(key) or key
@@ -1175,7 +1186,7 @@ class Translator:
     def date(self, value: datetime | None) -> str:
         if value is None:
             return "–"
-        value = value.astimezone(UTC)
+        value = value.astimezone(self.zone)
         if self.locale == "ko":
             return f"{value.year}. {value.month}. {value.day}."
         return f"{_MONTHS_EN[value.month - 1]} {value.day}, {value.year}"
@@ -1183,7 +1194,7 @@ class Translator:
     def datetime(self, value: datetime | None) -> str:
         if value is None:
             return "–"
-        value = value.astimezone(UTC)
+        value = value.astimezone(self.zone)
         clock = f"{value.hour:02d}:{value.minute:02d}"
         return f"{self.date(value)} {clock}"
 

@@ -28,7 +28,7 @@ from leadflow.entrypoints.web import auth, queries
 from leadflow.entrypoints.web import marketing_queries as mq
 from leadflow.entrypoints.web.errors import NotFoundPage
 from leadflow.entrypoints.web.i18n import Translator
-from leadflow.entrypoints.web.rendering import locale_for, render
+from leadflow.entrypoints.web.rendering import render, translator_for
 
 router = APIRouter(include_in_schema=False)
 ProgramsUser = Annotated[auth.WebUser, auth.require("programs.view")]
@@ -170,7 +170,7 @@ def _figures(services: Services, cache: queries.TTLCache, model: LeadModel) -> A
 @router.get("/programs")
 async def programs_page(request: Request, user: ProgramsUser) -> HTMLResponse:
     services = _services(request)
-    t = Translator(locale_for(request, user))
+    t = translator_for(request, user)
 
     def load() -> dict[str, Any]:
         model = _model(services)
@@ -194,7 +194,7 @@ async def programs_page(request: Request, user: ProgramsUser) -> HTMLResponse:
 @router.get("/programs/{key}")
 async def program_page(request: Request, user: ProgramsUser, key: str) -> HTMLResponse:
     services = _services(request)
-    t = Translator(locale_for(request, user))
+    t = translator_for(request, user)
 
     def load() -> dict[str, Any] | None:
         model = _model(services)
@@ -330,7 +330,7 @@ async def forms_page(
     form: Annotated[str, Query(max_length=64)] = "",
 ) -> HTMLResponse:
     services = _services(request)
-    t = Translator(locale_for(request, user))
+    t = translator_for(request, user)
 
     def load() -> dict[str, Any]:
         model = _model(services)

@@ -49,6 +49,23 @@ def locale_for(request: Request, user: WebUser | None) -> str:
     return pick_locale(request.cookies.get(LOCALE_COOKIE), request.headers.get("accept-language"))
 
 
+COMMON_ZONES = (
+    "UTC",
+    "Asia/Seoul",
+    "Asia/Tokyo",
+    "Asia/Singapore",
+    "Europe/London",
+    "Europe/Berlin",
+    "America/New_York",
+    "America/Los_Angeles",
+)
+
+
+def translator_for(request: Request, user: WebUser | None) -> Translator:
+    """The page's translator: the user's language and time zone."""
+    return Translator(locale_for(request, user), user.user.timezone if user is not None else None)
+
+
 def display_name(row: Any, t: Translator) -> str:
     first = (row.get("first_name") or "").strip()
     last = (row.get("last_name") or "").strip()
@@ -68,7 +85,7 @@ def render(
     active: str = "",
 ) -> HTMLResponse:
     user = optional_user(request)
-    t = Translator(locale_for(request, user))
+    t = translator_for(request, user)
     services = request.app.state.services
     ctx: dict[str, Any] = {
         "request": request,
@@ -77,6 +94,7 @@ def render(
         "now": services.clock(),
         "nav": nav_for(user) if user is not None else [],
         "active": active,
+        "zones": COMMON_ZONES,
         "csrf_token": user.csrf_token if user is not None else "",
         "display_name": lambda row: display_name(row, t),
         "query": lambda **kw: _query(request, **kw),

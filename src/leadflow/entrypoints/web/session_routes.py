@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 from dataclasses import dataclass, field
 from urllib.parse import quote
@@ -150,4 +151,20 @@ def switch_locale(
 ) -> RedirectResponse:
     if locale in LOCALES:
         user_service.set_locale(_services(request).engine, user.user.id, locale)
+    return RedirectResponse(auth.safe_next(next), status_code=303)
+
+
+@router.post("/timezone", dependencies=[auth.CsrfProtected])
+def switch_timezone(
+    request: Request,
+    user: auth.CurrentUser,
+    timezone: str = Form(..., max_length=64),
+    next: str = Form("", max_length=2000),
+) -> Response:
+    try:
+        user_service.set_timezone(
+            _services(request).engine, user.user.id, None if timezone == "UTC" else timezone
+        )
+    except user_service.UserError as exc:
+        return HTMLResponse(html.escape(str(exc)), status_code=400)
     return RedirectResponse(auth.safe_next(next), status_code=303)
