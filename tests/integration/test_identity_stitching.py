@@ -298,3 +298,15 @@ def test_consent_trait_is_recorded(send: Any, services: Services) -> None:
     send("identify", userId="c", messageId="1", traits={"email": "c@c.io", "consent": True})
     (lead,) = all_leads(services)
     assert (lead["consent_status"], lead["consent_method"]) == ("granted", "identify")
+
+
+def test_group_target_account_trait_is_stored_on_the_account(send: Any, services: Services) -> None:
+    send("identify", userId="u1", messageId="1", traits={"email": "a@acme.io"})
+    send("group", userId="u1", groupId="acct-1", messageId="2", traits={"target_account": True})
+    with services.engine.connect() as conn:
+        assert conn.execute(select(accounts.c.is_target)).scalar_one() is True
+    send("group", userId="u1", groupId="acct-1", messageId="3", traits={"is_target": False})
+    send("group", userId="u1", groupId="acct-1", messageId="4", traits={"is_target": "yes"})
+    with services.engine.connect() as conn:
+        # The CRM said no; a non-boolean value changes nothing.
+        assert conn.execute(select(accounts.c.is_target)).scalar_one() is False

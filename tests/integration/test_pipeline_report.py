@@ -67,6 +67,13 @@ def test_pipeline_api_weights_open_deals_by_measured_win_rate(deals, client, adm
     actual = {m["month"]: m["actual"] for m in body["backtest"]["months"]}
     assert list(actual) == ["2025-12", "2026-01", "2026-02", "2026-03", "2026-04", "2026-05"]
     assert sum(actual.values()) == 6000.0
+    # No target accounts yet: an empty addressable market (see test_targets.py).
+    assert body["addressable_market"] == {
+        "accounts": 0,
+        "valued": 0,
+        "value": 0.0,
+        "by_industry": [],
+    }
 
 
 def test_pipeline_api_refuses_bad_parameters(deals, client, admin_token):
@@ -89,6 +96,7 @@ def test_pipeline_cli_formats(deals, db_url, capsys):
     assert run_guarded(app, args) == 0
     out = capsys.readouterr().out
     assert "win rate by deal age" in out and "forecast vs actual" in out
+    assert "addressable market: 0 target accounts" in " ".join(out.split())
     assert run_guarded(app, [*args, "--months", "-1"]) == 1
     assert "--months" in capsys.readouterr().err
     assert (

@@ -358,3 +358,15 @@ def test_stages_can_be_renamed_in_the_yaml_without_code_changes():
     _state, changes, _ = fold([signed_up(), track("catalogue_request", day(1))], model=model)
     assert path(changes) == ["acquired", "hot_lead"]
     assert model.display_name("hot_lead", "ko") == "핫 리드"
+
+
+def test_an_old_false_target_trait_does_not_unmark_a_target_account():
+    # The account is a target now (its column: marked by target discovery); a group call
+    # from before said it was not. The profile keeps the current mark; a true trait marks.
+    base = LeadProfile(id=1, is_target_account=True)
+    old = Event(message_id="g0", type="group", occurred_at=T0, properties={"target_account": False})
+    assert lc.merge_traits(base, old).is_target_account is True
+    plain = LeadProfile(id=2)
+    marked = Event(message_id="g1", type="group", occurred_at=T0, properties={"is_target": True})
+    assert lc.merge_traits(plain, marked).is_target_account is True
+    assert lc.merge_traits(plain, old).is_target_account is False

@@ -223,9 +223,12 @@ def merge_traits(profile: LeadProfile, event: Event) -> LeadProfile:
     for key in ("employee_count", "employees"):
         if key in traits and (count := _int(traits[key])) is not None:
             changes["employee_count"] = count
+    # A trait can mark the account a target but never unmark it here: the profile starts
+    # from the account's ``is_target`` column as it is now (written by group calls at
+    # ingestion and by target discovery), which an old ``false`` trait must not undo.
     for key in ("is_target_account", "is_target", "target_account"):
-        if isinstance(traits.get(key), bool):
-            changes["is_target_account"] = traits[key]
+        if traits.get(key) is True:
+            changes["is_target_account"] = True
     if event.type == "identify":
         if "consent" in traits and (consent := _consent(traits["consent"])) is not None:
             changes["consent"] = consent

@@ -295,7 +295,8 @@ def find_or_create_account(
     fields: dict[str, Any] | None = None,
 ) -> int | None:
     """Match an account by external id, then domain, then exact name (case-insensitive);
-    create it if none matches. Known fields fill blanks and never erase."""
+    create it if none matches. Known fields fill blanks and never erase; ``is_target`` (a
+    yes/no the sender decides) takes the latest value."""
     domain = domain.strip().lower() if domain else None
     row = None
     if external_id:
@@ -326,7 +327,11 @@ def find_or_create_account(
             ).scalar_one()
         )
     account = row._mapping
-    changes = {k: v for k, v in values.items() if account[k] in (None, "")}
+    changes = {
+        k: v
+        for k, v in values.items()
+        if account[k] in (None, "") or (k == "is_target" and account[k] != v)
+    }
     if domain and account["domain"] is None:
         taken = conn.execute(select(accounts.c.id).where(accounts.c.domain == domain)).first()
         if taken is None:
@@ -380,6 +385,9 @@ def _account_fields(traits: dict[str, Any]) -> dict[str, Any]:
         fields["employee_count"] = int(employees)
     if isinstance(traits.get("country"), str):
         fields["country"] = traits["country"][:100]
+    for key in ("is_target_account", "is_target", "target_account"):
+        if isinstance(traits.get(key), bool):
+            fields["is_target"] = traits[key]
     return fields
 
 

@@ -389,6 +389,7 @@ class Store:
     actions: pl.DataFrame
     model_source: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    opportunities: pl.DataFrame = field(default_factory=lambda: pl.DataFrame())
 
 
 def load_store(engine: Engine, model: LeadModel, *, with_events: bool = True) -> Store:
@@ -406,6 +407,7 @@ def load_store(engine: Engine, model: LeadModel, *, with_events: bool = True) ->
         evts = load_events(conn) if with_events else load_events(conn).clear()
         timings["events"] = time.perf_counter() - t0
         actions = load_actions(conn)
+        opps = load_opportunities(conn)
         source = active_model_source(conn)
     history = stage_history(log, lead_rows, model)
     extra = sorted(set(history["to_stage"].unique().to_list()) - set(model.stages))
@@ -418,6 +420,7 @@ def load_store(engine: Engine, model: LeadModel, *, with_events: bool = True) ->
         actions=actions,
         model_source=source,
         timings=timings,
+        opportunities=opps,
     )
 
 
@@ -465,8 +468,29 @@ def funnel_report(store: Store, period: Period, by: str | None = None) -> dict[s
 # --------------------------------------------------------------------------- attribution
 
 
+def _opportunity_values(store: Store, first: pl.DataFrame) -> pl.DataFrame:
+    """lead_id, amount of the lead's latest opportunity opened by its conversion (the
+    won or lost outcome and the stage change are recorded within the same second)."""
+    opps = store.opportunities
+    if opps.height == 0 or "lead_id" not in opps.columns:
+        return pl.DataFrame(schema={"lead_id": pl.Int64, "opp_amount": pl.Float64})
+    return (
+        first.join(
+            opps.filter(pl.col("lead_id").is_not_null() & pl.col("amount").is_not_null()).select(
+                "lead_id", o_at="created_at", opp_amount="amount"
+            ),
+            on="lead_id",
+        )
+        .filter(pl.col("o_at") <= pl.col("at") + pl.duration(seconds=1))
+        .sort("lead_id", "o_at")
+        .group_by("lead_id")
+        .agg(pl.col("opp_amount").last())
+    )
+
+
 def conversions(store: Store, period: Period, to_stage: str) -> pl.DataFrame:
-    """lead_id, at (first entry into ``to_stage`` in the period), value (see module doc)."""
+    """lead_id, at (first entry into ``to_stage`` in the period), value: the amount of the
+    lead's opportunity, else of its latest qualify action, else 1 (a count)."""
     first = (
         store.history.filter(pl.col("to_stage") == to_stage)
         .group_by("lead_id")
@@ -485,7 +509,8 @@ def conversions(store: Store, period: Period, to_stage: str) -> pl.DataFrame:
     )
     return (
         first.join(valued, on="lead_id", how="left")
-        .with_columns(value=pl.col("amount").fill_null(1.0))
+        .join(_opportunity_values(store, first), on="lead_id", how="left")
+        .with_columns(value=pl.coalesce("opp_amount", "amount", pl.lit(1.0)))
         .select("lead_id", "at", "value")
         .sort("lead_id")
     )
@@ -676,8 +701,8 @@ def attribution_report(
         "per_person": people,
         "definitions": {
             "conversion": f"a lead's first entry into {to_stage!r} in the period",
-            "value": "amount of the lead's latest qualify action at or before the conversion, "
-            "else 1 (count); will read opportunities when they exist",
+            "value": "amount of the lead's latest opportunity opened by the conversion, else "
+            "of its latest qualify action at or before it, else 1 (a count)",
             "touchpoints": "track/page events up to the conversion (or before the period end), "
             "email_sent and email_bounce excluded",
             "level": "lead: one path per lead; account: one path per account with every "
@@ -1005,10 +1030,26 @@ def _stage_at(history: pl.DataFrame, t: datetime) -> pl.DataFrame:
 
 
 def _amounts(store: Store) -> pl.DataFrame:
-    return (
+    """lead_id, amount: the lead's latest opportunity's amount, else its latest qualify
+    action's amount."""
+    qualify = (
         store.actions.filter((pl.col("name") == "qualify") & pl.col("amount").is_not_null())
         .group_by("lead_id")
-        .agg(amount=pl.col("amount").last())
+        .agg(q_amount=pl.col("amount").last())
+    )
+    opps = store.opportunities
+    if opps.height == 0 or "lead_id" not in opps.columns:
+        return qualify.rename({"q_amount": "amount"})
+    latest = (
+        opps.filter(pl.col("lead_id").is_not_null() & pl.col("amount").is_not_null())
+        .sort("lead_id", "created_at")
+        .group_by("lead_id")
+        .agg(o_amount=pl.col("amount").last())
+    )
+    return (
+        qualify.join(latest, on="lead_id", how="full", coalesce=True)
+        .with_columns(amount=pl.coalesce("o_amount", "q_amount"))
+        .select("lead_id", "amount")
     )
 
 
@@ -1069,9 +1110,9 @@ def _executive(store: Store, period: Period) -> dict[str, Any]:
         "revenue_by_first_channel": by_channel.to_dicts(),
         "definitions": {
             "won_leads": f"leads whose first entry into {won_stage!r} is in the period",
-            "won_revenue": "sum of the qualify amounts of those leads (will read won "
-            "opportunities when they exist)",
-            "pipeline_value": "qualify amounts of leads in stage opportunity at the period end",
+            "won_revenue": "sum of those leads' opportunity amounts (else their qualify amounts)",
+            "pipeline_value": "opportunity (else qualify) amounts of leads in stage "
+            "opportunity at the period end",
             "marketing_sourced": "won leads whose first touch channel is a marketing channel "
             "(not direct)",
             "marketing_influenced": "won leads with any non-direct touch before winning",
@@ -1155,9 +1196,12 @@ __all__ = [
 
 
 def load_opportunities(conn: Connection) -> pl.DataFrame:
-    """``opportunities`` as a frame: id, amount, stage, created_at, closed_at, expected_close."""
+    """``opportunities`` as a frame: id, lead_id, account_id, amount, stage, created_at,
+    closed_at, expected_close."""
     stmt = select(
         opportunities.c.id,
+        opportunities.c.lead_id,
+        opportunities.c.account_id,
         opportunities.c.amount,
         opportunities.c.stage,
         _ts(opportunities.c.created_at, "created_at"),
@@ -1166,6 +1210,8 @@ def load_opportunities(conn: Connection) -> pl.DataFrame:
     ).order_by(opportunities.c.id)
     schema = {
         "id": pl.Int64,
+        "lead_id": pl.Int64,
+        "account_id": pl.Int64,
         "amount": pl.Float64,
         "stage": pl.String,
         "created_at": pl.Datetime("us"),
@@ -1177,9 +1223,17 @@ def load_opportunities(conn: Connection) -> pl.DataFrame:
 
 def pipeline_report(engine: Engine, as_of: datetime, months: int = 6) -> dict[str, Any]:
     """Open pipeline by expected close month, weighted by measured win rates, with the
-    forecast's error on the ``months`` past months (see :mod:`leadflow.core.forecast`)."""
+    forecast's error on the ``months`` past months (see :mod:`leadflow.core.forecast`), and
+    the ``addressable_market`` of target accounts (see :mod:`leadflow.services.targets`)."""
     if not 0 <= months <= 36:
         raise ReportError("must be between 0 and 36")
+    from leadflow.services.targets import addressable_market
+
     with engine.connect() as conn:
         frame = load_opportunities(conn)
-    return {"report": "pipeline", **forecast.forecast(frame, as_of, backtest_months=months)}
+        market = addressable_market(conn)
+    return {
+        "report": "pipeline",
+        **forecast.forecast(frame, as_of, backtest_months=months),
+        "addressable_market": market,
+    }

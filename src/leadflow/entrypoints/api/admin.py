@@ -10,6 +10,7 @@ from leadflow.entrypoints.api import email as email_api
 from leadflow.entrypoints.api import programs as programs_api
 from leadflow.entrypoints.api import segments as segments_api
 from leadflow.entrypoints.api import seminars as seminars_api
+from leadflow.entrypoints.api import targets as targets_api
 from leadflow.entrypoints.api import webhooks as webhooks_api
 from leadflow.entrypoints.api.deps import AdminDep
 
@@ -26,3 +27,4 @@ router.include_router(email_api.router)
 router.include_router(segments_api.router)
 router.include_router(seminars_api.router)
 router.include_router(programs_api.router)
+router.include_router(targets_api.router)

@@ -6,6 +6,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
+    from leadflow.entrypoints.cli import accounts as accounts_cli
     from leadflow.entrypoints.cli import content as content_cli
     from leadflow.entrypoints.cli import crm, demo, imports, leads, model, predict, sales
     from leadflow.entrypoints.cli import email as email_cli
@@ -37,3 +38,4 @@ def register(app: typer.Typer) -> None:
     app.add_typer(programs_cli.app, name="programs", help="Nurture programs: list, show, run due.")
     app.add_typer(content_cli.app, name="content", help="Content library: list, add, update.")
     app.add_typer(content_cli.forms_app, name="forms", help="Hosted forms and their submissions.")
+    app.add_typer(accounts_cli.app, name="accounts", help="Accounts and look-alike targets.")

@@ -404,6 +404,14 @@ def pipeline_cmd(
         fmt,
         title=f"forecast vs actual (MAPE {_fmt(bt['mape'])})",
     )
+    market = data["addressable_market"]
+    render(
+        _rows(market["by_industry"]),
+        ["industry", "accounts", "valued", "value"],
+        fmt,
+        title=f"addressable market: {market['accounts']} target accounts, "
+        f"value {_fmt(market['value'])}",
+    )
 
 
 ACCEPTANCE_COLUMNS = [
