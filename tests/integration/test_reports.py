@@ -12,6 +12,7 @@ from leadflow.adapters.db.tables import (
     accounts,
     events,
     leads,
+    opportunities,
     sales_actions,
     stage_changes,
 )
@@ -293,6 +294,33 @@ def test_attribution_credits_the_qualify_amount(small_world: Services) -> None:
         }
     )
     assert sum(lin.values()) == pytest.approx(1000.0)
+
+
+def test_opportunity_amounts_take_precedence_over_qualify_amounts(small_world: Services) -> None:
+    # The won lead's opportunity was re-priced in the CRM (1,000 at qualify -> 1,800); the
+    # open one has an opportunity of 700. Revenue and pipeline read the opportunities.
+    with small_world.engine.begin() as conn:
+        for lead_id, amount, stage, opened in (
+            (1, 1800.0, "won", day(7)),
+            (2, 700.0, "open", day(9.5)),
+        ):
+            conn.execute(
+                insert(opportunities).values(
+                    name=f"deal {lead_id}",
+                    lead_id=lead_id,
+                    amount=amount,
+                    stage=stage,
+                    created_at=opened,
+                    updated_at=opened,
+                    closed_at=day(10) if stage == "won" else None,
+                )
+            )
+    store = _store(small_world)
+    first = svc.attribution_report(store, PERIOD, model="first_touch")
+    assert first["conversion_value"] == 1800.0
+    assert {r["touch"]: r["value"] for r in first["credits"]}["organic_search"] == 1800.0
+    k = svc.kpis(store, PERIOD, "executive")["kpis"]
+    assert (k["won_revenue"], k["pipeline_value"]) == (1800.0, 700.0)
 
 
 def test_attribution_all_models_and_levels_add_up(small_world: Services) -> None:
