@@ -390,7 +390,9 @@ def test_temporary_failure_is_retried_then_delivered_once(svc, client, write_key
     assert (report.sent, report.retrying) == (0, 1)
     row = _send(svc, send_id)
     assert (row.status, row.attempts) == ("planned", 1)
-    assert row.error.startswith("retry at ") and "451" in row.error
+    # The retry time is a column; error is only the last error, for people.
+    assert row.next_attempt_at == t0 + mailing.RETRY_DELAYS[0]
+    assert row.error.startswith("451") and row.lease_until is None
     # Not due yet.
     assert mailing.deliver_planned(svc, _mailer(port), t0, worker_id="w1").claimed == 0
     report = mailing.deliver_planned(svc, _mailer(port), t0 + timedelta(minutes=6), worker_id="w1")
@@ -402,6 +404,54 @@ def test_temporary_failure_is_retried_then_delivered_once(svc, client, write_key
         mailing.deliver_planned(svc, _mailer(port), t0 + timedelta(days=1), worker_id="w1").claimed
         == 0
     )
+    assert len(handler.messages) == 1
+
+
+def test_a_retried_row_waits_for_its_next_attempt_at(svc, client, write_key, smtp):
+    handler, port = smtp
+    _lead(client, write_key, "wait")
+    lead_id = _lead_id(svc, "wait")
+    retried = _plan(svc, lead_id, "k1", category="transactional")
+    handler.rcpt_replies["wait@acme.example"] = ["452 4.2.2 mailbox full"]
+    t0 = datetime.now(UTC)
+    assert mailing.deliver_planned(svc, _mailer(port), t0, worker_id="w1").retrying == 1
+    due = _send(svc, retried).next_attempt_at
+    assert due == t0 + mailing.RETRY_DELAYS[0]
+    # Before its time: not claimed, and it does not hold back a fresh row behind it.
+    fresh = _plan(svc, lead_id, "k2", category="transactional")
+    early = mailing.deliver_planned(svc, _mailer(port), due - timedelta(seconds=1), worker_id="w2")
+    assert (early.claimed, early.sent) == (1, 1)
+    assert (_send(svc, fresh).status, _send(svc, retried).status) == ("sent", "planned")
+    assert _send(svc, retried).attempts == 1
+    # At its time: claimed and delivered, once.
+    report = mailing.deliver_planned(svc, _mailer(port), due, worker_id="w3")
+    assert (report.claimed, report.sent) == (1, 1)
+    row = _send(svc, retried)
+    assert (row.status, row.attempts, row.error, row.claimed_by) == ("sent", 2, None, "w3")
+    assert (row.next_attempt_at, row.lease_until) == (None, None)
+    assert (
+        mailing.deliver_planned(svc, _mailer(port), due + timedelta(days=1), worker_id="w").claimed
+        == 0
+    )
+    assert sorted(m[1][0] for m in handler.messages) == ["wait@acme.example"] * 2
+
+
+def test_a_live_claim_is_not_taken_by_another_worker(svc, client, write_key, smtp):
+    handler, port = smtp
+    _lead(client, write_key, "lease")
+    send_id = _plan(svc, _lead_id(svc, "lease"), "k1", category="transactional")
+    now = datetime.now(UTC)
+    lease = now + mailing.LEASE
+    with svc.engine.begin() as conn:  # claimed by a worker that is still composing
+        conn.execute(
+            update(email_sends)
+            .where(email_sends.c.id == send_id)
+            .values(claimed_by="busy", lease_until=lease, next_attempt_at=lease)
+        )
+    assert mailing.deliver_planned(svc, _mailer(port), now, worker_id="w").claimed == 0
+    # Past the lease (that worker died before SMTP): due again, sent once.
+    report = mailing.deliver_planned(svc, _mailer(port), lease, worker_id="w")
+    assert (report.claimed, report.sent) == (1, 1)
     assert len(handler.messages) == 1
 
 
@@ -615,23 +665,35 @@ def test_reconcile_never_resends_a_possibly_accepted_message(svc, client, write_
     lead_id = _lead_id(svc, "crash")
     claimed, handing, fresh = (_plan(svc, lead_id, f"k{i}") for i in range(3))
     now = datetime.now(UTC)
-    old = mailing._iso(now - timedelta(hours=1))
+    old = now - timedelta(hours=1)
     with svc.engine.begin() as conn:
-        for send_id, error in [
-            (claimed, f"claimed at {old} by dead-worker"),
-            (handing, f"handing off at {old} by dead-worker"),
-            (fresh, f"handing off at {mailing._iso(now)} by live-worker"),
+        for send_id, status, worker, at in [
+            (claimed, "planned", "dead-worker", old),  # claimed, never given to SMTP
+            (handing, "sending", "dead-worker", old),  # in the middle of the hand-off
+            (fresh, "sending", "live-worker", now),
         ]:
+            lease = at + mailing.LEASE
             conn.execute(
                 update(email_sends)
                 .where(email_sends.c.id == send_id)
-                .values(status="sending", error=error)
+                .values(status=status, claimed_by=worker, lease_until=lease, next_attempt_at=lease)
             )
     result = mailing.reconcile(svc.engine, now, timedelta(minutes=10))
     assert (result.requeued, result.unconfirmed) == (1, 1)
-    assert _send(svc, claimed).status == "planned"
+    row = _send(svc, claimed)
+    assert (row.status, row.claimed_by, row.lease_until, row.next_attempt_at) == (
+        "planned",
+        None,
+        None,
+        None,
+    )
     row = _send(svc, handing)
-    assert (row.status, row.error) == ("sent", mailing.UNCONFIRMED)
+    assert (row.status, row.error, row.sent_at, row.lease_until) == (
+        "sent",
+        mailing.UNCONFIRMED,
+        old,
+        None,
+    )
     assert _send(svc, fresh).status == "sending"  # a live worker is on it
     # Delivery afterwards sends the requeued one only.
     assert mailing.deliver_planned(svc, _mailer(port), now, worker_id="w").sent == 1
@@ -847,7 +909,8 @@ def test_a_crash_mid_batch_loses_nothing_and_sends_nothing_twice(svc, client, wr
         mailing.deliver_planned(svc, _Crashes(tmp_path / "a"), now, worker_id="w")
     rows = [_send(svc, i) for i in ids]
     assert [r.status for r in rows] == ["sent", "sending", "planned"]
-    assert rows[1].error.startswith("handing off at")
+    assert (rows[1].claimed_by, rows[1].lease_until) == ("w", now + mailing.LEASE)
+    assert (rows[2].claimed_by, rows[2].lease_until, rows[2].next_attempt_at) == (None, None, None)
     # On restart: the one in the hand-off is marked sent (unconfirmed), never resent.
     later = now + timedelta(hours=1)
     assert mailing.reconcile(svc.engine, later, timedelta(minutes=10)).unconfirmed == 1

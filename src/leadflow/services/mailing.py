@@ -15,8 +15,9 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
-from email.policy import default as SMTP_POLICY
+from email.policy import default as _DEFAULT_POLICY
 from email.utils import format_datetime, parseaddr
 from functools import lru_cache
 from html import escape, unescape
@@ -25,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, func, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from leadflow.adapters.db.engine import insert_ignore, is_postgres
 from leadflow.adapters.db.tables import accounts, content_assets, email_sends, leads, seminars
@@ -41,6 +43,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MESSAGE_ID_DOMAIN = "leadflow.invalid"
+
+
+class _HeaderClasses(HeaderRegistry):
+    """The standard header registry, but each header class is made once: the stock one
+    builds a new class with ``type()`` for every header it parses (a large share of the
+    cost of composing a message)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower()
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = super().__getitem__(name)
+        return made
+
+
+# email.policy.default (RFC 5322 headers, UTF-8 where needed), with the header classes cached.
+SMTP_POLICY = _DEFAULT_POLICY.clone(header_factory=_HeaderClasses())
 
 
 def new_message_id() -> str:
@@ -68,32 +91,49 @@ def plan_email(
     address. Rules (consent, unsubscribes, caps) are the caller's: see
     :func:`leadflow.services.nurture.send_blockers`.
     """
-    to_email = conn.execute(
-        select(leads.c.email).where(leads.c.id == lead_id, leads.c.erased_at.is_(None))
-    ).scalar_one_or_none()
+    to_email = conn.execute(_LEAD_EMAIL, {"lead_id": lead_id}).scalar_one_or_none()
     if not to_email:
         return None
     result = conn.execute(
-        insert_ignore(conn.engine, email_sends, "idempotency_key")
-        .values(
-            idempotency_key=idempotency_key,
-            message_id=new_message_id(),
-            lead_id=lead_id,
-            category=category,
-            program_key=program_key,
-            step_id=step_id,
-            seminar_id=seminar_id,
-            template=template,
-            asset_key=asset_key,
-            to_email=to_email,
-            subject=subject,
-            status="planned",
-            attempts=0,
-            planned_at=now,
-        )
-        .returning(email_sends.c.id)
+        _plan_insert(conn),
+        {
+            "idempotency_key": idempotency_key,
+            "message_id": new_message_id(),
+            "lead_id": lead_id,
+            "category": category,
+            "program_key": program_key,
+            "step_id": step_id,
+            "seminar_id": seminar_id,
+            "template": template,
+            "asset_key": asset_key,
+            "to_email": to_email,
+            "subject": subject,
+            "status": "planned",
+            "attempts": 0,
+            "planned_at": now,
+        },
     )
     return result.scalar_one_or_none()
+
+
+# Built once: plan_email runs once per planned step.
+_LEAD_EMAIL = select(leads.c.email).where(
+    leads.c.id == bindparam("lead_id"), leads.c.erased_at.is_(None)
+)
+_PLAN_INSERT: dict[str, Any] = {}
+
+
+def _plan_insert(conn: Connection) -> Any:
+    """INSERT ... ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, per dialect; the
+    values come as parameters."""
+    name = conn.dialect.name
+    stmt = _PLAN_INSERT.get(name)
+    if stmt is None:
+        stmt = insert_ignore(conn.engine, email_sends, "idempotency_key").returning(
+            email_sends.c.id
+        )
+        _PLAN_INSERT[name] = stmt
+    return stmt
 
 
 # --- composing ------------------------------------------------------------------------
@@ -103,6 +143,18 @@ DEFAULT_TEMPLATE = "nurture"
 _HANGUL = re.compile(r"[\uac00-\ud7a3]")
 _HREF = re.compile(r"""\bhref\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.IGNORECASE)
 _FALLBACK_NAME = {"en": "there", "ko": "고객"}
+# What compose reads, built once (compose runs once per delivered message).
+_LEAD_VIEW = (
+    select(leads.c.first_name, leads.c.attributes, accounts.c.name.label("company"))
+    .select_from(leads.outerjoin(accounts, accounts.c.id == leads.c.account_id))
+    .where(leads.c.id == bindparam("lead_id"))
+)
+_ASSET = select(
+    content_assets.c.key, content_assets.c.title, content_assets.c.type, content_assets.c.url
+).where(content_assets.c.key == bindparam("key"))
+_SEMINAR = select(
+    seminars.c.title, seminars.c.kind, seminars.c.starts_at, seminars.c.location
+).where(seminars.c.id == bindparam("seminar_id"))
 
 
 @lru_cache(maxsize=1)
@@ -162,14 +214,7 @@ def click_url(settings: Settings, send_id: int, destination: str) -> str:
 def _asset_for(conn: Connection, model: LeadModel | None, key: str | None) -> dict[str, Any] | None:
     if not key:
         return None
-    row = conn.execute(
-        select(
-            content_assets.c.key,
-            content_assets.c.title,
-            content_assets.c.type,
-            content_assets.c.url,
-        ).where(content_assets.c.key == key)
-    ).first()
+    row = conn.execute(_ASSET, {"key": key}).first()
     if row is not None:
         return dict(row._mapping)
     nurture = model.spec.nurture if model is not None else None
@@ -230,11 +275,7 @@ def compose(
     the ``List-Unsubscribe`` headers."""
     row: Mapping[str, Any] = getattr(send_row, "_mapping", send_row)
     send_id = int(row["id"])
-    lead = conn.execute(
-        select(leads.c.first_name, leads.c.attributes, accounts.c.name.label("company"))
-        .select_from(leads.outerjoin(accounts, accounts.c.id == leads.c.account_id))
-        .where(leads.c.id == row["lead_id"])
-    ).first()
+    lead = conn.execute(_LEAD_VIEW, {"lead_id": row["lead_id"]}).first()
     attributes = (lead.attributes if lead is not None else None) or {}
     subject = str(row["subject"])
     locale = _locale(attributes, subject)
@@ -351,15 +392,79 @@ RETRY_DELAYS = (
 )
 MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
 UNCONFIRMED = "unconfirmed: worker stopped during SMTP hand-off"
-# ``email_sends`` has no "next attempt" or "claimed at" column, so these states live in
-# ``error`` with a UTC timestamp the code parses back:
-#   status planned, "retry at <iso>: <last error>"     waiting for the next attempt
-#   status sending, "claimed at <iso> by <worker>"      claimed, not yet given to SMTP
-#   status sending, "handing off at <iso> by <worker>"  being given to SMTP right now
-_STATE = re.compile(r"^(retry at|claimed at|handing off at) (\S+)")
+# How long a worker holds the rows it claimed (``lease_until``): long enough for a whole
+# pass (every message composed and handed to SMTP, each command up to smtp_timeout).
+LEASE = timedelta(minutes=15)
+# Kept for callers: reconcile's default ``stale_after`` is the lease itself.
+RECONCILE_AFTER = LEASE
 # Re-checked at delivery time: everything but the frequency cap, which counted this very
 # send when it was planned (counting it again would block it).
 _NOT_RECHECKED = frozenset({"frequency_cap"})
+
+# The states of a row, in columns:
+#   planned, lease_until null             waiting; due when next_attempt_at is null or past
+#   planned, claimed_by + lease_until     claimed by a worker, not yet given to SMTP;
+#                                         next_attempt_at = lease_until hides it from others
+#   sending, claimed_by + lease_until     being handed to SMTP right now
+#   sent / failed / skipped               final; claimed_by names the last worker
+# A claim is identified by (claimed_by, lease_until): every later write of the worker
+# checks both, so a claim that reconcile took back is never written over.
+_e = email_sends.c
+_DUE = or_(_e.next_attempt_at.is_(None), _e.next_attempt_at <= bindparam("now"))
+_SELECT_DUE = (
+    select(_e.id)
+    .where(_e.status == "planned", _DUE)
+    .order_by(_e.planned_at, _e.id)
+    .limit(bindparam("limit"))
+)
+_SELECT_DUE_LOCKED = _SELECT_DUE.with_for_update(skip_locked=True)
+_CLAIM = (
+    update(email_sends)
+    .where(_e.id.in_(bindparam("ids", expanding=True)), _e.status == "planned", _DUE)
+    .values(
+        claimed_by=bindparam("worker"),
+        lease_until=bindparam("lease"),
+        next_attempt_at=bindparam("lease"),
+    )
+    .returning(_e.id)
+)
+_CLAIMED_ROWS = (
+    select(email_sends).where(_e.id.in_(bindparam("ids", expanding=True))).order_by(_e.id)
+)
+_MINE = and_(_e.claimed_by == bindparam("worker"), _e.lease_until == bindparam("lease"))
+_SKIP = (
+    update(email_sends)
+    .where(_e.id == bindparam("send_id"), _e.status == "planned", _MINE)
+    .values(
+        status="skipped",
+        skip_reason=bindparam("reason"),
+        error=None,
+        next_attempt_at=None,
+        lease_until=None,
+    )
+)
+_HAND_OFF = (
+    update(email_sends)
+    .where(_e.id == bindparam("send_id"), _e.status == "planned", _MINE)
+    .values(status="sending")
+)
+_OUTCOME = (
+    update(email_sends)
+    .where(_e.id == bindparam("send_id"), _e.status.in_(("planned", "sending")), _MINE)
+    .values(
+        status=bindparam("new_status"),
+        error=bindparam("new_error"),
+        attempts=bindparam("new_attempts"),
+        sent_at=bindparam("new_sent_at"),
+        next_attempt_at=bindparam("retry_at"),
+        lease_until=None,
+    )
+)
+_RELEASE = (
+    update(email_sends)
+    .where(_e.id.in_(bindparam("ids", expanding=True)), _e.status == "planned", _MINE)
+    .values(next_attempt_at=None, claimed_by=None, lease_until=None)
+)
 
 
 @dataclass
@@ -385,52 +490,15 @@ def _iso(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _state_time(error: str | None, state: str) -> datetime | None:
-    match = _STATE.match(error or "")
-    if match is None or match.group(1) != state:
-        return None
-    try:
-        return datetime.strptime(match.group(2).rstrip(":"), "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-            tzinfo=UTC
-        )
-    except ValueError:
-        return None
-
-
-def _claim(engine: Engine, now: datetime, worker_id: str, limit: int) -> list[int]:
-    """Planned rows that are due, marked ``sending`` by this worker and committed."""
-    postgres = is_postgres(engine)
+def _claim(engine: Engine, now: datetime, worker_id: str, lease: datetime, limit: int) -> list[int]:
+    """Due planned rows, leased to this worker until ``lease`` and committed."""
+    query = _SELECT_DUE_LOCKED if is_postgres(engine) else _SELECT_DUE
     with engine.begin() as conn:
-        fresh = (
-            select(email_sends.c.id)
-            .where(email_sends.c.status == "planned", email_sends.c.attempts == 0)
-            .order_by(email_sends.c.planned_at, email_sends.c.id)
-            .limit(limit)
-        )
-        if postgres:
-            fresh = fresh.with_for_update(skip_locked=True)
-        ids = list(conn.execute(fresh).scalars())
-        if len(ids) < limit:
-            retries = (
-                select(email_sends.c.id, email_sends.c.error)
-                .where(email_sends.c.status == "planned", email_sends.c.attempts > 0)
-                .order_by(email_sends.c.id)
-            )
-            if postgres:
-                retries = retries.with_for_update(skip_locked=True)
-            for row in conn.execute(retries):
-                at = _state_time(row.error, "retry at")
-                if at is None or at <= now:
-                    ids.append(int(row.id))
-                if len(ids) >= limit:
-                    break
+        ids = list(conn.execute(query, {"now": now, "limit": limit}).scalars())
         if not ids:
             return []
         claimed = conn.execute(
-            update(email_sends)
-            .where(email_sends.c.id.in_(ids), email_sends.c.status == "planned")
-            .values(status="sending", error=f"claimed at {_iso(now)} by {worker_id}"[:255])
-            .returning(email_sends.c.id)
+            _CLAIM, {"ids": ids, "now": now, "worker": worker_id[:64], "lease": lease}
         ).scalars()
         return sorted(int(i) for i in claimed)
 
@@ -513,59 +581,80 @@ def deliver_planned(
 ) -> DeliveryReport:
     """Deliver up to ``limit`` due planned emails through ``mailer``.
 
-    1. Claim: the rows become ``sending`` (claimed by ``worker_id``) and that is committed
-       before anything goes to SMTP; on PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several
-       workers claim disjoint rows. A claimed row is never claimed again.
+    1. Claim: due rows (``planned``, ``next_attempt_at`` null or past) get ``claimed_by``
+       = ``worker_id`` and ``lease_until`` = ``now`` + :data:`LEASE`, committed before
+       anything goes to SMTP; on PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several workers
+       claim disjoint rows. ``next_attempt_at`` moves to the lease end, so no other worker
+       sees the row while the lease lasts.
     2. Re-check the send rules (consent, unsubscribe, bounce, stage, pause may have changed
        since planning): a blocked row is ``skipped`` with the reason.
-    3. For each row: commit "handing off", give the message to SMTP, then record the
-       outcome (``sent``; a temporary failure goes back to ``planned`` with a retry time
-       until :data:`MAX_ATTEMPTS`; a permanent one is ``failed``, and a 5xx on RCPT is a
-       hard bounce). The outcome of one row is committed with the hand-off mark of the next,
-       so there is one commit per message.
+    3. For each row: commit status ``sending`` (the hand-off), give the message to SMTP,
+       then record the outcome (``sent``; a temporary failure goes back to ``planned`` with
+       ``next_attempt_at`` after :data:`RETRY_DELAYS` until :data:`MAX_ATTEMPTS`; a
+       permanent one is ``failed``, and a 5xx on RCPT is a hard bounce). The outcome of one
+       row is committed with the hand-off of the next, so there is one commit per message.
 
-    A crash leaves at most one row "handing off": :func:`reconcile` marks it sent and
+    A crash leaves at most one row ``sending``: :func:`reconcile` marks it sent and
     unconfirmed rather than risk a second copy.
     """
     report = DeliveryReport()
-    ids = _claim(services.engine, now, worker_id, limit)
+    lease = now + LEASE
+    ids = _claim(services.engine, now, worker_id, lease, limit)
     report.claimed = len(ids)
     if not ids:
         return report
+    mine = {"worker": worker_id[:64], "lease": lease}
     with services.engine.begin() as conn:
         model = services.models.active(conn, now)
-        rows = list(
-            conn.execute(
-                select(email_sends).where(email_sends.c.id.in_(ids)).order_by(email_sends.c.id)
-            )
-        )
+        rows = list(conn.execute(_CLAIMED_ROWS, {"ids": ids}))
         blocked = _blockers(conn, rows, model, now)
-        for send_id, reason in blocked.items():
+        if blocked:
             conn.execute(
-                update(email_sends)
-                .where(email_sends.c.id == send_id, email_sends.c.status == "sending")
-                .values(status="skipped", skip_reason=reason[:64], error=None)
+                _SKIP,
+                [{"send_id": i, "reason": r[:64], **mine} for i, r in blocked.items()],
             )
         report.skipped = len(blocked)
     todo = [r for r in rows if r.id not in blocked]
     pending: list[Callable[[Connection], None]] = []
-
-    def flush(conn: Connection) -> None:
-        for apply in pending:
-            apply(conn)
-        pending.clear()
-
     try:
         with mailer:
-            _hand_over(services, mailer, model, now, worker_id, todo, pending, report)
+            _hand_over(services, mailer, model, now, mine, todo, pending, report)
     finally:
         # Outcomes so far, then every row still only claimed (never handed to SMTP, e.g.
-        # after an unreachable server or an unexpected error) back to ``planned``.
+        # after an unreachable server or an unexpected error) back to due.
         with services.engine.begin() as conn:
-            flush(conn)
+            for apply in pending:
+                apply(conn)
+            pending.clear()
             if todo:
-                _release([r.id for r in todo], todo[0].error)(conn)
+                conn.execute(_RELEASE, {"ids": [r.id for r in todo], **mine})
     return report
+
+
+def _outcome(
+    send_id: int,
+    mine: Mapping[str, Any],
+    *,
+    status: str,
+    error: str | None,
+    attempts: int,
+    sent_at: datetime | None = None,
+    retry_at: datetime | None = None,
+) -> Callable[[Connection], None]:
+    params = {
+        "send_id": send_id,
+        "new_status": status,
+        "new_error": error,
+        "new_attempts": attempts,
+        "new_sent_at": sent_at,
+        "retry_at": retry_at,
+        **mine,
+    }
+
+    def apply(conn: Connection) -> None:
+        conn.execute(_OUTCOME, params)
+
+    return apply
 
 
 def _hand_over(
@@ -573,44 +662,39 @@ def _hand_over(
     mailer: Mailer,
     model: LeadModel,
     now: datetime,
-    worker_id: str,
+    mine: Mapping[str, Any],
     todo: Sequence[Any],
     pending: list[Callable[[Connection], None]],
     report: DeliveryReport,
 ) -> None:
-    def flush(conn: Connection) -> None:
-        for apply in pending:
-            apply(conn)
-        pending.clear()
-
+    engine, settings = services.engine, services.settings
     for index, row in enumerate(todo):
-        try:
-            with services.engine.connect() as conn:
-                message = compose(conn, services.settings, row, model, now=now)
-        except Exception as exc:  # a broken template or address: not worth retrying
-            log.exception("cannot compose email send %s", row.id)
-            error = f"compose: {exc.__class__.__name__}: {exc}"[:1000]
+        # One transaction per message: the previous outcomes, composing, the hand-off.
+        message: EmailMessage | None = None
+        handed, error = 0, ""
+        with engine.begin() as conn:
+            for apply in pending:
+                apply(conn)
+            try:
+                message = compose(conn, settings, row, model, now=now)
+            except SQLAlchemyError:
+                raise
+            except Exception as exc:  # a broken template or address: not worth retrying
+                log.exception("cannot compose email send %s", row.id)
+                error = f"compose: {exc.__class__.__name__}: {exc}"[:1000]
+            else:
+                handed = conn.execute(_HAND_OFF, {"send_id": row.id, **mine}).rowcount
+        pending.clear()  # committed
+        if message is None:
             pending.append(
-                _outcome(row.id, row.error, status="failed", error=error, attempts=row.attempts)
+                _outcome(row.id, mine, status="failed", error=error, attempts=row.attempts)
             )
             report.failed += 1
             report.errors.append(error)
             continue
-        handing = f"handing off at {_iso(now)} by {worker_id}"[:255]
-        with services.engine.begin() as conn:
-            flush(conn)
-            mine = conn.execute(
-                update(email_sends)
-                .where(
-                    email_sends.c.id == row.id,
-                    email_sends.c.status == "sending",
-                    email_sends.c.error == row.error,  # still our claim
-                )
-                .values(error=handing)
-            ).rowcount
-        if mine != 1:
-            # reconcile() gave the claim away (this pass was slower than its
-            # stale_after); whoever holds the row now sends it.
+        if handed != 1:
+            # reconcile() took the claim back (this pass outlived its lease); whoever holds
+            # the row now sends it.
             report.released += 1
             continue
         attempts = row.attempts + 1
@@ -619,25 +703,25 @@ def _hand_over(
         except DeliveryError as exc:
             report.errors.append(str(exc))
             if exc.temporary and attempts < MAX_ATTEMPTS:
-                retry_at = now + RETRY_DELAYS[attempts - 1]
                 pending.append(
                     _outcome(
                         row.id,
-                        handing,
+                        mine,
                         status="planned",
-                        error=f"retry at {_iso(retry_at)}: {exc}"[:1000],
+                        error=str(exc)[:1000],
                         attempts=attempts,
+                        retry_at=now + RETRY_DELAYS[attempts - 1],
                     )
                 )
                 report.retrying += 1
                 if exc.code is None:
-                    # The server is unreachable: the rest go back untried (below).
+                    # The server is unreachable: the rest go back untried (released).
                     report.released += len(todo) - index - 1
                     break
                 continue
             reason = str(exc) if not exc.temporary else f"gave up after {attempts} attempts: {exc}"
             pending.append(
-                _outcome(row.id, handing, status="failed", error=reason[:1000], attempts=attempts)
+                _outcome(row.id, mine, status="failed", error=reason[:1000], attempts=attempts)
             )
             report.failed += 1
             if exc.hard_bounce:
@@ -650,96 +734,55 @@ def _hand_over(
                 report.bounced += 1
             continue
         pending.append(
-            _outcome(row.id, handing, status="sent", error=None, attempts=attempts, sent_at=now)
+            _outcome(row.id, mine, status="sent", error=None, attempts=attempts, sent_at=now)
         )
         report.sent += 1
-
-
-def _outcome(
-    send_id: int,
-    marker: str,
-    *,
-    status: str,
-    error: str | None,
-    attempts: int,
-    sent_at: datetime | None = None,
-) -> Callable[[Connection], None]:
-    def apply(conn: Connection) -> None:
-        values: dict[str, Any] = {"status": status, "error": error, "attempts": attempts}
-        if sent_at is not None:
-            values["sent_at"] = sent_at
-        conn.execute(
-            update(email_sends)
-            .where(
-                email_sends.c.id == send_id,
-                email_sends.c.status == "sending",
-                email_sends.c.error == marker,
-            )
-            .values(**values)
-        )
-
-    return apply
-
-
-def _release(send_ids: Sequence[int], marker: str) -> Callable[[Connection], None]:
-    def apply(conn: Connection) -> None:
-        if send_ids:
-            conn.execute(
-                update(email_sends)
-                .where(
-                    email_sends.c.id.in_(list(send_ids)),
-                    email_sends.c.status == "sending",
-                    email_sends.c.error == marker,
-                )
-                .values(status="planned", error=None)
-            )
-
-    return apply
-
-
-# Long enough for any single SMTP hand-off (several commands, each up to smtp_timeout).
-RECONCILE_AFTER = timedelta(minutes=15)
 
 
 def reconcile(
     engine: Engine, now: datetime, stale_after: timedelta = RECONCILE_AFTER
 ) -> ReconcileReport:
-    """Rows a stopped worker left in ``sending`` for longer than ``stale_after``.
+    """Rows a stopped worker left claimed for longer than ``stale_after`` (by default: whose
+    lease has run out, ``lease_until < now``).
 
-    A row only *claimed* never reached SMTP: it goes back to ``planned`` (it will be sent).
-    A row in the middle of the hand-off may have been accepted by the server before the
-    worker died, and the protocol cannot tell: it is marked ``sent`` with
-    ``error='unconfirmed: worker stopped during SMTP hand-off'`` and never resent
-    automatically, because a duplicate email is worse than a rare lost one (an operator can
-    see these rows in ``GET /api/email/sends?status=sent`` and resend by hand).
-    ``stale_after`` must exceed the longest SMTP hand-off (``smtp_timeout`` times a few).
+    A row only *claimed* (status ``planned``) never reached SMTP: its claim is cleared and it
+    is due again (it will be sent). A row ``sending`` was in the middle of the hand-off and
+    may have been accepted by the server before the worker died, and the protocol cannot
+    tell: it is marked ``sent`` with ``error='unconfirmed: worker stopped during SMTP
+    hand-off'`` and never resent automatically, because a duplicate email is worse than a
+    rare lost one (an operator can see these rows in ``GET /api/email/sends?status=sent``
+    and resend by hand). ``stale_after`` must exceed the longest SMTP hand-off.
     """
     report = ReconcileReport()
-    cutoff = now - stale_after
+    # A claim taken at t has lease_until = t + LEASE; it is stale once t < now - stale_after.
+    cutoff = now - stale_after + LEASE
     with engine.begin() as conn:
-        query = select(email_sends.c.id, email_sends.c.error).where(
-            email_sends.c.status == "sending"
+        query = select(_e.id, _e.status, _e.lease_until).where(
+            or_(
+                and_(_e.status == "planned", _e.lease_until < cutoff),
+                # No lease at all: left by an older version, so stale.
+                and_(
+                    _e.status == "sending",
+                    or_(_e.lease_until.is_(None), _e.lease_until < cutoff),
+                ),
+            )
         )
         if is_postgres(engine):
             query = query.with_for_update(skip_locked=True)
         for row in conn.execute(query).all():
-            claimed = _state_time(row.error, "claimed at")
-            handing = _state_time(row.error, "handing off at")
-            since = claimed or handing
-            if since is not None and since > cutoff:
-                continue  # a live worker is on it
-            if claimed is not None:
+            if row.status == "planned":
                 conn.execute(
                     update(email_sends)
-                    .where(email_sends.c.id == row.id, email_sends.c.status == "sending")
-                    .values(status="planned", error=None)
+                    .where(_e.id == row.id, _e.status == "planned")
+                    .values(next_attempt_at=None, claimed_by=None, lease_until=None)
                 )
                 report.requeued += 1
             else:
+                handed_at = row.lease_until - LEASE if row.lease_until is not None else now
                 conn.execute(
                     update(email_sends)
-                    .where(email_sends.c.id == row.id, email_sends.c.status == "sending")
-                    .values(status="sent", sent_at=since or now, error=UNCONFIRMED)
+                    .where(_e.id == row.id, _e.status == "sending")
+                    .values(status="sent", sent_at=handed_at, error=UNCONFIRMED, lease_until=None)
                 )
                 report.unconfirmed += 1
     return report
@@ -1014,11 +1057,7 @@ def _seminar_view(
     """What seminar templates show: title, kind, start in the team's time zone, location."""
     if seminar_id is None:
         return None
-    row = conn.execute(
-        select(seminars.c.title, seminars.c.kind, seminars.c.starts_at, seminars.c.location).where(
-            seminars.c.id == int(seminar_id)
-        )
-    ).one_or_none()
+    row = conn.execute(_SEMINAR, {"seminar_id": int(seminar_id)}).one_or_none()
     if row is None:
         return None
     zone_name = model.spec.sales.timezone if model is not None and model.spec.sales else "UTC"
