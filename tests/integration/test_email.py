@@ -843,7 +843,7 @@ def test_cli(svc, client, write_key, capsys, monkeypatch):
     ]:
         code, _, err = _cli(capsys, *args, *db)
         lines = [line for line in err.strip().splitlines() if line.strip()]
-        assert code == 2 and len(lines) == 1 and needle in lines[0], (args, err)
+        assert code == 1 and len(lines) == 1 and needle in lines[0], (args, err)
         assert lines[0].startswith("error: ")
     with svc.engine.connect() as conn:
         assert conn.execute(select(leads.c.bounced_at)).scalar_one() is None

@@ -9,7 +9,7 @@ import typer
 from email_validator import EmailNotValidError, validate_email
 
 from leadflow.adapters.email import DeliveryError
-from leadflow.entrypoints.cli.common import DatabaseOption, services_for
+from leadflow.entrypoints.cli.common import DatabaseOption, fail, services_for
 from leadflow.entrypoints.cli.output import Format, render
 from leadflow.services import mailing
 
@@ -33,9 +33,8 @@ LIST_COLUMNS = [
 
 
 def _bad(message: str) -> NoReturn:
-    """Bad input: one line on stderr, exit code 2, nothing stored."""
-    print(f"error: {message}", file=sys.stderr)
-    raise typer.Exit(code=2)
+    """Bad input: one line on stderr, exit code 1 (like every command), nothing stored."""
+    fail(message)
 
 
 @app.command("sends")
