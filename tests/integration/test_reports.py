@@ -10,10 +10,14 @@ from sqlalchemy import func, insert, select
 
 from leadflow.adapters.db.tables import (
     accounts,
+    email_sends,
     events,
+    form_submissions,
     leads,
     opportunities,
     sales_actions,
+    seminar_attendees,
+    seminars,
     stage_changes,
 )
 from leadflow.bootstrap import Services
@@ -367,6 +371,68 @@ def test_kpis_by_role(small_world: Services) -> None:
         {"webinar": "w1", "registered": 2, "attended": 1, "attendance_rate": 0.5}
     ]
     assert camp["content"][0]["asset"] == "wp" and camp["content"][0]["downloads"] == 1
+
+
+def test_campaigns_report_has_program_email_and_seminar_funnels(small_world: Services) -> None:
+    def send(i: int, lead: int, step: str, sent: datetime, **times: datetime) -> dict:
+        return {
+            "idempotency_key": f"program:education:{step}:{lead}",
+            "message_id": f"<{i}@t>",
+            "lead_id": lead,
+            "program_key": "education",
+            "step_id": step,
+            "template": "nurture",
+            "to_email": f"l{lead}@x.example",
+            "subject": "s",
+            "status": "sent",
+            "planned_at": sent,
+            "sent_at": sent,
+            "opened_at": times.get("opened"),
+            "clicked_at": times.get("clicked"),
+        }
+
+    with small_world.engine.begin() as conn:
+        conn.execute(
+            insert(email_sends),
+            [
+                send(1, 1, "welcome", day(1), opened=day(1.1), clicked=day(1.2)),
+                send(2, 2, "welcome", day(1), opened=day(2)),
+                send(3, 1, "deeper", day(4)),
+                send(4, 2, "deeper", day(40)),  # outside the period
+            ],
+        )
+        conn.execute(
+            insert(form_submissions),
+            [
+                {"form_key": "white-paper", "lead_id": 1, "fields": {}, "submitted_at": day(3)},
+                {"form_key": "white-paper", "lead_id": 2, "fields": {}, "submitted_at": day(30)},
+            ],
+        )
+        seminar = conn.execute(
+            insert(seminars)
+            .values(key="w1", title="W1", starts_at=day(5), created_at=T0, updated_at=T0)
+            .returning(seminars.c.id)
+        ).scalar_one()
+        conn.execute(
+            insert(seminar_attendees),
+            [
+                {"seminar_id": seminar, "lead_id": 1, "invited_at": day(1),
+                 "registered_at": day(2), "attended_at": day(5)},
+                {"seminar_id": seminar, "lead_id": 2, "invited_at": day(1),
+                 "registered_at": None, "attended_at": None},
+            ],
+        )  # fmt: skip
+    report = svc.campaigns_report(_store(small_world), PERIOD)
+    steps = {r["step"]: r for r in report["programs"]}
+    assert (steps["welcome"]["sent"], steps["welcome"]["opened"]) == (2, 2)
+    assert steps["welcome"]["clicked"] == 1
+    # Lead 1 submitted a form two days after the welcome (lead 2 a month later: not counted);
+    # the form came before the "deeper" email, so it does not count for that step.
+    assert steps["welcome"]["form_submitted"] == 1 and steps["welcome"]["form_rate"] == 0.5
+    assert steps["deeper"]["sent"] == 1 and steps["deeper"]["form_submitted"] == 0
+    (w1,) = report["seminars"]
+    assert (w1["invited"], w1["registered"], w1["attended"]) == (2, 1, 1)
+    assert w1["rates"]["register"] == 0.5
 
 
 def test_suggest_points_diff_is_a_valid_model(small_world: Services) -> None:

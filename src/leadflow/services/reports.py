@@ -40,7 +40,7 @@ import itertools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -48,7 +48,9 @@ from sqlalchemy import Connection, DateTime, Engine, select, type_coerce
 
 from leadflow.adapters.db.tables import (
     accounts,
+    email_sends,
     events,
+    form_submissions,
     lead_models,
     lead_states,
     leads,
@@ -390,6 +392,10 @@ class Store:
     model_source: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     opportunities: pl.DataFrame = field(default_factory=lambda: pl.DataFrame())
+    # Nurture (issue 4): every email send, form submission, and the seminar funnels.
+    sends: pl.DataFrame = field(default_factory=lambda: pl.DataFrame())
+    form_submissions: pl.DataFrame = field(default_factory=lambda: pl.DataFrame())
+    seminar_funnel: list[dict[str, Any]] = field(default_factory=list)
 
 
 def load_store(engine: Engine, model: LeadModel, *, with_events: bool = True) -> Store:
@@ -408,6 +414,8 @@ def load_store(engine: Engine, model: LeadModel, *, with_events: bool = True) ->
         timings["events"] = time.perf_counter() - t0
         actions = load_actions(conn)
         opps = load_opportunities(conn)
+        sends, submissions = load_sends(conn), load_form_submissions(conn)
+        seminar_rows = _seminar_funnel(conn)
         source = active_model_source(conn)
     history = stage_history(log, lead_rows, model)
     extra = sorted(set(history["to_stage"].unique().to_list()) - set(model.stages))
@@ -421,6 +429,9 @@ def load_store(engine: Engine, model: LeadModel, *, with_events: bool = True) ->
         model_source=source,
         timings=timings,
         opportunities=opps,
+        sends=sends,
+        form_submissions=submissions,
+        seminar_funnel=seminar_rows,
     )
 
 
@@ -949,6 +960,106 @@ def _rate(num: str, den: str) -> pl.Expr:
     return pl.when(pl.col(den) > 0).then(pl.col(num) / pl.col(den))
 
 
+def load_sends(conn: Connection) -> pl.DataFrame:
+    """``email_sends`` as a frame (no addresses): program, step, seminar, status, times."""
+    stmt = select(
+        email_sends.c.id,
+        email_sends.c.lead_id,
+        email_sends.c.category,
+        email_sends.c.program_key,
+        email_sends.c.step_id,
+        email_sends.c.seminar_id,
+        email_sends.c.template,
+        email_sends.c.status,
+        _ts(email_sends.c.sent_at, "sent_at"),
+        _ts(email_sends.c.opened_at, "opened_at"),
+        _ts(email_sends.c.clicked_at, "clicked_at"),
+        _ts(email_sends.c.unsubscribed_at, "unsubscribed_at"),
+        _ts(email_sends.c.bounced_at, "bounced_at"),
+    ).order_by(email_sends.c.id)
+    times = ("sent_at", "opened_at", "clicked_at", "unsubscribed_at", "bounced_at")
+    schema = {
+        "id": pl.Int64,
+        "lead_id": pl.Int64,
+        "category": pl.String,
+        "program_key": pl.String,
+        "step_id": pl.String,
+        "seminar_id": pl.Int64,
+        "template": pl.String,
+        "status": pl.String,
+        **{t: pl.Datetime("us") for t in times},
+    }
+    return _utc_cols(_read(conn, stmt, schema), *times)
+
+
+def load_form_submissions(conn: Connection) -> pl.DataFrame:
+    stmt = select(
+        form_submissions.c.lead_id,
+        form_submissions.c.form_key,
+        _ts(form_submissions.c.submitted_at, "submitted_at"),
+    ).order_by(form_submissions.c.id)
+    schema = {"lead_id": pl.Int64, "form_key": pl.String, "submitted_at": pl.Datetime("us")}
+    return _utc_cols(_read(conn, stmt, schema), "submitted_at")
+
+
+def _seminar_funnel(conn: Connection) -> list[dict[str, Any]]:
+    from leadflow.services.seminars import funnel as seminar_funnel
+
+    return seminar_funnel(conn)
+
+
+# A form submission counts toward the email that led to it when it comes this soon after.
+FORM_AFTER_EMAIL = timedelta(days=14)
+
+
+def program_email_funnel(store: Store, period: Period) -> list[dict[str, Any]]:
+    """Per program and step: emails sent in the period -> opened -> clicked -> a form
+    submitted within 14 days of the send, with the rates of each step."""
+    sends = store.sends
+    if sends.height == 0:
+        return []
+    sent = sends.filter(
+        pl.col("program_key").is_not_null()
+        & pl.col("sent_at").is_not_null()
+        & (pl.col("sent_at") >= period.start)
+        & (pl.col("sent_at") < period.end)
+    )
+    if sent.height == 0:
+        return []
+    subs = store.form_submissions
+    converted = (
+        sent.select("id", "lead_id", "sent_at")
+        .join(subs.select("lead_id", "submitted_at"), on="lead_id")
+        .filter(
+            (pl.col("submitted_at") >= pl.col("sent_at"))
+            & (pl.col("submitted_at") < pl.col("sent_at") + FORM_AFTER_EMAIL)
+        )
+        .select("id")
+        .unique()
+        .with_columns(form=pl.lit(True))
+    )
+    return (
+        sent.join(converted, on="id", how="left")
+        .group_by("program_key", "step_id")
+        .agg(
+            sent=pl.len(),
+            opened=pl.col("opened_at").is_not_null().sum(),
+            clicked=pl.col("clicked_at").is_not_null().sum(),
+            form_submitted=pl.col("form").fill_null(False).sum(),
+            unsubscribed=pl.col("unsubscribed_at").is_not_null().sum(),
+            bounced=pl.col("bounced_at").is_not_null().sum(),
+        )
+        .with_columns(
+            open_rate=_rate("opened", "sent"),
+            click_rate=_rate("clicked", "sent"),
+            form_rate=_rate("form_submitted", "sent"),
+        )
+        .sort("program_key", "step_id")
+        .rename({"program_key": "program", "step_id": "step"})
+        .to_dicts()
+    )
+
+
 def campaigns_report(store: Store, period: Period) -> dict[str, Any]:
     """Campaign staff's view: e-mail rates, form conversion, webinars, content."""
     ev = store.events.filter((pl.col("at") >= period.start) & (pl.col("at") < period.end))
@@ -1008,6 +1119,12 @@ def campaigns_report(store: Store, period: Period) -> dict[str, Any]:
         "webinars": webinars.to_dicts(),
         "content": content.to_dicts(),
         "seminar_attendees": seminars,
+        "programs": program_email_funnel(store, period),
+        "seminars": [
+            {k: v for k, v in row.items() if k != "emails"}
+            for row in store.seminar_funnel
+            if period.start <= row["starts_at"] < period.end
+        ],
         "definitions": {
             "sent/opened/clicked": "distinct people with an email_sent / email_open / "
             "email_click event of the campaign (utm_campaign) in the period",
@@ -1018,6 +1135,12 @@ def campaigns_report(store: Store, period: Period) -> dict[str, Any]:
             "attendance_rate": "attended / registered people per webinar",
             "downloads": "content_download events per asset; people: distinct people",
             "seminar_attendees": "distinct people with event_attended in the period",
+            "programs": "per nurture program step: emails sent in the period, how many were "
+            "opened and clicked, and after how many the lead submitted a form within 14 "
+            "days; rates are over sent",
+            "seminars": "per seminar starting in the period: invited -> registered -> "
+            "reminded -> attended / no-show -> followed up, and participants who reached "
+            "MQL or an opportunity after the start",
         },
     }
 

@@ -302,6 +302,33 @@ def _print_campaigns(data: Mapping[str, Any], fmt: Format, period: svc.Period) -
         ("forms", ["campaign", "visitors", "form_submitters", "leads", "form_conversion"]),
         ("webinars", ["webinar", "registered", "attended", "attendance_rate"]),
         ("content", ["asset", "asset_type", "downloads", "people"]),
+        (
+            "programs",
+            [
+                "program",
+                "step",
+                "sent",
+                "opened",
+                "clicked",
+                "form_submitted",
+                "open_rate",
+                "click_rate",
+                "form_rate",
+            ],
+        ),
+        (
+            "seminars",
+            [
+                "key",
+                "invited",
+                "registered",
+                "attended",
+                "no_show",
+                "followed_up",
+                "mql",
+                "opportunity",
+            ],
+        ),
     ]
     if fmt is Format.csv:
         # One CSV table: the e-mail rates (use --format json for every table).
