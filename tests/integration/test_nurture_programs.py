@@ -180,6 +180,45 @@ def test_programs_enrol_by_stage_and_exit_on_stage_change(services):
     assert work.key == f"step:{rows[1]['id']}:0" and work.due_at == T0 + 2 * DAY + DAY
 
 
+def test_a_program_with_a_segment_enrols_only_its_members(services):
+    from leadflow.services import segments
+
+    use_programs(
+        services,
+        [
+            {
+                "key": "finance-only",
+                "name": subject("Finance"),
+                "stages": ["nurturing"],
+                "segment": "finance",
+                "steps": [{"id": "s1", "wait_days": 1, "send": {"subject": subject("Hi")}}],
+            }
+        ],
+    )
+    bank = add_lead(services, "bank", industry="Financial Services")
+    shop = add_lead(services, "shop", industry="Retail")
+    with services.engine.begin() as conn:
+        segments.create(
+            conn,
+            "finance",
+            "Finance accounts",
+            {"account": {"industry": ["Financial Services"]}},
+            T0,
+        )
+        segments.refresh(conn, "finance", T0)
+    sync(services, T0)
+    assert [e["program_key"] for e in enrolments(services, bank)] == ["finance-only"]
+    assert enrolments(services, shop) == []
+    # The account changes industry: the lead leaves the segment, and so the program.
+    with services.engine.begin() as conn:
+        account_id = conn.execute(select(leads.c.account_id).where(leads.c.id == bank)).scalar()
+        conn.execute(update(accounts).where(accounts.c.id == account_id).values(industry="Retail"))
+        segments.refresh(conn, "finance", T0 + timedelta(hours=1))
+    sync(services, T0 + timedelta(hours=1))
+    (row,) = enrolments(services, bank)
+    assert row["status"] == "exited"
+
+
 def test_steps_run_in_order_with_waits_and_complete(services):
     lead_id = add_lead(services, "kim", stage="nurturing")
     r = tick(services, T0)

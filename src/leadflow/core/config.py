@@ -423,6 +423,8 @@ class ProgramSpec(_Spec):
     steps: Annotated[list[StepSpec], Field(min_length=1)]
     # Enter again after leaving (e.g. back from recycle), starting at the first step.
     reenroll: bool = True
+    # Only members of this saved segment (``leadflow segments``) enter; leaving it exits.
+    segment: Slug | None = None
 
 
 class FrequencyCap(_Spec):

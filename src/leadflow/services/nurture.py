@@ -44,6 +44,8 @@ from leadflow.adapters.db.tables import (
     lead_states,
     leads,
     program_enrollments,
+    segment_members,
+    segments,
     signals,
 )
 from leadflow.bootstrap import Services
@@ -331,8 +333,26 @@ def _in_stages(stages: Sequence[str]) -> Any:
     )
 
 
+def _member_of(segment_key: str, lead_id: Any) -> Any:
+    """The lead is a member of the saved segment ``segment_key``."""
+    return exists().where(
+        segment_members.c.lead_id == lead_id,
+        segment_members.c.segment_id == segments.c.id,
+        segments.c.key == segment_key,
+    )
+
+
+def _in_audience(program: ProgramSpec, stages: Sequence[str]) -> Any:
+    """An enrolment's lead is still in the program's stages (and segment, if any)."""
+    inside = _in_stages(stages)
+    if program.segment is not None:
+        inside = and_(inside, _member_of(program.segment, program_enrollments.c.lead_id))
+    return inside
+
+
 def sync_enrolments(conn: Connection, model: LeadModel, now: datetime) -> SyncReport:
-    """Enrol leads by stage and take out those who left (set-based; see the module doc)."""
+    """Enrol leads by stage (and segment membership, for programs with a ``segment``) and
+    take out those who left (set-based; see the module doc)."""
     report = SyncReport()
     programs = programs_of(model)
     dead_end = model.dead_end_stage
@@ -358,7 +378,7 @@ def sync_enrolments(conn: Connection, model: LeadModel, now: datetime) -> SyncRe
         mine = and_(
             program_enrollments.c.program_key == program.key,
             program_enrollments.c.exited_at.is_(None),
-            ~_in_stages(stages),
+            ~_in_audience(program, stages),
         )
         result = conn.execute(
             update(program_enrollments)
@@ -380,18 +400,15 @@ def sync_enrolments(conn: Connection, model: LeadModel, now: datetime) -> SyncRe
         ]
         if program.reenroll:
             blocking.append(program_enrollments.c.exited_at.is_(None))
-        candidates = list(
-            conn.execute(
-                select(lead_states.c.lead_id)
-                .join(leads, leads.c.id == lead_states.c.lead_id)
-                .where(
-                    lead_states.c.stage.in_(stages),
-                    leads.c.erased_at.is_(None),
-                    ~exists().where(*blocking),
-                )
-                .order_by(lead_states.c.lead_id)
-            ).scalars()
+        wanted = select(lead_states.c.lead_id).join(leads, leads.c.id == lead_states.c.lead_id)
+        wanted = wanted.where(
+            lead_states.c.stage.in_(stages),
+            leads.c.erased_at.is_(None),
+            ~exists().where(*blocking),
         )
+        if program.segment is not None:
+            wanted = wanted.where(_member_of(program.segment, lead_states.c.lead_id))
+        candidates = list(conn.execute(wanted.order_by(lead_states.c.lead_id)).scalars())
         for start in range(0, len(candidates), 1000):
             chunk = candidates[start : start + 1000]
             rows = conn.execute(
