@@ -38,6 +38,7 @@ from leadflow.adapters.email import SmtpMailer
 from leadflow.adapters.webhooks import HttpSender
 from leadflow.bootstrap import Services, build_services
 from leadflow.entrypoints.api import build_app
+from leadflow.services import reports
 from leadflow.services.lifecycle import recompute_all
 from leadflow.services.worker import run_once
 from leadflow.settings import Settings
@@ -196,6 +197,22 @@ def test_email_engagement_through_the_api_makes_an_mql(world_services, inbox):
     received_ids = [str(m["Message-ID"]) for m in box.messages]
     assert len(received_ids) == len(set(received_ids)) == len(sent_ids)
     assert set(received_ids) == sent_ids
+    # Each delivery is on the lead's timeline, so campaign reports count sends per program.
+    with services.engine.connect() as conn:
+        logged = conn.execute(
+            select(func.count())
+            .select_from(events)
+            .where(events.c.name == "email_sent", events.c.utm_source == "leadflow")
+        ).scalar_one()
+        model = services.models.active(conn, UNTIL)
+    assert logged == len(sent_ids)
+    period = reports.Period(UNTIL - timedelta(days=1), UNTIL + timedelta(days=30))
+    campaigns = reports.campaigns_report(reports.load_store(services.engine, model), period)
+    by_campaign = {r["campaign"]: r for r in campaigns["email"]}
+    assert by_campaign["education"]["sent"] > 0
+    assert by_campaign["education"]["clicked"] <= by_campaign["education"]["sent"]
+    assert sum(r["sent"] for r in campaigns["programs"]) == len(sent_ids)
+
     # Nobody in the dead end was mailed; every marketing message can be left in one click.
     assert not {str(m["To"]).lower() for m in box.messages} & dead_end
     assert all(m["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click" for m in box.messages)

@@ -479,6 +479,23 @@ def test_forms_page_shows_forms_counts_and_escaped_submissions(client, world):
     assert len(re.findall(r'<tr data-submission="\d+">', only)) == 1
 
 
+def test_forms_page_names_a_known_visitor_from_the_lead(client, services, world):
+    # A known visitor was asked nothing: the submission has no fields of its own.
+    with services.engine.begin() as conn:
+        conn.execute(
+            form_submissions.insert().values(
+                form_key="demo-video",
+                lead_id=world["dee"],
+                fields={},
+                consent=None,
+                submitted_at=datetime.now(UTC),
+            )
+        )
+    sign_in(client, "marketer")
+    html = client.get("/forms?form=demo-video").text
+    assert "dee@acme.example" in html and "Dee" in html
+
+
 # ---------------------------------------------------------------- attribution & KPIs
 
 

@@ -736,6 +736,7 @@ def _hand_over(
         pending.append(
             _outcome(row.id, mine, status="sent", error=None, attempts=attempts, sent_at=now)
         )
+        pending.append(lambda c, send_id=row.id: _record_sent(c, send_id, now))
         report.sent += 1
 
 
@@ -800,6 +801,12 @@ class SendRef:
     asset_key: str | None
     category: str
     to_email: str
+    seminar_key: str | None = None
+
+    @property
+    def campaign(self) -> str | None:
+        """What reports group this email under: its program, else its seminar."""
+        return self.program_key or (f"seminar:{self.seminar_key}" if self.seminar_key else None)
 
 
 def _send_ref(conn: Connection, send_id: int) -> SendRef | None:
@@ -812,11 +819,25 @@ def _send_ref(conn: Connection, send_id: int) -> SendRef | None:
             email_sends.c.asset_key,
             email_sends.c.category,
             email_sends.c.to_email,
+            seminars.c.key.label("seminar_key"),
         )
-        .select_from(email_sends.join(leads, leads.c.id == email_sends.c.lead_id))
+        .select_from(
+            email_sends.join(leads, leads.c.id == email_sends.c.lead_id).outerjoin(
+                seminars, seminars.c.id == email_sends.c.seminar_id
+            )
+        )
         .where(email_sends.c.id == send_id, leads.c.erased_at.is_(None))
     ).first()
     return None if row is None else SendRef(**row._mapping)
+
+
+def _record_sent(conn: Connection, send_id: int, now: datetime) -> None:
+    """An ``email_sent`` event on the lead's timeline (campaign reports count sends from
+    it). The person did nothing, so scoring is not run for it: no shipped rule scores a
+    send, and the next touch folds it in for models that do."""
+    ref = _send_ref(conn, send_id)
+    if ref is not None:
+        record_events_in(conn, [_event(ref, "email_sent", now, f"email_sent:{send_id}")], now)
 
 
 def _event(ref: SendRef, name: str, at: datetime, message_id: str, **extra: Any) -> LeadEvent:
@@ -824,6 +845,7 @@ def _event(ref: SendRef, name: str, at: datetime, message_id: str, **extra: Any)
         "send_id": ref.id,
         "program": ref.program_key,
         "step": ref.step_id,
+        **({"seminar": ref.seminar_key} if ref.seminar_key else {}),
         "asset_key": ref.asset_key,
         **extra,
     }
@@ -836,7 +858,7 @@ def _event(ref: SendRef, name: str, at: datetime, message_id: str, **extra: Any)
         channel=EMAIL_CHANNEL,
         utm_source="leadflow",
         utm_medium="email",
-        utm_campaign=ref.program_key,
+        utm_campaign=ref.campaign,
     )
 
 

@@ -1,8 +1,10 @@
 """``leadflow demo [--leads N] [--months M] [--seed S] [--until DATE]``.
 
-Loads the simulated demo world (see :mod:`leadflow.sim`) through the ingestion service.
-The history ends at ``--until`` (default 2025-01-01, fixed, so the same command always
-builds the same world); running it again adds nothing.
+Loads the simulated demo world (see :mod:`leadflow.sim`) through the ingestion service,
+scores it, plays the sales team (:mod:`leadflow.sim.sales`) and the last weeks of nurture
+(:mod:`leadflow.sim.nurture`: programs, emails and their opens and clicks, seminars, forms,
+segments). The history ends at ``--until`` (default 2025-01-01, fixed, so the same command
+always builds the same world); running it again adds nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from leadflow.services import handoff
 from leadflow.services.lifecycle import all_lead_ids, recompute_all, stage_counts
 from leadflow.services.users import ensure_demo_users
 from leadflow.sim.loader import load_world
+from leadflow.sim.nurture import play_nurture
 from leadflow.sim.sales import play_sales
 from leadflow.sim.world import (
     DEFAULT_LEADS,
@@ -106,6 +109,10 @@ def demo(
                 progress=lambda n: bar.advance(task, n),
             )
         play = play_sales(services.engine, services.models, config.until, config.seed)
+        with services.engine.begin() as conn:
+            model = services.models.active(conn, config.until)
+        with console.status("[bold]nurture programs, seminars and forms[/]"):
+            nurtured = play_nurture(services, model, config.until, config.seed)
         with services.engine.connect() as conn:
             stages = stage_counts(conn)
             first_rep = next(iter(handoff.list_reps(conn)), None)
@@ -133,6 +140,12 @@ def demo(
         {"item": "sales hand-offs", "value": f"{play.routed:,} routed ({play.waiting:,} "
          f"waiting for capacity): {play.accepted:,} accepted, {play.rejected:,} rejected, "
          f"{play.not_now:,} not now, {play.won:,} won, {play.lost:,} lost"},
+        {"item": f"nurture (last {nurtured.days} days)", "value": nurtured.summary()
+         + (f" (played in {nurtured.seconds:.1f} s)" if nurtured.played else "")},
+        {"item": "seminars", "value": nurtured.seminar_summary() or "none"},
+        {"item": "segments", "value": ", ".join(
+            f"{key} {members:,} members" for key, members in nurtured.segments.items())
+         or "none"},
         {"item": "leads per stage", "value": ", ".join(
             f"{stage} {count:,}" for stage, count in sorted(stages.items()))},
     ]  # fmt: skip

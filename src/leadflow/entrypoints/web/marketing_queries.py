@@ -22,10 +22,12 @@ from sqlalchemy.sql import ColumnElement
 
 from leadflow.adapters.db.engine import is_postgres
 from leadflow.adapters.db.tables import (
+    accounts,
     content_assets,
     email_sends,
     events,
     form_submissions,
+    leads,
     program_enrollments,
     stage_changes,
 )
@@ -252,9 +254,25 @@ def submission_counts(engine: Engine, now: datetime) -> dict[str, tuple[int, int
 
 
 def latest_submissions(engine: Engine, form_key: str = "") -> list[dict[str, Any]]:
+    """The latest submissions; what the form did not ask (a known visitor) comes from the
+    lead and its account."""
     fs = form_submissions.c
     stmt = select(
-        fs.id, fs.form_key, fs.lead_id, fs.fields, fs.consent, fs.asset_key, fs.submitted_at
+        fs.id,
+        fs.form_key,
+        fs.lead_id,
+        fs.fields,
+        fs.consent,
+        fs.asset_key,
+        fs.submitted_at,
+        leads.c.first_name.label("lead_first_name"),
+        leads.c.last_name.label("lead_last_name"),
+        leads.c.email.label("lead_email"),
+        accounts.c.name.label("account_name"),
+    ).select_from(
+        form_submissions.outerjoin(leads, leads.c.id == fs.lead_id).outerjoin(
+            accounts, accounts.c.id == leads.c.account_id
+        )
     )
     if form_key:
         stmt = stmt.where(fs.form_key == form_key)
@@ -263,11 +281,15 @@ def latest_submissions(engine: Engine, form_key: str = "") -> list[dict[str, Any
         rows = [dict(r) for r in conn.execute(stmt).mappings()]
     for row in rows:
         fields = row["fields"] if isinstance(row["fields"], dict) else {}
-        row["first_name"] = _text(fields.get("first_name"))
-        row["last_name"] = _text(fields.get("last_name"))
+        known = {
+            "first_name": row.pop("lead_first_name"),
+            "last_name": row.pop("lead_last_name"),
+            "email": row.pop("lead_email"),
+            "company": row.pop("account_name"),
+        }
+        for key, fallback in known.items():
+            row[key] = _text(fields.get(key) or fallback)
         row["name"] = _text(fields.get("name"))
-        row["email"] = _text(fields.get("email"))
-        row["company"] = _text(fields.get("company"))
     return rows
 
 
