@@ -93,6 +93,20 @@ class _MailerBase:
         return None
 
 
+class NullMailer(_MailerBase):
+    """Accepts every message and keeps nothing (no files, no network): the demo world's
+    mailbox. Sends are still recorded in ``email_sends`` as with a real server."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+
+    def send(self, message: EmailMessage) -> None:
+        self.accepted += 1
+
+    def close(self) -> None:
+        return None
+
+
 class SmtpMailer(_MailerBase):
     """SMTP with ``security`` none | starttls | ssl, AUTH when a user name is set."""
 

@@ -49,8 +49,6 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.message import EmailMessage
-from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -68,6 +66,7 @@ from leadflow.adapters.db.tables import (
     seminars,
     stage_changes,
 )
+from leadflow.adapters.email import NullMailer
 from leadflow.bootstrap import Services
 from leadflow.core import email_tokens
 from leadflow.core import forms as form_rules
@@ -88,33 +87,6 @@ RETARGET_SEGMENT = "retarget-mql"
 FORM_KEY = "white-paper"
 # Our own events: what the nurture play recorded (stage changes they caused are counted).
 OWN_EVENT_PREFIXES = ("email_open:", "email_click:", "email_unsubscribe:", "seminar:", "form-")
-
-
-class NullMailer:
-    """The demo's mailbox: accepts every message and keeps nothing (no files, no network).
-
-    The sends are still recorded in ``email_sends`` by
-    :func:`~leadflow.services.mailing.deliver_planned`, as with a real SMTP server."""
-
-    def __init__(self) -> None:
-        self.accepted = 0
-
-    def send(self, message: EmailMessage) -> None:
-        self.accepted += 1
-
-    def close(self) -> None:
-        return None
-
-    def __enter__(self) -> NullMailer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 @dataclass(slots=True)

@@ -317,6 +317,35 @@ def _asset_json(asset: ContentSpec | None) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- routes
 
 
+async def _skipped(
+    services: Services,
+    request: Request,
+    form: FormSpec,
+    asset: ContentSpec | None,
+    anonymous_id: str | None,
+    visitor: service.Visitor,
+    page_url: str | None,
+) -> bool:
+    """A known contact asking for late-stage content skips the form (DOMAIN.md section 5):
+    the download is recorded and the caller sends the visitor straight to the asset."""
+    if not (
+        anonymous_id and asset is not None and core.skip_form(form, asset, visitor.known_contact)
+    ):
+        return False
+    await run_in_threadpool(
+        service.record_direct_download,
+        services,
+        form,
+        asset,
+        anonymous_id,
+        services.clock(),
+        page_url=_http_url(page_url),
+        ip=_client_ip(request),
+        user_agent=request.headers.get("user-agent"),
+    )
+    return True
+
+
 @router.get("/{form_key}", operation_id="form_page", response_class=HTMLResponse)
 async def form_page(form_key: str, request: Request) -> Response:
     """The hosted form, or (a known contact asking for late-stage content) the asset."""
@@ -325,18 +354,9 @@ async def form_page(form_key: str, request: Request) -> Response:
     lang = _lang(request)
     anonymous_id = _anonymous_id(request)
     visitor = await run_in_threadpool(_visitor, services, anonymous_id)
-    if anonymous_id and asset is not None and core.skip_form(form, asset, visitor.known_contact):
-        await run_in_threadpool(
-            service.record_direct_download,
-            services,
-            form,
-            asset,
-            anonymous_id,
-            services.clock(),
-            page_url=_http_url(request.headers.get("referer")),
-            ip=_client_ip(request),
-            user_agent=request.headers.get("user-agent"),
-        )
+    referer = request.headers.get("referer")
+    if await _skipped(services, request, form, asset, anonymous_id, visitor, referer):
+        assert asset is not None
         return RedirectResponse(asset.url, status_code=303)
     hint = request.query_params.get("email")
     values = {"email": core.clean_text(hint)[:320]} if hint else {}
@@ -360,18 +380,9 @@ async def embed_config(form_key: str, request: Request) -> JSONResponse:
     lang = _lang(request)
     anonymous_id = _anonymous_id(request)
     visitor = await run_in_threadpool(_visitor, services, anonymous_id)
-    if anonymous_id and asset is not None and core.skip_form(form, asset, visitor.known_contact):
-        await run_in_threadpool(
-            service.record_direct_download,
-            services,
-            form,
-            asset,
-            anonymous_id,
-            services.clock(),
-            page_url=_http_url(request.query_params.get("pageUrl")),
-            ip=_client_ip(request),
-            user_agent=request.headers.get("user-agent"),
-        )
+    page = request.query_params.get("pageUrl")
+    if await _skipped(services, request, form, asset, anonymous_id, visitor, page):
+        assert asset is not None
         return JSONResponse({"skip": True, "asset": _asset_json(asset)}, headers=CORS)
     anonymous_id = anonymous_id or str(uuid.uuid4())
     t = TEXT[lang]
