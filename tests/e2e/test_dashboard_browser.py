@@ -798,3 +798,28 @@ def test_screenshots_of_the_marketing_and_report_pages(
     session.page.wait_for_load_state("networkidle")
     assert session.dialogs == []
     assert [e for e in session.console_errors if "Content Security Policy" in e] == []
+
+
+def test_hosted_form_submitted_with_a_script_name_is_shown_as_text(
+    session: Session, server: tuple[str, dict[str, int]]
+) -> None:
+    # A visitor fills the hosted white-paper form in the browser with a script as name.
+    assert session.open("/f/white-paper") == 200
+    session.shot("30-hosted-form")
+    page = session.page
+    page.fill("#lf-email", "mallory@evil.example")
+    page.fill("#lf-first_name", XSS)
+    page.fill("#lf-company", "<img src=x onerror=alert(2)> Ltd")
+    page.check("input[name=consent]")
+    page.click("form button[type=submit]")
+    page.wait_for_load_state("networkidle")
+    assert "mallory" not in page.url  # nothing personal in the address bar
+    assert session.dialogs == []
+    # Marketing sees the submission and the new lead, the name as text, nothing executed.
+    session.sign_in("marketer")
+    assert session.open("/forms?form=white-paper") == 200
+    names = session.page.locator(".submission-name").all_inner_texts()
+    assert any(XSS in name for name in names)
+    assert session.open("/leads?q=mallory") == 200
+    assert any(XSS in n for n in session.page.locator("[data-lead-name]").all_inner_texts())
+    assert session.dialogs == []
