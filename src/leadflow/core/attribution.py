@@ -65,6 +65,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
@@ -165,7 +166,8 @@ class PathSummary:
 # --------------------------------------------------------------------------- inputs
 
 
-def _conversion_table(conversions: pl.DataFrame) -> pl.DataFrame:
+def _conversion_columns(conversions: pl.DataFrame) -> pl.DataFrame:
+    """path_id, converted, value (0 unless converted) and converted_at when given; not deduped."""
     if missing := {"path_id", "converted", "value"} - set(conversions.columns):
         raise ValueError(f"conversions lack column(s): {sorted(missing)}")
     conv_cols = [
@@ -178,10 +180,66 @@ def _conversion_table(conversions: pl.DataFrame) -> pl.DataFrame:
     ]
     if "at" in conversions.columns:
         conv_cols.append(pl.col("at").alias("converted_at"))
-    conv = conversions.select(conv_cols).unique("path_id", keep="last")
+    return conversions.select(conv_cols)
+
+
+def _conversion_table(conversions: pl.DataFrame) -> pl.DataFrame:
+    conv = _conversion_columns(conversions).unique("path_id", keep="last")
     if conv["value"].null_count():
         raise ValueError("conversions: a converted path has a null value")
     return conv
+
+
+def _path_outcomes(path_ids: pl.Series, conversions: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per path id (in the given order): converted (0/1) and converted value, as floats.
+
+    The last conversion row of a path wins; a path without one did not convert. Integer ids
+    are looked up by a sorted search instead of a hash join (the 1,000,000-path case).
+    """
+    conv = _conversion_columns(conversions).select("path_id", "converted", "value")
+    ids = conv["path_id"]
+    if not (
+        ids.dtype.is_integer()
+        and path_ids.dtype.is_integer()
+        and ids.null_count() == 0
+        and path_ids.null_count() == 0
+        and conv.height
+        and len(path_ids)
+    ):
+        joined = (
+            pl.DataFrame({"path_id": path_ids})
+            .with_row_index("_i")
+            .join(_conversion_table(conversions), on="path_id", how="left")
+            .sort("_i")
+        )
+        return (
+            joined["converted"].fill_null(False).cast(pl.Float64).to_numpy(),
+            joined["value"].fill_null(0.0).to_numpy().astype(np.float64),
+        )
+    raw = ids.cast(pl.Int64).to_numpy()
+    converted = conv["converted"].to_numpy()
+    value = conv["value"]
+    if np.all(raw[1:] > raw[:-1]):  # already sorted and unique
+        keys = raw
+    else:
+        order = np.argsort(raw, kind="stable")
+        keys = raw[order]
+        last = np.ones(len(keys), dtype=bool)  # the last row of each run of equal ids
+        last[:-1] = keys[1:] != keys[:-1]
+        keys, rows = keys[last], order[last]
+        converted, value = converted[rows], value.gather(rows)
+    if value.null_count():
+        raise ValueError("conversions: a converted path has a null value")
+    values = value.to_numpy()
+    wanted = path_ids.cast(pl.Int64).to_numpy()
+    if len(keys) == len(wanted) and np.array_equal(keys, wanted):
+        return converted.astype(np.float64), values.astype(np.float64)
+    at = np.searchsorted(keys, wanted).clip(max=len(keys) - 1)
+    found = keys[at] == wanted
+    return (
+        np.where(found, converted[at], False).astype(np.float64),
+        np.where(found, values[at], 0.0).astype(np.float64),
+    )
 
 
 def _touch_table(
@@ -217,41 +275,96 @@ def _touch_table(
     )
 
 
+def _in_path_order(path_id: pl.Series, at: pl.Series) -> bool:
+    """True when rows are already sorted by (path_id, at), so a stable sort would not move
+    them (checked for numeric ids and times without nulls; otherwise assume not)."""
+    numeric = (path_id.dtype.is_integer(), at.dtype.is_numeric() or at.dtype.is_temporal())
+    if not all(numeric) or path_id.null_count() or at.null_count() or path_id.len() < 2:
+        return False
+    pid = path_id.to_physical().to_numpy()
+    when = at.to_physical().to_numpy()
+    same = pid[1:] == pid[:-1]
+    return bool(np.all((pid[1:] > pid[:-1]) | (same & (when[1:] >= when[:-1]))))
+
+
 def group_paths(
     touchpoints: pl.DataFrame, conversions: pl.DataFrame, *, touch_key: str = "channel"
 ) -> PathSummary:
-    """Group identical paths (same touch sequence) and count journeys, conversions, value."""
+    """Group identical paths (same touch sequence) and count journeys, conversions, value.
+
+    Touches are sorted per path (by ``at``, ties in input order) and coded by their rank among
+    the distinct key values; each path's codes become one fixed-width byte string, the key of a
+    single hash group-by. Unique paths come out in order of first appearance.
+    """
     if missing := {"path_id", "at", touch_key} - set(touchpoints.columns):
         raise ValueError(f"touchpoints lack column(s): {sorted(missing)}")
     if touchpoints[touch_key].null_count():
         raise ValueError(f"touchpoints: {touch_key!r} has null values")
-    t = (
-        touchpoints.select("path_id", "at", touch=pl.col(touch_key).cast(pl.String))
-        .with_row_index("_row")
-        .sort("path_id", "at", "_row")
+    touch = touchpoints[touch_key].cast(pl.String)
+    names = touch.unique().sort()
+    if touchpoints.height == 0:
+        return PathSummary(
+            touch_key=touch_key,
+            touches=(),
+            codes=np.zeros(0, dtype=np.int64),
+            offsets=np.zeros(1, dtype=np.int64),
+            paths=np.zeros(0),
+            conversions=np.zeros(0),
+            value=np.zeros(0),
+        )
+    width = 1 if len(names) < 256 else 2 if len(names) < 65_536 else 4
+    small = {1: pl.UInt8, 2: pl.UInt16, 4: pl.UInt32}[width]
+    # code before sorting: the sort then moves small integers, not strings
+    t = pl.DataFrame(
+        {
+            "path_id": touchpoints["path_id"],
+            "at": touchpoints["at"],
+            "code": touch.cast(pl.Enum(names)).to_physical().cast(small),
+        }
     )
-    touches = t["touch"].unique().sort()
-    t = t.with_columns(code=pl.col("touch").rank("dense").cast(pl.Int64))
-    conv = _conversion_table(conversions).select("path_id", "converted", "value")
-    per_path = (
-        t.group_by("path_id", maintain_order=True)
-        .agg(pl.col("code"))
-        .join(conv, on="path_id", how="left")
-        .with_columns(pl.col("converted").fill_null(False), pl.col("value").fill_null(0.0))
+    if not _in_path_order(t["path_id"], t["at"]):
+        t = t.sort("path_id", "at", maintain_order=True)
+    codes0 = t["code"].to_numpy()
+    path_col = t["path_id"]
+    new_path = path_col.ne_missing(path_col.shift(1)).fill_null(True).to_numpy()
+    new_path[0] = True
+    starts = np.flatnonzero(new_path)
+    offsets = np.empty(len(starts) + 1, dtype=np.int64)
+    offsets[:-1] = starts
+    offsets[-1] = len(codes0)
+    key = pl.Series(
+        "key",
+        pa.Array.from_buffers(
+            pa.large_binary(),
+            len(starts),
+            [None, pa.py_buffer(offsets * width), pa.py_buffer(np.ascontiguousarray(codes0))],
+        ),
     )
-    grouped = per_path.group_by("code").agg(
-        paths=pl.len(),
-        conversions=pl.col("converted").sum(),
-        value=pl.col("value").sum(),
+    converted, value = _path_outcomes(path_col.gather(starts), conversions)
+    grouped = (
+        pl.DataFrame({"key": key, "converted": converted, "value": value})
+        .with_row_index("_first")
+        .group_by("key")
+        .agg(
+            pl.col("_first").min(),
+            paths=pl.len(),
+            conversions=pl.col("converted").sum(),
+            value=pl.col("value").sum(),
+        )
     )
-    lengths = grouped["code"].list.len().to_numpy().astype(np.int64)
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
+    by_first = np.argsort(grouped["_first"].to_numpy())
+    grouped = grouped[by_first]
+    first = grouped["_first"].to_numpy().astype(np.int64)
+    lengths = offsets[1:][first] - offsets[:-1][first]
+    new_offsets = np.zeros(len(first) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=new_offsets[1:])
+    # flat positions of the representatives' touches
+    take = np.arange(new_offsets[-1]) - np.repeat(new_offsets[:-1] - offsets[:-1][first], lengths)
     return PathSummary(
         touch_key=touch_key,
-        touches=tuple(touches.to_list()),
-        codes=grouped["code"].explode().to_numpy().astype(np.int64),
-        offsets=offsets,
+        touches=tuple(names.to_list()),
+        codes=codes0[take].astype(np.int64) + 1,
+        offsets=new_offsets,
         paths=grouped["paths"].to_numpy().astype(np.float64),
         conversions=grouped["conversions"].to_numpy().astype(np.float64),
         value=grouped["value"].to_numpy().astype(np.float64),
@@ -426,43 +539,62 @@ def removal_effects(paths: PathSummary, order: int = 1) -> RemovalEffects:
     val = np.bincount(state[last], weights=paths.value, minlength=n_states)
     with np.errstate(invalid="ignore", divide="ignore"):
         inv_out = np.where(out > 0, 1.0 / out, 0.0)
-    q = sp.csr_matrix((weight * inv_out[src], (src, state)), shape=(n_states, n_states))
-    a = (sp.identity(n_states, format="csr") - q).tocsc()
     r_conv, r_val = conv * inv_out, val * inv_out
-
     n_touch = len(paths.touches)
-    # membership: states (rows) containing touch c (1-based digits)
-    rows = np.repeat(np.arange(1, n_states), order)
-    cols = digits.ravel()
-    keep = cols > 0
-    member = sp.csr_matrix(
-        (np.ones(keep.sum()), (cols[keep] - 1, rows[keep])), shape=(n_touch, n_states)
-    )
-    member.sum_duplicates()
     p_removed = np.empty(n_touch)
     v_removed = np.empty(n_touch)
-    if n_states <= DENSE_STATE_LIMIT:
-        fundamental = np.linalg.inv(a.toarray())
+    dense = n_states <= DENSE_STATE_LIMIT
+    if dense:
+        # transition counts straight into a dense matrix (no sparse build and index sort)
+        a = -np.bincount(src * n_states + state, weights=weight, minlength=n_states * n_states)
+        a = a.reshape(n_states, n_states)
+        a *= inv_out[:, None]
+        a[np.diag_indices(n_states)] += 1.0
+    else:
+        q = sp.csr_matrix((weight * inv_out[src], (src, state)), shape=(n_states, n_states))
+        a = (sp.identity(n_states, format="csr") - q).tocsc()
+    if order == 1 and dense:
+        # state j is touch j: removing it makes j absorb into (null). Sherman-Morrison on the
+        # fundamental matrix N = (I - Q)^-1: x_-j(start) = x(start) - N[start, j] x_j / N[j, j]
+        # (N[j, j] >= 1), for every touch at once.
+        fundamental = np.linalg.inv(a)
         x = fundamental @ np.column_stack([r_conv, r_val])
-        for c in range(n_touch):
-            rem = member.indices[member.indptr[c] : member.indptr[c + 1]]
-            if len(rem) == 1:
-                j = rem[0]
-                corr = fundamental[0, j] * x[j] / fundamental[j, j]
-            else:
-                corr = fundamental[0, rem] @ np.linalg.solve(fundamental[np.ix_(rem, rem)], x[rem])
-            p_removed[c], v_removed[c] = x[0] - corr
+        corr = (fundamental[0, 1:] / np.diagonal(fundamental)[1:])[:, None] * x[1:]
+        p_removed, v_removed = (x[0] - corr).T
         p, v = x[0]
     else:
-        lu = spla.splu(a)
-        x = np.column_stack([lu.solve(r_conv), lu.solve(r_val)])
-        p, v = x[0]
-        for c in range(n_touch):
-            mask = np.ones(n_states, dtype=bool)
-            mask[member.indices[member.indptr[c] : member.indptr[c + 1]]] = False
-            sub = a[mask][:, mask].tocsc()
-            xs = spla.splu(sub).solve(np.column_stack([r_conv[mask], r_val[mask]]))
-            p_removed[c], v_removed[c] = xs[0]
+        # membership: states (rows) containing touch c (1-based digits)
+        rows = np.repeat(np.arange(1, n_states), order)
+        cols = digits.ravel()
+        keep = cols > 0
+        member = sp.csr_matrix(
+            (np.ones(keep.sum()), (cols[keep] - 1, rows[keep])), shape=(n_touch, n_states)
+        )
+        member.sum_duplicates()
+        if dense:
+            fundamental = np.linalg.inv(a)
+            x = fundamental @ np.column_stack([r_conv, r_val])
+            for c in range(n_touch):
+                rem = member.indices[member.indptr[c] : member.indptr[c + 1]]
+                if len(rem) == 1:
+                    j = rem[0]
+                    corr = fundamental[0, j] * x[j] / fundamental[j, j]
+                else:
+                    corr = fundamental[0, rem] @ np.linalg.solve(
+                        fundamental[np.ix_(rem, rem)], x[rem]
+                    )
+                p_removed[c], v_removed[c] = x[0] - corr
+            p, v = x[0]
+        else:
+            lu = spla.splu(a)
+            x = np.column_stack([lu.solve(r_conv), lu.solve(r_val)])
+            p, v = x[0]
+            for c in range(n_touch):
+                mask = np.ones(n_states, dtype=bool)
+                mask[member.indices[member.indptr[c] : member.indptr[c + 1]]] = False
+                sub = a[mask][:, mask].tocsc()
+                xs = spla.splu(sub).solve(np.column_stack([r_conv[mask], r_val[mask]]))
+                p_removed[c], v_removed[c] = xs[0]
     re_conv = 1.0 - p_removed / p if p > 0 else np.zeros(n_touch)
     re_val = 1.0 - v_removed / v if v > 0 else np.zeros(n_touch)
     return RemovalEffects(

@@ -440,10 +440,15 @@ def _lead_slices(
                 )
                 ids = attrs["lead_id"]
             codes, table = _encode(attrs, by)
-            ix = pl.lit(ids).search_sorted(pl.col("lead_id")).clip(0, ids.len() - 1)
-            per_lead = leads.select(
-                pl.when(pl.lit(ids).gather(ix) == pl.col("lead_id")).then(pl.lit(codes).gather(ix))
-            ).to_series()
+            if leads["lead_id"].equals(ids):  # the same leads in the same order: no search
+                per_lead = codes
+            else:
+                ix = pl.lit(ids).search_sorted(pl.col("lead_id")).clip(0, ids.len() - 1)
+                per_lead = leads.select(
+                    pl.when(pl.lit(ids).gather(ix) == pl.col("lead_id")).then(
+                        pl.lit(codes).gather(ix)
+                    )
+                ).to_series()
         if per_lead.null_count():  # leads without attributes: the null slice value
             null_code = table.filter(pl.col(by).is_null())["slice_code"]
             if null_code.len() == 0:
