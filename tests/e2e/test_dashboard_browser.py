@@ -823,3 +823,14 @@ def test_hosted_form_submitted_with_a_script_name_is_shown_as_text(
     assert session.open("/leads?q=mallory") == 200
     assert any(XSS in n for n in session.page.locator("[data-lead-name]").all_inner_texts())
     assert session.dialogs == []
+
+
+def test_time_zone_picked_in_the_header_is_kept(session: Session) -> None:
+    session.sign_in("executive")
+    session.page.select_option("select[data-test=timezone]", "Asia/Seoul")
+    session.page.wait_for_load_state("networkidle")
+    assert session.open("/home") == 200
+    assert session.page.locator("select[data-test=timezone]").input_value() == "Asia/Seoul"
+    session.page.select_option("select[data-test=timezone]", "UTC")
+    session.page.wait_for_load_state("networkidle")
+    assert session.dialogs == [] and session.console_errors == []

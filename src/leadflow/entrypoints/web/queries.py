@@ -11,6 +11,7 @@ Built to stay fast at 1,000,000 leads:
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -39,16 +40,24 @@ PAGE_SIZE = 50
 TIMELINE_LIMIT = 200
 COMMITTEE_LIMIT = 25
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
 class TTLCache:
-    """A tiny per-process cache for aggregate figures (home tiles, filter options)."""
+    """A tiny per-process cache for aggregate figures (home tiles, reports, filter options).
+
+    Stale-while-revalidate: an entry older than ``ttl`` is still served at once while one
+    background thread recomputes it, so only the very first request for a view (or the first
+    after :meth:`invalidate`, which a write the page shows calls) waits for the computation.
+    A refresh that fails keeps the stale value and is retried on the next request.
+    """
 
     def __init__(self, ttl: float = 30.0, max_items: int = 512) -> None:
         self.ttl = ttl
         self.max_items = max_items
         self._items: dict[Hashable, tuple[float, Any]] = {}
+        self._refreshing: set[Hashable] = set()
         self._lock = threading.Lock()
 
     def invalidate(self, prefix: str) -> None:
@@ -57,18 +66,37 @@ class TTLCache:
             for key in [k for k in self._items if isinstance(k, tuple) and k[:1] == (prefix,)]:
                 del self._items[key]
 
+    def _store(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            if key not in self._items and len(self._items) >= self.max_items:
+                self._items.clear()
+            self._items[key] = (time.monotonic() + self.ttl, value)
+
+    def _refresh(self, key: Hashable, compute: Callable[[], Any]) -> None:
+        try:
+            self._store(key, compute())
+        except Exception:  # keep serving the stale value; the next request retries
+            log.exception("refreshing cached figures %r failed", key)
+        finally:
+            with self._lock:
+                self._refreshing.discard(key)
+
     def get(self, key: Hashable, compute: Callable[[], T]) -> T:
-        now = time.monotonic()
         with self._lock:
             hit = self._items.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]  # type: ignore[no-any-return]
-        value = compute()
-        with self._lock:
-            if len(self._items) >= self.max_items:
-                self._items.clear()
-            self._items[key] = (now + self.ttl, value)
-        return value
+            stale = hit is not None and hit[0] <= time.monotonic()
+            start = stale and key not in self._refreshing
+            if start:
+                self._refreshing.add(key)
+        if hit is None:
+            value = compute()
+            self._store(key, value)
+            return value
+        if start:
+            threading.Thread(
+                target=self._refresh, args=(key, compute), name="leadflow-cache", daemon=True
+            ).start()
+        return hit[1]  # type: ignore[no-any-return]
 
 
 def _prefix(column: ColumnElement[Any], text: str) -> ColumnElement[bool]:
