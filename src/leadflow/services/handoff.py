@@ -123,7 +123,7 @@ def _signal(
     data: Mapping[str, Any],
 ) -> None:
     conn.execute(
-        insert_ignore(conn.engine, signals, "name", "lead_id", "at").values(
+        insert_ignore(conn.engine, signals, "name", "lead_id", "at", "rule").values(
             name=name,
             lead_id=lead_id,
             at=at,

@@ -649,7 +649,7 @@ def recompute(
         _write_states(conn, upserts)
         if new_signals:
             inserted = conn.execute(
-                insert_ignore(conn.engine, signals, "name", "lead_id", "at"), new_signals
+                insert_ignore(conn.engine, signals, "name", "lead_id", "at", "rule"), new_signals
             )
             result.signals_added += max(inserted.rowcount or 0, 0)
     return result

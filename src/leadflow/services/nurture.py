@@ -718,26 +718,23 @@ def _notify(
     enrollment_id: int,
     now: datetime,
 ) -> None:
-    stmt = insert_ignore(conn.engine, signals, "name", "lead_id", "at")
-    for i in range(50):  # (name, lead, at) is unique: nudge by microseconds on a clash
-        result = conn.execute(
-            stmt.values(
-                name="program.notify",
-                lead_id=lead_id,
-                at=now + timedelta(microseconds=i),
-                rule=f"program:{program.key}:{step_id}",
-                model_version=model.version,
-                data={
-                    "program": program.key,
-                    "step": step_id,
-                    "note": note,
-                    "enrollment_id": enrollment_id,
-                },
-                created_at=now,
-            )
+    # Unique on (name, lead, at, rule): the same step's note at the same moment is one signal.
+    conn.execute(
+        insert_ignore(conn.engine, signals, "name", "lead_id", "at", "rule").values(
+            name="program.notify",
+            lead_id=lead_id,
+            at=now,
+            rule=f"program:{program.key}:{step_id}",
+            model_version=model.version,
+            data={
+                "program": program.key,
+                "step": step_id,
+                "note": note,
+                "enrollment_id": enrollment_id,
+            },
+            created_at=now,
         )
-        if result.rowcount:
-            return
+    )
 
 
 def _close(conn: Connection, enrollment_id: int, now: datetime, **values: Any) -> None:

@@ -370,9 +370,9 @@ def _signal_rows(
             digest = (r.data or {}).get("email_sha256")
             if digest:
                 remembered[int(r.lead_id)] = digest
-    # ``signals`` is unique on (name, lead, at): a lead joining two segments in the same
-    # pass gets signals a few microseconds apart, one per segment.
-    at = now + timedelta(microseconds=int(seg["id"]) % 1_000_000)
+    # ``signals`` is unique on (name, lead, at, rule): a lead joining two segments in the
+    # same pass gets one signal per segment (the rule names the segment).
+    at = now
     version = _model_version(conn)
     rows: list[dict[str, Any]] = []
     for name, lead_ids in ((SEGMENT_JOINED, joined), (SEGMENT_LEFT, left)):

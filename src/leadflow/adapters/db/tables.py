@@ -306,7 +306,15 @@ signals = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("delivered_at", UTCDateTime, nullable=True),
 )
-Index("uq_signals_name_lead_id_at", signals.c.name, signals.c.lead_id, signals.c.at, unique=True)
+# One signal per name, lead, moment and rule (two segments joined at once are two signals).
+Index(
+    "uq_signals_name_lead_id_at_rule",
+    signals.c.name,
+    signals.c.lead_id,
+    signals.c.at,
+    signals.c.rule,
+    unique=True,
+)
 
 # Sales actions (accept, not_now, qualify, win, lose, ...): inputs of the stage machine.
 sales_actions = Table(
