@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from leadflow.adapters.db.tables import accounts, events, form_submissions, leads
 from leadflow.bootstrap import Services
@@ -305,6 +305,26 @@ def test_json_submission(client: Any, services: Services) -> None:
     )
     assert r.status_code == 200
     assert lead_by_email(services, "minji.kim@hanbit.co.kr")["title"] == sql
+
+
+def test_a_fresh_opt_in_on_a_form_resubscribes_but_an_unticked_box_does_not(
+    client: Any, services: Services
+) -> None:
+    email = "minji.kim@hanbit.co.kr"
+    unticked = {k: v for k, v in WHITE_PAPER.items() if k != "consent"}
+    assert client.post("/f/white-paper", json={**unticked, "anonymousId": "a1"}).status_code == 200
+    lead_id = lead_by_email(services, email)["id"]
+    with services.engine.begin() as conn:
+        conn.execute(
+            update(leads).where(leads.c.id == lead_id).values(unsubscribed_at=datetime.now(UTC))
+        )
+    # Submitting again without ticking consent leaves the unsubscribe in place...
+    assert client.post("/f/white-paper", json={**unticked, "anonymousId": "a2"}).status_code == 200
+    assert lead_by_email(services, email)["unsubscribed_at"] is not None
+    # ...an explicit opt-in on the form re-subscribes.
+    r = client.post("/f/white-paper", json={**unticked, "consent": True, "anonymousId": "a3"})
+    assert r.status_code == 200
+    assert lead_by_email(services, email)["unsubscribed_at"] is None
 
 
 def test_script_in_a_name_is_stored_as_text_and_rendered_escaped(

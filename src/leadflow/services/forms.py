@@ -159,6 +159,14 @@ def submit(
                 lead_id = visitor(conn, anonymous_id).lead_id
                 if lead_id is not None:
                     _fill_account(conn, lead_id, clean, now)
+                    if consent_given and form.consent is not None:
+                        # A fresh, explicit opt-in on our form re-subscribes someone who
+                        # unsubscribed earlier (a hard bounce stays: the address is dead).
+                        conn.execute(
+                            update(leads)
+                            .where(leads.c.id == lead_id, leads.c.unsubscribed_at.is_not(None))
+                            .values(unsubscribed_at=None, updated_at=now)
+                        )
                 stored_fields = dict(clean)
                 if lead_id is None:
                     stored_fields.pop("email", None)  # an erased person's address: not kept
