@@ -271,8 +271,9 @@ def main() -> int:
                 "/accounts?q=company 77",
                 f"/accounts/{account_id}",
             ]
+            paths += ["/queue"]
             if who == "admin":
-                paths += ["/settings/keys", "/settings/users"]
+                paths += ["/settings/keys", "/settings/users", "/funnel", "/model"]
                 paths += [
                     "/attribution",
                     "/kpis?role=executive",

@@ -165,6 +165,29 @@ def _store(services: Services, cache: queries.TTLCache) -> reports.Store:
     )
 
 
+def _computed(
+    services: Services, cache: queries.TTLCache, period: reports.Period, by: str, value: str
+) -> tuple[LeadModel, dict[str, Any], list[tuple[str, int]]]:
+    """The funnel report (and slice values) for one period and slice, cached like the
+    store it is computed from (the language only changes labels, applied afterwards)."""
+    with services.engine.begin() as conn:
+        model = services.models.active(conn, services.clock())
+
+    def compute() -> tuple[LeadModel, dict[str, Any], list[tuple[str, int]]]:
+        store = _store(services, cache)
+        values: list[tuple[str, int]] = []
+        if by:
+            sliced = slice_values(store, period, by)
+            counts = sliced.group_by("value").len().sort(["len", "value"], descending=[True, False])
+            values = [(str(v), int(n)) for v, n in counts.head(SLICE_VALUES_SHOWN).iter_rows()]
+            if value:
+                store = narrowed(store, sliced.filter(pl.col("value") == value)["lead_id"])
+        return store.model, reports.funnel_report(store, period, None), values
+
+    key = ("funnel", model.content_hash, "report", period.start, period.end, by, value)
+    return cache.get(key, compute)
+
+
 def slice_values(store: reports.Store, period: reports.Period, by: str) -> pl.DataFrame:
     """lead_id and the slice value as text (missing values as ``(none)``)."""
     attrs = reports.lead_attributes(
@@ -192,16 +215,7 @@ def funnel_view(
     value: str,
     t: Translator,
 ) -> dict[str, Any]:
-    store = _store(services, cache)
-    values: list[tuple[str, int]] = []
-    if by:
-        sliced = slice_values(store, period, by)
-        counts = sliced.group_by("value").len().sort(["len", "value"], descending=[True, False])
-        values = [(str(v), int(n)) for v, n in counts.head(SLICE_VALUES_SHOWN).iter_rows()]
-        if value:
-            store = narrowed(store, sliced.filter(pl.col("value") == value)["lead_id"])
-    report = reports.funnel_report(store, period, None)
-    model = store.model
+    model, report, values = _computed(services, cache, period, by, value)
     rows = report["stages"]
     by_stage = {r["stage"]: r for r in rows}
     neck = report["bottleneck"]
