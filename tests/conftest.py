@@ -122,7 +122,10 @@ def _truncate(url: str) -> None:
 @pytest.fixture
 def services(db_url: str, tmp_path: Path) -> Iterator[Services]:
     # Without an SMTP host, email goes to .eml files: keep them in the test's directory.
-    built = build_services(Settings(database_url=db_url, mail_dir=str(tmp_path / "outbox")))
+    # Reports are not warmed in the background: tests read the store when they mean to.
+    built = build_services(
+        Settings(database_url=db_url, mail_dir=str(tmp_path / "outbox"), warm_reports=False)
+    )
     yield built
     built.close()
 

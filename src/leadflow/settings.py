@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         "(SSRF guard off; for tests and trusted internal receivers only).",
     )
 
+    warm_reports: bool = Field(
+        default=True,
+        description="At start-up, load the report store the funnel and attribution pages "
+        "read, in the background, so the first visitor does not wait for it.",
+    )
+
     # --- email (issue 4) -------------------------------------------------------------------
     smtp_host: str | None = Field(
         default=None,

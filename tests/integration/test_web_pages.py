@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -488,3 +489,26 @@ def test_default_funnel_period_ends_the_day_after_the_newest_stage_change():
     period = default_period(newest, datetime(2026, 11, 23, tzinfo=UTC))
     assert period.end == datetime(2025, 3, 11, tzinfo=UTC)
     assert period.start == datetime(2024, 12, 11, tzinfo=UTC)
+
+
+def test_the_report_store_is_warmed_at_start_up_when_enabled(db_url, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from leadflow.bootstrap import build_services
+    from leadflow.entrypoints.api import build_app
+    from leadflow.settings import Settings
+
+    services = build_services(
+        Settings(database_url=db_url, mail_dir=str(tmp_path / "outbox"), warm_reports=True)
+    )
+    try:
+        app = build_app(services)
+        with TestClient(app):
+            cache = app.state.web_cache
+            for _ in range(500):
+                if any(isinstance(k, tuple) and k[:1] == ("funnel",) for k in cache._items):
+                    break
+                threading.Event().wait(0.02)
+            assert any(isinstance(k, tuple) and k[:1] == ("funnel",) for k in cache._items)
+    finally:
+        services.close()

@@ -65,3 +65,21 @@ def test_invalidate_makes_the_next_request_compute_fresh_figures():
     cache.invalidate("funnel")
     assert cache.get(("funnel", 1), compute) == 3  # a write the page shows: no stale value
     assert cache.get(("home", 1), compute) == 2
+
+
+def test_a_second_request_waits_for_the_first_computation_instead_of_repeating_it():
+    cache, compute = TTLCache(ttl=3600), Counter()
+    compute.release.clear()
+    first = threading.Thread(target=cache.get, args=(("k",), compute))
+    first.start()
+    for _ in range(500):  # the first request has started computing
+        if ("k",) in cache._inflight:
+            break
+        threading.Event().wait(0.01)
+    results: list[int] = []
+    second = threading.Thread(target=lambda: results.append(cache.get(("k",), compute)))
+    second.start()
+    compute.release.set()
+    first.join(5)
+    second.join(5)
+    assert results == [1] and compute.calls == 1

@@ -6,6 +6,10 @@ headers to the application built by :func:`leadflow.entrypoints.api.build_app`.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
@@ -25,9 +29,23 @@ from leadflow.entrypoints.web.rendering import STATIC
 from leadflow.entrypoints.web.security import SecurityHeaders
 
 
+def _on_startup(app: FastAPI, start: Callable[[], None]) -> None:
+    """Run ``start`` when the server starts (before its own lifespan, if any)."""
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(application: Any) -> AsyncIterator[Any]:
+        start()
+        async with inner(application) as state:
+            yield state
+
+    app.router.lifespan_context = lifespan
+
+
 def mount_web(app: FastAPI) -> None:
     app.state.web_cache = TTLCache(ttl=30.0)
     app.state.login_limits = session_routes.LoginLimits()
+    _on_startup(app, lambda: funnel.warm(app))
     app.include_router(session_routes.router)
     app.include_router(pages.router)
     app.include_router(admin.router)

@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+# How long a request waits for another thread's computation of the same figures.
+WAIT_FOR_INFLIGHT = 300.0
+
+
 class TTLCache:
     """A tiny per-process cache for aggregate figures (home tiles, reports, filter options).
 
@@ -58,6 +62,8 @@ class TTLCache:
         self.max_items = max_items
         self._items: dict[Hashable, tuple[float, Any]] = {}
         self._refreshing: set[Hashable] = set()
+        # Keys being computed for a first request: others asking wait instead of repeating it.
+        self._inflight: dict[Hashable, threading.Event] = {}
         self._lock = threading.Lock()
 
     def invalidate(self, prefix: str) -> None:
@@ -88,9 +94,23 @@ class TTLCache:
             start = stale and key not in self._refreshing
             if start:
                 self._refreshing.add(key)
+            waiting = self._inflight.get(key) if hit is None else None
+            leader = hit is None and waiting is None
+            if leader:
+                self._inflight[key] = threading.Event()
+        if waiting is not None:
+            # Someone (a request or the start-up warmer) is computing it: use their result.
+            waiting.wait(WAIT_FOR_INFLIGHT)
+            with self._lock:
+                done = self._items.get(key)
+            return done[1] if done is not None else compute()  # type: ignore[no-any-return]
         if hit is None:
-            value = compute()
-            self._store(key, value)
+            try:
+                value = compute()
+                self._store(key, value)
+            finally:
+                with self._lock:
+                    self._inflight.pop(key).set()
             return value
         if start:
             threading.Thread(
