@@ -76,7 +76,7 @@ def test_content_hash_ignores_formatting_and_key_order_but_not_content():
 def test_model_loads_from_a_file_path(tmp_path: Path):
     path = tmp_path / "leadflow.yaml"
     path.write_text(DEFAULT_TEXT, encoding="utf-8")
-    assert load_model(path).version == load_model(str(path)).version == "2024.1"
+    assert load_model(path).version == load_model(str(path)).version == "2024.2"
 
 
 def test_missing_file_is_refused_with_its_name(tmp_path: Path):
@@ -160,5 +160,5 @@ def test_check_reports_every_problem_without_raising():
     assert report.errors == ("fastpass[1].to: unknown stage 'hot'",)
     good = check(DEFAULT_TEXT)
     assert good.ok
-    assert good.version == "2024.1"
-    assert good.lines()[0].startswith("ok: model 2024.1 (sha256 ")
+    assert good.version == "2024.2"
+    assert good.lines()[0].startswith("ok: model 2024.2 (sha256 ")
