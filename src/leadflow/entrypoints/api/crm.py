@@ -11,8 +11,8 @@ from fastapi import APIRouter, Body, HTTPException, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from leadflow.adapters.csv_export import to_csv_string
 from leadflow.entrypoints.api.deps import ServicesDep
-from leadflow.entrypoints.cli.output import to_csv_string
 from leadflow.services import crm
 from leadflow.services.lifecycle import ActionRefused
 

@@ -16,9 +16,9 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from leadflow.adapters.csv_export import to_csv_string
 from leadflow.core.segments import CriteriaError
 from leadflow.entrypoints.api.deps import ServicesDep
-from leadflow.entrypoints.cli.output import to_csv_string
 from leadflow.services import segments as seg
 
 router = APIRouter(prefix="/segments", tags=["segments"])

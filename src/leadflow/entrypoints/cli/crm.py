@@ -10,8 +10,8 @@ from typing import Any
 
 import typer
 
+from leadflow.adapters.csv_export import to_csv_string
 from leadflow.entrypoints.cli.common import DatabaseOption, fail, services_for
-from leadflow.entrypoints.cli.output import to_csv_string
 from leadflow.services import crm
 from leadflow.services.lifecycle import ActionRefused
 
