@@ -64,7 +64,7 @@ e2e: install-test pg-up
 	$(PY) -m pytest tests/e2e -q
 
 bench: install-test pg-up
-	@for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	@for f in benchmarks/[!_]*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 lint: install-test
 	$(VENV)/bin/ruff check src tests benchmarks

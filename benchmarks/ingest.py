@@ -24,14 +24,14 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-from sqlalchemy import create_engine, func, select, text
+from _databases import each_database
+from sqlalchemy import func, select
 
 from leadflow.adapters.db import migrate
 from leadflow.adapters.db.engine import create_db_engine
@@ -42,7 +42,6 @@ from leadflow.services import keys as key_service
 from leadflow.services.ingest import ingest
 from leadflow.settings import Settings
 
-PG_URL = os.environ.get("LEADFLOW_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TARGET_BATCH_SQLITE = 20_000
 TARGET_SINGLE = 2_000
 
@@ -329,26 +328,8 @@ def main() -> None:
         f"ingest benchmark: {os.cpu_count()} CPUs, {args.workers} server process(es), "
         f"phases of ~{args.seconds:.0f} s, {load_average()}"
     )
-    for backend in args.backends.split(","):
-        if backend == "sqlite":
-            with tempfile.TemporaryDirectory() as tmp:
-                bench_backend("sqlite", f"sqlite:///{tmp}/bench.db", args.seconds, args.workers)
-        elif backend == "postgresql":
-            schema = f"lf_bench_{uuid.uuid4().hex[:8]}"
-            admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-            try:
-                with admin.connect() as conn:
-                    conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-            except Exception as exc:
-                print(f"[postgresql] skipped: cannot reach {PG_URL} ({exc.__class__.__name__})")
-                continue
-            try:
-                url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-                bench_backend("postgresql", url, args.seconds, args.workers)
-            finally:
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-                admin.dispose()
+    for backend, url in each_database(args.backends):
+        bench_backend(backend, url, args.seconds, args.workers)
 
 
 if __name__ == "__main__":

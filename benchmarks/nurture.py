@@ -19,16 +19,15 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from _databases import each_database
 from aiosmtpd.controller import Controller
-from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy import func, insert, select
 
 from leadflow.adapters.db import migrate
 from leadflow.adapters.db.engine import create_db_engine
@@ -37,7 +36,6 @@ from leadflow.bootstrap import Services, build_services
 from leadflow.services import mailing, nurture
 from leadflow.settings import Settings
 
-PG_URL = os.environ.get("LEADFLOW_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 NOW = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
 INDUSTRIES = ["Financial Services", "Manufacturing", "Transport & Logistics", "Retail", None]
 
@@ -230,26 +228,8 @@ def main() -> None:
         f"nurture benchmark: {os.cpu_count()} CPUs, {args.leads:,} leads, "
         f"{args.workers} worker(s), {load_average()}"
     )
-    for backend in args.backends.split(","):
-        if backend == "sqlite":
-            with tempfile.TemporaryDirectory() as tmp:
-                bench_backend("sqlite", f"sqlite:///{tmp}/bench.db", args.leads, args.workers)
-        elif backend == "postgresql":
-            schema = f"lf_bench_{uuid.uuid4().hex[:8]}"
-            admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-            try:
-                with admin.connect() as conn:
-                    conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-            except Exception as exc:
-                print(f"[postgresql] skipped: cannot reach {PG_URL} ({exc.__class__.__name__})")
-                continue
-            try:
-                url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-                bench_backend("postgresql", url, args.leads, args.workers)
-            finally:
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-                admin.dispose()
+    for backend, url in each_database(args.backends):
+        bench_backend(backend, url, args.leads, args.workers)
 
 
 if __name__ == "__main__":
