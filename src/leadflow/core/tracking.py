@@ -16,7 +16,10 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
+
+import orjson
 
 from leadflow.core.channels import CHANNELS, classify_channel
 
@@ -28,6 +31,11 @@ EMAIL_RE = re.compile(
     r"^[^@\s<>\"',;:()\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
 )
+
+
+# Channel classification is pure and live traffic repeats the same UTM tags, referrers
+# and pages: remembering recent answers saves most of its cost on the ingest hot path.
+_classify_channel = lru_cache(maxsize=8192)(classify_channel)
 
 
 class MessageError(ValueError):
@@ -112,14 +120,42 @@ def _identifier(raw: Mapping[str, Any], key: str, path: str) -> str | None:
     return text
 
 
-def _object(raw: Mapping[str, Any], key: str, path: str) -> dict[str, Any]:
+def _object(raw: Mapping[str, Any], key: str, path: str, nul_free: bool = False) -> dict[str, Any]:
     value = raw.get(key)
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise MessageError(f"{path}{key}", "expected an object")
-    _check_json_value(value, f"{path}{key}", 0)
+    if nul_free:
+        if value:
+            _check_depth(value, f"{path}{key}", 0)
+    else:
+        _check_json_value(value, f"{path}{key}", 0)
     return value
+
+
+_NUL_ESCAPED = b"\\u0000"
+
+
+def _has_no_nul(value: Any) -> bool:
+    """True if no string or key anywhere in ``value`` can hold a NUL character: orjson
+    escapes NUL as ``\\u0000``, so its absence from the encoding proves it (one C call
+    for a whole batch). False when unsure (the text is there, or ``value`` is not plain
+    JSON): the caller then checks value by value."""
+    try:
+        return _NUL_ESCAPED not in orjson.dumps(value)
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_depth(value: dict[str, Any] | list[Any], path: str, depth: int) -> None:
+    """:func:`_check_json_value` for a value known to hold no NUL: nesting only."""
+    if depth > MAX_DEPTH:
+        raise MessageError(path, f"nested deeper than {MAX_DEPTH} levels")
+    pairs: Any = value.items() if isinstance(value, dict) else enumerate(value)
+    for k, v in pairs:
+        if isinstance(v, dict | list):
+            _check_depth(v, _child(path, k), depth + 1)
 
 
 def _check_json_value(value: Any, path: str, depth: int) -> None:
@@ -177,6 +213,30 @@ def parse_message(
     inside a batch the message's own ``type`` is required. ``path`` prefixes field names
     in errors (``batch[3].``). ``new_message_id`` makes ids for messages without one.
     ``batch_context`` is a batch's top-level ``context``; the message's own keys win."""
+    return _parse_message(
+        raw,
+        received_at=received_at,
+        sent_at=sent_at,
+        type_hint=type_hint,
+        path=path,
+        new_message_id=new_message_id,
+        batch_context=batch_context,
+        nul_free=_has_no_nul(raw),
+    )
+
+
+def _parse_message(
+    raw: Any,
+    *,
+    received_at: datetime,
+    sent_at: datetime | None,
+    type_hint: str | None,
+    path: str,
+    new_message_id: Callable[[], Any] | None,
+    batch_context: Mapping[str, Any] | None,
+    nul_free: bool,
+) -> TrackedMessage:
+    """:func:`parse_message`; ``nul_free`` says ``raw`` is known to hold no NUL character."""
     if not isinstance(raw, dict):
         raise MessageError(path.rstrip(".") or "body", "expected a JSON object")
     msg_type = raw.get("type", type_hint)
@@ -216,12 +276,12 @@ def parse_message(
     elif msg_type in ("page", "screen"):
         name = _optional_str(raw.get("name"), f"{path}name", MAX_NAME_LENGTH)
 
-    traits = _object(raw, "traits", path)
-    properties = _object(raw, "properties", path)
-    context = _object(raw, "context", path)
+    traits = _object(raw, "traits", path, nul_free)
+    properties = _object(raw, "properties", path, nul_free)
+    context = _object(raw, "context", path, nul_free)
     if batch_context:
         context = {**batch_context, **context}
-    _object(raw, "integrations", path)
+    _object(raw, "integrations", path, nul_free)
     if "email" in traits:
         email = traits["email"]
         if email is not None and not isinstance(email, str):
@@ -269,7 +329,7 @@ def parse_message(
     if channel not in CHANNELS:
         channel = None
         if msg_type in ("page", "screen", "track"):
-            channel = classify_channel(
+            channel = _classify_channel(
                 utm_medium=utm_medium,
                 utm_source=utm_source,
                 referrer=referrer,
@@ -311,14 +371,17 @@ def parse_batch(
         raise MessageError("batch", "required; a list of messages")
     sent_at = parse_timestamp(body["sentAt"], "sentAt") if body.get("sentAt") else None
     batch_context = _object(body, "context", "")
+    nul_free = _has_no_nul(batch)
     return [
-        parse_message(
+        _parse_message(
             item,
             received_at=received_at,
             sent_at=sent_at,
+            type_hint=None,
             path=f"batch[{i}].",
             new_message_id=new_message_id,
             batch_context=batch_context,
+            nul_free=nul_free,
         )
         for i, item in enumerate(batch)
     ]

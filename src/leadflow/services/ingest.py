@@ -19,17 +19,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import queue
+import tempfile
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     Column,
     Connection,
+    Dialect,
     Engine,
     Table,
     UniqueConstraint,
@@ -41,6 +46,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import Insert
 
 from leadflow.adapters.db.engine import bind_processors, bulk_insert_ignore, insert_ignore
@@ -53,6 +59,11 @@ from leadflow.adapters.db.tables import (
     suppressions,
 )
 from leadflow.core.tracking import TrackedMessage, email_hash
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: writers poll SQLite's lock
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +106,36 @@ _PRELOAD = select(identities.c.value, identities.c.lead_id).where(
     identities.c.kind == bindparam("k"), identities.c.value.in_(bindparam("vs", expanding=True))
 )
 _IDENTITY_INSERT: dict[str, Insert] = {}
+# On SQLite the lists go as one JSON array parameter (``IN (SELECT value FROM
+# json_each(?))``): the statement text never changes, so sqlite3 reuses its prepared
+# statement, where an expanding parameter is re-rendered and re-prepared for every call
+# (a noticeable share of the time the write lock is held).
+_SQLITE_IN: dict[tuple[Select[Any], str], tuple[str, tuple[str, ...]]] = {}
+
+
+def _select_in(
+    conn: Connection, stmt: Select[Any], name: str, values: list[str], **params: Any
+) -> Sequence[Any]:
+    """Rows of ``stmt`` whose expanding parameter ``name`` is ``values``."""
+    if conn.dialect.name == "sqlite":
+        cached = _SQLITE_IN.get((stmt, name))
+        if cached is None:
+            compiled = stmt.compile(dialect=conn.dialect)
+            marker = f"(__[POSTCOMPILE_{name}])"
+            text = str(compiled)
+            if text.count(marker) != 1:
+                raise AssertionError(f"expected one expanding {name!r} in {text}")
+            sql = text.replace(marker, "(SELECT value FROM json_each(?))")
+            cached = _SQLITE_IN[(stmt, name)] = (sql, tuple(compiled.positiontup or ()))
+        try:
+            encoded = orjson.dumps(values).decode()
+        except TypeError:  # not plain strings (e.g. a lone surrogate): the general way
+            encoded = None
+        if encoded is not None:
+            sql, order = cached
+            ordered = tuple(encoded if key == name else params[key] for key in order)
+            return conn.exec_driver_sql(sql, ordered).all()
+    return conn.execute(stmt, {name: values, **params}).all()
 
 
 def _insert_identity(conn: Connection) -> Insert:
@@ -131,7 +172,7 @@ class _Identities:
         for kind, values in (("anonymous", anon), ("user", users)):
             listed = list(values)
             for start in range(0, len(listed), 5000):
-                rows = self.conn.execute(_PRELOAD, {"k": kind, "vs": listed[start : start + 5000]})
+                rows = _select_in(self.conn, _PRELOAD, "vs", listed[start : start + 5000], k=kind)
                 for value, lead_id in rows:
                     self.known[(kind, value)] = lead_id
 
@@ -664,18 +705,20 @@ def _event_properties(msg: TrackedMessage) -> dict[str, Any]:
 class _EventRows:
     """Event rows as driver-ready tuples (SQLAlchemy's own conversions, applied once)."""
 
-    def __init__(self, conn: Connection) -> None:
-        procs = bind_processors(conn.dialect, events, EVENT_COLUMNS)
+    def __init__(self, dialect: Dialect) -> None:
+        procs = bind_processors(dialect, events, EVENT_COLUMNS)
         self.properties = procs[EVENT_COLUMNS.index("properties")] or _same
         self.context = procs[EVENT_COLUMNS.index("context")] or _same
         self.time = procs[EVENT_COLUMNS.index("occurred_at")] or _same
         self._received: dict[datetime, Any] = {}
 
-    def row(self, msg: TrackedMessage, lead_id: int | None, received_at: datetime) -> list[Any]:
+    def row(
+        self, msg: TrackedMessage, lead_id: int | None, received_at: datetime
+    ) -> tuple[Any, ...]:
         received = self._received.get(received_at)
         if received is None:
             received = self._received[received_at] = self.time(received_at)
-        return [
+        return (
             msg.message_id,
             msg.type,
             msg.name,
@@ -692,7 +735,7 @@ class _EventRows:
             msg.channel,
             self.time(msg.occurred_at),
             received,
-        ]
+        )
 
 
 def _same(value: Any) -> Any:
@@ -742,6 +785,27 @@ def ingest_parts_in(conn: Connection, parts: Sequence[Part]) -> tuple[list[Inges
 
     Returns a result per part and every lead touched (after merges: leads merged away in
     this transaction are replaced by the lead they went into)."""
+    return _ingest_parts_in(conn, parts, None)
+
+
+_Prepared = dict[int, tuple[TrackedMessage, tuple[Any, ...]]]
+
+
+def _prepare_rows(dialect: Dialect, parts: Sequence[Part]) -> _Prepared:
+    """Event rows without their lead, built before the write transaction so that the
+    database's write lock is held for less time (JSON encoding, date formatting). Keyed by
+    the message object: a message replaced during ingestion gets its row rebuilt."""
+    builder = _EventRows(dialect)
+    return {
+        id(msg): (msg, builder.row(msg, None, received_at))
+        for messages, received_at in parts
+        for msg in messages
+    }
+
+
+def _ingest_parts_in(
+    conn: Connection, parts: Sequence[Part], prepared: _Prepared | None
+) -> tuple[list[IngestResult], set[int]]:
     results = [IngestResult() for _ in parts]
     unique: dict[str, tuple[int, TrackedMessage]] = {}
     for index, (messages, _) in enumerate(parts):
@@ -755,7 +819,9 @@ def ingest_parts_in(conn: Connection, parts: Sequence[Part]) -> tuple[list[Inges
     ids_list = list(unique)
     seen: set[str] = set()
     for start in range(0, len(ids_list), 5000):
-        seen.update(conn.execute(_SEEN, {"ids": ids_list[start : start + 5000]}).scalars())
+        seen.update(
+            row[0] for row in _select_in(conn, _SEEN, "ids", ids_list[start : start + 5000])
+        )
     fresh: list[tuple[int, TrackedMessage]] = []
     for message_id, (index, msg) in unique.items():
         if message_id in seen:
@@ -781,11 +847,16 @@ def ingest_parts_in(conn: Connection, parts: Sequence[Part]) -> tuple[list[Inges
         resolved.append((index, msg, lead_id))
     # Identities linked later in this transaction (a page view before the identify in the
     # same batch) and leads merged away during it: point every row at its lead now.
-    builder = _EventRows(conn)
-    rows = [
-        tuple(builder.row(msg, _current_lead(ids, msg, lead_id), parts[index][1]))
-        for index, msg, lead_id in resolved
-    ]
+    rows = []
+    builder: _EventRows | None = None
+    for index, msg, lead_id in resolved:
+        lead = _current_lead(ids, msg, lead_id)
+        row = prepared.get(id(msg)) if prepared else None
+        if row is None or row[0] is not msg:
+            builder = builder or _EventRows(conn.dialect)
+            rows.append(builder.row(msg, lead, parts[index][1]))
+        else:
+            rows.append((*row[1][:_LEAD_INDEX], lead, *row[1][_LEAD_INDEX + 1 :]))
     touched: set[int] = set()
     for result in results:
         result.leads_touched = {ids.current(lead_id) for lead_id in result.leads_touched}
@@ -856,10 +927,11 @@ def ingest_parts(
     """Several requests' messages in ONE transaction (group commit); see :func:`ingest`.
     The hooks run once, with every lead touched and the latest ``received_at``."""
     latest = max(received_at for _, received_at in parts)
+    prepared = _prepare_rows(engine.dialect, parts)
     for attempt in range(1, attempts + 1):
         try:
-            with engine.begin() as conn:
-                results, touched = ingest_parts_in(conn, parts)
+            with _write_turn(engine), engine.begin() as conn:
+                results, touched = _ingest_parts_in(conn, parts, prepared)
                 for hook in after:
                     hook(conn, touched, latest)
             return results
@@ -868,6 +940,63 @@ def ingest_parts(
                 raise
             log.info("ingest: race with a concurrent writer, retrying (attempt %d)", attempt)
     raise AssertionError("unreachable")
+
+
+_TURN_FILES: dict[int, int | None] = {}
+_TURN_LOCK = threading.Lock()
+_TURN_SLOTS = 64
+_TURN_HELD = threading.local()
+
+
+@contextmanager
+def _write_turn(engine: Engine) -> Iterator[None]:
+    """Take turns with the other server processes' ingest writers on one SQLite file.
+
+    SQLite allows one writer; a writer that finds the database locked polls it, sleeping
+    1, 2, 5, 10, 15... ms between tries, so with several processes the write lock sits idle
+    most of the time between their transactions. An advisory ``flock`` on a turn file
+    (:func:`_turn_file`) wakes the next writer as soon as the previous one committed. The
+    turn is an optimisation only: SQLite's own lock still guarantees correctness, so when
+    the file cannot be opened (in-memory database, no temporary directory) writers simply
+    go without.
+    PostgreSQL has row locks and needs no turns."""
+    fd = _turn_file(engine)
+    if fd is None or getattr(_TURN_HELD, "held", False):
+        yield  # no file, or this thread already has the turn (a nested call)
+        return
+    with _TURN_LOCK:  # flock does not exclude threads sharing one open file
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _TURN_HELD.held = True
+        try:
+            yield
+        finally:
+            _TURN_HELD.held = False
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _turn_file(engine: Engine) -> int | None:
+    """The open turn file of ``engine``'s SQLite database, or None to go without. It lives
+    in the temporary directory (nothing is added next to the database), chosen from the
+    database file's device and inode: the same for every process, whatever path they
+    opened it by. A few dozen files serve every database; two databases sharing one only
+    take turns needlessly."""
+    if fcntl is None or engine.dialect.name != "sqlite":
+        return None
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    try:
+        info = os.stat(database)
+    except OSError:
+        return None
+    slot = (info.st_dev * 1_000_003 + info.st_ino) % _TURN_SLOTS
+    if slot not in _TURN_FILES:
+        path = os.path.join(tempfile.gettempdir(), f"leadflow-ingest-{slot}.lock")
+        try:
+            _TURN_FILES[slot] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            _TURN_FILES[slot] = None
+    return _TURN_FILES[slot]
 
 
 @dataclass(slots=True)
