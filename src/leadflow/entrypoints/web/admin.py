@@ -8,10 +8,10 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from leadflow.bootstrap import Services
 from leadflow.entrypoints.web import auth
 from leadflow.entrypoints.web.errors import NotFoundPage
 from leadflow.entrypoints.web.rendering import render
+from leadflow.entrypoints.web.state import services_of
 from leadflow.services import keys as key_service
 from leadflow.services import users as user_service
 
@@ -21,11 +21,6 @@ KeysAdmin = Annotated[auth.WebUser, auth.require("keys.manage")]
 UsersAdmin = Annotated[auth.WebUser, auth.require("users.manage")]
 
 
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
 def _keys_page(
     request: Request,
     *,
@@ -33,7 +28,7 @@ def _keys_page(
     error: str = "",
     status: int = 200,
 ) -> HTMLResponse:
-    rows = key_service.list_keys(_services(request).engine)
+    rows = key_service.list_keys(services_of(request).engine)
     rows.reverse()
     return render(
         request,
@@ -56,7 +51,7 @@ def create_key(
     name: str = Form("", max_length=400),
     kind: str = Form("write", max_length=20),
 ) -> HTMLResponse:
-    services = _services(request)
+    services = services_of(request)
     try:
         created = key_service.create_key(
             services.engine, kind=kind, name=name, now=services.clock()
@@ -68,7 +63,7 @@ def create_key(
 
 @router.post("/keys/{key_id}/revoke", dependencies=[auth.CsrfProtected])
 def revoke_key(request: Request, user: KeysAdmin, key_id: int) -> RedirectResponse:
-    services = _services(request)
+    services = services_of(request)
     key_service.revoke_key(services.engine, key_id, services.clock())
     return RedirectResponse("/settings/keys", status_code=303)
 
@@ -81,7 +76,7 @@ def _users_page(
     status: int = 200,
     form: dict[str, str] | None = None,
 ) -> HTMLResponse:
-    rows = user_service.list_users(_services(request).engine)
+    rows = user_service.list_users(services_of(request).engine)
     return render(
         request,
         "users.html",
@@ -113,7 +108,7 @@ async def create_user(
     password: str = Form("", max_length=2000),
     sales_rep_key: str = Form("", max_length=400),
 ) -> HTMLResponse:
-    services = _services(request)
+    services = services_of(request)
     form = {
         "email": email,
         "name": name,
@@ -145,6 +140,6 @@ def set_active(
 ) -> Response:
     if user_id == user.user.id:
         raise auth.Forbidden  # an admin cannot lock themselves out
-    if not user_service.set_active(_services(request).engine, user_id, active == "true"):
+    if not user_service.set_active(services_of(request).engine, user_id, active == "true"):
         raise NotFoundPage
     return RedirectResponse("/settings/users", status_code=303)

@@ -23,6 +23,7 @@ from leadflow.entrypoints.web import auth, queries
 from leadflow.entrypoints.web.funnel import _store, choose_period, default_period, stage_label
 from leadflow.entrypoints.web.i18n import Translator
 from leadflow.entrypoints.web.rendering import render, translator_for
+from leadflow.entrypoints.web.state import cache_of, services_of
 from leadflow.services import reports
 
 router = APIRouter(include_in_schema=False)
@@ -45,20 +46,10 @@ TABLE_TOUCHES = 200
 FORECAST_MONTHS = 6
 
 
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
-def _cache(request: Request) -> queries.TTLCache:
-    cache: queries.TTLCache = request.app.state.web_cache
-    return cache
-
-
 async def _period(
     request: Request, start: str, end: str
 ) -> tuple[reports.Period, list[tuple[str, dict[str, str]]]]:
-    services = _services(request)
+    services = services_of(request)
     newest = await run_in_threadpool(queries.newest_stage_change, services.engine)
     return choose_period(start, end, default_period(newest, services.clock()))
 
@@ -138,7 +129,7 @@ async def attribution_page(
     to_stage: Annotated[str, Query(max_length=64)] = "won",
     metric: Annotated[str, Query(max_length=20)] = "conversions",
 ) -> HTMLResponse:
-    services = _services(request)
+    services = services_of(request)
     t = translator_for(request, user)
     period, errors = await _period(request, start, end)
     if level not in reports.LEVELS:
@@ -159,7 +150,7 @@ async def attribution_page(
         if stage not in model.spec.stages:
             errors.append(("attribution.error.stage", {"value": stage[:64]}))
             stage = "won" if "won" in model.spec.stages else stages[-1]
-        data = attribution_view(services, _cache(request), period, level, touch, stage)
+        data = attribution_view(services, cache_of(request), period, level, touch, stage)
         credits: dict[str, dict[str, dict[str, float]]] = data["credits"]
         totals: dict[str, float] = {}
         for rows in credits.values():
@@ -335,7 +326,7 @@ async def kpis_page(
     start: Annotated[str, Query(alias="from", max_length=40)] = "",
     end: Annotated[str, Query(alias="to", max_length=40)] = "",
 ) -> HTMLResponse:
-    services = _services(request)
+    services = services_of(request)
     t = translator_for(request, user)
     period, errors = await _period(request, start, end)
     if role not in reports.ROLES:
@@ -343,7 +334,7 @@ async def kpis_page(
         role = "executive"
 
     def load() -> dict[str, Any]:
-        cache = _cache(request)
+        cache = cache_of(request)
         data = kpis_view(services, cache, period, role)
         model: LeadModel = data["model"]
         if role == "executive":

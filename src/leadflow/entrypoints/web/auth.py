@@ -26,6 +26,7 @@ from sqlalchemy import Engine, delete, select, update
 
 from leadflow.adapters.db.tables import users, web_sessions
 from leadflow.bootstrap import Services
+from leadflow.entrypoints.web.state import services_of
 from leadflow.services.users import User
 from leadflow.settings import Settings
 
@@ -209,16 +210,11 @@ def load_session(
     return WebUser(user=user, session_id=int(row.session_id), csrf_token=row.csrf_token)
 
 
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
 def optional_user(request: Request) -> WebUser | None:
     cached = getattr(request.state, "web_user", False)
     if cached is not False:
         return cached  # type: ignore[no-any-return]
-    services = _services(request)
+    services = services_of(request)
     found = load_session(
         services.engine,
         secret_for(services.settings),

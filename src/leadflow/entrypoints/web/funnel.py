@@ -25,6 +25,7 @@ from leadflow.core.config import LeadModel
 from leadflow.entrypoints.web import auth, queries
 from leadflow.entrypoints.web.i18n import Translator
 from leadflow.entrypoints.web.rendering import render, translator_for
+from leadflow.entrypoints.web.state import cache_of, services_of
 from leadflow.services import reports
 
 log = logging.getLogger(__name__)
@@ -36,11 +37,6 @@ MAX_DAYS = 3 * 366
 NEW = "(new)"
 RETURN_SUFFIX = "↩"
 SLICE_VALUES_SHOWN = 200
-
-
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
 
 
 def _day(text: str) -> datetime | None:
@@ -279,8 +275,8 @@ async def funnel_page(
     by: Annotated[str, Query(max_length=40)] = "",
     value: Annotated[str, Query(max_length=200)] = "",
 ) -> HTMLResponse:
-    services = _services(request)
-    cache: queries.TTLCache = request.app.state.web_cache
+    services = services_of(request)
+    cache = cache_of(request)
     t = translator_for(request, user)
     newest = await run_in_threadpool(queries.newest_stage_change, services.engine)
     default = default_period(newest, services.clock())

@@ -29,21 +29,12 @@ from leadflow.entrypoints.web import marketing_queries as mq
 from leadflow.entrypoints.web.errors import NotFoundPage
 from leadflow.entrypoints.web.i18n import Translator
 from leadflow.entrypoints.web.rendering import render, translator_for
+from leadflow.entrypoints.web.state import cache_of, services_of
 
 router = APIRouter(include_in_schema=False)
 ProgramsUser = Annotated[auth.WebUser, auth.require("programs.view")]
 ContentUser = Annotated[auth.WebUser, auth.require("content.view")]
 FormsUser = Annotated[auth.WebUser, auth.require("forms.view")]
-
-
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
-def _cache(request: Request) -> queries.TTLCache:
-    cache: queries.TTLCache = request.app.state.web_cache
-    return cache
 
 
 def _model(services: Services) -> LeadModel:
@@ -169,12 +160,12 @@ def _figures(services: Services, cache: queries.TTLCache, model: LeadModel) -> A
 
 @router.get("/programs")
 async def programs_page(request: Request, user: ProgramsUser) -> HTMLResponse:
-    services = _services(request)
+    services = services_of(request)
     t = translator_for(request, user)
 
     def load() -> dict[str, Any]:
         model = _model(services)
-        figures = _figures(services, _cache(request), model)
+        figures = _figures(services, cache_of(request), model)
         programs = [
             _program_summary(p, figures.get(p.key), model, t) for p in nurture_of(model).programs
         ]
@@ -193,7 +184,7 @@ async def programs_page(request: Request, user: ProgramsUser) -> HTMLResponse:
 
 @router.get("/programs/{key}")
 async def program_page(request: Request, user: ProgramsUser, key: str) -> HTMLResponse:
-    services = _services(request)
+    services = services_of(request)
     t = translator_for(request, user)
 
     def load() -> dict[str, Any] | None:
@@ -202,7 +193,7 @@ async def program_page(request: Request, user: ProgramsUser, key: str) -> HTMLRe
         spec = next((p for p in nurture.programs if p.key == key), None)
         if spec is None:
             return None
-        figures = _figures(services, _cache(request), model).get(key) or mq.ProgramFigures()
+        figures = _figures(services, cache_of(request), model).get(key) or mq.ProgramFigures()
         assets = {c.key: c.title for c in nurture.content}
         steps = []
         for i, step in enumerate(spec.steps, start=1):
@@ -279,13 +270,13 @@ async def content_page(
     user: ContentUser,
     industry: Annotated[str, Query(max_length=100)] = "",
 ) -> HTMLResponse:
-    services = _services(request)
+    services = services_of(request)
 
     def load() -> dict[str, Any]:
         model = _model(services)
         items, origin = _content_items(services, model)
         paths = [p for p in (mq.url_path(i["url"]) for i in items) if p]
-        used = _cache(request).get(
+        used = cache_of(request).get(
             ("marketing", "content", tuple(sorted(set(paths)))),
             lambda: mq.consumption(services.engine, paths),
         )
@@ -329,7 +320,7 @@ async def forms_page(
     user: FormsUser,
     form: Annotated[str, Query(max_length=64)] = "",
 ) -> HTMLResponse:
-    services = _services(request)
+    services = services_of(request)
     t = translator_for(request, user)
 
     def load() -> dict[str, Any]:

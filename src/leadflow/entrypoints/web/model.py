@@ -20,6 +20,7 @@ from leadflow.core.backtest import BacktestReport
 from leadflow.core.config import LeadModel, ModelConfigError, check, load_model
 from leadflow.entrypoints.web import auth, queries
 from leadflow.entrypoints.web.rendering import render
+from leadflow.entrypoints.web.state import services_of
 from leadflow.services.backtest import run_backtest
 from leadflow.services.lifecycle import model_history
 
@@ -38,11 +39,6 @@ class UploadRefused(Exception):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
-
-
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
 
 
 def _as_text(source: str) -> str:
@@ -77,7 +73,7 @@ def _page(
     candidate: LeadModel | None = None,
     status: int = 200,
 ) -> HTMLResponse:
-    services = _services(request)
+    services = services_of(request)
     data = model_context(services)
     web_user = auth.current_user(request)
     with services.engine.begin() as conn:
@@ -139,7 +135,7 @@ def limit_upload(request: Request, user: ModelAdmin) -> None:
     dependencies=[Depends(limit_upload), auth.CsrfProtected],
 )
 async def backtest(request: Request, user: ModelAdmin) -> HTMLResponse:
-    services = _services(request)
+    services = services_of(request)
     form = await request.form(max_files=1, max_fields=8)
     upload = form.get("candidate")
     if not isinstance(upload, UploadFile) or not upload.filename:

@@ -12,6 +12,7 @@ from leadflow.bootstrap import Services
 from leadflow.entrypoints.web import auth, queries
 from leadflow.entrypoints.web.errors import NotFoundPage
 from leadflow.entrypoints.web.rendering import render
+from leadflow.entrypoints.web.state import cache_of, services_of
 from leadflow.entrypoints.web.timeline import describe
 from leadflow.services import lifecycle
 
@@ -22,24 +23,14 @@ LeadsUser = Annotated[auth.WebUser, auth.require("leads.view")]
 AccountsUser = Annotated[auth.WebUser, auth.require("accounts.view")]
 
 
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
-def _cache(request: Request) -> queries.TTLCache:
-    cache: queries.TTLCache = request.app.state.web_cache
-    return cache
-
-
 @router.get("/home")
 async def home(request: Request, user: HomeUser) -> HTMLResponse:
-    services = _services(request)
+    services = services_of(request)
     rep = user.rep_scope
     now = services.clock()
 
     def load() -> tuple[queries.HomeFigures, list[dict[str, Any]]]:
-        figures = _cache(request).get(
+        figures = cache_of(request).get(
             ("home", rep), lambda: queries.home_figures(services.engine, now, rep)
         )
         recent = queries.recent_leads(services.engine, rep)
@@ -73,7 +64,7 @@ async def leads_list(
     account: Annotated[str, Query(max_length=20)] = "",
     after: Annotated[str, Query(max_length=20)] = "",
 ) -> HTMLResponse:
-    services = _services(request)
+    services = services_of(request)
     rep = user.rep_scope
     filters = queries.LeadFilters(
         q=q.strip(),
@@ -85,9 +76,9 @@ async def leads_list(
 
     def load() -> dict[str, Any]:
         page = queries.list_leads(services.engine, filters, rep=rep, after=cursor)
-        sources = _cache(request).get(("sources",), lambda: queries.lead_sources(services.engine))
+        sources = cache_of(request).get(("sources",), lambda: queries.lead_sources(services.engine))
         owners = (
-            _cache(request).get(("owners",), lambda: queries.account_owners(services.engine))
+            cache_of(request).get(("owners",), lambda: queries.account_owners(services.engine))
             if rep is None
             else []
         )
@@ -111,7 +102,7 @@ async def leads_list(
 
 @router.get("/leads/{lead_id}")
 async def lead_page(request: Request, user: LeadsUser, lead_id: int) -> HTMLResponse:
-    services = _services(request)
+    services = services_of(request)
     exists, owner = await run_in_threadpool(queries.lead_owner, services.engine, lead_id)
     if not exists:
         raise NotFoundPage
@@ -172,7 +163,7 @@ async def accounts_list(
     owner: Annotated[str, Query(max_length=255)] = "",
     after: Annotated[str, Query(max_length=20)] = "",
 ) -> HTMLResponse:
-    services = _services(request)
+    services = services_of(request)
     rep = user.rep_scope
     cursor = _int_or_none(after)
 
@@ -181,7 +172,7 @@ async def accounts_list(
             services.engine, q=q, owner=owner if rep is None else "", rep=rep, after=cursor
         )
         owners = (
-            _cache(request).get(("owners",), lambda: queries.account_owners(services.engine))
+            cache_of(request).get(("owners",), lambda: queries.account_owners(services.engine))
             if rep is None
             else []
         )
@@ -195,7 +186,7 @@ async def accounts_list(
 
 @router.get("/accounts/{account_id}")
 async def account_page(request: Request, user: AccountsUser, account_id: int) -> HTMLResponse:
-    services = _services(request)
+    services = services_of(request)
     detail = await run_in_threadpool(queries.account_detail, services.engine, account_id)
     if detail is None:
         raise NotFoundPage

@@ -17,6 +17,7 @@ from leadflow import __version__
 from leadflow.entrypoints.web.auth import LOCALE_COOKIE, WebUser, optional_user
 from leadflow.entrypoints.web.i18n import Translator, pick_locale
 from leadflow.entrypoints.web.nav import nav_for
+from leadflow.entrypoints.web.state import services_of
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -86,7 +87,7 @@ def render(
 ) -> HTMLResponse:
     user = optional_user(request)
     t = translator_for(request, user)
-    services = request.app.state.services
+    services = services_of(request)
     ctx: dict[str, Any] = {
         "request": request,
         "user": user,

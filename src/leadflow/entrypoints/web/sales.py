@@ -23,6 +23,7 @@ from leadflow.core.config import LeadModel
 from leadflow.entrypoints.web import auth, queries
 from leadflow.entrypoints.web.errors import NotFoundPage
 from leadflow.entrypoints.web.rendering import render
+from leadflow.entrypoints.web.state import cache_of, services_of
 from leadflow.services import handoff
 from leadflow.services.lifecycle import ActionRefused
 
@@ -33,11 +34,6 @@ LeadId = Path(..., ge=1, le=2**62)
 ACTIONS = ("accept", "reject", "not_now", "qualify", "win", "lose")
 BANT = ("budget", "authority", "need", "timeframe")
 MAX_AMOUNT = 1e15
-
-
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
 
 
 def _model(services: Services) -> LeadModel:
@@ -73,7 +69,7 @@ def _page(
     done_lead: int | None = None,
     status: int = 200,
 ) -> HTMLResponse:
-    services = _services(request)
+    services = services_of(request)
     rep = user.rep_scope
     model = _model(services)
     rows = queries.sales_queue(services.engine, rep)
@@ -182,7 +178,7 @@ async def act(
 ) -> Response:
     if action not in ACTIONS:
         raise NotFoundPage
-    services = _services(request)
+    services = services_of(request)
     exists, _owner = await run_in_threadpool(queries.lead_owner, services.engine, lead_id)
     if not exists:
         raise NotFoundPage
@@ -220,7 +216,7 @@ async def act(
         return await _page_async(
             request, user, error=str(exc), error_lead=lead_id, status=200 if htmx else 422
         )
-    cache: queries.TTLCache = request.app.state.web_cache
+    cache = cache_of(request)
     cache.invalidate("funnel")
     cache.invalidate("home")
     return RedirectResponse(f"/queue?done={action}&lead={lead_id}", status_code=303)

@@ -11,11 +11,11 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from leadflow.bootstrap import Services
 from leadflow.core.ratelimit import FailureLimiter
 from leadflow.entrypoints.web import auth
 from leadflow.entrypoints.web.i18n import LOCALES
 from leadflow.entrypoints.web.rendering import render
+from leadflow.entrypoints.web.state import services_of
 from leadflow.services import users as user_service
 
 router = APIRouter(include_in_schema=False)
@@ -35,11 +35,6 @@ def _limits(request: Request) -> LoginLimits:
     return limits
 
 
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
 @router.get("/")
 def root(request: Request) -> RedirectResponse:
     target = "/home" if auth.optional_user(request) is not None else "/login"
@@ -55,7 +50,7 @@ def _login_page(
     status: int = 200,
     wait_minutes: int = 0,
 ) -> HTMLResponse:
-    services = _services(request)
+    services = services_of(request)
     token = auth.login_csrf_token(request, services)
     response = render(
         request,
@@ -98,7 +93,7 @@ async def login(
     csrf_token: str = Form("", max_length=200),
     next: str = Form("", max_length=2000),
 ) -> Response:
-    services = _services(request)
+    services = services_of(request)
     next_url = auth.safe_next(next)
     if not auth.login_csrf_ok(request, services, csrf_token):
         return _login_page(
@@ -138,7 +133,7 @@ async def login(
 @router.post("/logout", dependencies=[auth.CsrfProtected])
 def logout(request: Request) -> RedirectResponse:
     response = RedirectResponse("/login", status_code=303)
-    auth.end_session(_services(request), request, response)
+    auth.end_session(services_of(request), request, response)
     return response
 
 
@@ -150,7 +145,7 @@ def switch_locale(
     next: str = Form("", max_length=2000),
 ) -> RedirectResponse:
     if locale in LOCALES:
-        user_service.set_locale(_services(request).engine, user.user.id, locale)
+        user_service.set_locale(services_of(request).engine, user.user.id, locale)
     return RedirectResponse(auth.safe_next(next), status_code=303)
 
 
@@ -163,7 +158,7 @@ def switch_timezone(
 ) -> Response:
     try:
         user_service.set_timezone(
-            _services(request).engine, user.user.id, None if timezone == "UTC" else timezone
+            services_of(request).engine, user.user.id, None if timezone == "UTC" else timezone
         )
     except user_service.UserError as exc:
         return HTMLResponse(html.escape(str(exc)), status_code=400)
