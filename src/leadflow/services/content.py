@@ -27,6 +27,18 @@ from leadflow.adapters.db.tables import (
 from leadflow.core.config import ContentSpec, LeadModel, NurtureSpec
 
 
+def _columns(spec: ContentSpec) -> dict[str, Any]:
+    """The ``content_assets`` columns an asset's spec sets (all but key and bookkeeping)."""
+    return {
+        "title": spec.title,
+        "type": spec.type,
+        "stage": spec.stage,
+        "gated": spec.gated,
+        "industries": list(spec.industries),
+        "url": spec.url,
+    }
+
+
 def sync_from_model(conn: Connection, model: LeadModel, now: datetime) -> int:
     """Upsert the model's ``nurture.content`` into ``content_assets``; returns rows changed.
 
@@ -50,15 +62,7 @@ def sync_from_model(conn: Connection, model: LeadModel, now: datetime) -> int:
     }
     changed = 0
     for spec in declared:
-        values: dict[str, Any] = {
-            "title": spec.title,
-            "type": spec.type,
-            "stage": spec.stage,
-            "gated": spec.gated,
-            "industries": list(spec.industries),
-            "url": spec.url,
-            "active": True,
-        }
+        values = {**_columns(spec), "active": True}
         row = existing.get(spec.key)
         if row is None:
             conn.execute(
@@ -189,12 +193,7 @@ def create_asset(conn: Connection, spec: ContentSpec, now: datetime) -> dict[str
     conn.execute(
         content_assets.insert().values(
             key=spec.key,
-            title=spec.title,
-            type=spec.type,
-            stage=spec.stage,
-            gated=spec.gated,
-            industries=list(spec.industries),
-            url=spec.url,
+            **_columns(spec),
             source="api",
             active=True,
             created_at=now,
@@ -225,15 +224,7 @@ def update_asset(
     merged = {k: row[k] for k in _SPEC_FIELDS}
     merged.update({k: v for k, v in changes.items() if k in _SPEC_FIELDS and k != "key"})
     spec = ContentSpec.model_validate(merged)
-    values: dict[str, Any] = {
-        "title": spec.title,
-        "type": spec.type,
-        "stage": spec.stage,
-        "gated": spec.gated,
-        "industries": list(spec.industries),
-        "url": spec.url,
-        "updated_at": now,
-    }
+    values: dict[str, Any] = {**_columns(spec), "updated_at": now}
     if isinstance(changes.get("active"), bool):
         values["active"] = changes["active"]
     conn.execute(update(content_assets).where(content_assets.c.key == key).values(**values))
