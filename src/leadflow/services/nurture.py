@@ -53,7 +53,7 @@ from leadflow.core import nurture as core
 from leadflow.core.config import FrequencyCap, LeadModel, NurtureSpec, ProgramSpec
 from leadflow.core.model import Event
 from leadflow.services import content as content_service
-from leadflow.services import duework
+from leadflow.services import duework, lifecycle
 from leadflow.services.mailing import new_message_id, plan_email
 
 log = logging.getLogger(__name__)
@@ -276,26 +276,12 @@ def load_assets(conn: Connection) -> list[core.Asset]:
 
 
 def _lead_events(conn: Connection, lead_id: int, since: datetime | None) -> list[Event]:
-    query = select(events).where(events.c.lead_id == lead_id)
+    """The lead's events, read as scoring reads them (``lifecycle.event_from_row``)."""
+    query = select(*lifecycle.EVENT_COLUMNS).where(events.c.lead_id == lead_id)
     if since is not None:
         query = query.where(events.c.occurred_at > since)
-    return [
-        Event(
-            message_id=r["message_id"],
-            type=r["type"],
-            occurred_at=r["occurred_at"],
-            lead_id=r["lead_id"],
-            name=r["name"],
-            properties=r["properties"] or {},
-            page_url=r["page_url"],
-            referrer=r["referrer"],
-            utm_campaign=r["utm_campaign"],
-            utm_source=r["utm_source"],
-            utm_medium=r["utm_medium"],
-            channel=r["channel"],
-        )
-        for r in conn.execute(query).mappings()
-    ]
+    query = query.order_by(events.c.occurred_at, events.c.id)
+    return [lifecycle.event_from_row(r) for r in conn.execute(query)]
 
 
 # --------------------------------------------------------------------------- enrolment
