@@ -16,6 +16,7 @@ from leadflow.services import handoff
 from leadflow.services.ingest import AfterIngest
 from leadflow.services.keys import KeyChecker
 from leadflow.services.lifecycle import ModelCache, StateCache, ingest_hook
+from leadflow.services.signing import SigningKeyStore
 from leadflow.settings import Settings
 
 
@@ -30,6 +31,8 @@ class Services:
     settings: Settings
     engine: Engine
     keys: KeyChecker
+    # Signs email links, form tokens and cookies (LEADFLOW_SECRET_KEY or the stored key).
+    signing: SigningKeyStore
     models: ModelCache = field(default_factory=ModelCache)
     states: StateCache = field(default_factory=StateCache)
     clock: Callable[[], datetime] = utc_now
@@ -47,6 +50,7 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utc_no
         settings=settings,
         engine=engine,
         keys=KeyChecker(engine),
+        signing=SigningKeyStore(engine, settings.secret_key),
         models=models,
         states=states,
         clock=clock,

@@ -313,10 +313,7 @@ def test_model_check_api_parses_the_body_and_never_opens_a_file(client, admin_to
         answers[body] = response.json()
     assert {tuple(a["errors"]) for a in answers.values()} <= {
         ("(root): expected a mapping",),
-        (
-            "line 1, column %d: invalid YAML: U+0000 is not allowed in YAML text"
-            % (len(str(real)) + 1),
-        ),
+        (f"line 1, column {len(str(real)) + 1}: invalid YAML: U+0000 is not allowed in YAML text",),
     }
     assert not any(a["ok"] for a in answers.values())
     # The same file's text, sent as the body, is a valid model.
