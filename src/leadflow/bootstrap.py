@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 from leadflow.adapters.db.engine import create_db_engine
 from leadflow.services import handoff
-from leadflow.services.ingest import AfterIngest
+from leadflow.services.ingest import TURN_TIMEOUT_OPTION, AfterIngest
 from leadflow.services.keys import KeyChecker
 from leadflow.services.lifecycle import ModelCache, StateCache, ingest_hook
 from leadflow.services.signing import SigningKeyStore
@@ -44,6 +44,8 @@ class Services:
 
 def build_services(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Services:
     engine = create_db_engine(settings.database_url, echo=settings.db_echo)
+    # How long SQLite ingest writers wait for their turn (services.ingest._write_turn).
+    engine.update_execution_options(**{TURN_TIMEOUT_OPTION: settings.sqlite_turn_timeout})
     models = ModelCache()
     states = StateCache()
     return Services(

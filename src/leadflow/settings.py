@@ -41,6 +41,13 @@ class Settings(BaseSettings):
         default=500 * 1024, gt=0, description="Largest accepted /v1/batch body (Segment: 500 KB)."
     )
     db_echo: bool = Field(default=False, description="Log every SQL statement (debugging).")
+    sqlite_turn_timeout: float = Field(
+        default=5.0,
+        ge=0,
+        le=600,
+        description="Seconds an ingest writer waits for its turn on the SQLite database's "
+        "lock file (<database>.ingest.lock) before writing without it.",
+    )
     env: str = Field(
         default="development",
         description="development or production; production refuses a missing or weak secret.",
