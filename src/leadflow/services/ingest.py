@@ -956,22 +956,26 @@ class _Turn:
     threads of this process.
 
     ``flock`` has no timeout, so a writer that finds the file locked by another process
-    waits on a helper thread's blocking ``flock`` for at most the timeout: when the helper
-    gets the lock while the writer still waits, the lock passes to the writer at once (no
-    polling, no busy-handler sleeps); when the writer has given up, the helper lets go of
-    it. One helper at most per database: while a helper has waited longer than the
-    timeout (the turn is stuck: a process holds the file and does not write), writers go
-    straight on without the turn until it frees."""
+    asks this database's helper thread to wait in a blocking ``flock`` and waits for it at
+    most the timeout: when the helper gets the lock while the writer still waits, the lock
+    passes to the writer at once (no polling, no busy-handler sleeps); when the writer has
+    given up, the helper lets go of it. While the helper has waited longer than the timeout
+    (the turn is stuck: a process holds the file and does not write), writers go straight
+    on without the turn until it frees. The helper thread is started on the first wait and
+    lives as long as the process."""
 
     def __init__(self, path: str, fd: int) -> None:
         self.path, self.fd = path, fd
         self.threads = threading.Lock()  # flock does not exclude threads sharing one file
         self._state = threading.Lock()
+        self._request = threading.Event()
         self._granted = threading.Event()
+        self.idle = threading.Event()  # set while no helper wait is in progress
+        self.idle.set()
         self._wanted = False
         self._waiting_since: float | None = None
         self._warned = False
-        self.helper: threading.Thread | None = None
+        self._helper: threading.Thread | None = None
 
     def acquire(self, timeout: float) -> bool:
         """True with the turn held; False after ``timeout`` seconds without it."""
@@ -1009,10 +1013,13 @@ class _Turn:
                     pass
                 self._waiting_since = time.monotonic()
                 self._granted.clear()
-                self.helper = threading.Thread(
-                    target=self._wait_for_file, name="leadflow-ingest-turn", daemon=True
-                )
-                self.helper.start()
+                self.idle.clear()
+                if self._helper is None:
+                    self._helper = threading.Thread(
+                        target=self._help, name="leadflow-ingest-turn", daemon=True
+                    )
+                    self._helper.start()
+                self._request.set()
             deadline = min(start, self._waiting_since) + timeout
             self._wanted = True
         self._granted.wait(max(0.0, deadline - time.monotonic()))
@@ -1020,20 +1027,22 @@ class _Turn:
             self._wanted = False
             if self._granted.is_set():
                 self._granted.clear()
-                self._waiting_since = None
-                self._warned = False
                 return True
             return False
 
-    def _wait_for_file(self) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        with self._state:
-            if self._wanted:
-                self._granted.set()  # the waiting writer owns the lock from here on
-                return
-            fcntl.flock(self.fd, fcntl.LOCK_UN)  # nobody waits any more
-            self._waiting_since = None
-            self._warned = False
+    def _help(self) -> None:
+        while True:
+            self._request.wait()
+            self._request.clear()
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            with self._state:
+                self._waiting_since = None
+                self._warned = False
+                if self._wanted:
+                    self._granted.set()  # the waiting writer owns the lock from here on
+                else:
+                    fcntl.flock(self.fd, fcntl.LOCK_UN)  # nobody waits any more
+                self.idle.set()
 
 
 @contextmanager
