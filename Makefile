@@ -74,4 +74,4 @@ fmt: install-test
 	$(VENV)/bin/ruff format src tests benchmarks
 
 clean:
-	rm -rf $(VENV) $(DB) $(DB)-wal $(DB)-shm
+	rm -rf $(VENV) $(DB) $(DB)-wal $(DB)-shm $(DB).ingest.lock

@@ -13,9 +13,10 @@ from sqlalchemy import Engine
 
 from leadflow.adapters.db.engine import create_db_engine
 from leadflow.services import handoff
-from leadflow.services.ingest import AfterIngest
+from leadflow.services.ingest import TURN_TIMEOUT_OPTION, AfterIngest
 from leadflow.services.keys import KeyChecker
 from leadflow.services.lifecycle import ModelCache, StateCache, ingest_hook
+from leadflow.services.signing import SigningKeyStore
 from leadflow.settings import Settings
 
 
@@ -30,6 +31,8 @@ class Services:
     settings: Settings
     engine: Engine
     keys: KeyChecker
+    # Signs email links, form tokens and cookies (LEADFLOW_SECRET_KEY or the stored key).
+    signing: SigningKeyStore
     models: ModelCache = field(default_factory=ModelCache)
     states: StateCache = field(default_factory=StateCache)
     clock: Callable[[], datetime] = utc_now
@@ -41,12 +44,15 @@ class Services:
 
 def build_services(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Services:
     engine = create_db_engine(settings.database_url, echo=settings.db_echo)
+    # How long SQLite ingest writers wait for their turn (services.ingest._write_turn).
+    engine.update_execution_options(**{TURN_TIMEOUT_OPTION: settings.sqlite_turn_timeout})
     models = ModelCache()
     states = StateCache()
     return Services(
         settings=settings,
         engine=engine,
         keys=KeyChecker(engine),
+        signing=SigningKeyStore(engine, settings.secret_key),
         models=models,
         states=states,
         clock=clock,

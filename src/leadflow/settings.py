@@ -6,8 +6,6 @@ object to :func:`leadflow.bootstrap.build_services` / ``build_app``.
 
 from __future__ import annotations
 
-import hashlib
-
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -43,14 +41,22 @@ class Settings(BaseSettings):
         default=500 * 1024, gt=0, description="Largest accepted /v1/batch body (Segment: 500 KB)."
     )
     db_echo: bool = Field(default=False, description="Log every SQL statement (debugging).")
+    sqlite_turn_timeout: float = Field(
+        default=5.0,
+        ge=0,
+        le=600,
+        description="Seconds an ingest writer waits for its turn on the SQLite database's "
+        "lock file (<database>.ingest.lock) before writing without it.",
+    )
     env: str = Field(
         default="development",
         description="development or production; production refuses a missing or weak secret.",
     )
     secret_key: str | None = Field(
         default=None,
-        description="Signs dashboard session cookies (at least 32 characters). Required when "
-        "LEADFLOW_ENV=production; in development one is derived from the database URL.",
+        description="Signs email tracking and unsubscribe links, form tokens and dashboard "
+        "cookies (at least 32 characters). Required when LEADFLOW_ENV=production; when unset, "
+        "a random key stored in the database is used (`leadflow secret rotate`).",
     )
 
     webhooks_allow_private_targets: bool = Field(
@@ -94,14 +100,6 @@ class Settings(BaseSettings):
         description="Base URL of this server as recipients reach it: tracking pixel, click "
         "redirects, unsubscribe links and hosted forms are built on it.",
     )
-
-    def signing_key(self) -> bytes:
-        """The key that signs session cookies and email tracking tokens. In development
-        without one, derived from the database URL (stable across restarts, but not secret:
-        production refuses to start without a key)."""
-        if self.secret_key:
-            return self.secret_key.encode()
-        return hashlib.sha256(b"leadflow-development-secret:" + self.database_url.encode()).digest()
 
     @field_validator("smtp_security")
     @classmethod

@@ -291,7 +291,7 @@ def test_deliver_parse_and_follow_the_links(svc, client, write_key, smtp):
 def test_unsubscribe_page_and_browser_form(svc, client, write_key):
     _lead(client, write_key, "lee")
     send_id = _plan(svc, _lead_id(svc, "lee"), "k1")
-    token = email_tokens.unsubscribe_token(svc.settings.signing_key(), send_id)
+    token = email_tokens.unsubscribe_token(svc.signing.current(), send_id)
     page = client.get(f"/u/{token}")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "Unsubscribe" in page.text and "수신 거부" in page.text
@@ -318,7 +318,7 @@ def _forge(payload: str) -> str:
 def test_tampered_and_foreign_tokens_are_400_never_a_redirect(svc, client, write_key):
     _lead(client, write_key, "park")
     send_id = _plan(svc, _lead_id(svc, "park"), "k1")
-    key = svc.settings.signing_key()
+    key = svc.signing.current()
     good = email_tokens.click_token(key, send_id, f"{PUBLIC}/pricing")
     _payload, mac = good.split(".")
     bad = [
@@ -358,11 +358,12 @@ def test_tampered_and_foreign_tokens_are_400_never_a_redirect(svc, client, write
 def test_links_are_rewritten_absolute_and_unsafe_ones_dropped(svc, client, write_key):
     _lead(client, write_key, "choi")
     send_id = _plan(svc, _lead_id(svc, "choi"), "k1", asset_key="case-x")
+    key = svc.signing.current()
     with svc.engine.connect() as conn:
-        message = mailing.compose(conn, svc.settings, _send(svc, send_id), None)
+        message = mailing.compose(conn, svc.settings, _send(svc, send_id), None, key=key)
     _, _, hrefs = _links(message)
     click = next(h for h in hrefs if "/e/c/" in h)
-    parsed = email_tokens.verify(svc.settings.signing_key(), click.rsplit("/", 1)[1], "c")
+    parsed = email_tokens.verify(svc.signing.current(), click.rsplit("/", 1)[1], "c")
     assert parsed.url == "https://site.example/case-studies/x"
     # Links inside a template body: site paths resolve against the asset's site, hostile
     # ones lose their href.

@@ -300,6 +300,27 @@ def test_model_check_refuses_a_bad_file_naming_the_key(tmp_path, capsys, text, e
     assert expected in (out.out + out.err).lower()
 
 
+def test_model_check_api_parses_the_body_and_never_opens_a_file(client, admin_token, tmp_path):
+    """A request body is YAML text, never a server path: a real readable model file named
+    in the body is not read, a missing one is not revealed, and NUL is a 200 report."""
+    headers = {"Authorization": f"Bearer {admin_token}", "Content-Type": "text/plain"}
+    real = tmp_path / "leadflow.yaml"
+    real.write_text(lifecycle.default_source(), encoding="utf-8")
+    answers = {}
+    for body in (str(real), str(tmp_path / "missing.yaml"), f"{real}\x00.yaml", " /etc/x.yml "):
+        response = client.post("/api/model/check", content=body.encode(), headers=headers)
+        assert response.status_code == 200, response.text
+        answers[body] = response.json()
+    assert {tuple(a["errors"]) for a in answers.values()} <= {
+        ("(root): expected a mapping",),
+        (f"line 1, column {len(str(real)) + 1}: invalid YAML: U+0000 is not allowed in YAML text",),
+    }
+    assert not any(a["ok"] for a in answers.values())
+    # The same file's text, sent as the body, is a valid model.
+    good = client.post("/api/model/check", content=real.read_bytes(), headers=headers).json()
+    assert good["ok"] and good["version"] == "2024.2"
+
+
 def test_model_apply_refuses_a_bad_file_and_changes_nothing(
     client, services, write_key, tmp_path, capsys
 ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 
@@ -13,7 +14,8 @@ from tests.conftest import PG_URL
 
 from leadflow.adapters.db import migrate
 from leadflow.adapters.db.engine import create_db_engine
-from leadflow.adapters.db.tables import accounts, events, leads, metadata
+from leadflow.adapters.db.tables import accounts, events, leads, metadata, signing_secrets
+from leadflow.services import signing
 
 
 def _fresh_url(backend: str, tmp_path) -> tuple[str, object]:
@@ -91,3 +93,22 @@ def test_upgrade_step_by_step_keeps_every_row(fresh_engine):
         assert conn.execute(select(accounts.c.domain)).scalar_one() == "acme.example"
         emails = set(conn.execute(select(leads.c.email)).scalars())
     assert emails == {f"p{i}@acme.example" for i in range(25)}
+
+
+def test_a_migrated_database_gets_its_own_random_signing_key(fresh_engine):
+    """Migration 0012 stores a random key: nothing about it follows from the URL."""
+    migrate.upgrade(fresh_engine)
+    with fresh_engine.connect() as conn:
+        rows = conn.execute(select(signing_secrets)).all()
+    assert len(rows) == 1
+    secret = rows[0].secret
+    assert len(secret) >= 64 and rows[0].previous_secret is None
+    url = fresh_engine.url.render_as_string(hide_password=False).encode()
+    derived = hashlib.sha256(b"leadflow-development-secret:" + url).digest()
+    assert signing.load_keys(fresh_engine).current == secret.encode() != derived
+    migrate.upgrade(fresh_engine)  # at head: the key stays
+    assert signing.load_keys(fresh_engine).current == secret.encode()
+    with fresh_engine.begin() as conn:  # a database that lost its row gets a new key
+        conn.execute(signing_secrets.delete())
+    again = signing.load_keys(fresh_engine).current
+    assert again != secret.encode() and len(again) >= 64

@@ -146,9 +146,10 @@ def test_the_full_seminar_path_with_counts_and_rates(services, api, write_key, c
         f"seminar:{sid}:invite:{s['lead_id']}" for s in invites
     ]
     assert all(s["category"] == "marketing" and s["seminar_id"] for s in invites)
+    key = services.signing.current()
     with services.engine.connect() as conn:
         message = mailing.compose(
-            conn, services.settings, invites[0], services.models.active(conn, T0), now=T0
+            conn, services.settings, invites[0], services.models.active(conn, T0), key=key, now=T0
         )
     text = message.get_body(("plain",)).get_content()
     assert "Lead management 101" in text and "Hi Ann," in text

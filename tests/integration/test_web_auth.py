@@ -491,3 +491,24 @@ def test_users_cli_creates_and_refuses_duplicates(db_url, capsys):
         db_url,
     ]
     assert run_guarded(cli_app, bad) == 1
+
+
+def test_session_cookies_survive_a_key_rotation_for_its_window_only(client, services, world):
+    """Cookies are signed with the signing key too (issue 12): after `leadflow secret
+    rotate` a signed-in user stays signed in for the grace window, then signs in again."""
+    from leadflow.services import signing
+
+    now = [datetime.now(UTC)]
+    services.clock = lambda: now[0]
+    assert sign_in(client, "admin@example.com").status_code == 303
+    assert client.get("/home", follow_redirects=False).status_code == 200
+    rotated = signing.rotate(services.engine, now[0], timedelta(hours=2))
+    assert rotated.current != rotated.previous
+    services.signing.keys(refresh=True)  # as every process does within seconds
+    now[0] += timedelta(hours=1)
+    assert client.get("/home", follow_redirects=False).status_code == 200
+    now[0] += timedelta(hours=1)
+    assert client.get("/home", follow_redirects=False).status_code == 303
+    # Signing in again issues a cookie under the new key.
+    assert sign_in(client, "admin@example.com").status_code == 303
+    assert client.get("/home", follow_redirects=False).status_code == 200

@@ -440,3 +440,151 @@ def test_a_lost_leads_return_visits_alert_the_rep_who_owned_it(
     payload = json.loads(body)
     assert headers["Leadflow-Event"] == "lead.returning" and status == 200
     assert payload["lead"]["id"] == lead_id and payload["lead"]["owner"] == owner
+
+
+# --- SSRF guard: one resolution, pinned; refusals never echo DNS answers ------------------
+
+
+class ScriptedResolver:
+    """DNS as a test script: answer ``answers[i]`` on the i-th lookup (the last one
+    repeats), and count the lookups. A rebinding attacker's DNS looks like this."""
+
+    def __init__(self, *answers: list[str]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[str, int]] = []
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.calls.append((host, port))
+        return self.answers[min(len(self.calls), len(self.answers)) - 1]
+
+
+def _rows(services, table) -> list[dict]:
+    with services.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(select(table)).mappings()]
+
+
+def test_the_sender_connects_to_the_address_it_checked_not_a_second_answer(services, receiver):
+    port = receiver.server.server_address[1]
+    url = f"http://hooks.rebind.test:{port}/hook"  # no such name in the system's DNS
+    with services.engine.begin() as conn:
+        ep = webhooks.create_endpoint(
+            conn, url, ["*"], T0, allow_private=True, resolver=ScriptedResolver(["127.0.0.1"])
+        )
+    _events(services, 1)
+    # The check sees 127.0.0.1; any later lookup would say 127.0.0.2 (nothing listens).
+    dns = ScriptedResolver(["127.0.0.1"], ["127.0.0.2"])
+    with HttpSender(allow_private=True, timeout=5, resolver=dns) as sender:
+        report = webhooks.deliver_due(services.engine, T0 + timedelta(hours=1), sender)
+        assert report.delivered == 1
+        assert dns.calls == [("hooks.rebind.test", port)]  # resolved once, by the check
+        assert sender.backend.dialled == [("127.0.0.1", port)]
+        headers, body, status = receiver.requests[0]
+        assert status == 200 and headers["Host"] == f"hooks.rebind.test:{port}"
+        assert verify(ep["secret"], headers[SIGNATURE_HEADER], body, now=T0 + timedelta(hours=1))
+        # The next send checks again and connects to what *that* check saw.
+        again = sender.send(url, {}, b"{}")
+        assert not again.ok and sender.backend.dialled[-1] == ("127.0.0.2", port)
+        assert "127.0.0.2" not in (again.error or "")
+    assert len(receiver.requests) == 1
+
+
+def test_a_target_rebinding_to_a_private_address_is_refused_and_the_answer_not_stored(
+    services,
+):
+    public = ScriptedResolver(["93.184.216.34"])
+    refused = {
+        "2002:a00:1::1": "6to4",
+        "64:ff9b::a9fe:a9fe": "NAT64, carrying a link-local",
+        "::ffff:127.0.0.1": "IPv4-mapped, carrying a loopback",
+        "10.20.30.40": "private",
+    }
+    # At creation: one bad address among good ones refuses the target, by kind only.
+    for address, kind in refused.items():
+        with services.engine.begin() as conn, pytest.raises(TargetRefused) as info:
+            webhooks.create_endpoint(
+                conn,
+                "https://hooks.example.com/x",
+                ["*"],
+                T0,
+                allow_private=False,
+                resolver=ScriptedResolver(["93.184.216.34", address]),
+            )
+        message = str(info.value)
+        assert "hooks.example.com" in message and kind in message
+        assert address not in message and "93.184.216.34" not in message
+    # At send time: the name now answers with an address carrying 10.0.0.1.
+    with services.engine.begin() as conn:
+        webhooks.create_endpoint(
+            conn, "https://hooks.example.com/x", ["*"], T0, allow_private=False, resolver=public
+        )
+    _events(services, 1)
+    with HttpSender(resolver=ScriptedResolver(["2002:a00:1::1"])) as sender:
+        report = webhooks.deliver_due(services.engine, T0 + timedelta(hours=1), sender)
+        assert report.delivered == 0 and sender.backend.dialled == []
+    (delivery,) = _rows(services, webhook_deliveries)
+    (attempt,) = _rows(services, webhook_attempts)
+    for stored in (delivery["last_error"], attempt["error"]):
+        assert stored.startswith("refused: url: host 'hooks.example.com' resolves to a 6to4")
+        assert "2002:" not in stored and "10.0.0.1" not in stored
+    # A lookup failure says so without inventing details.
+    with HttpSender(resolver=ScriptedResolver([])) as sender:
+        empty = sender.send("https://hooks.example.com/x", {}, b"{}")
+    assert empty.error == "refused: url: host 'hooks.example.com' does not resolve (no address)"
+    assert sender.backend.dialled == []
+
+
+def test_https_to_a_pinned_address_verifies_the_certificate_of_the_host_name(tmp_path):
+    """TLS goes to the checked address but SNI and certificate checks use the name."""
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def certificate(name: str) -> tuple[str, str]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(datetime.now(UTC) - timedelta(days=1))
+            .not_valid_after(datetime.now(UTC) + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        cert_path, key_path = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        return str(cert_path), str(key_path)
+
+    cert, key = certificate("hooks.pinned.test")
+    receiver = Receiver()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    receiver.server.socket = server_tls.wrap_socket(receiver.server.socket, server_side=True)
+    port = receiver.server.server_address[1]
+    try:
+        trusted = ssl.create_default_context(cafile=cert)
+        dns = ScriptedResolver(["127.0.0.1"])
+        with HttpSender(allow_private=True, timeout=5, resolver=dns, ssl_context=trusted) as s:
+            ok = s.send(f"https://hooks.pinned.test:{port}/hook", {}, b"{}")
+            assert ok.ok, ok.error
+            assert s.backend.dialled == [("127.0.0.1", port)]
+            # Same address, another name: the certificate does not match, nothing is sent.
+            other = s.send(f"https://other.pinned.test:{port}/hook", {}, b"{}")
+        assert not other.ok and "certificate" in (other.error or "").lower()
+        assert len(receiver.requests) == 1
+        assert receiver.requests[0][0]["Host"] == f"hooks.pinned.test:{port}"
+    finally:
+        receiver.close()

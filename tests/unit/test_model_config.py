@@ -73,15 +73,22 @@ def test_content_hash_ignores_formatting_and_key_order_but_not_content():
     assert len(original.content_hash) == 64
 
 
-def test_model_loads_from_a_file_path(tmp_path: Path):
+def test_a_string_is_always_yaml_text_never_a_file_name(tmp_path: Path):
     path = tmp_path / "leadflow.yaml"
     path.write_text(DEFAULT_TEXT, encoding="utf-8")
-    assert load_model(path).version == load_model(str(path)).version == "2024.2"
+    assert load_model(path.read_text(encoding="utf-8")).version == "2024.2"
+    for name in (str(path), str(tmp_path / "nope.yaml"), f"{path}.yml"):
+        with pytest.raises(ModelConfigError, match=r"^\(root\): expected a mapping$"):
+            load_model(name)
+        assert check(name).errors == ("(root): expected a mapping",)
+    with pytest.raises(TypeError, match="read the file first"):
+        load_model(path)  # type: ignore[arg-type]
 
 
-def test_missing_file_is_refused_with_its_name(tmp_path: Path):
-    with pytest.raises(ModelConfigError, match="cannot read file"):
-        load_model(str(tmp_path / "nope.yaml"))
+def test_a_nul_character_is_refused_with_its_position():
+    with pytest.raises(ModelConfigError) as info:
+        load_model("version: '1'\nname: a\x00b\n")
+    assert str(info.value) == "line 2, column 8: invalid YAML: U+0000 is not allowed in YAML text"
 
 
 def test_wrong_type_names_the_key_path():

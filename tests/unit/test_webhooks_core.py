@@ -148,3 +148,82 @@ def test_stage_change_to_mql_makes_two_events_with_stable_ids():
     assert found[1]["data"]["to_stage"] == "mql"
     assert found[0]["occurred_at"] == "2026-01-01T00:00:00+00:00"
     assert len(core.stage_events({**row, "to_stage": "sql"}, None)) == 1
+
+
+# --- the address classifier of the SSRF guard ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("10.1.2.3", "private"),
+        ("172.16.0.9", "private"),
+        ("192.168.1.1", "private"),
+        ("169.254.169.254", "link-local"),  # cloud metadata
+        ("100.64.0.1", "carrier-grade NAT"),
+        ("0.0.0.0", "unspecified"),
+        ("224.0.0.1", "multicast"),
+        ("255.255.255.255", "reserved"),
+        ("192.0.0.8", "reserved"),
+        ("::1", "loopback"),
+        ("::", "unspecified"),
+        ("fe80::1", "link-local"),
+        ("fe80::1%eth0", "link-local"),
+        ("fd00::1", "private"),
+        ("ff02::1", "multicast"),
+        ("2001:db8::1", "documentation"),
+        # IPv6 forms that carry a private/loopback/link-local IPv4 address
+        ("::ffff:127.0.0.1", "IPv4-mapped, carrying a loopback"),
+        ("::ffff:10.0.0.1", "IPv4-mapped, carrying a private"),
+        ("::ffff:169.254.169.254", "IPv4-mapped, carrying a link-local"),
+        ("::ffff:0:7f00:1", "IPv4-translated, carrying a loopback"),
+        ("64:ff9b::7f00:1", "NAT64, carrying a loopback"),
+        ("64:ff9b::a9fe:a9fe", "NAT64, carrying a link-local"),
+        ("64:ff9b::c0a8:101", "NAT64, carrying a private"),
+        ("64:ff9b:1::a00:1", "local-use NAT64"),
+        ("2002:7f00:1::1", "6to4"),  # 127.0.0.1 inside
+        ("2002:a00:1::1", "6to4"),  # 10.0.0.1 inside
+        ("2002:808:808::1", "6to4"),  # deprecated tunnel: refused whatever it carries
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo"),
+        ("2001::ffff:ffff", "Teredo"),
+        ("::127.0.0.1", "IPv4-compatible"),
+        ("::10.0.0.1", "IPv4-compatible"),
+    ],
+)
+def test_addresses_webhooks_may_not_call_are_named_by_kind(address, reason):
+    found = core.address_refusal(address)
+    assert found is not None and reason in found
+    # The reason names the kind of address, never the address itself.
+    assert address.split("%")[0] not in found
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "8.8.8.8",
+        "93.184.216.34",
+        "2606:4700:4700::1111",
+        "2001:4860:4860::8888",
+        "::ffff:8.8.8.8",  # IPv4-mapped public address: a dual-stack socket reaches 8.8.8.8
+        "64:ff9b::808:808",  # NAT64 of a public address (DNS64 on IPv6-only networks)
+    ],
+)
+def test_public_addresses_are_allowed(address):
+    assert core.address_refusal(address) is None
+
+
+def test_embedded_ipv4_is_found_in_every_transition_form():
+    import ipaddress
+
+    def carried(text: str) -> tuple[str, str] | None:
+        found = core.embedded_ipv4(ipaddress.IPv6Address(text))
+        return None if found is None else (found[0], str(found[1]))
+
+    assert carried("::ffff:10.0.0.1") == ("IPv4-mapped", "10.0.0.1")
+    assert carried("::ffff:0:a00:1") == ("IPv4-translated", "10.0.0.1")
+    assert carried("64:ff9b::a00:1") == ("NAT64", "10.0.0.1")
+    assert carried("2002:a00:1::1") == ("6to4", "10.0.0.1")
+    assert carried("2001:0:4136:e378:8000:63bf:3fff:fdd2") == ("Teredo", "192.0.2.45")
+    assert carried("::a00:1") == ("IPv4-compatible", "10.0.0.1")
+    assert carried("2606:4700::1111") is None

@@ -9,7 +9,12 @@ references are refused) and a refusal names the key path and the reason in one l
 scoring and lifecycle code need. ``version`` is the model's own label (bump it when you
 change the rules); ``content_hash`` is a SHA-256 over the validated content in canonical
 JSON, so it is stable across key order, comments and formatting. :func:`check` backs
-``leadflow model check FILE``: it never raises for a bad file, it reports.
+``leadflow model check FILE`` and ``POST /api/model/check``: it never raises for a bad
+model, it reports.
+
+Both take the YAML *text*, never a file name: whatever the string looks like (``x.yaml``
+included), it is parsed, not opened. Reading a file is the CLI's job
+(``entrypoints/cli/model.py``); a request can never make the server read one.
 
 The shipped model is ``leadflow/default.yaml`` (:func:`load_default_model`).
 """
@@ -23,7 +28,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from importlib import resources
-from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -787,6 +791,14 @@ def _dedupe_union_errors(errors: list[tuple[str, str]]) -> list[tuple[str, str]]
 def _parse_yaml(text: str) -> Any:
     try:
         return yaml.safe_load(text)
+    except yaml.reader.ReaderError as exc:
+        pos = max(0, min(int(exc.position), len(text)))
+        line, column = text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)
+        char = exc.character if isinstance(exc.character, int) else -1
+        what = f"U+{char:04X}" if char >= 0 else "a byte"
+        raise ModelConfigError(
+            f"line {line}, column {column}", f"invalid YAML: {what} is not allowed in YAML text"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
@@ -794,17 +806,12 @@ def _parse_yaml(text: str) -> Any:
         raise ModelConfigError(where, f"invalid YAML: {problem}") from None
 
 
-def _read(path_or_text: str | Path) -> str:
-    if isinstance(path_or_text, Path):
-        path = path_or_text
-    elif "\n" not in path_or_text and path_or_text.strip().endswith((".yaml", ".yml")):
-        path = Path(path_or_text.strip())
-    else:
-        return path_or_text
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ModelConfigError(str(path), f"cannot read file ({exc.strerror})") from None
+def _text(source: str) -> str:
+    if not isinstance(source, str):
+        raise TypeError(
+            f"a lead model is YAML text, not {type(source).__name__}: read the file first"
+        )
+    return source
 
 
 def _content_hash(spec: ModelSpec) -> str:
@@ -857,12 +864,12 @@ def build_model(data: Any) -> LeadModel:
     )
 
 
-def load_model(path_or_text: str | Path) -> LeadModel:
-    """Load a model from a file path (``Path`` or a ``*.yaml`` string) or from YAML text.
+def load_model(source: str) -> LeadModel:
+    """Load a model from its YAML text (never a file name: ``"x.yaml"`` is parsed as YAML).
 
     Raises :class:`ModelConfigError` naming the key path and the reason.
     """
-    return build_model(_parse_yaml(_read(path_or_text)))
+    return build_model(_parse_yaml(_text(source)))
 
 
 def load_default_model() -> LeadModel:
@@ -893,10 +900,11 @@ class CheckReport:
         ]
 
 
-def check(path_or_text: str | Path) -> CheckReport:
-    """Validate a model file and report every problem found; never raises for a bad model."""
+def check(source: str) -> CheckReport:
+    """Validate a model's YAML text and report every problem found; never raises for a bad
+    model."""
     try:
-        model = load_model(path_or_text)
+        model = load_model(source)
     except ModelConfigError as exc:
         return CheckReport(ok=False, errors=exc.messages)
     return CheckReport(

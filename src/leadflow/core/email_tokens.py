@@ -14,7 +14,8 @@ in the token, which makes every tracked link longer; our payload is fixed and ti
 these links must not expire (a reader clicks a year-old email). ``hmac.compare_digest`` is
 the same primitive ``itsdangerous`` uses.
 
-Pure: no clock, no I/O. The key is passed in (``Settings.signing_key()``).
+Pure: no clock, no I/O. The key is passed in (:mod:`leadflow.services.signing`: the
+current key signs; during a rotation window the previous one still verifies).
 """
 
 from __future__ import annotations

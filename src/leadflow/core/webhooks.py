@@ -11,13 +11,17 @@ Pure: plain data in and out; time and randomness are parameters.
   capped, and no attempt after the delivery's deadline (24 hours after it was queued).
 - :func:`build_payload` turns an outbox row into the JSON body that is sent.
 - :func:`check_target_url` refuses URLs that are not plain http(s) (credentials, odd schemes,
-  no host). Resolving the host and refusing private addresses is the adapter's job.
+  no host). :func:`address_refusal` says why an IP address may not be called (loopback,
+  private, link-local, ..., and IPv6 forms that carry such an IPv4 address: 6to4, Teredo,
+  NAT64, IPv4-mapped/compatible/translated). Resolving the host, checking every address
+  and connecting to the checked one is the adapter's job.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -54,6 +58,106 @@ ALL_EVENTS = "*"
 
 class InvalidTarget(ValueError):
     """A webhook URL that may not be used; the message says why."""
+
+
+# --------------------------------------------------------------------------- addresses
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_V4 = ipaddress.IPv4Network
+_V6 = ipaddress.IPv6Network
+# IPv4 ranges refused besides what ``ipaddress`` flags (its tables differ across Pythons).
+_V4_REFUSED = (
+    (_V4("0.0.0.0/8"), "unspecified"),
+    (_V4("10.0.0.0/8"), "private"),
+    (_V4("100.64.0.0/10"), "shared (carrier-grade NAT)"),
+    (_V4("127.0.0.0/8"), "loopback"),
+    (_V4("169.254.0.0/16"), "link-local"),
+    (_V4("172.16.0.0/12"), "private"),
+    (_V4("192.0.0.0/24"), "reserved (IETF protocol assignments)"),
+    (_V4("192.0.2.0/24"), "documentation"),
+    (_V4("192.168.0.0/16"), "private"),
+    (_V4("198.18.0.0/15"), "benchmarking"),
+    (_V4("198.51.100.0/24"), "documentation"),
+    (_V4("203.0.113.0/24"), "documentation"),
+    (_V4("224.0.0.0/4"), "multicast"),
+    (_V4("240.0.0.0/4"), "reserved"),
+)
+_NAT64 = _V6("64:ff9b::/96")  # RFC 6052 well-known prefix: the IPv4 address is the last 32 bits
+_NAT64_LOCAL = _V6("64:ff9b:1::/48")  # RFC 8215 local use: embedding depends on the network
+_SIX_TO_FOUR = _V6("2002::/16")  # RFC 3056 (deprecated, RFC 7526): relays reach the IPv4 inside
+_TEREDO = _V6("2001::/32")  # RFC 4380: tunnelled through a relay to the client inside
+_V4_MAPPED = _V6("::ffff:0:0/96")  # ::ffff:a.b.c.d, a dual-stack socket connects to a.b.c.d
+_V4_TRANSLATED = _V6("::ffff:0:0:0/96")  # RFC 2765 SIIT
+_V4_COMPATIBLE = _V6("::/96")  # ::a.b.c.d (deprecated, RFC 4291)
+_V6_REFUSED = (
+    (_V6("::1/128"), "loopback"),
+    (_V6("::/128"), "unspecified"),
+    (_V6("fe80::/10"), "link-local"),
+    (_V6("fec0::/10"), "site-local"),
+    (_V6("fc00::/7"), "private (unique local)"),
+    (_V6("ff00::/8"), "multicast"),
+    (_V6("100::/64"), "discard-only"),
+    (_V6("2001:db8::/32"), "documentation"),
+)
+
+
+def _v4_refusal(ip: ipaddress.IPv4Address) -> str | None:
+    for network, reason in _V4_REFUSED:
+        if ip in network:
+            return reason
+    if ip.is_private or ip.is_reserved or not ip.is_global:
+        return "not globally routable"
+    return None
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> tuple[str, ipaddress.IPv4Address] | None:
+    """The IPv4 address an IPv6 address carries, with the mechanism's name, if any."""
+    low32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip in _V4_MAPPED:
+        return "IPv4-mapped", low32
+    if ip in _V4_TRANSLATED:
+        return "IPv4-translated", low32
+    if ip in _NAT64:
+        return "NAT64", low32
+    if ip.sixtofour is not None:
+        return "6to4", ip.sixtofour
+    if ip.teredo is not None:
+        return "Teredo", ip.teredo[1]
+    if ip in _V4_COMPATIBLE and int(ip) > 1:
+        return "IPv4-compatible", low32
+    return None
+
+
+def address_refusal(address: str | IPAddress) -> str | None:
+    """Why webhooks may not call ``address`` (a short phrase naming the kind of address,
+    never the address), or ``None`` when it is a public unicast address.
+
+    IPv6 transition forms are judged by what they reach: IPv4-mapped, IPv4-translated and
+    NAT64 (``64:ff9b::/96``) addresses by the IPv4 address inside; 6to4 (``2002::/16``),
+    Teredo (``2001::/32``), IPv4-compatible (``::/96``) and local-use NAT64
+    (``64:ff9b:1::/48``) are refused whatever they carry (deprecated or local tunnels
+    whose far end leadflow cannot vouch for)."""
+    ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _v4_refusal(ip)
+    if ip.scope_id is not None:
+        ip = ipaddress.IPv6Address(int(ip))
+    for network, reason in _V6_REFUSED:
+        if ip in network:
+            return reason
+    carried = embedded_ipv4(ip)
+    if carried is not None:
+        kind, inner = carried
+        if kind in ("6to4", "Teredo", "IPv4-compatible"):
+            return f"{kind} (an IPv6 tunnel to an IPv4 host)"
+        inner_reason = _v4_refusal(inner)
+        return f"{kind}, carrying a {inner_reason} IPv4 address" if inner_reason else None
+    if ip in _NAT64_LOCAL:
+        return "local-use NAT64"
+    if ip.is_private or ip.is_reserved or ip.is_site_local or not ip.is_global:
+        return "not globally routable"
+    return None
 
 
 # --------------------------------------------------------------------------- signatures

@@ -197,17 +197,17 @@ def _locale(attributes: Mapping[str, Any] | None, subject: str) -> str:
     return "ko" if _HANGUL.search(subject) else "en"
 
 
-def tracking_urls(settings: Settings, send_id: int) -> tuple[str, str]:
-    """(open pixel URL, unsubscribe URL) of one send."""
-    key, base = settings.signing_key(), settings.public_url
+def tracking_urls(settings: Settings, key: bytes, send_id: int) -> tuple[str, str]:
+    """(open pixel URL, unsubscribe URL) of one send, signed with ``key``."""
+    base = settings.public_url
     return (
         f"{base}/e/o/{email_tokens.open_token(key, send_id)}",
         f"{base}/u/{email_tokens.unsubscribe_token(key, send_id)}",
     )
 
 
-def click_url(settings: Settings, send_id: int, destination: str) -> str:
-    token = email_tokens.click_token(settings.signing_key(), send_id, destination)
+def click_url(settings: Settings, key: bytes, send_id: int, destination: str) -> str:
+    token = email_tokens.click_token(key, send_id, destination)
     return f"{settings.public_url}/e/c/{token}"
 
 
@@ -267,12 +267,14 @@ def compose(
     send_row: Any,
     model: LeadModel | None,
     *,
+    key: bytes,
     now: datetime | None = None,
 ) -> EmailMessage:
     """The message of one ``email_sends`` row: HTML and plain text from the row's template
     (``nurture`` when it has none of its own), personalised, every link signed and routed
     through ``/e/c/``, an open pixel, and for marketing mail a visible unsubscribe link and
-    the ``List-Unsubscribe`` headers."""
+    the ``List-Unsubscribe`` headers. Links are signed with ``key`` (the current signing key,
+    ``services.signing.current()``, read before the caller's transaction)."""
     row: Mapping[str, Any] = getattr(send_row, "_mapping", send_row)
     send_id = int(row["id"])
     lead = conn.execute(_LEAD_VIEW, {"lead_id": row["lead_id"]}).first()
@@ -297,10 +299,10 @@ def compose(
                 "key": asset["key"],
                 "title": asset["title"],
                 "type": asset["type"],
-                "url": click_url(settings, send_id, destination),
+                "url": click_url(settings, key, send_id, destination),
             }
 
-    pixel_url, unsubscribe_url = tracking_urls(settings, send_id)
+    pixel_url, unsubscribe_url = tracking_urls(settings, key, send_id)
     marketing = row.get("category", "marketing") == "marketing"
     tracked_prefixes = (f"{public}/e/c/", f"{public}/u/")
 
@@ -308,7 +310,7 @@ def compose(
         if href.startswith(tracked_prefixes) or href.startswith("mailto:"):
             return href
         destination = email_tokens.resolve_destination(href, base)
-        return None if destination is None else click_url(settings, send_id, destination)
+        return None if destination is None else click_url(settings, key, send_id, destination)
 
     context = {
         "locale": locale,
@@ -668,6 +670,7 @@ def _hand_over(
     report: DeliveryReport,
 ) -> None:
     engine, settings = services.engine, services.settings
+    key = services.signing.current()  # before any transaction: it may create the key
     for index, row in enumerate(todo):
         # One transaction per message: the previous outcomes, composing, the hand-off.
         message: EmailMessage | None = None
@@ -676,7 +679,7 @@ def _hand_over(
             for apply in pending:
                 apply(conn)
             try:
-                message = compose(conn, settings, row, model, now=now)
+                message = compose(conn, settings, row, model, key=key, now=now)
             except SQLAlchemyError:
                 raise
             except Exception as exc:  # a broken template or address: not worth retrying

@@ -41,7 +41,7 @@ from leadflow.adapters.db.tables import (
     webhook_deliveries,
     webhook_endpoints,
 )
-from leadflow.adapters.webhooks import Sender, check_target
+from leadflow.adapters.webhooks import Resolver, Sender, check_target, system_resolver
 from leadflow.core.webhooks import (
     DELIVERY_HEADER,
     EVENT_HEADER,
@@ -101,9 +101,10 @@ def create_endpoint(
     *,
     allow_private: bool,
     description: str | None = None,
+    resolver: Resolver = system_resolver,
 ) -> dict[str, Any]:
     """A new subscription; the result includes the secret (shown only here and on rotate)."""
-    url = check_target(url, allow_private=allow_private)
+    url = check_target(url, allow_private=allow_private, resolver=resolver)
     types = check_event_types(list(event_types))
     _start_outbox(conn, now)
     secret = new_secret()
@@ -148,12 +149,13 @@ def update_endpoint(
     now: datetime,
     *,
     allow_private: bool,
+    resolver: Resolver = system_resolver,
 ) -> dict[str, Any]:
     if _row(conn, endpoint_id) is None:
         raise NotFound(f"no webhook endpoint {endpoint_id}")
     values: dict[str, Any] = {"updated_at": now}
     if changes.get("url") is not None:
-        values["url"] = check_target(changes["url"], allow_private=allow_private)
+        values["url"] = check_target(changes["url"], allow_private=allow_private, resolver=resolver)
     if changes.get("event_types") is not None:
         values["event_types"] = check_event_types(list(changes["event_types"]))
     if changes.get("active") is not None:

@@ -834,3 +834,22 @@ lead_predictions = Table(
 Index("ix_lead_predictions_version", lead_predictions.c.version)
 
 ALL_TABLES += [predictive_models, lead_predictions]
+
+# --- the signing secret (issue 12) ---------------------------------------------------------
+
+# The random key that signs email tracking links, hosted-form tokens and dashboard cookies
+# when LEADFLOW_SECRET_KEY is not set: one row (id 1), created by migration 0012 and again
+# on first use if it is missing. After `leadflow secret rotate` the previous key still
+# verifies (never signs) until ``previous_valid_until``.
+signing_secrets = Table(
+    "signing_secrets",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("secret", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("previous_secret", String(128), nullable=True),
+    Column("previous_valid_until", UTCDateTime, nullable=True),
+    CheckConstraint("id = 1", name="single_row"),
+)
+
+ALL_TABLES += [signing_secrets]

@@ -47,6 +47,22 @@ INVALID_LINK = "invalid or damaged link"
 Token = Annotated[str, Path(min_length=1, max_length=email_tokens.MAX_TOKEN_CHARS)]
 
 
+def _verified(services: Any, token: str, kind: email_tokens.Kind) -> email_tokens.EmailToken:
+    """The token's content if any signing key valid now (the current one, or the previous
+    one during a rotation window) made it; :class:`email_tokens.InvalidToken` otherwise."""
+
+    def check(key: bytes) -> email_tokens.EmailToken | None:
+        try:
+            return email_tokens.verify(key, token, kind)
+        except email_tokens.InvalidToken:
+            return None
+
+    found = services.signing.verify(check, services.clock())
+    if found is None:
+        raise email_tokens.InvalidToken("no signing key verifies this token")
+    return found
+
+
 def _plain_400() -> PlainTextResponse:
     return PlainTextResponse(INVALID_LINK, status_code=400, headers=NO_STORE)
 
@@ -54,7 +70,7 @@ def _plain_400() -> PlainTextResponse:
 @public_router.get("/e/o/{token}", operation_id="email_open_pixel", response_class=Response)
 def open_pixel(token: Token, services: ServicesDep) -> Response:
     try:
-        parsed = email_tokens.verify(services.settings.signing_key(), token, "o")
+        parsed = _verified(services, token, "o")
     except email_tokens.InvalidToken:
         return _plain_400()
     try:
@@ -67,7 +83,7 @@ def open_pixel(token: Token, services: ServicesDep) -> Response:
 @public_router.get("/e/c/{token}", operation_id="email_click", response_class=Response)
 def click(token: Token, services: ServicesDep) -> Response:
     try:
-        parsed = email_tokens.verify(services.settings.signing_key(), token, "c")
+        parsed = _verified(services, token, "c")
     except email_tokens.InvalidToken:
         return _plain_400()
     assert parsed.url is not None  # verify() guarantees a safe absolute http(s) URL
@@ -100,7 +116,7 @@ def _page(
 def unsubscribe_page(token: Token, services: ServicesDep) -> HTMLResponse:
     """Asks for confirmation (a GET must not unsubscribe: link scanners follow links)."""
     try:
-        parsed = email_tokens.verify(services.settings.signing_key(), token, "u")
+        parsed = _verified(services, token, "u")
     except email_tokens.InvalidToken:
         return _page(services, "invalid", status=400)
     with services.engine.connect() as conn:
@@ -114,7 +130,7 @@ async def unsubscribe(token: Token, request: Request) -> Response:
     form = await request.form()
     one_click = form.get("List-Unsubscribe") == "One-Click"
     try:
-        parsed = email_tokens.verify(services.settings.signing_key(), token, "u")
+        parsed = _verified(services, token, "u")
     except email_tokens.InvalidToken:
         return _plain_400() if one_click else _page(services, "invalid", status=400)
     address = mailing.unsubscribe(

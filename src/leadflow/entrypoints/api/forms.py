@@ -259,7 +259,7 @@ def _render_form(
     status: int = 200,
 ) -> HTMLResponse:
     errors = errors or {}
-    token = make_token(services.settings.signing_key(), form.key, anonymous_id, time.time())
+    token = make_token(services.signing.current(), form.key, anonymous_id, time.time())
     html = (
         _env()
         .get_template("form.html")
@@ -393,7 +393,7 @@ async def embed_config(form_key: str, request: Request) -> JSONResponse:
         "title": _title(form, lang),
         "action": f"/f/{form.key}",
         "anonymousId": anonymous_id,
-        "token": make_token(services.settings.signing_key(), form.key, anonymous_id, time.time()),
+        "token": make_token(services.signing.current(), form.key, anonymous_id, time.time()),
         "fields": [
             {
                 "name": f["name"],
@@ -469,11 +469,13 @@ async def form_submit(form_key: str, request: Request) -> Response:
     token_ok = True
     if not is_json:
         token = raw.get("lf_token")
-        key = services.settings.signing_key()
         token_ok = bool(
             anonymous_id
             and isinstance(token, str)
-            and check_token(key, form.key, anonymous_id, token, time.time())
+            and services.signing.verify(
+                lambda key: check_token(key, form.key, anonymous_id, token, time.time()) or None,
+                services.clock(),
+            )
         )
     if anonymous_id is None:
         anonymous_id = str(uuid.uuid4())

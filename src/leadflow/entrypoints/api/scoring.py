@@ -68,7 +68,8 @@ def active_model(services: ServicesDep) -> dict[str, Any]:
 def check_model(
     source: str = Body(..., media_type="text/plain", max_length=MAX_MODEL_BYTES),
 ) -> dict[str, Any]:
-    """Validate a candidate leadflow.yaml (sent as the text body) without applying it."""
+    """Validate a candidate leadflow.yaml, sent as the text body, without applying it. The
+    body is always parsed as YAML: a file name in it is never opened on the server."""
     report = check(source)
     return {
         "ok": report.ok,

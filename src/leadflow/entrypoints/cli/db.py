@@ -6,6 +6,7 @@ import typer
 
 from leadflow.adapters.db import migrate
 from leadflow.entrypoints.cli.common import DatabaseOption, services_for
+from leadflow.services import signing
 
 app = typer.Typer(help="Database schema: migrate forward, show the revision.", no_args_is_help=True)
 
@@ -16,6 +17,8 @@ def upgrade(database_url: str | None = DatabaseOption) -> None:
     with services_for(database_url, require_schema=False) as services:
         before = migrate.current_revision(services.engine)
         migrate.upgrade(services.engine)
+        with services.engine.begin() as conn:
+            signing.read_keys(conn)  # a database always has its own random signing key
         after = migrate.current_revision(services.engine)
     url = services.engine.url.render_as_string(hide_password=True)
     if before == after:

@@ -12,6 +12,7 @@ def register(app: typer.Typer) -> None:
     from leadflow.entrypoints.cli import email as email_cli
     from leadflow.entrypoints.cli import programs as programs_cli
     from leadflow.entrypoints.cli import report as report_cli
+    from leadflow.entrypoints.cli import secret as secret_cli
     from leadflow.entrypoints.cli import segments as segments_cli
     from leadflow.entrypoints.cli import seminars as seminars_cli
     from leadflow.entrypoints.cli import users as users_cli
@@ -31,6 +32,7 @@ def register(app: typer.Typer) -> None:
     )
     app.add_typer(sales.app, name="sales", help="Sales hand-off: reps, queue, routing, actions.")
     app.add_typer(webhooks_cli.app, name="webhooks", help="Outbound webhooks and deliveries.")
+    app.add_typer(secret_cli.app, name="secret", help="The signing key: show, rotate.")
     app.add_typer(crm.app, name="crm", help="CRM sync: HubSpot/Salesforce export, CRM updates.")
     app.add_typer(email_cli.app, name="email", help="Email: sends, bounces, test messages.")
     app.add_typer(segments_cli.app, name="segments", help="Segments and audience exports.")

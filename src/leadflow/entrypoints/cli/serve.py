@@ -10,6 +10,7 @@ from leadflow.adapters.db.tables import api_keys
 from leadflow.bootstrap import Services
 from leadflow.entrypoints.cli.common import DatabaseOption, fail, load_settings, services_for
 from leadflow.services import keys as key_service
+from leadflow.services import signing
 from leadflow.services.worker import WorkerThread
 
 
@@ -23,10 +24,16 @@ def init(database_url: str | None = DatabaseOption) -> None:
     """Create (or migrate) the database; on a new one, create a write key and an admin token."""
     with services_for(database_url, require_schema=False) as services:
         migrate.upgrade(services.engine)
-        with services.engine.connect() as conn:
+        with services.engine.begin() as conn:
             has_keys = conn.execute(select(func.count()).select_from(api_keys)).scalar_one()
+            stored = signing.read_keys(conn, services.settings.secret_key).source == "database"
         url = services.engine.url.render_as_string(hide_password=True)
         typer.echo(f"database ready: {url} (revision {migrate.head_revision()})")
+        typer.echo(
+            "signing key: random, stored in the database (`leadflow secret rotate`)"
+            if stored
+            else "signing key: LEADFLOW_SECRET_KEY"
+        )
         if not has_keys:
             now = services.clock()
             write = key_service.create_key(services.engine, kind="write", name="default", now=now)

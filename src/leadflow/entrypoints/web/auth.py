@@ -1,6 +1,8 @@
 """Dashboard sign-in: server-side sessions, signed cookies, CSRF, roles.
 
-- The session cookie holds a random 256-bit token plus an HMAC of it (``secret_key``);
+- The session cookie holds a random 256-bit token plus an HMAC of it under the signing
+  key (:mod:`leadflow.services.signing`: LEADFLOW_SECRET_KEY or the database's random key;
+  during a rotation window cookies signed with the previous key are still accepted);
   only the token's SHA-256 is stored (``web_sessions``), so sessions are revocable and a
   database leak does not leak live cookies. HttpOnly, SameSite=Lax, Secure over https
   (and always when ``LEADFLOW_ENV=production``).
@@ -85,9 +87,17 @@ class WebUser:
         return None
 
 
-def secret_for(settings: Settings) -> bytes:
-    """The cookie-signing key (see :meth:`Settings.signing_key`)."""
-    return settings.signing_key()
+def secret_for(services: Services) -> bytes:
+    """The key new cookies are signed with (see :mod:`leadflow.services.signing`)."""
+    return services.signing.current()
+
+
+def _unsign_any(services: Services, signed: str | None) -> str | None:
+    """The value of a cookie signed with any key valid now (current or, while a rotation
+    window lasts, the previous one)."""
+    if not signed:
+        return None
+    return services.signing.verify(lambda key: _unsign(key, signed), services.clock())
 
 
 def _sign(secret: bytes, value: str) -> str:
@@ -115,8 +125,8 @@ def start_session(
     services: Services, request: Request, response: Response, user: User, now: datetime
 ) -> None:
     """A brand-new session for ``user`` (any session the browser had is deleted)."""
-    secret = secret_for(services.settings)
-    old = _unsign(secret, request.cookies.get(SESSION_COOKIE))
+    secret = secret_for(services)
+    old = _unsign_any(services, request.cookies.get(SESSION_COOKIE))
     token = secrets.token_urlsafe(32)
     with services.engine.begin() as conn:
         if old is not None:
@@ -150,7 +160,7 @@ def start_session(
 
 
 def end_session(services: Services, request: Request, response: Response) -> None:
-    token = _unsign(secret_for(services.settings), request.cookies.get(SESSION_COOKIE))
+    token = _unsign_any(services, request.cookies.get(SESSION_COOKIE))
     if token is not None:
         with services.engine.begin() as conn:
             conn.execute(
@@ -159,10 +169,8 @@ def end_session(services: Services, request: Request, response: Response) -> Non
     response.delete_cookie(SESSION_COOKIE, path="/")
 
 
-def load_session(
-    engine: Engine, secret: bytes, cookie: str | None, now: datetime
-) -> WebUser | None:
-    token = _unsign(secret, cookie)
+def load_session(engine: Engine, token: str | None, now: datetime) -> WebUser | None:
+    """The signed-in user of a session token (already taken out of its signed cookie)."""
     if token is None:
         return None
     with engine.connect() as conn:
@@ -217,8 +225,7 @@ def optional_user(request: Request) -> WebUser | None:
     services = services_of(request)
     found = load_session(
         services.engine,
-        secret_for(services.settings),
-        request.cookies.get(SESSION_COOKIE),
+        _unsign_any(services, request.cookies.get(SESSION_COOKIE)),
         services.clock(),
     )
     request.state.web_user = found
@@ -264,7 +271,7 @@ CsrfProtected = Depends(check_csrf)
 
 def login_csrf_token(request: Request, services: Services) -> str:
     """The double-submit token for the sign-in form (reused while the cookie is valid)."""
-    existing = _unsign(secret_for(services.settings), request.cookies.get(LOGIN_CSRF_COOKIE))
+    existing = _unsign_any(services, request.cookies.get(LOGIN_CSRF_COOKIE))
     return existing or secrets.token_urlsafe(24)
 
 
@@ -273,7 +280,7 @@ def set_login_csrf_cookie(
 ) -> None:
     response.set_cookie(
         LOGIN_CSRF_COOKIE,
-        _sign(secret_for(services.settings), token),
+        _sign(secret_for(services), token),
         max_age=3600,
         httponly=True,
         samesite="lax",
@@ -283,7 +290,7 @@ def set_login_csrf_cookie(
 
 
 def login_csrf_ok(request: Request, services: Services, sent: str | None) -> bool:
-    expected = _unsign(secret_for(services.settings), request.cookies.get(LOGIN_CSRF_COOKIE))
+    expected = _unsign_any(services, request.cookies.get(LOGIN_CSRF_COOKIE))
     return bool(sent and expected and hmac.compare_digest(sent.encode(), expected.encode()))
 
 

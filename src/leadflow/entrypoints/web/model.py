@@ -41,11 +41,6 @@ class UploadRefused(Exception):
         self.status = status
 
 
-def _as_text(source: str) -> str:
-    # A one-line source ending in .yaml would be read as a *path* by load_model: never.
-    return source if source.endswith("\n") else source + "\n"
-
-
 def model_context(services: Services) -> dict[str, Any]:
     row = queries.active_model_row(services.engine)
     if row is None:  # a fresh database: the shipped model becomes active on first use
@@ -56,7 +51,7 @@ def model_context(services: Services) -> dict[str, Any]:
     with services.engine.connect() as conn:
         history = model_history(conn)
     history.reverse()
-    return {"active": row, "status": check(_as_text(row["source"])), "history": history}
+    return {"active": row, "status": check(row["source"]), "history": history}
 
 
 async def _page_async(*args: Any, **kwargs: Any) -> HTMLResponse:
@@ -165,7 +160,7 @@ async def backtest(request: Request, user: ModelAdmin) -> HTMLResponse:
             request, errors=["candidate: the file is empty"], filename=name, status=422
         )
     try:
-        candidate = load_model(_as_text(text.removeprefix("\ufeff")))
+        candidate = load_model(text.removeprefix("\ufeff"))
     except ModelConfigError as exc:
         return await _page_async(request, errors=list(exc.messages), filename=name, status=422)
     report = await run_in_threadpool(
