@@ -336,6 +336,20 @@ def test_an_erased_address_is_never_stored_or_mailed_again(
             {"external_id": "hs-77", "update_id": "u-89", "lead_email": EMAIL, "amount": 7e7},
             clock(),
         )
+    # Sales typing the address into a note or a deal name (on someone else's lead).
+    _mql(api, write_key, "bystander", clock())
+    with services.engine.connect() as conn:
+        other = conn.execute(
+            select(leads.c.id).where(leads.c.email == "bystander@acmebystander.example")
+        ).scalar_one()
+    _ok(api.post(f"/api/leads/{other}/accept", json={"actor": f"ask {EMAIL}"}))
+    _ok(
+        api.post(
+            "/api/opportunities",
+            json={"name": f"Deal via {EMAIL}", "lead_id": other, "contacts": []},
+        ),
+        201,
+    )
     # The test e-mail: refused, naming the field, and nothing is mailed.
     r = api.post("/api/email/test", json={"to": EMAIL, "template": "nurture"})
     assert r.status_code == 409 and r.json()["detail"].startswith("to: "), r.text
