@@ -147,6 +147,21 @@ def person(services, api, write_key, clock, receiver, sender) -> int:
             },
         },
     )
+    _v1(
+        api,
+        write_key,
+        "group",
+        {
+            "userId": "crm-jp-7",
+            "groupId": "orb-1",
+            "timestamp": clock().isoformat(),
+            "traits": {
+                "name": "Orbitalia",
+                "domain": "orbitalia.example",
+                "founder": f"{FIRST} {LAST}",
+            },
+        },
+    )
     for event, props in (
         ("content_download", {"asset": "Guide", "asset_type": "white_paper", "by": LAST}),
         ("catalogue_request", {"note": f"{FIRST} {LAST} wants the catalogue"}),
@@ -226,6 +241,7 @@ def test_every_table_is_in_the_privacy_map():
 def test_the_person_really_is_everywhere(services, person):
     """The fixture reaches every table the tests below are about (else they prove little)."""
     leaks = {name for name, word in _leaks(services) if word == ADDRESS}
+    assert "accounts" in {name for name, word in _leaks(services) if word == LAST.lower()}
     for name in ("leads", "events", "form_submissions", "email_sends", "crm_updates"):
         assert name in leaks, name
     assert "webhook_deliveries" in leaks and "signals" in leaks  # segment.joined

@@ -44,7 +44,8 @@ PROGRAM_STEP_KIND = "program_step"
 
 NOT_PERSONAL: dict[str, str] = {
     "leads": "the person's own row: made a tombstone by erasure, exported as `lead`",
-    "accounts": "a company, not a person: kept by erasure (funnels), exported as `account`",
+    "accounts": "a company, not a person: kept by erasure (funnels; only a name or trait "
+    "holding the person's address, phone or full name is scrubbed), exported as `account`",
     "suppressions": "only the SHA-256 of erased addresses (that is how they stay suppressed)",
     "api_keys": "staff credentials",
     "users": "dashboard users (staff)",

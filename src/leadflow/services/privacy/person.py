@@ -19,6 +19,8 @@ Erasure (one transaction):
 - e-mail sends keep their figures (sent, opened, clicked) but not the address; form
   submissions keep form, time and the fact of consent, and lose the fields, the IP, the user
   agent and the page's query string; segment signals keep only the SHA-256;
+- its account keeps the company's data, but a name or trait holding the person's address,
+  phone, ids or full name becomes ``[erased]``;
 - every other row about the person (stage changes, signals, sales actions and their notes,
   assignments, opportunities and their names, CRM updates, webhook deliveries and attempts,
   ...) is scrubbed column by column: free text and JSON naming the person become
@@ -201,6 +203,8 @@ def erase_person(
             if table is events or table in DELETED:
                 continue
             scrubbed += _scrub_rows(conn, table, about[table.name], personal, tomb)
+        if lead["account_id"] is not None:
+            scrubbed += _scrub_account(conn, int(lead["account_id"]), personal)
         for hook in hooks:
             hook(conn, lead_id, now)
     return Erasure(
@@ -335,6 +339,26 @@ def _scrub_rows(
             conn.execute(update(table).where(*where).values(**values))
             changed += 1
     return changed
+
+
+def _scrub_account(conn: Connection, account_id: int, personal: Personal) -> int:
+    """The company stays, but not the person in it: its name and traits lose the person's
+    address, phone, ids and full name (a one-person company named after them). Its own
+    contact fields (a company phone, info@...) stay."""
+    strong = personal.strong_only()
+    row = conn.execute(
+        select(accounts.c.name, accounts.c.traits).where(accounts.c.id == account_id)
+    ).first()
+    if row is None:
+        return 0
+    name = scrub_text(row.name, strong, any_email=False) or row.name
+    traits = scrub_json(row.traits, strong, by_key=False) if row.traits is not None else None
+    if (name, traits) == (row.name, row.traits):
+        return 0
+    conn.execute(
+        update(accounts).where(accounts.c.id == account_id).values(name=name, traits=traits)
+    )
+    return 1
 
 
 def _tombstone_payload(payload: Any, tomb: Mapping[str, Any]) -> Any:

@@ -105,6 +105,10 @@ class Personal:
         )
         return cls(tuple(strong), tuple(names), words)
 
+    def strong_only(self) -> Personal:
+        """Only the values that identify on their own (for a company's own data)."""
+        return Personal(self.strong)
+
     def in_text(self, text: str) -> bool:
         """A strong value anywhere, or a name as a word (also percent-decoded)."""
         lowered = text.casefold()
@@ -154,21 +158,21 @@ def scrub_text(text: str | None, personal: Personal, *, any_email: bool = True) 
     return EMAIL_IN_TEXT.sub(ERASED, text) if any_email else text
 
 
-def scrub_json(value: Any, personal: Personal, depth: int = 0) -> Any:
+def scrub_json(value: Any, personal: Personal, depth: int = 0, *, by_key: bool = True) -> Any:
     """JSON kept in other tables: a person-named key (email, first_name, phone...) loses its
-    value; a string that holds a strong value or is a name becomes ``[erased]``; URLs lose
-    their query string. Shapes and everything else stay."""
+    value (``by_key``); a string that holds a strong value or is a name becomes
+    ``[erased]``; URLs lose their query string. Shapes and everything else stay."""
     if depth > MAX_DEPTH:
         return None
     if isinstance(value, dict):
         return {
             k: None
-            if isinstance(v, str) and _key(k) in PERSON_KEYS
-            else scrub_json(v, personal, depth + 1)
+            if by_key and isinstance(v, str) and _key(k) in PERSON_KEYS
+            else scrub_json(v, personal, depth + 1, by_key=by_key)
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [scrub_json(v, personal, depth + 1) for v in value]
+        return [scrub_json(v, personal, depth + 1, by_key=by_key) for v in value]
     if isinstance(value, str):
         if _is_url(value) and personal.in_text(value):
             value = strip_url(value)
