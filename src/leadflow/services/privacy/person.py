@@ -167,13 +167,14 @@ def erase_person(
             others=[lead["user_id"], lead["phone"], *(value for _, value in ids)],
         )
         anonymised = _anonymise_events(conn, lead, ids, personal)
-        # Every row about the person, found before the tombstone and deletions change links.
+        # Every other row about the person, found before the tombstone and the deletions.
         about = {
-            table.name: [
+            table: [
                 tuple(r)
                 for r in conn.execute(select(*table.primary_key.columns).where(where(person)))
             ]
             for table, where in person_tables()
+            if table is not events and table not in DELETED
         }
         removed = conn.execute(delete(identities).where(identities.c.lead_id == lead_id)).rowcount
         conn.execute(delete(lead_predictions).where(lead_predictions.c.lead_id == lead_id))
@@ -199,10 +200,8 @@ def erase_person(
         _scrub_nurture(conn, lead_id, personal, now)
         tomb = dict(conn.execute(select(leads).where(leads.c.id == lead_id)).mappings().one())
         scrubbed = 0
-        for table, _ in person_tables():
-            if table is events or table in DELETED:
-                continue
-            scrubbed += _scrub_rows(conn, table, about[table.name], personal, tomb)
+        for table, keys in about.items():
+            scrubbed += _scrub_rows(conn, table, keys, personal, tomb)
         if lead["account_id"] is not None:
             scrubbed += _scrub_account(conn, int(lead["account_id"]), personal)
         for hook in hooks:
