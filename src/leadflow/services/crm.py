@@ -31,7 +31,7 @@ from leadflow.adapters.db.tables import (
     opportunities,
 )
 from leadflow.core.config import LeadModel
-from leadflow.services import handoff
+from leadflow.services import handoff, privacy
 from leadflow.services.lifecycle import ActionRefused
 
 STAGES = ("open", "won", "lost")
@@ -206,6 +206,10 @@ def apply_update(
     """Apply one CRM update (see the module doc). Returns what happened; the same
     ``update_id`` again returns the first result with ``duplicate: true``."""
     u = clean_update(update_)
+    if "lead_email" in u and privacy.is_suppressed(conn, u["lead_email"]):
+        # The person was erased: the deal goes on as a CRM-only opportunity, and the
+        # address is neither matched nor kept in the update log.
+        del u["lead_email"]
     seen = conn.execute(
         select(crm_updates.c.external_id, crm_updates.c.result).where(
             crm_updates.c.update_id == u["update_id"]

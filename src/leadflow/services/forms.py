@@ -25,7 +25,7 @@ from leadflow.bootstrap import Services
 from leadflow.core.config import ContentSpec, FormSpec, LeadModel
 from leadflow.core.forms import ACCOUNT_FIELDS, LEAD_COLUMNS, lead_traits
 from leadflow.core.tracking import TrackedMessage, parse_message
-from leadflow.services import content
+from leadflow.services import content, privacy
 from leadflow.services.ingest import ingest_parts_in
 
 log = logging.getLogger(__name__)
@@ -167,9 +167,8 @@ def submit(
                             .where(leads.c.id == lead_id, leads.c.unsubscribed_at.is_not(None))
                             .values(unsubscribed_at=None, updated_at=now)
                         )
-                stored_fields = dict(clean)
-                if lead_id is None:
-                    stored_fields.pop("email", None)  # an erased person's address: not kept
+                # An erased person's address is not kept, in the fields or the page URL.
+                stored_fields, page_url = privacy.without_suppressed(conn, dict(clean), page_url)
                 consent = None
                 if form.consent is not None:
                     consent = {

@@ -75,7 +75,7 @@ from leadflow.core.routing import (
     route,
     sla_breaches,
 )
-from leadflow.services import lifecycle
+from leadflow.services import lifecycle, privacy
 from leadflow.services.lifecycle import ActionRefused, ModelCache
 
 ROUTER_LOCK = 0x1EAD_F105
@@ -129,7 +129,7 @@ def _signal(
             at=at,
             rule=rule,
             model_version=model.version,
-            data=lifecycle._plain(dict(data)),
+            data=privacy.without_suppressed(conn, lifecycle._plain(dict(data)))[0],
             created_at=at,
         )
     )
@@ -762,6 +762,9 @@ def _record(
     action_id = action_id or f"{name}:{uuid.uuid4()}"
     if _seen(conn, action_id, lead_id):
         return action_id, True
+    if extra.get("reason") is not None or actor is not None:
+        # Notes never keep an erased person's address.
+        actor, extra["reason"] = privacy.without_suppressed(conn, actor, extra.get("reason"))
     lifecycle.record_action(
         conn,
         SalesAction(action_id=action_id, name=name, at=now, lead_id=lead_id, actor=actor, **extra),
@@ -1314,7 +1317,7 @@ def create_opportunity(
             external_id=ext,
             account_id=account_id,
             lead_id=data.get("lead_id"),
-            name=str(data["name"])[:255],
+            name=privacy.without_suppressed(conn, str(data["name"]))[0][:255],
             amount=data.get("amount"),
             currency=(data.get("currency") or "KRW").upper(),
             expected_close=data.get("expected_close"),

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -41,7 +42,7 @@ from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from leadflow import __version__
-from leadflow.adapters.db.tables import accounts, leads, suppressions
+from leadflow.adapters.db.tables import accounts, leads
 from leadflow.core.importing import (
     IGNORE,
     ColumnPlan,
@@ -53,13 +54,13 @@ from leadflow.core.importing import (
     read_row,
 )
 from leadflow.core.tracking import TrackedMessage
+from leadflow.services import privacy
 from leadflow.services.ingest import (
     AfterIngest,
     email_domain,
     find_or_create_account,
     ingest_in,
 )
-from leadflow.services.privacy import email_hash
 
 log = logging.getLogger(__name__)
 
@@ -229,13 +230,10 @@ class _Store:
 
     def _store(self, conn: Connection, batch: list[_Row], out: _BatchOutcome) -> None:
         emails = list({row.record.email for row in batch})
-        hashes = {email_hash(e): e for e in emails}
-        suppressed = {
-            hashes[h]
-            for h in conn.execute(
-                select(suppressions.c.email_hash).where(suppressions.c.email_hash.in_(hashes))
-            ).scalars()
-        }
+        # Erased addresses: as a row's e-mail (rejected) or anywhere else in it (taken out).
+        suppressed = privacy.suppressed_among(
+            conn, {*emails, *privacy.addresses_in([r.values for r in batch])}
+        )
         current: dict[str, dict[str, Any]] = {
             row["email"]: dict(row)
             for row in conn.execute(select(leads).where(leads.c.email.in_(emails))).mappings()
@@ -247,9 +245,17 @@ class _Store:
             rec = row.record
             if rec.email in suppressed:
                 out.rejects.append(
-                    (row.line, row.values, "suppressed: this address was erased on request")
+                    (
+                        row.line,
+                        privacy.strip_addresses(list(row.values), suppressed),
+                        "suppressed: this address was erased on request",
+                    )
                 )
                 continue
+            if suppressed:
+                rec = dataclasses.replace(
+                    rec, attributes=privacy.strip_addresses(dict(rec.attributes), suppressed)
+                )
             account_id = self._account(conn, rec, out, known_accounts)
             stored = current.get(rec.email)
             if stored is None:

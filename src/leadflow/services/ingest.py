@@ -17,7 +17,6 @@ Identity rules (Segment's model):
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import queue
@@ -56,9 +55,9 @@ from leadflow.adapters.db.tables import (
     identities,
     leads,
     metadata,
-    suppressions,
 )
-from leadflow.core.tracking import TrackedMessage, email_hash
+from leadflow.core.tracking import TrackedMessage
+from leadflow.services import privacy
 
 try:
     import fcntl
@@ -756,27 +755,11 @@ def ingest_in(
 def _without_suppressed_emails(
     conn: Connection, fresh: list[tuple[int, TrackedMessage]]
 ) -> list[tuple[int, TrackedMessage]]:
-    """An erased person asked never to be contacted: an identify carrying their address
-    keeps its event but the address is dropped, so no lead is made or matched from it."""
-    hashes = {m.email: email_hash(m.email) for _, m in fresh if m.type == "identify" and m.email}
-    if not hashes:
-        return fresh
-    blocked = set(
-        conn.execute(
-            select(suppressions.c.email_hash).where(
-                suppressions.c.email_hash.in_(list(hashes.values()))
-            )
-        ).scalars()
-    )
-    if not blocked:
-        return fresh
-    out = []
-    for index, msg in fresh:
-        if msg.type == "identify" and msg.email and hashes[msg.email] in blocked:
-            traits = {k: v for k, v in msg.traits.items() if k != "email"}
-            msg = dataclasses.replace(msg, traits=traits)
-        out.append((index, msg))
-    return out
+    """An erased person asked never to be contacted: their address is taken out of every
+    message (traits, context.traits, properties, URLs, ids) before anything is stored, so
+    no lead is made or matched from it (:func:`leadflow.services.privacy.guard_messages`)."""
+    guarded = privacy.guard_messages(conn, [m for _, m in fresh])
+    return [(i, m) for (i, _), m in zip(fresh, guarded, strict=True) if m is not None]
 
 
 def ingest_parts_in(conn: Connection, parts: Sequence[Part]) -> tuple[list[IngestResult], set[int]]:

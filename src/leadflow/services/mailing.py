@@ -34,6 +34,7 @@ from leadflow.adapters.db.tables import accounts, content_assets, email_sends, l
 from leadflow.adapters.email import DeliveryError, Mailer, build_mailer
 from leadflow.core import email_tokens
 from leadflow.core.config import LeadModel
+from leadflow.services import privacy
 from leadflow.services.events import EMAIL_CHANNEL, LeadEvent, record_events_in
 from leadflow.settings import Settings
 
@@ -1066,10 +1067,19 @@ def get_send(conn: Connection, send_id: int) -> dict[str, Any] | None:
 
 
 def send_test(
-    settings: Settings, to_email: str, template: str, now: datetime, mailer: Mailer | None = None
+    settings: Settings,
+    to_email: str,
+    template: str,
+    now: datetime,
+    mailer: Mailer | None = None,
+    *,
+    engine: Engine,
 ) -> str:
-    """Send a test message; returns its Message-ID. Raises ValueError (unknown template)
+    """Send a test message; returns its Message-ID. Raises ValueError (unknown template),
+    :class:`~leadflow.services.privacy.AddressSuppressed` (an erased address: never mailed)
     or :class:`~leadflow.adapters.email.DeliveryError`."""
+    with engine.connect() as conn:
+        privacy.refuse_suppressed(conn, to_email, "to")
     message = compose_test(settings, to_email, template, now)
     with mailer or build_mailer(settings) as active:
         active.send(message)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 from leadflow.adapters.email import DeliveryError
 from leadflow.core import email_tokens
 from leadflow.entrypoints.api.deps import ServicesDep
-from leadflow.services import mailing
+from leadflow.services import mailing, privacy
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +214,14 @@ def record_bounce(body: BounceIn, services: ServicesDep) -> dict[str, Any]:
 def send_test(body: TestIn, services: ServicesDep) -> dict[str, Any]:
     try:
         message_id = mailing.send_test(
-            services.settings, str(body.to), body.template, services.clock()
+            services.settings,
+            str(body.to),
+            body.template,
+            services.clock(),
+            engine=services.engine,
         )
+    except privacy.AddressSuppressed as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from None
     except ValueError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from None
     except DeliveryError as exc:

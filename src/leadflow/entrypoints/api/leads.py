@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from leadflow.core.tracking import is_valid_email, normalise_email
@@ -97,13 +97,22 @@ class EventPage(BaseModel):
     next_cursor: int | None
 
 
-class PersonExport(BaseModel):
+class _ExportBase(BaseModel):
     exported_at: str
     email: str
     lead: dict[str, Any]
     account: dict[str, Any] | None
-    identities: list[dict[str, Any]]
-    events: list[dict[str, Any]]
+
+
+# One list of rows per table about a person (privacy.person_tables: derived from the schema).
+PersonExport = create_model(  # type: ignore[call-overload]
+    "PersonExport",
+    __base__=_ExportBase,
+    **{
+        table.name: (list[dict[str, Any]], Field(description=f"Rows of `{table.name}`."))
+        for table, _ in privacy.person_tables()
+    },
+)
 
 
 class EraseRequest(BaseModel):
@@ -124,6 +133,7 @@ class ErasureResult(BaseModel):
     lead_id: int
     events_anonymised: int
     identities_removed: int
+    rows_scrubbed: int = Field(description="Other rows about the person that were scrubbed.")
     suppressed: bool = True
 
 
@@ -206,4 +216,5 @@ async def erase_person(body: EraseRequest, services: ServicesDep) -> Any:
         "lead_id": result.lead_id,
         "events_anonymised": result.events_anonymised,
         "identities_removed": result.identities_removed,
+        "rows_scrubbed": result.rows_scrubbed,
     }

@@ -11,7 +11,7 @@ from email_validator import EmailNotValidError, validate_email
 from leadflow.adapters.email import DeliveryError
 from leadflow.entrypoints.cli.common import DatabaseOption, fail, services_for
 from leadflow.entrypoints.cli.output import Format, render
-from leadflow.services import mailing
+from leadflow.services import mailing, privacy
 
 app = typer.Typer(help="Email: sends, bounces, test messages.", no_args_is_help=True)
 FormatOption = typer.Option(Format.table, "--format", help="Output format.")
@@ -125,7 +125,11 @@ def test(
         _bad(f"--template: unknown template {template!r} ({', '.join(mailing.email_templates())})")
     with services_for(database_url) as services:
         try:
-            message_id = mailing.send_test(services.settings, address, template, services.clock())
+            message_id = mailing.send_test(
+                services.settings, address, template, services.clock(), engine=services.engine
+            )
+        except privacy.AddressSuppressed as exc:
+            _bad(f"--{exc}")
         except DeliveryError as exc:
             print(f"error: not delivered: {exc}", file=sys.stderr)
             raise typer.Exit(code=1) from None

@@ -118,7 +118,8 @@ def export(
             handle.write(text)
     except OSError as exc:
         fail(f"--out {out}: {exc.strerror}")
-    typer.echo(f"wrote {len(data['events'])} events about {address} to {out}", err=True)
+    rows = sum(len(v) for v in data.values() if isinstance(v, list))
+    typer.echo(f"wrote {rows} rows about {address} to {out}", err=True)
 
 
 @app.command("erase")
@@ -146,5 +147,6 @@ def erase(
             fail(str(exc))
     typer.echo(
         f"erased lead {result.lead_id}: {result.events_anonymised} events anonymised, "
-        f"{result.identities_removed} identities removed; address suppressed"
+        f"{result.identities_removed} identities removed, {result.rows_scrubbed} other rows "
+        "scrubbed; address suppressed"
     )
