@@ -59,6 +59,7 @@ NOT_PERSONAL: dict[str, str] = {
     "content_assets": "the content library",
     "seminars": "seminar definitions (attendance is in seminar_attendees)",
     "segments": "segment definitions (membership is in segment_members)",
+    "signing_secrets": "the database's keys for signing links and tokens",
 }
 
 
