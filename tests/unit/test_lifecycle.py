@@ -370,3 +370,25 @@ def test_an_old_false_target_trait_does_not_unmark_a_target_account():
     marked = Event(message_id="g1", type="group", occurred_at=T0, properties={"is_target": True})
     assert lc.merge_traits(plain, marked).is_target_account is True
     assert lc.merge_traits(plain, old).is_target_account is False
+
+
+def test_a_consent_withdrawn_by_an_unsubscribe_replays_from_the_grant():
+    """The stored consent reads ``denied`` after an unsubscribe; a replay starts from the
+    consent given before (the withdrawal is the ``email_unsubscribe`` event at its time)."""
+    method = lc.withdrawal_method("one_click")
+    assert method == "withdrawn: unsubscribe (one_click)"
+    assert lc.is_withdrawal("denied", method)
+    assert lc.base_consent("denied", method) == "granted"
+    for status, how in (
+        ("denied", "identify"),
+        ("denied", None),
+        ("granted", "form:x"),
+        ("unknown", None),
+        ("granted", method),
+    ):
+        assert lc.base_consent(status, how) == status
+    contact = identify(T0, email="kim@acme.co.kr")  # an import: no consent in the stream
+    unsubscribed = track("email_unsubscribe", day(3))
+    state, _, _ = fold([contact, unsubscribed], consent=lc.base_consent("denied", method))
+    assert [c.to_stage for c in state.history] == ["acquired"]
+    assert state.profile.consent == "denied"

@@ -178,6 +178,29 @@ def _consent(value: Any) -> str | None:
     return None
 
 
+WITHDRAWN_BY_UNSUBSCRIBE = "withdrawn: unsubscribe"
+"""Prefix of ``consent_method`` when an unsubscribe withdrew a granted consent."""
+
+
+def withdrawal_method(how: str) -> str:
+    """The ``consent_method`` recorded when an unsubscribe (``how``: one_click, page)
+    withdraws a granted consent; the lead's consent then reads ``denied``."""
+    return f"{WITHDRAWN_BY_UNSUBSCRIBE} ({how})"
+
+
+def is_withdrawal(status: str, method: str | None) -> bool:
+    """Was this stored consent withdrawn by an unsubscribe?"""
+    return status == "denied" and method is not None and method.startswith(WITHDRAWN_BY_UNSUBSCRIBE)
+
+
+def base_consent(status: str, method: str | None) -> str:
+    """The consent a replay of the lead starts from. A consent withdrawn by an unsubscribe
+    was ``granted`` until then: the withdrawal itself is the ``email_unsubscribe`` event in
+    the lead's stream, which the fold applies at its time, so the lead's earlier stages
+    (acquired on that consent) stay as they happened."""
+    return "granted" if is_withdrawal(status, method) else status
+
+
 def _int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None

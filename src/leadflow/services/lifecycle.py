@@ -44,6 +44,7 @@ from leadflow.core.lifecycle import (
     advance,
     apply_action,
     apply_event,
+    base_consent,
     replay,
 )
 from leadflow.core.model import Bant, Event, LeadProfile, SalesAction, StageChange
@@ -144,6 +145,7 @@ def load_profiles(conn: Connection, lead_ids: Sequence[int]) -> dict[int, LeadPr
         select(
             leads.c.id,
             leads.c.consent_status,
+            leads.c.consent_method,
             leads.c.attributes,
             leads.c.account_id,
             accounts.c.industry,
@@ -171,7 +173,7 @@ def load_profiles(conn: Connection, lead_ids: Sequence[int]) -> dict[int, LeadPr
             employee_count=r["employee_count"],
             country=r["country"],
             is_target_account=bool(r["is_target"]),
-            consent=r["consent_status"],
+            consent=base_consent(r["consent_status"], r["consent_method"]),
             account_id=r["account_id"],
             bant=_bant(attributes.get("bant")),
             attributes=attributes,
