@@ -11,7 +11,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from leadflow.adapters.db.tables import assignments, lead_states, leads, opportunities, signals
+from leadflow.adapters.db.tables import (
+    assignments,
+    lead_states,
+    leads,
+    opportunities,
+    signals,
+    stage_changes,
+)
 from leadflow.services import handoff
 
 SEOUL = ZoneInfo("Asia/Seoul")
@@ -417,3 +424,41 @@ def test_assigned_mql_that_hard_bounces_is_released(services, api, write_key, cl
         },
     )
     assert _active(services, lead_id) is None and len(_assignments(services, lead_id)) == 1
+
+
+def test_a_demo_request_fastpasses_to_sales_and_is_routed(services, api, write_key):
+    """Regression (issue 12): ``demo_request``, the event the demo form sends, only earned
+    points; the person waited in nurturing and nobody in sales heard of them."""
+    _send(
+        api,
+        write_key,
+        "identify",
+        {
+            "userId": "dee",
+            "messageId": "id-dee",
+            "timestamp": (T0 - timedelta(minutes=5)).isoformat(),
+            "traits": {
+                "email": "dee@acmedee.example",
+                "title": "Head of IT",
+                "consent": {"status": "granted"},
+            },
+        },
+    )
+    _send(
+        api,
+        write_key,
+        "track",
+        {"userId": "dee", "event": "demo_request", "timestamp": T0.isoformat(), "messageId": "d1"},
+    )
+    lead_id = _lead_id(services, "dee")
+    assert _stage(services, lead_id) == "mql"
+    with services.engine.connect() as conn:
+        rule = conn.execute(
+            select(stage_changes.c.rule).where(
+                stage_changes.c.lead_id == lead_id, stage_changes.c.to_stage == "mql"
+            )
+        ).scalar_one()
+    assert rule == "fastpass.demo_request"
+    [row] = _assignments(services, lead_id)
+    assert row["status"] == "routed"
+    assert "lead.routed" in _signals(services, lead_id)

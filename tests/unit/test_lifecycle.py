@@ -86,7 +86,7 @@ def test_contact_details_with_consent_make_a_visitor_an_acquired_lead():
     assert [(c.from_stage, c.to_stage, c.rule, c.at) for c in changes] == [
         ("anonymous", "acquired", "stages.acquired.enter_when[0]", day(1))
     ]
-    assert changes[0].model_version == "2024.2"
+    assert changes[0].model_version == "2024.3"
 
 
 def test_contact_details_without_consent_stay_anonymous():
@@ -128,7 +128,7 @@ def test_engagement_score_of_100_makes_an_mql_at_the_event_that_crosses_it():
         track("content_download", day(1), asset_type="white_paper"),  # 20
         track("webinar_attended", day(1)),  # 25
         track("content_download", day(1), asset_type="pricing"),  # 25 -> 75
-        track("demo_request", day(1)),  # 40 -> 115
+        track("event_attended", day(1)),  # 25 -> 100 (a demo request is a fast-pass)
     ]
     state, changes, _ = fold(events)
     assert path(changes) == ["acquired", "nurturing", "mql"]
@@ -144,7 +144,7 @@ def test_points_that_decayed_below_100_do_not_make_an_mql():
         track("content_download", day(1), asset_type="white_paper"),
         track("webinar_attended", day(1)),
         track("content_download", day(1), asset_type="pricing"),
-        track("demo_request", day(61)),  # 75 points are worth about 19 by then
+        track("event_attended", day(61)),  # 75 points are worth about 19 by then
     ]
     state, _, _ = fold(events)
     assert state.stage == "nurturing"
@@ -154,6 +154,22 @@ def test_quote_request_fastpasses_an_acquired_lead_to_mql():
     _state, changes, _ = fold([signed_up(), track("quote_request", day(1))])
     assert path(changes) == ["acquired", "mql"]
     assert changes[-1].rule == "fastpass.quote_request"
+
+
+def test_demo_request_is_a_hot_inquiry_that_fastpasses_to_mql():
+    """Regression (issue 12): a demo request only earned points (40), so a fitting person
+    asking for a demo waited in nurturing."""
+    _state, changes, _ = fold(
+        [signed_up(), page("/product/a", day(1)), track("demo_request", day(2))]
+    )
+    assert path(changes) == ["acquired", "nurturing", "mql"]
+    assert changes[-1].rule == "fastpass.demo_request"
+    # From the recycle box too, ending the pause; a student never passes.
+    state = lc.not_now(to_appointment(), MODEL, at=day(5), action_id="nn").state
+    state, changes, _ = fold([track("demo_request", day(30))], state)
+    assert (path(changes), state.pause_until) == (["mql"], None)
+    state, changes, _ = fold([signed_up(title="Student"), track("demo_request", day(1))])
+    assert path(changes) == ["dead_end"]
 
 
 def test_one_event_can_walk_an_unknown_visitor_through_several_stages():
