@@ -462,3 +462,86 @@ def test_a_demo_request_fastpasses_to_sales_and_is_routed(services, api, write_k
     [row] = _assignments(services, lead_id)
     assert row["status"] == "routed"
     assert "lead.routed" in _signals(services, lead_id)
+
+
+def _attend(client, key, user: str, at: datetime) -> None:
+    """A lead of a target account attends our event: the fast-pass to an appointment."""
+    _send(
+        client,
+        key,
+        "identify",
+        {
+            "userId": user,
+            "messageId": f"id-{user}",
+            "timestamp": (at - timedelta(minutes=5)).isoformat(),
+            "traits": {
+                "email": f"{user}@acme{user}.example",
+                "consent": {"status": "granted"},
+                "is_target_account": True,
+            },
+        },
+    )
+    _send(
+        client,
+        key,
+        "track",
+        {
+            "userId": user,
+            "event": "event_attended",
+            "timestamp": at.isoformat(),
+            "messageId": f"att-{user}",
+            "properties": {"event_type": "seminar"},
+        },
+    )
+
+
+def test_a_lead_fastpassed_to_an_appointment_is_routed_within_capacity(
+    services, api, write_key, clock
+):
+    """Regression (issue 12): a target-account attendee fast-passed straight to the
+    appointment stage got no rep, no queue row and no ``lead.routed``."""
+    _set_capacity(api, 0)  # the team is full today
+    _attend(api, write_key, "eve", T0)
+    eve = _lead_id(services, "eve")
+    assert _stage(services, eve) == "appointment"
+    assert [q["lead_id"] for q in api.get("/api/sales/queue").json()["queue"]] == [eve]
+    assert _assignments(services, eve) == []
+
+    keys = _set_capacity(api, 1)  # 3 reps x 1 a day
+    users = ["fay", "gus", "hal", "ivy"]
+    for i, user in enumerate(users):
+        _attend(api, write_key, user, T0 - timedelta(minutes=i + 1))
+    ids = [eve, *(_lead_id(services, u) for u in users)]
+    assert {_stage(services, i) for i in ids} == {"appointment"}
+    with services.engine.connect() as conn:
+        rows = conn.execute(select(assignments)).mappings().all()
+    assert len(rows) == len(keys) == 3  # capacity, not demand
+    assert Counter(r["rep_key"] for r in rows) == Counter(keys)
+    assert {r["status"] for r in rows} == {"routed"}
+    routed = [r["lead_id"] for r in rows]
+    for lead_id in routed:
+        assert "lead.routed" in _signals(services, lead_id)
+    waiting = [q["lead_id"] for q in api.get("/api/sales/queue").json()["queue"]]
+    assert sorted(routed + waiting) == sorted(ids)
+
+    # The rep accepts: the lead already is at the appointment stage, the SLA is met.
+    r = api.post(f"/api/leads/{routed[0]}/accept")
+    assert r.status_code == 200 and r.json()["stage"] == "appointment"
+    assert _active(services, routed[0])["status"] == "accepted"
+
+    # Tomorrow the rest are routed; a lead sales itself moved to the appointment stage (an
+    # accepted MQL) is never queued as if nobody knew it.
+    tomorrow = T0 + timedelta(days=1)
+    clock.at = tomorrow.astimezone(UTC)
+    _mql(api, write_key, "joe", tomorrow)
+    joe = _lead_id(services, "joe")
+    with services.engine.begin() as conn:
+        handoff.route_due(conn, services.models.active(conn, tomorrow), tomorrow)
+    assert api.post(f"/api/leads/{joe}/accept").status_code == 200
+    assert _stage(services, joe) == "appointment"
+    with services.engine.begin() as conn:
+        handoff.route_due(conn, services.models.active(conn, tomorrow), tomorrow)
+    assert api.get("/api/sales/queue").json()["queue"] == []
+    with services.engine.connect() as conn:
+        rows = conn.execute(select(assignments)).mappings().all()
+    assert sorted(r["lead_id"] for r in rows) == sorted([*ids, joe])  # once each

@@ -96,9 +96,18 @@ from leadflow.core.scoring import (
 
 RETURNING = "lead.returning"
 HISTORY_REVISED = "lead.history_revised"
+FASTPASS_RULE = "fastpass"
+STAGE_RULE = "stages"
 _EMAIL = re.compile(r"^[^@\s]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")
 
 InputKey = tuple[datetime, int, str]
+
+
+def entered_automatically(rule: str) -> bool:
+    """Was a stage change (its ``rule``) made by an automatic rule of the model - a
+    fast-pass, a stage's ``enter_when`` criteria or the end of a recycle pause - rather than
+    by a sales action, a dead-end rule or a model switch?"""
+    return rule.startswith((f"{FASTPASS_RULE}.", f"{STAGE_RULE}."))
 
 
 def action_key(action: SalesAction) -> InputKey:
@@ -337,7 +346,7 @@ class _Machine:
         spec = self.model.spec.stages[self.stage]
         if spec.recycle is not None and self.pause_until is not None and self.pause_until <= at:
             self.move(
-                spec.recycle.return_to, self.pause_until, f"stages.{self.stage}.recycle", None
+                spec.recycle.return_to, self.pause_until, f"{STAGE_RULE}.{self.stage}.recycle", None
             )
         if self.clock is None or at > self.clock:
             self.clock = at
@@ -442,13 +451,13 @@ class _Machine:
 
         for fp in model.spec.fastpass:
             if here in fp.from_ and self.holds(fp.when, event):
-                offer(fp.to, f"fastpass.{fp.id}")
+                offer(fp.to, f"{FASTPASS_RULE}.{fp.id}")
         for name, spec in model.spec.stages.items():
             if here not in model.criteria_from[name]:
                 continue
             for i, cond in enumerate(spec.enter_when):
                 if self.holds(cond, event):
-                    offer(name, f"stages.{name}.enter_when[{i}]")
+                    offer(name, f"{STAGE_RULE}.{name}.enter_when[{i}]")
                     break
         return (best[1], best[2]) if best else None
 
