@@ -545,3 +545,107 @@ def test_a_lead_fastpassed_to_an_appointment_is_routed_within_capacity(
     with services.engine.connect() as conn:
         rows = conn.execute(select(assignments)).mappings().all()
     assert sorted(r["lead_id"] for r in rows) == sorted([*ids, joe])  # once each
+
+
+def _person(client, key, user: str, domain: str, at: datetime) -> None:
+    _send(
+        client,
+        key,
+        "identify",
+        {
+            "userId": user,
+            "messageId": f"id-{user}",
+            "timestamp": at.isoformat(),
+            "traits": {
+                "email": f"{user}@{domain}",
+                "company": domain.split(".")[0].title(),
+                "consent": {"status": "granted"},
+            },
+        },
+    )
+
+
+def _visit(client, key, user: str, path: str, at: datetime) -> None:
+    _send(
+        client,
+        key,
+        "page",
+        {
+            "userId": user,
+            "messageId": f"pv-{user}-{path}-{at.timestamp()}",
+            "timestamp": at.isoformat(),
+            "properties": {"url": f"https://acme.example{path}"},
+        },
+    )
+
+
+def test_a_colleague_at_an_account_that_lost_a_deal_coming_back_alerts_its_owner(
+    services, api, write_key, clock
+):
+    """Regression (issue 12): after a lost deal only that person was watched; a colleague
+    at the account visiting 3 times in 14 days after the pause raised nothing."""
+    from leadflow.adapters.db.tables import accounts, webhook_deliveries
+    from leadflow.services import webhooks
+
+    with services.engine.begin() as conn:
+        webhooks.create_endpoint(
+            conn, "http://127.0.0.1:9/in", ["lead.returning"], T0, allow_private=True
+        )
+    # Amy's deal at X Corp is lost.
+    _person(api, write_key, "amy", "xcorp.example", T0 - timedelta(days=30))
+    amy_asks = {"userId": "amy", "event": "catalogue_request", "timestamp": T0.isoformat()}
+    _send(api, write_key, "track", {**amy_asks, "messageId": "cat-amy"})
+    with services.engine.connect() as conn:
+        amy = conn.execute(
+            select(leads.c.id, leads.c.account_id).where(leads.c.email == "amy@xcorp.example")
+        ).one()
+    bant = {k: "confirmed" for k in ("budget", "authority", "need", "timeframe")}
+    assert api.post(f"/api/leads/{amy.id}/accept").status_code == 200
+    r = api.post(f"/api/leads/{amy.id}/qualify", json={**bant, "amount": 100})
+    assert r.status_code == 200
+    r = api.post(f"/api/leads/{amy.id}/lost", json={"reason": "price"})
+    assert r.status_code == 200 and r.json()["stage"] == "recycle_b"
+    with services.engine.connect() as conn:
+        owner = conn.execute(
+            select(accounts.c.owner).where(accounts.c.id == amy.account_id)
+        ).scalar_one()
+    assert owner is not None
+
+    # Months later (the 90-day pause is over) her colleagues come back.
+    later = T0 + timedelta(days=120)
+    clock.at = later.astimezone(UTC)
+    for user, domain in (("ben", "xcorp.example"), ("dot", "xcorp.example"),
+                         ("cal", "ycorp.example")):  # fmt: skip
+        _person(api, write_key, user, domain, T0 - timedelta(days=20))
+    ben_pages = ["/pricing", "/product/a", "/case-studies/manufacturing"]
+    for i, path in enumerate(ben_pages):
+        _visit(api, write_key, "ben", path, T0 + timedelta(days=100 + 4 * i))
+    for i, path in enumerate(["/pricing", "/blog/x"]):  # only twice
+        _visit(api, write_key, "dot", path, T0 + timedelta(days=101 + i))
+    for i, path in enumerate(["/pricing", "/product/a", "/blog/x"]):  # another account
+        _visit(api, write_key, "cal", path, T0 + timedelta(days=101 + i))
+
+    with services.engine.begin() as conn:
+        returning = conn.execute(
+            select(signals.c.lead_id, signals.c.rule, signals.c.data).where(
+                signals.c.name == "lead.returning"
+            )
+        ).all()
+        webhooks.enqueue_new(conn, later)
+        deliveries = conn.execute(
+            select(webhook_deliveries.c.payload).where(
+                webhook_deliveries.c.event_type == "lead.returning"
+            )
+        ).all()
+        ben = conn.execute(
+            select(leads.c.id).where(leads.c.email == "ben@xcorp.example")
+        ).scalar_one()
+    [(lead_id, rule, data)] = returning
+    assert (lead_id, rule) == (ben, "return_alert.account")
+    pages = [f"https://acme.example{p}" for p in ben_pages]
+    assert data["pages"] == pages and data["lost_lead_id"] == amy.id
+    [(payload,)] = deliveries
+    assert payload["lead"]["email"] == "ben@xcorp.example"
+    assert payload["lead"]["owner"] == owner  # the account's rep
+    assert payload["data"]["pages"] == pages
+    assert payload["data"]["watch"] == "account"

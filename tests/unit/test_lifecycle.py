@@ -13,7 +13,7 @@ import yaml
 
 from leadflow.core import lifecycle as lc
 from leadflow.core.config import LeadModel, build_model, load_default_model
-from leadflow.core.model import Bant, Event, LeadProfile, Signal, StageChange
+from leadflow.core.model import AccountWatch, Bant, Event, LeadProfile, Signal, StageChange
 
 T0 = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
 MODEL = load_default_model()
@@ -408,3 +408,64 @@ def test_a_consent_withdrawn_by_an_unsubscribe_replays_from_the_grant():
     state, _, _ = fold([contact, unsubscribed], consent=lc.base_consent("denied", method))
     assert [c.to_stage for c in state.history] == ["acquired"]
     assert state.profile.consent == "denied"
+
+
+def test_account_watches_run_from_a_lost_deal_until_the_account_is_worked_again():
+    changes = [
+        (day(1), 1, "mql"),  # not a watched or clearing stage: ignored
+        (day(20), 1, "recycle_b"),  # Kim's deal lost: the account is watched
+        (day(25), 2, "recycle_b"),  # a second loss while watched changes nothing
+        (day(30), 4, "dead_end"),  # a student at the account: not sales working it
+        (day(40), 3, "appointment"),  # a colleague is worked again: the watch ends
+        (day(70), 3, "won"),
+    ]
+    lost_deals = [(day(80), None)]  # an opportunity of the account lost (e.g. in the CRM)
+    watches = lc.account_watches(changes, lost_deals, MODEL)
+    assert watches == (
+        AccountWatch(since=day(20), until=day(40), lost_lead_id=1),
+        AccountWatch(since=day(80), until=None, lost_lead_id=None),
+    )
+    assert lc.account_watch_at(watches, day(39)) == watches[0]
+    assert lc.account_watch_at(watches, day(40)) is None
+    assert lc.account_watch_at(watches, day(200)) == watches[1]
+    off = MODEL.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    off["return_alert"]["when_account_lost"] = False
+    assert lc.account_watches(changes, lost_deals, build_model(off)) == ()
+
+
+def test_a_colleague_of_a_lost_deal_coming_back_alerts_sales_naming_the_pages():
+    """Regression (issue 12): only the lead whose deal was lost was watched; a colleague at
+    the same account visiting 3 times in 14 days after the pause raised nothing."""
+    watch = (AccountWatch(since=day(20), lost_lead_id=1),)
+    before = [page("/pricing", day(10)), page("/product/a", day(11))]  # before the loss
+    visits = [page("/pricing", day(110)), page("/case-studies/x", day(112))]
+    state, _, signals = fold([signed_up(), *before, *visits], account_id=9, account_watch=watch)
+    assert signals == []  # twice is not often
+    state, _, signals = fold([page("/product/a", day(115))], state)
+    assert [(s.name, s.rule, s.at) for s in signals] == [
+        ("lead.returning", "return_alert.account", day(115))
+    ]
+    data = signals[0].data
+    assert data["pages"] == [
+        "https://acme.io/pricing",
+        "https://acme.io/case-studies/x",
+        "https://acme.io/product/a",
+    ]
+    assert (data["watch"], data["account_id"], data["lost_lead_id"], data["lost_at"]) == (
+        "account",
+        9,
+        1,
+        day(20),
+    )
+    # Not again within the window; never for a colleague in the dead end or without a watch.
+    _, _, signals = fold([page("/a", day(116)), page("/b", day(117))], state)
+    assert signals == []
+    three = [page("/a", day(110)), page("/b", day(111)), page("/c", day(112))]
+    _, _, signals = fold([signed_up(title="Student"), *three], account_watch=watch)
+    assert signals == []
+    _, _, signals = fold([signed_up(), *three])
+    assert signals == []
+    # The watch ended (the account is worked again) before the visits: nothing.
+    ended = (AccountWatch(since=day(20), until=day(60), lost_lead_id=1),)
+    _, _, signals = fold([signed_up(), *three], account_watch=ended)
+    assert signals == []
