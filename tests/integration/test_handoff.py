@@ -529,8 +529,18 @@ def test_a_lead_fastpassed_to_an_appointment_is_routed_within_capacity(
     assert r.status_code == 200 and r.json()["stage"] == "appointment"
     assert _active(services, routed[0])["status"] == "accepted"
 
-    # Tomorrow the rest are routed; a lead sales itself moved to the appointment stage (an
-    # accepted MQL) is never queued as if nobody knew it.
+    # A rep qualifies a waiting one straight away: it leaves the queue, nobody else gets it.
+    bant = {k: "confirmed" for k in ("budget", "authority", "need", "timeframe")}
+    r = api.post(f"/api/leads/{waiting[0]}/qualify", json={**bant, "amount": 100})
+    assert r.status_code == 200 and r.json()["stage"] == "opportunity"
+    # Another takes the last waiting one from the queue.
+    r = api.post(f"/api/leads/{waiting[1]}/accept", json={"actor": keys[0]})
+    assert r.status_code == 200 and r.json()["stage"] == "appointment"
+    assert _active(services, waiting[1])["status"] == "accepted"
+    assert api.get("/api/sales/queue").json()["queue"] == []
+
+    # A lead sales itself moved to the appointment stage (an accepted MQL) is never queued
+    # as if nobody knew it.
     tomorrow = T0 + timedelta(days=1)
     clock.at = tomorrow.astimezone(UTC)
     _mql(api, write_key, "joe", tomorrow)
@@ -544,7 +554,8 @@ def test_a_lead_fastpassed_to_an_appointment_is_routed_within_capacity(
     assert api.get("/api/sales/queue").json()["queue"] == []
     with services.engine.connect() as conn:
         rows = conn.execute(select(assignments)).mappings().all()
-    assert sorted(r["lead_id"] for r in rows) == sorted([*ids, joe])  # once each
+    handed = sorted(r["lead_id"] for r in rows)
+    assert handed == sorted([*(i for i in ids if i != waiting[0]), joe])  # once each
 
 
 def _person(client, key, user: str, domain: str, at: datetime) -> None:

@@ -256,16 +256,10 @@ def _lock(conn: Connection, *, wait: bool) -> bool:
     )
 
 
-def enqueue(
-    conn: Connection, model: LeadModel, now: datetime, lead_ids: Iterable[int] | None = None
-) -> int:
-    """Queue leads due for a hand-off (in a hand-off stage, or fast-passed into a stage
-    sales works in) that have no open hand-off, are not queued and were not handed off since
-    they entered the stage. Returns how many were queued."""
-    stages = handoff_stages(model)
-    a = assignments.alias("a")
-    # How the lead entered its current stage: the rule of that stage change.
-    entry_rule = (
+def _entry_rule() -> Any:
+    """How a lead entered its current stage: the rule of that stage change (correlated on
+    ``lead_states``)."""
+    return (
         select(stage_changes.c.rule)
         .where(
             stage_changes.c.lead_id == lead_states.c.lead_id,
@@ -276,13 +270,23 @@ def enqueue(
         .limit(1)
         .scalar_subquery()
     )
+
+
+def enqueue(
+    conn: Connection, model: LeadModel, now: datetime, lead_ids: Iterable[int] | None = None
+) -> int:
+    """Queue leads due for a hand-off (in a hand-off stage, or fast-passed into a stage
+    sales works in) that have no open hand-off, are not queued and were not handed off since
+    they entered the stage. Returns how many were queued."""
+    stages = handoff_stages(model)
+    a = assignments.alias("a")
     query = select(
         lead_states.c.lead_id,
         lead_states.c.engagement,
         lead_states.c.fit,
         lead_states.c.qualification,
         lead_states.c.stage,
-        entry_rule.label("entry_rule"),
+        _entry_rule().label("entry_rule"),
     ).where(
         lead_states.c.stage.in_(sorted(stages.sales)),
         ~exists().where(ready_queue.c.lead_id == lead_states.c.lead_id),
@@ -323,18 +327,28 @@ def enqueue(
 
 
 def drop_stale(conn: Connection, model: LeadModel) -> int:
-    """Queued leads that left the hand-off and sales stages (dead end, reject...) leave the
-    queue (one fast-passed from MQL to the appointment stage stays)."""
-    stages = sorted(handoff_stages(model).sales)
+    """Queued leads no longer due for a hand-off leave the queue: they left the hand-off and
+    sales stages (dead end, reject...) or a sales action moved them on (qualified straight
+    from the appointment stage). One fast-passed from MQL to the appointment stage stays."""
+    stages = handoff_stages(model)
     res = conn.execute(
         delete(ready_queue).where(
             ~exists().where(
                 lead_states.c.lead_id == ready_queue.c.lead_id,
-                lead_states.c.stage.in_(stages),
+                lead_states.c.stage.in_(sorted(stages.sales)),
             )
         )
     )
-    return max(res.rowcount or 0, 0)
+    dropped = max(res.rowcount or 0, 0)
+    rows = conn.execute(
+        select(lead_states.c.lead_id, lead_states.c.stage, _entry_rule().label("entry_rule"))
+        .join(ready_queue, ready_queue.c.lead_id == lead_states.c.lead_id)
+        .where(lead_states.c.stage.not_in(sorted(stages.handoff)))
+    ).all()
+    gone = [r.lead_id for r in rows if not stages.needs_handoff(r.stage, r.entry_rule)]
+    if gone:
+        conn.execute(delete(ready_queue).where(ready_queue.c.lead_id.in_(gone)))
+    return dropped + len(gone)
 
 
 def queue(conn: Connection, limit: int | None = None) -> list[dict[str, Any]]:
@@ -770,7 +784,9 @@ def _record(
     actor: str | None,
     **extra: Any,
 ) -> tuple[str, bool]:
-    """Record the action; returns (action_id, duplicate)."""
+    """Record the action; returns (action_id, duplicate). Sales acted on the lead, so it
+    leaves the ready queue (e.g. one fast-passed to the appointment stage that a rep
+    qualified before routing reached it)."""
     require_lead(conn, lead_id)
     action_id = action_id or f"{name}:{uuid.uuid4()}"
     if _seen(conn, action_id, lead_id):
@@ -781,6 +797,7 @@ def _record(
         model,
         now,
     )
+    conn.execute(delete(ready_queue).where(ready_queue.c.lead_id == lead_id))
     return action_id, False
 
 
@@ -798,12 +815,10 @@ def accept(
     current = active_assignment(conn, lead_id)
     accept_to = model.spec.actions["accept"].to if "accept" in model.spec.actions else None
     duplicate = False
-    if (
-        current is not None
-        and current["status"] != "accepted"
-        and _stage(conn, lead_id) == accept_to
-    ):
-        pass  # already at the appointment stage (fastpass): accepting closes the SLA only
+    if (current is None or current["status"] != "accepted") and _stage(conn, lead_id) == accept_to:
+        # Already at the appointment stage (a fast-pass): accepting closes the SLA of the
+        # hand-off, or takes the lead from the queue.
+        pass
     else:
         _, duplicate = _record(
             conn, model, lead_id, "accept", now, action_id=action_id, actor=actor
