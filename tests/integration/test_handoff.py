@@ -660,3 +660,4 @@ def test_a_colleague_at_an_account_that_lost_a_deal_coming_back_alerts_its_owner
     assert payload["lead"]["owner"] == owner  # the account's rep
     assert payload["data"]["pages"] == pages
     assert payload["data"]["watch"] == "account"
+    assert payload["data"]["account_owner"] == owner

@@ -40,7 +40,9 @@ from leadflow.adapters.db.tables import (
 )
 from leadflow.core.config import LeadModel, load_default_model, load_model
 from leadflow.core.lifecycle import (
+    ACCOUNT_RETURN_RULE,
     HISTORY_REVISED,
+    RETURNING,
     LeadState,
     account_clear_stages,
     account_watches,
@@ -716,12 +718,32 @@ def recompute(
             result.stages[lead_id] = state.stage
             result.leads += 1
         _write_states(conn, upserts)
+        _address_account_alerts(conn, new_signals)
         if new_signals:
             inserted = conn.execute(
                 insert_ignore(conn.engine, signals, "name", "lead_id", "at", "rule"), new_signals
             )
             result.signals_added += max(inserted.rowcount or 0, 0)
     return result
+
+
+def _address_account_alerts(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """An account's return alert is for the account's rep: ``data.account_owner``."""
+    alerts = [
+        r
+        for r in rows
+        if r["name"] == RETURNING
+        and r["rule"] == ACCOUNT_RETURN_RULE
+        and "account_owner" not in r["data"]
+    ]
+    ids = {r["data"].get("account_id") for r in alerts} - {None}
+    if not ids:
+        return
+    owners = dict(
+        conn.execute(select(accounts.c.id, accounts.c.owner).where(accounts.c.id.in_(ids))).all()
+    )
+    for r in alerts:
+        r["data"] = {**r["data"], "account_owner": owners.get(r["data"].get("account_id"))}
 
 
 def _write_states(conn: Connection, rows: list[dict[str, Any]]) -> None:
