@@ -25,6 +25,7 @@ from leadflow.adapters.db.tables import (
     stage_changes,
 )
 from leadflow.bootstrap import Services, build_services
+from leadflow.core.lifecycle import is_withdrawal
 from leadflow.entrypoints.cli import app
 from leadflow.entrypoints.cli.common import run_guarded
 from leadflow.services.lifecycle import all_lead_ids, recompute_all
@@ -136,6 +137,8 @@ def _check_send_rules(services: Services) -> None:
                 e.planned_at,
                 e.sent_at,
                 leads.c.consent_status,
+                leads.c.consent_at,
+                leads.c.consent_method,
                 leads.c.unsubscribed_at,
             )
             .join(leads, leads.c.id == e.lead_id)
@@ -148,7 +151,10 @@ def _check_send_rules(services: Services) -> None:
         if r.category != "marketing":
             continue
         marketing[r.lead_id].append(r.planned_at)
-        assert r.consent_status == "granted"
+        if r.consent_status != "granted":
+            # Consent withdrawn by an unsubscribe: every send was planned or sent before.
+            assert is_withdrawal(r.consent_status, r.consent_method)
+            assert (r.sent_at or r.planned_at) <= r.consent_at
         if r.unsubscribed_at is not None and r.sent_at is not None:
             assert r.sent_at <= r.unsubscribed_at
     for planned in marketing.values():

@@ -921,3 +921,132 @@ def test_a_crash_mid_batch_loses_nothing_and_sends_nothing_twice(svc, client, wr
     assert (
         len(list((tmp_path / "a").glob("*.eml"))) + len(list((tmp_path / "b").glob("*.eml"))) == 2
     )
+
+
+# --- an unsubscribe withdraws consent, visibly ------------------------------------------
+
+
+def test_unsubscribe_shows_the_consent_withdrawn_everywhere_until_a_form_opt_in(
+    svc, client, write_key, admin_token, capsys, tmp_path
+):
+    """Regression (issue 12): after a one-click unsubscribe the lead's consent read
+    ``granted`` in the API, ``leads show``, the dashboard and the export."""
+    from argon2 import PasswordHasher
+
+    from leadflow.services import importer, lifecycle
+    from leadflow.services import users as user_service
+
+    # An imported lead: its consent comes from the CSV, not from an event in its stream.
+    csv_file = tmp_path / "cards.csv"
+    csv_file.write_text("email,first_name,consent\npark@acme.example,Jiwoo,yes\n")
+    importer.import_leads(svc.engine, csv_file, now=datetime.now(UTC), after=svc.after_ingest)
+    lead_id = _lead_id(svc, "park")
+    assert _state(svc, lead_id).stage == "acquired"
+    send_id = _plan(svc, lead_id, "program:education:welcome:1")
+    token = email_tokens.unsubscribe_token(svc.signing.current(), send_id)
+    r = client.post(
+        f"/u/{token}",
+        content="List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 200
+
+    with svc.engine.connect() as conn:
+        row = conn.execute(select(leads).where(leads.c.id == lead_id)).mappings().one()
+    withdrawn_at = row["unsubscribed_at"]
+    assert withdrawn_at is not None
+    expected = {
+        "consent_status": "denied",
+        "consent_at": withdrawn_at,
+        "consent_method": "withdrawn: unsubscribe (one_click)",
+    }
+    assert {k: row[k] for k in expected} == expected
+
+    # The admin API.
+    body = client.get(
+        f"/api/leads/{lead_id}", headers={"Authorization": f"Bearer {admin_token}"}
+    ).json()
+    assert body["consent_status"] == "denied"
+    assert body["consent_method"] == "withdrawn: unsubscribe (one_click)"
+    assert datetime.fromisoformat(body["consent_at"]) == withdrawn_at
+    listed = client.get("/api/leads", headers={"Authorization": f"Bearer {admin_token}"}).json()[
+        "items"
+    ]
+    assert [i["consent_status"] for i in listed if i["id"] == lead_id] == ["denied"]
+
+    # `leads show` and `leads export`.
+    url = svc.settings.database_url
+    assert (
+        run_guarded(
+            cli_app,
+            ["leads", "show", "park@acme.example", "--format", "json", "--database-url", url],
+        )
+        == 0
+    )
+    shown = json.loads(capsys.readouterr().out)["lead"]
+    assert (shown["consent_status"], shown["consent_method"]) == (
+        "denied",
+        "withdrawn: unsubscribe (one_click)",
+    )
+    assert (
+        run_guarded(cli_app, ["leads", "export", "park@acme.example", "--database-url", url]) == 0
+    )
+    exported = json.loads(capsys.readouterr().out)["lead"]
+    assert (exported["consent_status"], exported["consent_method"]) == (
+        "denied",
+        "withdrawn: unsubscribe (one_click)",
+    )
+    assert exported["consent_at"] == withdrawn_at.isoformat()
+
+    # The dashboard's lead page.
+    user_service._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    user_service.create_user(
+        svc.engine,
+        email="admin@example.com",
+        password="pw-pw-pw-pw-12",
+        role="admin",
+        name="Admin",
+        now=datetime.now(UTC),
+    )
+    login = client.get("/login")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', login.text)
+    assert csrf
+    client.post(
+        "/login",
+        data={
+            "email": "admin@example.com",
+            "password": "pw-pw-pw-pw-12",
+            "csrf_token": csrf.group(1),
+        },
+    )
+    page = client.get(f"/leads/{lead_id}")
+    assert page.status_code == 200
+    tag = re.search(r'id="lead-consent">([^<]*)<', page.text)
+    assert tag and "Denied" in tag.group(1) and "withdrawn: unsubscribe (one_click)" in tag.group(1)
+
+    # The withdrawal is an event of the lead's stream, not a rewrite of its past: replayed
+    # from scratch, the lead was still acquired on the consent it gave at the import.
+    lifecycle.recompute_all(svc.engine, svc.models, datetime.now(UTC))
+    with svc.engine.connect() as conn:
+        history = lifecycle.lead_history(conn, lead_id)
+    assert [(c["from_stage"], c["to_stage"]) for c in history] == [("anonymous", "acquired")]
+
+    # A later explicit opt-in on a hosted form grants it again and re-subscribes.
+    r = client.post(
+        "/f/white-paper",
+        json={
+            "email": "park@acme.example",
+            "first_name": "Jiwoo",
+            "company": "Acme",
+            "consent": True,
+            "anonymousId": "park-browser",
+        },
+    )
+    assert r.status_code == 200, r.text
+    with svc.engine.connect() as conn:
+        row = conn.execute(select(leads).where(leads.c.id == lead_id)).mappings().one()
+    assert (row["consent_status"], row["consent_method"], row["unsubscribed_at"]) == (
+        "granted",
+        "form:white-paper",
+        None,
+    )

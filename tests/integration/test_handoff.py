@@ -11,7 +11,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from leadflow.adapters.db.tables import assignments, lead_states, leads, opportunities, signals
+from leadflow.adapters.db.tables import (
+    assignments,
+    lead_states,
+    leads,
+    opportunities,
+    signals,
+    stage_changes,
+)
 from leadflow.services import handoff
 
 SEOUL = ZoneInfo("Asia/Seoul")
@@ -417,3 +424,240 @@ def test_assigned_mql_that_hard_bounces_is_released(services, api, write_key, cl
         },
     )
     assert _active(services, lead_id) is None and len(_assignments(services, lead_id)) == 1
+
+
+def test_a_demo_request_fastpasses_to_sales_and_is_routed(services, api, write_key):
+    """Regression (issue 12): ``demo_request``, the event the demo form sends, only earned
+    points; the person waited in nurturing and nobody in sales heard of them."""
+    _send(
+        api,
+        write_key,
+        "identify",
+        {
+            "userId": "dee",
+            "messageId": "id-dee",
+            "timestamp": (T0 - timedelta(minutes=5)).isoformat(),
+            "traits": {
+                "email": "dee@acmedee.example",
+                "title": "Head of IT",
+                "consent": {"status": "granted"},
+            },
+        },
+    )
+    _send(
+        api,
+        write_key,
+        "track",
+        {"userId": "dee", "event": "demo_request", "timestamp": T0.isoformat(), "messageId": "d1"},
+    )
+    lead_id = _lead_id(services, "dee")
+    assert _stage(services, lead_id) == "mql"
+    with services.engine.connect() as conn:
+        rule = conn.execute(
+            select(stage_changes.c.rule).where(
+                stage_changes.c.lead_id == lead_id, stage_changes.c.to_stage == "mql"
+            )
+        ).scalar_one()
+    assert rule == "fastpass.demo_request"
+    [row] = _assignments(services, lead_id)
+    assert row["status"] == "routed"
+    assert "lead.routed" in _signals(services, lead_id)
+
+
+def _attend(client, key, user: str, at: datetime) -> None:
+    """A lead of a target account attends our event: the fast-pass to an appointment."""
+    _send(
+        client,
+        key,
+        "identify",
+        {
+            "userId": user,
+            "messageId": f"id-{user}",
+            "timestamp": (at - timedelta(minutes=5)).isoformat(),
+            "traits": {
+                "email": f"{user}@acme{user}.example",
+                "consent": {"status": "granted"},
+                "is_target_account": True,
+            },
+        },
+    )
+    _send(
+        client,
+        key,
+        "track",
+        {
+            "userId": user,
+            "event": "event_attended",
+            "timestamp": at.isoformat(),
+            "messageId": f"att-{user}",
+            "properties": {"event_type": "seminar"},
+        },
+    )
+
+
+def test_a_lead_fastpassed_to_an_appointment_is_routed_within_capacity(
+    services, api, write_key, clock
+):
+    """Regression (issue 12): a target-account attendee fast-passed straight to the
+    appointment stage got no rep, no queue row and no ``lead.routed``."""
+    _set_capacity(api, 0)  # the team is full today
+    _attend(api, write_key, "eve", T0)
+    eve = _lead_id(services, "eve")
+    assert _stage(services, eve) == "appointment"
+    assert [q["lead_id"] for q in api.get("/api/sales/queue").json()["queue"]] == [eve]
+    assert _assignments(services, eve) == []
+
+    keys = _set_capacity(api, 1)  # 3 reps x 1 a day
+    users = ["fay", "gus", "hal", "ivy"]
+    for i, user in enumerate(users):
+        _attend(api, write_key, user, T0 - timedelta(minutes=i + 1))
+    ids = [eve, *(_lead_id(services, u) for u in users)]
+    assert {_stage(services, i) for i in ids} == {"appointment"}
+    with services.engine.connect() as conn:
+        rows = conn.execute(select(assignments)).mappings().all()
+    assert len(rows) == len(keys) == 3  # capacity, not demand
+    assert Counter(r["rep_key"] for r in rows) == Counter(keys)
+    assert {r["status"] for r in rows} == {"routed"}
+    routed = [r["lead_id"] for r in rows]
+    for lead_id in routed:
+        assert "lead.routed" in _signals(services, lead_id)
+    waiting = [q["lead_id"] for q in api.get("/api/sales/queue").json()["queue"]]
+    assert sorted(routed + waiting) == sorted(ids)
+
+    # The rep accepts: the lead already is at the appointment stage, the SLA is met.
+    r = api.post(f"/api/leads/{routed[0]}/accept")
+    assert r.status_code == 200 and r.json()["stage"] == "appointment"
+    assert _active(services, routed[0])["status"] == "accepted"
+
+    # A rep qualifies a waiting one straight away: it leaves the queue, nobody else gets it.
+    bant = {k: "confirmed" for k in ("budget", "authority", "need", "timeframe")}
+    r = api.post(f"/api/leads/{waiting[0]}/qualify", json={**bant, "amount": 100})
+    assert r.status_code == 200 and r.json()["stage"] == "opportunity"
+    # Another takes the last waiting one from the queue.
+    r = api.post(f"/api/leads/{waiting[1]}/accept", json={"actor": keys[0]})
+    assert r.status_code == 200 and r.json()["stage"] == "appointment"
+    assert _active(services, waiting[1])["status"] == "accepted"
+    assert api.get("/api/sales/queue").json()["queue"] == []
+
+    # A lead sales itself moved to the appointment stage (an accepted MQL) is never queued
+    # as if nobody knew it.
+    tomorrow = T0 + timedelta(days=1)
+    clock.at = tomorrow.astimezone(UTC)
+    _mql(api, write_key, "joe", tomorrow)
+    joe = _lead_id(services, "joe")
+    with services.engine.begin() as conn:
+        handoff.route_due(conn, services.models.active(conn, tomorrow), tomorrow)
+    assert api.post(f"/api/leads/{joe}/accept").status_code == 200
+    assert _stage(services, joe) == "appointment"
+    with services.engine.begin() as conn:
+        handoff.route_due(conn, services.models.active(conn, tomorrow), tomorrow)
+    assert api.get("/api/sales/queue").json()["queue"] == []
+    with services.engine.connect() as conn:
+        rows = conn.execute(select(assignments)).mappings().all()
+    handed = sorted(r["lead_id"] for r in rows)
+    assert handed == sorted([*(i for i in ids if i != waiting[0]), joe])  # once each
+
+
+def _person(client, key, user: str, domain: str, at: datetime) -> None:
+    _send(
+        client,
+        key,
+        "identify",
+        {
+            "userId": user,
+            "messageId": f"id-{user}",
+            "timestamp": at.isoformat(),
+            "traits": {
+                "email": f"{user}@{domain}",
+                "company": domain.split(".")[0].title(),
+                "consent": {"status": "granted"},
+            },
+        },
+    )
+
+
+def _visit(client, key, user: str, path: str, at: datetime) -> None:
+    _send(
+        client,
+        key,
+        "page",
+        {
+            "userId": user,
+            "messageId": f"pv-{user}-{path}-{at.timestamp()}",
+            "timestamp": at.isoformat(),
+            "properties": {"url": f"https://acme.example{path}"},
+        },
+    )
+
+
+def test_a_colleague_at_an_account_that_lost_a_deal_coming_back_alerts_its_owner(
+    services, api, write_key, clock
+):
+    """Regression (issue 12): after a lost deal only that person was watched; a colleague
+    at the account visiting 3 times in 14 days after the pause raised nothing."""
+    from leadflow.adapters.db.tables import accounts, webhook_deliveries
+    from leadflow.services import webhooks
+
+    with services.engine.begin() as conn:
+        webhooks.create_endpoint(
+            conn, "http://127.0.0.1:9/in", ["lead.returning"], T0, allow_private=True
+        )
+    # Amy's deal at X Corp is lost.
+    _person(api, write_key, "amy", "xcorp.example", T0 - timedelta(days=30))
+    amy_asks = {"userId": "amy", "event": "catalogue_request", "timestamp": T0.isoformat()}
+    _send(api, write_key, "track", {**amy_asks, "messageId": "cat-amy"})
+    with services.engine.connect() as conn:
+        amy = conn.execute(
+            select(leads.c.id, leads.c.account_id).where(leads.c.email == "amy@xcorp.example")
+        ).one()
+    bant = {k: "confirmed" for k in ("budget", "authority", "need", "timeframe")}
+    assert api.post(f"/api/leads/{amy.id}/accept").status_code == 200
+    r = api.post(f"/api/leads/{amy.id}/qualify", json={**bant, "amount": 100})
+    assert r.status_code == 200
+    r = api.post(f"/api/leads/{amy.id}/lost", json={"reason": "price"})
+    assert r.status_code == 200 and r.json()["stage"] == "recycle_b"
+    with services.engine.connect() as conn:
+        owner = conn.execute(
+            select(accounts.c.owner).where(accounts.c.id == amy.account_id)
+        ).scalar_one()
+    assert owner is not None
+
+    # Months later (the 90-day pause is over) her colleagues come back.
+    later = T0 + timedelta(days=120)
+    clock.at = later.astimezone(UTC)
+    for user, domain in (("ben", "xcorp.example"), ("dot", "xcorp.example"),
+                         ("cal", "ycorp.example")):  # fmt: skip
+        _person(api, write_key, user, domain, T0 - timedelta(days=20))
+    ben_pages = ["/pricing", "/product/a", "/case-studies/manufacturing"]
+    for i, path in enumerate(ben_pages):
+        _visit(api, write_key, "ben", path, T0 + timedelta(days=100 + 4 * i))
+    for i, path in enumerate(["/pricing", "/blog/x"]):  # only twice
+        _visit(api, write_key, "dot", path, T0 + timedelta(days=101 + i))
+    for i, path in enumerate(["/pricing", "/product/a", "/blog/x"]):  # another account
+        _visit(api, write_key, "cal", path, T0 + timedelta(days=101 + i))
+
+    with services.engine.begin() as conn:
+        returning = conn.execute(
+            select(signals.c.lead_id, signals.c.rule, signals.c.data).where(
+                signals.c.name == "lead.returning"
+            )
+        ).all()
+        webhooks.enqueue_new(conn, later)
+        deliveries = conn.execute(
+            select(webhook_deliveries.c.payload).where(
+                webhook_deliveries.c.event_type == "lead.returning"
+            )
+        ).all()
+        ben = conn.execute(
+            select(leads.c.id).where(leads.c.email == "ben@xcorp.example")
+        ).scalar_one()
+    [(lead_id, rule, data)] = returning
+    assert (lead_id, rule) == (ben, "return_alert.account")
+    pages = [f"https://acme.example{p}" for p in ben_pages]
+    assert data["pages"] == pages and data["lost_lead_id"] == amy.id
+    [(payload,)] = deliveries
+    assert payload["lead"]["email"] == "ben@xcorp.example"
+    assert payload["lead"]["owner"] == owner  # the account's rep
+    assert payload["data"]["pages"] == pages
+    assert payload["data"]["watch"] == "account"
+    assert payload["data"]["account_owner"] == owner

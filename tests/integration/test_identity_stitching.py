@@ -310,3 +310,30 @@ def test_group_target_account_trait_is_stored_on_the_account(send: Any, services
     with services.engine.connect() as conn:
         # The CRM said no; a non-boolean value changes nothing.
         assert conn.execute(select(accounts.c.is_target)).scalar_one() is False
+
+
+def test_a_consent_withdrawn_on_one_record_holds_after_the_merge(
+    send: Any, services: Services
+) -> None:
+    """Regression (issue 12): merging kept the older record's ``granted`` consent although
+    the person had unsubscribed (withdrawn it) on the other record later."""
+    from leadflow.services import mailing
+
+    send("identify", userId="old-id", messageId="1", traits={"email": "o@x.io", "consent": True})
+    send("identify", userId="new-id", messageId="2", traits={"email": "n@x.io", "consent": True})
+    first, second = all_leads(services)
+    now = datetime.now(UTC)
+    with services.engine.begin() as conn:
+        send_id = mailing.plan_email(
+            conn, idempotency_key="k", lead_id=second["id"], now=now, subject="Hello"
+        )
+    assert send_id is not None
+    assert mailing.unsubscribe(services, send_id, now, method="page") == "n@x.io"
+    send("alias", userId="new-id", previousId="old-id", messageId="3")
+    (lead,) = all_leads(services)
+    assert lead["id"] == first["id"]
+    assert (lead["consent_status"], lead["consent_method"]) == (
+        "denied",
+        "withdrawn: unsubscribe (page)",
+    )
+    assert lead["unsubscribed_at"] == lead["consent_at"] is not None

@@ -13,7 +13,7 @@ import yaml
 
 from leadflow.core import lifecycle as lc
 from leadflow.core.config import LeadModel, build_model, load_default_model
-from leadflow.core.model import Bant, Event, LeadProfile, Signal, StageChange
+from leadflow.core.model import AccountWatch, Bant, Event, LeadProfile, Signal, StageChange
 
 T0 = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
 MODEL = load_default_model()
@@ -86,7 +86,7 @@ def test_contact_details_with_consent_make_a_visitor_an_acquired_lead():
     assert [(c.from_stage, c.to_stage, c.rule, c.at) for c in changes] == [
         ("anonymous", "acquired", "stages.acquired.enter_when[0]", day(1))
     ]
-    assert changes[0].model_version == "2024.2"
+    assert changes[0].model_version == "2024.3"
 
 
 def test_contact_details_without_consent_stay_anonymous():
@@ -128,7 +128,7 @@ def test_engagement_score_of_100_makes_an_mql_at_the_event_that_crosses_it():
         track("content_download", day(1), asset_type="white_paper"),  # 20
         track("webinar_attended", day(1)),  # 25
         track("content_download", day(1), asset_type="pricing"),  # 25 -> 75
-        track("demo_request", day(1)),  # 40 -> 115
+        track("event_attended", day(1)),  # 25 -> 100 (a demo request is a fast-pass)
     ]
     state, changes, _ = fold(events)
     assert path(changes) == ["acquired", "nurturing", "mql"]
@@ -144,7 +144,7 @@ def test_points_that_decayed_below_100_do_not_make_an_mql():
         track("content_download", day(1), asset_type="white_paper"),
         track("webinar_attended", day(1)),
         track("content_download", day(1), asset_type="pricing"),
-        track("demo_request", day(61)),  # 75 points are worth about 19 by then
+        track("event_attended", day(61)),  # 75 points are worth about 19 by then
     ]
     state, _, _ = fold(events)
     assert state.stage == "nurturing"
@@ -154,6 +154,22 @@ def test_quote_request_fastpasses_an_acquired_lead_to_mql():
     _state, changes, _ = fold([signed_up(), track("quote_request", day(1))])
     assert path(changes) == ["acquired", "mql"]
     assert changes[-1].rule == "fastpass.quote_request"
+
+
+def test_demo_request_is_a_hot_inquiry_that_fastpasses_to_mql():
+    """Regression (issue 12): a demo request only earned points (40), so a fitting person
+    asking for a demo waited in nurturing."""
+    _state, changes, _ = fold(
+        [signed_up(), page("/product/a", day(1)), track("demo_request", day(2))]
+    )
+    assert path(changes) == ["acquired", "nurturing", "mql"]
+    assert changes[-1].rule == "fastpass.demo_request"
+    # From the recycle box too, ending the pause; a student never passes.
+    state = lc.not_now(to_appointment(), MODEL, at=day(5), action_id="nn").state
+    state, changes, _ = fold([track("demo_request", day(30))], state)
+    assert (path(changes), state.pause_until) == (["mql"], None)
+    state, changes, _ = fold([signed_up(title="Student"), track("demo_request", day(1))])
+    assert path(changes) == ["dead_end"]
 
 
 def test_one_event_can_walk_an_unknown_visitor_through_several_stages():
@@ -370,3 +386,86 @@ def test_an_old_false_target_trait_does_not_unmark_a_target_account():
     marked = Event(message_id="g1", type="group", occurred_at=T0, properties={"is_target": True})
     assert lc.merge_traits(plain, marked).is_target_account is True
     assert lc.merge_traits(plain, old).is_target_account is False
+
+
+def test_a_consent_withdrawn_by_an_unsubscribe_replays_from_the_grant():
+    """The stored consent reads ``denied`` after an unsubscribe; a replay starts from the
+    consent given before (the withdrawal is the ``email_unsubscribe`` event at its time)."""
+    method = lc.withdrawal_method("one_click")
+    assert method == "withdrawn: unsubscribe (one_click)"
+    assert lc.is_withdrawal("denied", method)
+    assert lc.base_consent("denied", method) == "granted"
+    for status, how in (
+        ("denied", "identify"),
+        ("denied", None),
+        ("granted", "form:x"),
+        ("unknown", None),
+        ("granted", method),
+    ):
+        assert lc.base_consent(status, how) == status
+    contact = identify(T0, email="kim@acme.co.kr")  # an import: no consent in the stream
+    unsubscribed = track("email_unsubscribe", day(3))
+    state, _, _ = fold([contact, unsubscribed], consent=lc.base_consent("denied", method))
+    assert [c.to_stage for c in state.history] == ["acquired"]
+    assert state.profile.consent == "denied"
+
+
+def test_account_watches_run_from_a_lost_deal_until_the_account_is_worked_again():
+    changes = [
+        (day(1), 1, "mql"),  # not a watched or clearing stage: ignored
+        (day(20), 1, "recycle_b"),  # Kim's deal lost: the account is watched
+        (day(25), 2, "recycle_b"),  # a second loss while watched changes nothing
+        (day(30), 4, "dead_end"),  # a student at the account: not sales working it
+        (day(40), 3, "appointment"),  # a colleague is worked again: the watch ends
+        (day(70), 3, "won"),
+    ]
+    lost_deals = [(day(80), None)]  # an opportunity of the account lost (e.g. in the CRM)
+    watches = lc.account_watches(changes, lost_deals, MODEL)
+    assert watches == (
+        AccountWatch(since=day(20), until=day(40), lost_lead_id=1),
+        AccountWatch(since=day(80), until=None, lost_lead_id=None),
+    )
+    assert lc.account_watch_at(watches, day(39)) == watches[0]
+    assert lc.account_watch_at(watches, day(40)) is None
+    assert lc.account_watch_at(watches, day(200)) == watches[1]
+    off = MODEL.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    off["return_alert"]["when_account_lost"] = False
+    assert lc.account_watches(changes, lost_deals, build_model(off)) == ()
+
+
+def test_a_colleague_of_a_lost_deal_coming_back_alerts_sales_naming_the_pages():
+    """Regression (issue 12): only the lead whose deal was lost was watched; a colleague at
+    the same account visiting 3 times in 14 days after the pause raised nothing."""
+    watch = (AccountWatch(since=day(20), lost_lead_id=1),)
+    before = [page("/pricing", day(10)), page("/product/a", day(11))]  # before the loss
+    visits = [page("/pricing", day(110)), page("/case-studies/x", day(112))]
+    state, _, signals = fold([signed_up(), *before, *visits], account_id=9, account_watch=watch)
+    assert signals == []  # twice is not often
+    state, _, signals = fold([page("/product/a", day(115))], state)
+    assert [(s.name, s.rule, s.at) for s in signals] == [
+        ("lead.returning", "return_alert.account", day(115))
+    ]
+    data = signals[0].data
+    assert data["pages"] == [
+        "https://acme.io/pricing",
+        "https://acme.io/case-studies/x",
+        "https://acme.io/product/a",
+    ]
+    assert (data["watch"], data["account_id"], data["lost_lead_id"], data["lost_at"]) == (
+        "account",
+        9,
+        1,
+        day(20),
+    )
+    # Not again within the window; never for a colleague in the dead end or without a watch.
+    _, _, signals = fold([page("/a", day(116)), page("/b", day(117))], state)
+    assert signals == []
+    three = [page("/a", day(110)), page("/b", day(111)), page("/c", day(112))]
+    _, _, signals = fold([signed_up(title="Student"), *three], account_watch=watch)
+    assert signals == []
+    _, _, signals = fold([signed_up(), *three])
+    assert signals == []
+    # The watch ended (the account is worked again) before the visits: nothing.
+    ended = (AccountWatch(since=day(20), until=day(60), lost_lead_id=1),)
+    _, _, signals = fold([signed_up(), *three], account_watch=ended)
+    assert signals == []

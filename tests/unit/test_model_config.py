@@ -46,7 +46,11 @@ def test_shipped_model_has_the_articles_numbers():
     assert spec.stages["recycle_b"].recycle.pause_days == 90
     assert spec.return_alert is not None
     assert (spec.return_alert.visits, spec.return_alert.window_days) == (3, 14)
-    assert {fp.id for fp in spec.fastpass} == {"target_account_attends_our_event", "quote_request"}
+    assert {fp.id for fp in spec.fastpass} == {
+        "target_account_attends_our_event",
+        "quote_request",
+        "demo_request",
+    }
 
 
 def test_stages_have_english_and_korean_names():
@@ -76,7 +80,7 @@ def test_content_hash_ignores_formatting_and_key_order_but_not_content():
 def test_a_string_is_always_yaml_text_never_a_file_name(tmp_path: Path):
     path = tmp_path / "leadflow.yaml"
     path.write_text(DEFAULT_TEXT, encoding="utf-8")
-    assert load_model(path.read_text(encoding="utf-8")).version == "2024.2"
+    assert load_model(path.read_text(encoding="utf-8")).version == "2024.3"
     for name in (str(path), str(tmp_path / "nope.yaml"), f"{path}.yml"):
         with pytest.raises(ModelConfigError, match=r"^\(root\): expected a mapping$"):
             load_model(name)
@@ -167,5 +171,5 @@ def test_check_reports_every_problem_without_raising():
     assert report.errors == ("fastpass[1].to: unknown stage 'hot'",)
     good = check(DEFAULT_TEXT)
     assert good.ok
-    assert good.version == "2024.2"
-    assert good.lines()[0].startswith("ok: model 2024.2 (sha256 ")
+    assert good.version == "2024.3"
+    assert good.lines()[0].startswith("ok: model 2024.3 (sha256 ")

@@ -18,6 +18,7 @@ from leadflow.core.routing import (
     Territory,
     WorkCalendar,
     check_lost_reason,
+    handoff_stages,
     priority,
     reject_action,
     reps_from_spec,
@@ -393,3 +394,17 @@ def test_reject_reason_needs_the_reject_action():
 def test_a_model_without_sales_still_loads():
     model = load_model(load_default_model_text().split("\nsales:\n")[0])
     assert model.spec.sales is None
+
+
+def test_handoff_stages_come_from_the_model_and_fastpasses_into_sales_stages_are_due():
+    stages = handoff_stages(load_default_model())
+    assert stages.handoff == {"mql"}
+    assert stages.sales == {"mql", "appointment", "opportunity"}
+    due = stages.needs_handoff
+    assert due("mql", "stages.mql.enter_when[0]") and due("mql", "model.apply") and due("mql", None)
+    assert due("appointment", "fastpass.target_account_attends_our_event")
+    assert due("opportunity", "stages.opportunity.enter_when[0]")
+    assert not due("appointment", "actions.accept")  # the rep who accepted has it
+    assert not due("appointment", "model.apply") and not due("appointment", None)
+    assert not due("nurturing", "stages.nurturing.enter_when[0]")
+    assert not due("dead_end", "dead_end.student")

@@ -55,9 +55,13 @@ the time it has been advanced to). Nothing depends on arrival order:
    fastpass on a quote request) ends the pause.
 8. **Return alert**: entering a watched stage (recycle B: the deal was lost) starts watching
    the lead; watching goes on after the pause, back in nurturing, until the lead enters a
-   ``clear_at`` stage (sales works it again). A page view by a watched lead, or by a lead
-   whose account lost an opportunity, raises ``lead.returning`` when it is the N-th visit
-   within M days (3 in 14), at most once per window. Visits count from the start of watching.
+   ``clear_at`` stage (sales works it again). With ``when_account_lost`` the lead's account
+   is watched too (``profile.account_watch``, from :func:`account_watches`: a colleague's
+   lost deal until one of its people is worked again), so any of its people who is not in
+   the dead end counts. A page view by a watched lead raises ``lead.returning`` (rule
+   ``return_alert``, or ``return_alert.account`` naming the lost deal) when it is the N-th
+   visit within M days (3 in 14), at most once per window, with the pages visited. Visits
+   count from the start of watching.
 
 Scores are not stored: :meth:`LeadState.engagement` evaluates them at any ``as_of``.
 """
@@ -72,6 +76,7 @@ from typing import Any
 
 from leadflow.core.config import CONSENT_VALUES, Condition, DeadEndRule, LeadModel
 from leadflow.core.model import (
+    AccountWatch,
     Bant,
     EngagementScore,
     Event,
@@ -95,10 +100,21 @@ from leadflow.core.scoring import (
 )
 
 RETURNING = "lead.returning"
+RETURN_RULE = "return_alert"
+ACCOUNT_RETURN_RULE = "return_alert.account"
 HISTORY_REVISED = "lead.history_revised"
+FASTPASS_RULE = "fastpass"
+STAGE_RULE = "stages"
 _EMAIL = re.compile(r"^[^@\s]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")
 
 InputKey = tuple[datetime, int, str]
+
+
+def entered_automatically(rule: str) -> bool:
+    """Was a stage change (its ``rule``) made by an automatic rule of the model - a
+    fast-pass, a stage's ``enter_when`` criteria or the end of a recycle pause - rather than
+    by a sales action, a dead-end rule or a model switch?"""
+    return rule.startswith((f"{FASTPASS_RULE}.", f"{STAGE_RULE}."))
 
 
 def action_key(action: SalesAction) -> InputKey:
@@ -176,6 +192,29 @@ def _consent(value: Any) -> str | None:
     if isinstance(value, str) and value.strip().lower() in CONSENT_VALUES:
         return value.strip().lower()
     return None
+
+
+WITHDRAWN_BY_UNSUBSCRIBE = "withdrawn: unsubscribe"
+"""Prefix of ``consent_method`` when an unsubscribe withdrew a granted consent."""
+
+
+def withdrawal_method(how: str) -> str:
+    """The ``consent_method`` recorded when an unsubscribe (``how``: one_click, page)
+    withdraws a granted consent; the lead's consent then reads ``denied``."""
+    return f"{WITHDRAWN_BY_UNSUBSCRIBE} ({how})"
+
+
+def is_withdrawal(status: str, method: str | None) -> bool:
+    """Was this stored consent withdrawn by an unsubscribe?"""
+    return status == "denied" and method is not None and method.startswith(WITHDRAWN_BY_UNSUBSCRIBE)
+
+
+def base_consent(status: str, method: str | None) -> str:
+    """The consent a replay of the lead starts from. A consent withdrawn by an unsubscribe
+    was ``granted`` until then: the withdrawal itself is the ``email_unsubscribe`` event in
+    the lead's stream, which the fold applies at its time, so the lead's earlier stages
+    (acquired on that consent) stay as they happened."""
+    return "granted" if is_withdrawal(status, method) else status
 
 
 def _int(value: Any) -> int | None:
@@ -314,7 +353,7 @@ class _Machine:
         spec = self.model.spec.stages[self.stage]
         if spec.recycle is not None and self.pause_until is not None and self.pause_until <= at:
             self.move(
-                spec.recycle.return_to, self.pause_until, f"stages.{self.stage}.recycle", None
+                spec.recycle.return_to, self.pause_until, f"{STAGE_RULE}.{self.stage}.recycle", None
             )
         if self.clock is None or at > self.clock:
             self.clock = at
@@ -419,13 +458,13 @@ class _Machine:
 
         for fp in model.spec.fastpass:
             if here in fp.from_ and self.holds(fp.when, event):
-                offer(fp.to, f"fastpass.{fp.id}")
+                offer(fp.to, f"{FASTPASS_RULE}.{fp.id}")
         for name, spec in model.spec.stages.items():
             if here not in model.criteria_from[name]:
                 continue
             for i, cond in enumerate(spec.enter_when):
                 if self.holds(cond, event):
-                    offer(name, f"stages.{name}.enter_when[{i}]")
+                    offer(name, f"{STAGE_RULE}.{name}.enter_when[{i}]")
                     break
         return (best[1], best[2]) if best else None
 
@@ -448,30 +487,53 @@ class _Machine:
         spec = self.model.spec.return_alert
         if spec is None:
             return
-        since = self.watch_since
-        if since is None and not (spec.when_account_lost and self.profile.account_lost_opportunity):
-            return
-        at, window = event.occurred_at, timedelta(days=spec.window_days)
-        visits = []
+        at = event.occurred_at
+        since, rule = self.watch_since, RETURN_RULE
+        extra: dict[str, Any] = {"watch": "lead"}
+        if since is None:
+            watch = (
+                account_watch_at(self.profile.account_watch, at)
+                if spec.when_account_lost and self.stage != self.model.dead_end_stage
+                else None
+            )
+            if watch is not None:
+                since, rule = watch.since, ACCOUNT_RETURN_RULE
+                extra = {
+                    "watch": "account",
+                    "account_id": self.profile.account_id,
+                    "lost_at": watch.since,
+                    "lost_lead_id": watch.lost_lead_id,
+                }
+            elif not (spec.when_account_lost and self.profile.account_lost_opportunity):
+                return
+        window = timedelta(days=spec.window_days)
+        visits: list[Event] = []
         for past in reversed(self.events):
             if past.occurred_at <= at - window or (since is not None and past.occurred_at < since):
                 break
             if past.type == "page":
-                visits.append(past.occurred_at)
+                visits.append(past)
         last = next((s.at for s in reversed(self.signals) if s.name == RETURNING), None)
         if returning_alert(
-            visits, at, last_alert_at=last, visits_needed=spec.visits, window=window
+            [v.occurred_at for v in visits],
+            at,
+            last_alert_at=last,
+            visits_needed=spec.visits,
+            window=window,
         ):
             self.signal(
                 RETURNING,
                 at,
-                "return_alert",
+                rule,
                 {
                     "stage": self.stage,
                     "visits": len(visits),
                     "window_days": spec.window_days,
                     "message_id": event.message_id,
                     "page_url": event.page_url,
+                    # What they looked at, oldest first.
+                    "pages": [v.page_url for v in reversed(visits)],
+                    **extra,
                 },
             )
 
@@ -783,6 +845,61 @@ def returning_alert(
     return sum(1 for v in visits if at - window < v <= at) >= visits_needed
 
 
+def account_clear_stages(model: LeadModel) -> frozenset[str]:
+    """Stages whose entry by any person of an account ends the account's watch: the
+    ``clear_at`` stages but the dead end."""
+    spec = model.spec.return_alert
+    if spec is None:
+        return frozenset()
+    return frozenset(spec.clear_at) - {model.dead_end_stage}
+
+
+def account_watches(
+    changes: Iterable[tuple[datetime, int, str]],
+    lost_deals: Iterable[tuple[datetime, int | None]],
+    model: LeadModel,
+) -> tuple[AccountWatch, ...]:
+    """When one account was watched for a return (``return_alert.when_account_lost``).
+
+    ``changes`` are the stage changes ``(at, lead_id, to_stage)`` of every person of the
+    account, ``lost_deals`` its lost opportunities ``(closed_at, lead_id)``. A deal lost - a
+    person entering a ``return_alert.stages`` stage (recycle B), or an opportunity lost -
+    starts a watch, unless one is running; a person entering a ``clear_at`` stage (sales
+    works the account again) ends it - but not one going to the dead end (a student at the
+    account says nothing about its buying). At one instant a clear comes before a loss."""
+    clears = account_clear_stages(model)
+    spec = model.spec.return_alert
+    if spec is None or not spec.when_account_lost:
+        return ()
+    moves: list[tuple[datetime, int, int | None]] = []
+    for at, lead_id, stage in changes:
+        if stage in clears:
+            moves.append((at, 0, lead_id))
+        elif stage in spec.stages:
+            moves.append((at, 1, lead_id))
+    moves += [(at, 1, lead_id) for at, lead_id in lost_deals]
+    moves.sort(key=lambda m: (m[0], m[1], m[2] if m[2] is not None else -1))
+    found: list[AccountWatch] = []
+    running: AccountWatch | None = None
+    for at, kind, lead_id in moves:
+        if kind == 1 and running is None:
+            running = AccountWatch(since=at, lost_lead_id=lead_id)
+        elif kind == 0 and running is not None:
+            found.append(replace(running, until=at))
+            running = None
+    if running is not None:
+        found.append(running)
+    return tuple(found)
+
+
+def account_watch_at(watches: Iterable[AccountWatch], at: datetime) -> AccountWatch | None:
+    """The account watch running at ``at``, if any."""
+    for watch in watches:
+        if watch.since <= at and (watch.until is None or at < watch.until):
+            return watch
+    return None
+
+
 def check_return(
     state: LeadState,
     visits: Iterable[datetime],
@@ -808,7 +925,7 @@ def check_return(
         name=RETURNING,
         lead_id=state.lead.id,
         at=at,
-        rule="return_alert",
+        rule=RETURN_RULE,
         model_version=model.version,
         data={
             "stage": state.stage,

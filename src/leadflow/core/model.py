@@ -60,6 +60,17 @@ class Bant:
     timeframe: str | float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class AccountWatch:
+    """The lead's account lost a deal at ``since`` (``lost_lead_id``'s, when known): its
+    people are watched for a return until one of them is worked by sales again (``until``,
+    None while it goes on). See :func:`leadflow.core.lifecycle.account_watches`."""
+
+    since: datetime
+    until: datetime | None = None
+    lost_lead_id: int | None = None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LeadProfile:
     """What is known about a lead and its account (attribute data, 속성 정보)."""
@@ -78,7 +89,10 @@ class LeadProfile:
     """``granted``, ``denied`` or ``unknown`` (marketing permission)."""
     account_id: int | None = None
     account_lost_opportunity: bool = False
-    """The lead's account has a lost opportunity (feeds the return alert)."""
+    """The lead's account has a lost opportunity, time unknown (feeds the return alert)."""
+    account_watch: tuple[AccountWatch, ...] = ()
+    """When the lead's account was watched for a return after a lost deal (derived from
+    the stage changes of all its people and its lost opportunities)."""
     bant: Bant = field(default_factory=Bant)
     attributes: Mapping[str, Any] = field(default_factory=dict)
     predicted: float | None = None

@@ -13,6 +13,10 @@ Pure: plain data in, plans with reasons out; time is always a parameter.
   time.
 - :func:`sla_breaches` decides, for open assignments past their due time, whether to
   escalate or re-route.
+- :func:`handoff_stages` says which leads go to sales at all: every lead in a hand-off
+  stage (``sales.handoff_stages``), and a lead an automatic rule (a fast-pass, a stage
+  criterion) moved straight into a stage sales works in (e.g. a target-account event
+  attendee fast-passed to the appointment stage) - never one a sales action moved there.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
-from leadflow.core.config import WEEKDAYS, SalesSpec
+from leadflow.core.config import WEEKDAYS, LeadModel, SalesSpec
+from leadflow.core.lifecycle import entered_automatically
 
 DEFAULT_TIMEZONE = "Asia/Seoul"
 FIT_FLOOR = 10.0
@@ -33,6 +38,39 @@ RULE_TERRITORY_ACCOUNT = "territory.account"
 RULE_TERRITORY = "territory"
 RULE_ROUND_ROBIN = "round_robin"
 ACTIVE_STATUSES = ("routed", "accepted", "escalated")
+
+
+SALES_WORK_ACTIONS = ("accept", "qualify")
+"""Actions whose target stages sales works in after the hand-off (appointment, opportunity
+in the default model)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffStages:
+    """The model's stage sets for the hand-off."""
+
+    handoff: frozenset[str]
+    """``sales.handoff_stages``: a lead in one is handed to sales however it got there."""
+    sales: frozenset[str]
+    """The hand-off stages and the stages sales works in (targets of accept and qualify)."""
+
+    def needs_handoff(self, stage: str, entry_rule: str | None) -> bool:
+        """Should a lead in ``stage``, which it entered by ``entry_rule``, be handed to sales
+        (when it has no open hand-off and was not handed off since)? Yes in a hand-off
+        stage; yes in another sales stage when an automatic rule moved it there (a
+        fast-pass): nobody in sales knows of it yet. No when a sales action moved it there:
+        the rep who acted has it."""
+        if stage in self.handoff:
+            return True
+        return stage in self.sales and entry_rule is not None and entered_automatically(entry_rule)
+
+
+def handoff_stages(model: LeadModel) -> HandoffStages:
+    handoff = frozenset((model.spec.sales or SalesSpec()).handoff_stages)
+    work = {
+        model.spec.actions[name].to for name in SALES_WORK_ACTIONS if name in model.spec.actions
+    }
+    return HandoffStages(handoff=handoff, sales=handoff | work)
 
 
 def _aware(value: datetime, what: str) -> datetime:

@@ -1,7 +1,9 @@
 """Sales hand-off: the ready queue, paced routing, sales actions, SLA and opportunities.
 
-- A lead that enters a hand-off stage (``sales.handoff_stages``, default ``mql``) joins the
-  ready queue once per stay (:func:`enqueue`); :func:`route_due` assigns queued leads,
+- A lead that enters a hand-off stage (``sales.handoff_stages``, default ``mql``), or that
+  an automatic rule (a fast-pass) moved straight into a stage sales works in (appointment,
+  opportunity), joins the ready queue once per stay (:func:`enqueue`, deciding with core
+  :func:`~leadflow.core.routing.handoff_stages`); :func:`route_due` assigns queued leads,
   highest priority first, to reps with capacity left today (core
   :func:`~leadflow.core.routing.route`). It runs from ``leadflow sales route`` (a worker)
   and after every ingest request (:func:`ingest_hook`, cheap: it only looks at the leads the
@@ -59,6 +61,7 @@ from leadflow.adapters.db.tables import (
     sales_actions,
     sales_reps,
     signals,
+    stage_changes,
 )
 from leadflow.core.config import LeadModel, SalesSpec
 from leadflow.core.model import Bant, SalesAction
@@ -70,6 +73,7 @@ from leadflow.core.routing import (
     Territory,
     WorkCalendar,
     check_lost_reason,
+    handoff_stages,
     priority,
     reject_action,
     route,
@@ -252,20 +256,39 @@ def _lock(conn: Connection, *, wait: bool) -> bool:
     )
 
 
+def _entry_rule() -> Any:
+    """How a lead entered its current stage: the rule of that stage change (correlated on
+    ``lead_states``)."""
+    return (
+        select(stage_changes.c.rule)
+        .where(
+            stage_changes.c.lead_id == lead_states.c.lead_id,
+            stage_changes.c.to_stage == lead_states.c.stage,
+            stage_changes.c.at == lead_states.c.stage_since,
+        )
+        .order_by(stage_changes.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
 def enqueue(
     conn: Connection, model: LeadModel, now: datetime, lead_ids: Iterable[int] | None = None
 ) -> int:
-    """Queue leads in a hand-off stage that have no open hand-off, are not queued and were
-    not handed off since they entered the stage. Returns how many were queued."""
-    spec = sales_spec(model)
+    """Queue leads due for a hand-off (in a hand-off stage, or fast-passed into a stage
+    sales works in) that have no open hand-off, are not queued and were not handed off since
+    they entered the stage. Returns how many were queued."""
+    stages = handoff_stages(model)
     a = assignments.alias("a")
     query = select(
         lead_states.c.lead_id,
         lead_states.c.engagement,
         lead_states.c.fit,
         lead_states.c.qualification,
+        lead_states.c.stage,
+        _entry_rule().label("entry_rule"),
     ).where(
-        lead_states.c.stage.in_(spec.handoff_stages),
+        lead_states.c.stage.in_(sorted(stages.sales)),
         ~exists().where(ready_queue.c.lead_id == lead_states.c.lead_id),
         ~exists().where(
             a.c.lead_id == lead_states.c.lead_id,
@@ -283,6 +306,7 @@ def enqueue(
     else:
         for i in range(0, len(ids), 500):
             rows += conn.execute(query.where(lead_states.c.lead_id.in_(ids[i : i + 500]))).all()
+    rows = [r for r in rows if stages.needs_handoff(r.stage, r.entry_rule)]
     if not rows:
         return 0
     res = conn.execute(
@@ -303,17 +327,28 @@ def enqueue(
 
 
 def drop_stale(conn: Connection, model: LeadModel) -> int:
-    """Queued leads that left the hand-off stages (dead end, fastpass...) leave the queue."""
-    stages = sales_spec(model).handoff_stages
+    """Queued leads no longer due for a hand-off leave the queue: they left the hand-off and
+    sales stages (dead end, reject...) or a sales action moved them on (qualified straight
+    from the appointment stage). One fast-passed from MQL to the appointment stage stays."""
+    stages = handoff_stages(model)
     res = conn.execute(
         delete(ready_queue).where(
             ~exists().where(
                 lead_states.c.lead_id == ready_queue.c.lead_id,
-                lead_states.c.stage.in_(stages),
+                lead_states.c.stage.in_(sorted(stages.sales)),
             )
         )
     )
-    return max(res.rowcount or 0, 0)
+    dropped = max(res.rowcount or 0, 0)
+    rows = conn.execute(
+        select(lead_states.c.lead_id, lead_states.c.stage, _entry_rule().label("entry_rule"))
+        .join(ready_queue, ready_queue.c.lead_id == lead_states.c.lead_id)
+        .where(lead_states.c.stage.not_in(sorted(stages.handoff)))
+    ).all()
+    gone = [r.lead_id for r in rows if not stages.needs_handoff(r.stage, r.entry_rule)]
+    if gone:
+        conn.execute(delete(ready_queue).where(ready_queue.c.lead_id.in_(gone)))
+    return dropped + len(gone)
 
 
 def queue(conn: Connection, limit: int | None = None) -> list[dict[str, Any]]:
@@ -519,21 +554,13 @@ def route_due(
     return report
 
 
-SALES_WORK_ACTIONS = ("accept", "qualify")
-"""Actions whose target stages sales works in after the hand-off (appointment, opportunity
-in the default model)."""
 NOT_ACCEPTED = ", not accepted"
 """Suffix of ``close_reason`` when an assignment closed before sales accepted it."""
 
 
 def sales_stages(model: LeadModel) -> set[str]:
     """The hand-off stages and the stages sales works in (targets of accept and qualify)."""
-    stages = set(sales_spec(model).handoff_stages)
-    for name in SALES_WORK_ACTIONS:
-        action = model.spec.actions.get(name)
-        if action is not None:
-            stages.add(action.to)
-    return stages
+    return set(handoff_stages(model).sales)
 
 
 def release_departed(
@@ -566,8 +593,8 @@ def release_departed(
 def ingest_hook(cache: ModelCache) -> Callable[[Connection, set[int], datetime], None]:
     """After-ingest hook (after the lifecycle hook): release the touched leads an automatic
     rule took out of the hand-off (open assignment closed, queue row dropped), queue the
-    ones that became MQLs and route them if the team has capacity and no other router is
-    busy."""
+    ones that became due for a hand-off (MQLs, fast-passes into a sales stage) and route
+    them if the team has capacity and no other router is busy."""
 
     def hook(conn: Connection, lead_ids: set[int], received_at: datetime) -> None:
         if not lead_ids:
@@ -757,7 +784,9 @@ def _record(
     actor: str | None,
     **extra: Any,
 ) -> tuple[str, bool]:
-    """Record the action; returns (action_id, duplicate)."""
+    """Record the action; returns (action_id, duplicate). Sales acted on the lead, so it
+    leaves the ready queue (e.g. one fast-passed to the appointment stage that a rep
+    qualified before routing reached it)."""
     require_lead(conn, lead_id)
     action_id = action_id or f"{name}:{uuid.uuid4()}"
     if _seen(conn, action_id, lead_id):
@@ -771,6 +800,7 @@ def _record(
         model,
         now,
     )
+    conn.execute(delete(ready_queue).where(ready_queue.c.lead_id == lead_id))
     return action_id, False
 
 
@@ -788,12 +818,10 @@ def accept(
     current = active_assignment(conn, lead_id)
     accept_to = model.spec.actions["accept"].to if "accept" in model.spec.actions else None
     duplicate = False
-    if (
-        current is not None
-        and current["status"] != "accepted"
-        and _stage(conn, lead_id) == accept_to
-    ):
-        pass  # already at the appointment stage (fastpass): accepting closes the SLA only
+    if (current is None or current["status"] != "accepted") and _stage(conn, lead_id) == accept_to:
+        # Already at the appointment stage (a fast-pass): accepting closes the SLA of the
+        # hand-off, or takes the lead from the queue.
+        pass
     else:
         _, duplicate = _record(
             conn, model, lead_id, "accept", now, action_id=action_id, actor=actor

@@ -56,6 +56,7 @@ from leadflow.adapters.db.tables import (
     leads,
     metadata,
 )
+from leadflow.core.lifecycle import is_withdrawal
 from leadflow.core.tracking import TrackedMessage
 from leadflow.services import privacy
 
@@ -461,6 +462,17 @@ def merge_leads(conn: Connection, keep: int, drop: int, now: datetime) -> None:
         if kept[col] is None and dropped[col] is not None
     }
     if kept["consent_status"] == "unknown" and dropped["consent_status"] != "unknown":
+        fill.update(
+            consent_status=dropped["consent_status"],
+            consent_at=dropped["consent_at"],
+            consent_method=dropped["consent_method"],
+        )
+    elif (
+        kept["consent_status"] == "granted"
+        and is_withdrawal(dropped["consent_status"], dropped["consent_method"])
+        and (kept["consent_at"] is None or kept["consent_at"] < dropped["consent_at"])
+    ):
+        # The person withdrew consent (unsubscribed) after the kept record's grant.
         fill.update(
             consent_status=dropped["consent_status"],
             consent_at=dropped["consent_at"],

@@ -33,20 +33,33 @@ from leadflow.adapters.db.tables import (
     lead_predictions,
     lead_states,
     leads,
+    opportunities,
     sales_actions,
     signals,
     stage_changes,
 )
 from leadflow.core.config import LeadModel, load_default_model, load_model
 from leadflow.core.lifecycle import (
+    ACCOUNT_RETURN_RULE,
     HISTORY_REVISED,
+    RETURNING,
     LeadState,
+    account_clear_stages,
+    account_watches,
     advance,
     apply_action,
     apply_event,
+    base_consent,
     replay,
 )
-from leadflow.core.model import Bant, Event, LeadProfile, SalesAction, StageChange
+from leadflow.core.model import (
+    AccountWatch,
+    Bant,
+    Event,
+    LeadProfile,
+    SalesAction,
+    StageChange,
+)
 from leadflow.core.scoring import event_key, score_fit, score_qualification, total_at
 
 CHUNK = 500
@@ -139,26 +152,83 @@ def _bant(value: Any) -> Bant:
     return Bant(**clean)
 
 
-def load_profiles(conn: Connection, lead_ids: Sequence[int]) -> dict[int, LeadProfile]:
-    rows = conn.execute(
-        select(
-            leads.c.id,
-            leads.c.consent_status,
-            leads.c.attributes,
-            leads.c.account_id,
-            accounts.c.industry,
-            accounts.c.employee_count,
-            accounts.c.country,
-            accounts.c.is_target,
-            lead_predictions.c.probability,
-        )
-        .select_from(
-            leads.outerjoin(accounts, accounts.c.id == leads.c.account_id).outerjoin(
-                lead_predictions, lead_predictions.c.lead_id == leads.c.id
+def load_account_watches(
+    conn: Connection, account_ids: Iterable[int], model: LeadModel
+) -> dict[int, tuple[AccountWatch, ...]]:
+    """Each account's return-alert watches (core :func:`account_watches`), from the stage
+    changes of all its people into the watched and ``clear_at`` stages and from its lost
+    opportunities: derived, nothing stored."""
+    spec = model.spec.return_alert
+    ids = sorted(set(account_ids))
+    if spec is None or not spec.when_account_lost or not ids:
+        return {}
+    wanted = sorted({*spec.stages, *account_clear_stages(model)})
+    changes: dict[int, list[tuple[datetime, int, str]]] = defaultdict(list)
+    lost: dict[int, list[tuple[datetime, int | None]]] = defaultdict(list)
+    for part in _chunks(ids):
+        for row in conn.execute(
+            select(
+                leads.c.account_id,
+                stage_changes.c.at,
+                stage_changes.c.lead_id,
+                stage_changes.c.to_stage,
             )
+            .join(leads, leads.c.id == stage_changes.c.lead_id)
+            .where(leads.c.account_id.in_(part), stage_changes.c.to_stage.in_(wanted))
+        ):
+            changes[row.account_id].append((row.at, row.lead_id, row.to_stage))
+        for row in conn.execute(
+            select(
+                opportunities.c.account_id, opportunities.c.closed_at, opportunities.c.lead_id
+            ).where(
+                opportunities.c.account_id.in_(part),
+                opportunities.c.stage == "lost",
+                opportunities.c.closed_at.is_not(None),
+            )
+        ):
+            lost[row.account_id].append((row.closed_at, row.lead_id))
+    found = {}
+    for account_id in changes.keys() | lost.keys():
+        watches = account_watches(changes.get(account_id, ()), lost.get(account_id, ()), model)
+        if watches:
+            found[account_id] = watches
+    return found
+
+
+def load_profiles(
+    conn: Connection, lead_ids: Sequence[int], model: LeadModel | None = None
+) -> dict[int, LeadProfile]:
+    """The base profiles of ``lead_ids``; with ``model``, each with its account's
+    return-alert watches (``account_watch``)."""
+    rows = (
+        conn.execute(
+            select(
+                leads.c.id,
+                leads.c.consent_status,
+                leads.c.consent_method,
+                leads.c.attributes,
+                leads.c.account_id,
+                accounts.c.industry,
+                accounts.c.employee_count,
+                accounts.c.country,
+                accounts.c.is_target,
+                lead_predictions.c.probability,
+            )
+            .select_from(
+                leads.outerjoin(accounts, accounts.c.id == leads.c.account_id).outerjoin(
+                    lead_predictions, lead_predictions.c.lead_id == leads.c.id
+                )
+            )
+            .where(leads.c.id.in_(lead_ids))
         )
-        .where(leads.c.id.in_(lead_ids))
-    ).mappings()
+        .mappings()
+        .all()
+    )
+    watches = (
+        load_account_watches(conn, {r["account_id"] for r in rows if r["account_id"]}, model)
+        if model is not None
+        else {}
+    )
     profiles = {}
     for r in rows:
         attributes = dict(r["attributes"] or {})
@@ -171,11 +241,12 @@ def load_profiles(conn: Connection, lead_ids: Sequence[int]) -> dict[int, LeadPr
             employee_count=r["employee_count"],
             country=r["country"],
             is_target_account=bool(r["is_target"]),
-            consent=r["consent_status"],
+            consent=base_consent(r["consent_status"], r["consent_method"]),
             account_id=r["account_id"],
             bant=_bant(attributes.get("bant")),
             attributes=attributes,
             predicted=r["probability"],
+            account_watch=watches.get(r["account_id"], ()),
         )
     return profiles
 
@@ -541,7 +612,7 @@ def recompute(
     result = RecomputeResult()
     ids = sorted(set(lead_ids))
     for chunk in _chunks(ids):
-        profiles = load_profiles(conn, chunk)
+        profiles = load_profiles(conn, chunk, model)
         rows = {
             r.lead_id: r
             for r in conn.execute(
@@ -647,12 +718,32 @@ def recompute(
             result.stages[lead_id] = state.stage
             result.leads += 1
         _write_states(conn, upserts)
+        _address_account_alerts(conn, new_signals)
         if new_signals:
             inserted = conn.execute(
                 insert_ignore(conn.engine, signals, "name", "lead_id", "at", "rule"), new_signals
             )
             result.signals_added += max(inserted.rowcount or 0, 0)
     return result
+
+
+def _address_account_alerts(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """An account's return alert is for the account's rep: ``data.account_owner``."""
+    alerts = [
+        r
+        for r in rows
+        if r["name"] == RETURNING
+        and r["rule"] == ACCOUNT_RETURN_RULE
+        and "account_owner" not in r["data"]
+    ]
+    ids = {r["data"].get("account_id") for r in alerts} - {None}
+    if not ids:
+        return
+    owners = dict(
+        conn.execute(select(accounts.c.id, accounts.c.owner).where(accounts.c.id.in_(ids))).all()
+    )
+    for r in alerts:
+        r["data"] = {**r["data"], "account_owner": owners.get(r["data"].get("account_id"))}
 
 
 def _write_states(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -794,7 +885,7 @@ class ActionRefused(ValueError):
 
 
 def current_state(conn: Connection, lead_id: int, model: LeadModel, as_of: datetime) -> LeadState:
-    profile = load_profiles(conn, [lead_id]).get(lead_id)
+    profile = load_profiles(conn, [lead_id], model).get(lead_id)
     if profile is None:
         raise LookupError(f"no lead with id {lead_id}")
     return replay(

@@ -34,6 +34,7 @@ from leadflow.adapters.db.tables import accounts, content_assets, email_sends, l
 from leadflow.adapters.email import DeliveryError, Mailer, build_mailer
 from leadflow.core import email_tokens
 from leadflow.core.config import LeadModel
+from leadflow.core.lifecycle import withdrawal_method
 from leadflow.services import privacy
 from leadflow.services.events import EMAIL_CHANNEL, LeadEvent, record_events_in
 from leadflow.settings import Settings
@@ -928,6 +929,18 @@ def unsubscribe(services: Services, send_id: int, now: datetime, *, method: str)
             update(leads)
             .where(leads.c.id == ref.lead_id, leads.c.unsubscribed_at.is_(None))
             .values(unsubscribed_at=now, updated_at=now)
+        )
+        # The unsubscribe withdraws the marketing consent: the lead's consent reads
+        # ``denied`` from now, with when and how (a later opt-in on a form grants it again).
+        conn.execute(
+            update(leads)
+            .where(leads.c.id == ref.lead_id, leads.c.consent_status == "granted")
+            .values(
+                consent_status="denied",
+                consent_at=now,
+                consent_method=withdrawal_method(method),
+                updated_at=now,
+            )
         )
         conn.execute(
             update(email_sends)
