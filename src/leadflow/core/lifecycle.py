@@ -71,6 +71,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from leadflow.core.config import CONSENT_VALUES, Condition, DeadEndRule, LeadModel
+from leadflow.core.inputs import count_problem
 from leadflow.core.model import (
     Bant,
     EngagementScore,
@@ -179,7 +180,9 @@ def _consent(value: Any) -> str | None:
 
 
 def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
+    """An employee count from a trait; None when it is not one or out of range (events
+    stored before the tracking API bounded counts must not break a replay)."""
+    if count_problem(value) is not None or isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value

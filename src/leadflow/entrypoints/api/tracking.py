@@ -70,6 +70,10 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise ValueError("body: not valid gzip data") from None
         if len(body) > limit or inflater.unconsumed_tail:
             raise _TooLarge
+        if not inflater.eof:
+            raise ValueError("body: truncated gzip data (the stream does not end)")
+        if inflater.unused_data:
+            raise ValueError("body: unexpected data after the end of the gzip stream")
     elif encoding not in ("", "identity"):
         raise ValueError(f"Content-Encoding: {encoding[:40]!r} is not supported (use gzip)")
     return body
