@@ -74,6 +74,11 @@ def raw_post(client: Any, url: str, body: Any, **kw: Any) -> Any:
             "batch[1].traits.company.employees",
             "range",
         ),
+        (
+            {"type": "identify", "traits": {"company": {"name": "A", "id": "x" * 300}}},
+            "batch[1].traits.company.id",
+            "longer than 255",
+        ),
         ({"type": "track", "event": "x", "timestamp": "0001-01-01T00:00:00Z"}, "timestamp", "1900"),
         ({"type": "track", "event": "x", "timestamp": "9999-12-31T00:00:00Z"}, "timestamp", "2999"),
         ({"type": "track", "event": "x", "properties": {"n": 18446744073709551615}}, "n", "64-bit"),

@@ -20,7 +20,19 @@ from leadflow.adapters.db.tables import events
 from leadflow.bootstrap import Services
 
 HOSTILE_TEXT = st.sampled_from(
-    ["ok", "a\x00b", "\x00", "\ud800", "x\udfff", "\U0010ffff", "한국어", "", " ", "' OR 1=1"]
+    [
+        "ok",
+        "a\x00b",
+        "\x00",
+        "\ud800",
+        "x\udfff",
+        "\U0010ffff",
+        "한국어",
+        "",
+        " ",
+        "' OR 1=1",
+        "x" * 300,
+    ]
 )
 HOSTILE_VALUE = st.recursive(
     st.one_of(
@@ -82,6 +94,9 @@ def messages(draw: Any) -> dict[str, Any]:
         message["traits"] = {"employees": draw(HOSTILE_VALUE)}
     if kind == "alias":
         message["previousId"] = draw(st.one_of(st.just("fuzz-anon"), HOSTILE_TEXT))
+    if kind == "identify":
+        company = {"name": draw(HOSTILE_TEXT), "id": draw(HOSTILE_VALUE)}
+        message["traits"] = {"company": company, "title": draw(HOSTILE_TEXT)}
     if draw(st.booleans()):
         message["properties"] = draw(st.dictionaries(HOSTILE_TEXT, HOSTILE_VALUE, max_size=3))
     if draw(st.booleans()):

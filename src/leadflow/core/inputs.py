@@ -27,6 +27,7 @@ MAX_EMPLOYEES = 10_000_000
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _ISO_DATE = re.compile(r"\s*(\d{4})-\d{2}-\d{2}")
+_NUMBER = re.compile(r"\s*[+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?\s*$")
 _ISO_ARGUMENT = re.compile(r"\s*(\d{4})-\d{2}-\d{2}(?:[T ][0-9:.+\-Z]*)?\s*$")
 
 
@@ -77,12 +78,15 @@ def date_problem(value: date | datetime) -> str | None:
 
 
 def iso_date_problem(text: str) -> str | None:
-    """For a date or date-time given as text: it must start ``YYYY-MM-DD`` (no Unix
-    seconds, which would reach year 1 unnoticed) with a year in the supported range."""
+    """For a date or date-time given as text: a year outside the supported range
+    (``0001-01-01``), or a number (Unix seconds or milliseconds reach year 1 unnoticed).
+    Other text is left to the caller's own date parsing."""
     found = _ISO_DATE.match(text)
-    if found is None:
-        return "expected an ISO 8601 date (YYYY-MM-DD)"
-    return year_problem(int(found.group(1)))
+    if found is not None:
+        return year_problem(int(found.group(1)))
+    if _NUMBER.match(text) is not None:
+        return "expected an ISO 8601 date (YYYY-MM-DD), not a number"
+    return None
 
 
 def count_problem(value: Any, maximum: int = MAX_EMPLOYEES) -> str | None:

@@ -290,6 +290,8 @@ def _parse_message(
         company = traits.get("company")
         if msg_type == "identify" and isinstance(company, dict):
             _check_counts(company, f"{path}traits.company")
+            # Stored as the account's external id (a 255-character column), like groupId.
+            _identifier(company, "id", f"{path}traits.company.")
     if "email" in traits:
         email = traits["email"]
         if email is not None and not isinstance(email, str):

@@ -6,8 +6,9 @@ parameters, JSON bodies and form fields, against :mod:`leadflow.core.inputs`:
 
 - text PostgreSQL cannot store (NUL, lone surrogates), anywhere, keys included;
 - integers beyond 64 bits and non-finite numbers in JSON, and in integer parameters;
-- dates: date and date-time parameters (and date fields of a JSON body) must be ISO 8601
-  with a year from 1900 to 2999;
+- dates: date and date-time parameters (and date fields of a JSON body) given as ISO 8601
+  need a year from 1900 to 2999; numbers (Unix time) are refused; other text is left to
+  FastAPI's validation (422);
 - JSON nested more than 32 levels.
 
 A refusal is ``400`` naming the field: ``{"detail": "name: contains a NUL character",
@@ -121,7 +122,7 @@ async def _check_json_body(request: Request, body_dates: frozenset[str]) -> None
             if isinstance(value, str) and (problem := iso_date_problem(value)) is not None:
                 raise InputRefused(name, problem)
             if isinstance(value, int | float) and not isinstance(value, bool):
-                raise InputRefused(name, "expected an ISO 8601 date (YYYY-MM-DD)")
+                raise InputRefused(name, "expected an ISO 8601 date (YYYY-MM-DD), not a number")
 
 
 async def _check_form_body(request: Request, media: str) -> None:
