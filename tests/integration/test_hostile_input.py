@@ -350,3 +350,24 @@ def test_an_employee_count_poisoned_before_the_fix_does_not_break_the_backtest(
         encoding="utf-8",
     )
     assert run_guarded(cli_app, ["model", "backtest", str(model), "--database-url", db_url]) == 0
+
+
+def test_digits_int_cannot_read_are_not_numbers(
+    client: Any, services: Services, signed_in: str, write_key: str
+) -> None:
+    """``"²".isdigit()`` is true but ``int("²")`` fails: such text is never taken for a
+    number (a cursor, a limit, an employee count)."""
+    assert client.get("/leads", params={"after": "²"}).status_code == 200
+    assert client.get("/leads", params={"account": "¹²"}).status_code == 200
+    r = client.get("/v1/personalize", params={"limit": "²", "writeKey": write_key})
+    assert r.status_code == 400 and r.json()["detail"].startswith("limit: ")
+    r = client.get(
+        "/v1/personalize", params={"anonymousId": "a", "writeKey": write_key, "limit": "9" * 5000}
+    )
+    assert r.status_code == 400
+    group = {"userId": "u1", "groupId": "g1", "traits": {"employees": "²"}}
+    assert client.post("/v1/group", json=group, auth=auth(write_key)).status_code == 200
+    with services.engine.connect() as conn:
+        assert conn.execute(select(accounts.c.employee_count)).scalar_one() is None
+    r = client.get("/v1/personalize", params={"anonymousId": "a\x00", "writeKey": write_key})
+    assert r.status_code == 400

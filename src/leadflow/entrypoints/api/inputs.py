@@ -62,8 +62,8 @@ def refusal_response(exc: InputRefused, headers: dict[str, str] | None = None) -
 
 async def guard_inputs(request: Request) -> None:
     """App-wide dependency: raise :class:`InputRefused` for the first bad value."""
-    if request.url.path.startswith("/v1/"):
-        return  # the tracking API validates its messages itself (core.tracking)
+    if request.method == "POST" and request.url.path.startswith("/v1/"):
+        return  # the tracking calls validate their messages themselves (core.tracking)
     kinds, body_dates = _kinds(request.scope.get("route"))
     for name, value in request.path_params.items():
         _check_param(name, value, kinds.get(name))
@@ -97,7 +97,7 @@ def _check_param(name: str, value: str, kind: str | None) -> None:
 
 async def _body(request: Request) -> bytes:
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_CHECKED_BODY:
+    if declared.isdigit() and declared.isascii() and int(declared) > MAX_CHECKED_BODY:
         raise InputRefused("body", f"larger than {MAX_CHECKED_BODY // (1024 * 1024)} MB", 413)
     return await request.body()
 
