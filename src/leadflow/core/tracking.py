@@ -107,7 +107,7 @@ def parse_timestamp(value: Any, field_name: str) -> datetime:
         raise MessageError(field_name, f"not an ISO 8601 date-time: {value[:40]!r}") from None
 
 
-def _identifier(raw: Mapping[str, Any], key: str, path: str) -> str | None:
+def _identifier(raw: Mapping[str, Any], key: str, path: str, nul_free: bool = False) -> str | None:
     value = raw.get(key)
     if value is None:
         return None
@@ -120,7 +120,7 @@ def _identifier(raw: Mapping[str, Any], key: str, path: str) -> str | None:
         return None
     if len(text) > MAX_ID_LENGTH:
         raise MessageError(f"{path}{key}", f"longer than {MAX_ID_LENGTH} characters")
-    if (problem := text_problem(text)) is not None:
+    if not nul_free and (problem := text_problem(text)) is not None:
         raise MessageError(f"{path}{key}", problem)
     return text
 
@@ -195,9 +195,7 @@ def _optional_str(value: Any, path: str, max_length: int = 2048) -> str | None:
         raise MessageError(path, "expected a string")
     if len(value) > max_length:
         raise MessageError(path, f"longer than {max_length} characters")
-    if (problem := text_problem(value)) is not None:
-        raise MessageError(path, problem)
-    return value or None
+    return value or None  # text already checked with the object it comes from
 
 
 def parse_message(
@@ -248,10 +246,10 @@ def _parse_message(
     if type_hint is not None and msg_type != type_hint:
         raise MessageError(f"{path}type", f"is {msg_type!r} but this endpoint takes {type_hint!r}")
 
-    user_id = _identifier(raw, "userId", path)
-    anonymous_id = _identifier(raw, "anonymousId", path)
-    previous_id = _identifier(raw, "previousId", path) if msg_type == "alias" else None
-    group_id = _identifier(raw, "groupId", path) if msg_type == "group" else None
+    user_id = _identifier(raw, "userId", path, nul_free)
+    anonymous_id = _identifier(raw, "anonymousId", path, nul_free)
+    previous_id = _identifier(raw, "previousId", path, nul_free) if msg_type == "alias" else None
+    group_id = _identifier(raw, "groupId", path, nul_free) if msg_type == "group" else None
     if msg_type == "alias":
         if user_id is None:
             raise MessageError(f"{path}userId", "required for alias")
@@ -262,7 +260,7 @@ def _parse_message(
     if msg_type == "group" and group_id is None:
         raise MessageError(f"{path}groupId", "required for group")
 
-    message_id = _identifier(raw, "messageId", path)
+    message_id = _identifier(raw, "messageId", path, nul_free)
     if message_id is None:
         message_id = str(new_message_id() if new_message_id else uuid.uuid4())
 
@@ -273,11 +271,13 @@ def _parse_message(
             raise MessageError(f"{path}event", "required; the name of the action (a string)")
         if len(event) > MAX_NAME_LENGTH:
             raise MessageError(f"{path}event", f"longer than {MAX_NAME_LENGTH} characters")
-        if (problem := text_problem(event)) is not None:
+        if not nul_free and (problem := text_problem(event)) is not None:
             raise MessageError(f"{path}event", problem)
         name = event.strip()
     elif msg_type in ("page", "screen"):
         name = _optional_str(raw.get("name"), f"{path}name", MAX_NAME_LENGTH)
+        if name is not None and not nul_free and (problem := text_problem(name)) is not None:
+            raise MessageError(f"{path}name", problem)
 
     traits = _object(raw, "traits", path, nul_free)
     properties = _object(raw, "properties", path, nul_free)
