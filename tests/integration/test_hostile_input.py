@@ -371,3 +371,30 @@ def test_digits_int_cannot_read_are_not_numbers(
         assert conn.execute(select(accounts.c.employee_count)).scalar_one() is None
     r = client.get("/v1/personalize", params={"anonymousId": "a\x00", "writeKey": write_key})
     assert r.status_code == 400
+
+
+def test_ingest_drops_an_employee_count_no_column_can_hold_from_any_path(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Forms and other services build messages without the tracking parser: ingest still
+    never stores a count beyond the column (it drops it, with a warning)."""
+    from leadflow.core.tracking import TrackedMessage
+    from leadflow.services.ingest import ingest_in
+
+    now = datetime.now(UTC)
+    company = {"name": "Huge", "employee_count": "9" * 25}
+    message = TrackedMessage(
+        message_id="m-1",
+        type="identify",
+        occurred_at=now,
+        user_id="u1",
+        traits={"email": "a@huge.io", "company": company},
+    )
+    with services.engine.begin() as conn:
+        ingest_in(conn, [message], now)
+    with services.engine.connect() as conn:
+        assert conn.execute(select(accounts.c.name, accounts.c.employee_count)).one() == (
+            "Huge",
+            None,
+        )
+    assert "employee count" in caplog.text and "dropped" in caplog.text
