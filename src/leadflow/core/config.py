@@ -34,6 +34,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from leadflow.core.inputs import InputError, check_json
+
 EVENT_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 BANT_CRITERIA = ("budget", "authority", "need", "timeframe")
 CONSENT_VALUES = ("granted", "denied", "unknown")
@@ -828,6 +830,10 @@ def build_model(data: Any) -> LeadModel:
     """Validate already-parsed YAML (a mapping) into a :class:`LeadModel`."""
     if not isinstance(data, Mapping):
         raise ModelConfigError("(root)", "expected a mapping")
+    try:  # text no backend can store (a YAML "\0" escape) never reaches a stored model
+        check_json(data, max_depth=64, numbers=False)
+    except InputError as exc:
+        raise ModelConfigError(exc.field, exc.reason) from None
     try:
         spec = ModelSpec.model_validate(data)
     except ValidationError as exc:

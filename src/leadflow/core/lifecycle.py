@@ -75,6 +75,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from leadflow.core.config import CONSENT_VALUES, Condition, DeadEndRule, LeadModel
+from leadflow.core.inputs import count_problem
 from leadflow.core.model import (
     AccountWatch,
     Bant,
@@ -218,13 +219,15 @@ def base_consent(status: str, method: str | None) -> str:
 
 
 def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
+    """An employee count from a trait; None when it is not one or out of range (events
+    stored before the tracking API bounded counts must not break a replay)."""
+    if count_problem(value) is not None or isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isdigit() and value.isascii():
         return int(value.strip())
     return None
 

@@ -22,6 +22,14 @@ from typing import Any
 import orjson
 
 from leadflow.core.channels import CHANNELS, classify_channel
+from leadflow.core.inputs import (
+    InputError,
+    check_json,
+    count_problem,
+    date_problem,
+    int_problem,
+    text_problem,
+)
 
 MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 MAX_ID_LENGTH = 255
@@ -38,13 +46,8 @@ EMAIL_RE = re.compile(
 _classify_channel = lru_cache(maxsize=8192)(classify_channel)
 
 
-class MessageError(ValueError):
+class MessageError(InputError):
     """A message is refused; ``field`` is the path of the offending field."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,19 +107,21 @@ def parse_timestamp(value: Any, field_name: str) -> datetime:
         raise MessageError(field_name, f"not an ISO 8601 date-time: {value[:40]!r}") from None
 
 
-def _identifier(raw: Mapping[str, Any], key: str, path: str) -> str | None:
+def _identifier(raw: Mapping[str, Any], key: str, path: str, nul_free: bool = False) -> str | None:
     value = raw.get(key)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise MessageError(f"{path}{key}", "expected a string or an integer")
+    if isinstance(value, int) and (problem := int_problem(value)) is not None:
+        raise MessageError(f"{path}{key}", problem)
     text = str(value).strip()
     if not text:
         return None
     if len(text) > MAX_ID_LENGTH:
         raise MessageError(f"{path}{key}", f"longer than {MAX_ID_LENGTH} characters")
-    if "\x00" in text:
-        raise MessageError(f"{path}{key}", "contains a NUL character")
+    if not nul_free and (problem := text_problem(text)) is not None:
+        raise MessageError(f"{path}{key}", problem)
     return text
 
 
@@ -138,12 +143,13 @@ _NUL_ESCAPED = b"\\u0000"
 
 
 def _has_no_nul(value: Any) -> bool:
-    """True if no string or key anywhere in ``value`` can hold a NUL character: orjson
-    escapes NUL as ``\\u0000``, so its absence from the encoding proves it (one C call
-    for a whole batch). False when unsure (the text is there, or ``value`` is not plain
-    JSON): the caller then checks value by value."""
+    """True if nothing in ``value`` can break :func:`check_json`: orjson escapes NUL as
+    ``\\u0000`` (so its absence from the encoding proves there is none), refuses lone
+    surrogates and, with ``OPT_STRICT_INTEGER``, integers beyond 2^53 — one C call for a
+    whole batch. False when unsure (a NUL is there, or ``value`` is not plain JSON): the
+    caller then checks value by value."""
     try:
-        return _NUL_ESCAPED not in orjson.dumps(value)
+        return _NUL_ESCAPED not in orjson.dumps(value, option=orjson.OPT_STRICT_INTEGER)
     except (TypeError, ValueError):
         return False
 
@@ -159,34 +165,27 @@ def _check_depth(value: dict[str, Any] | list[Any], path: str, depth: int) -> No
 
 
 def _check_json_value(value: Any, path: str, depth: int) -> None:
-    """Refuse what neither backend can store faithfully: NUL characters (PostgreSQL text
-    and JSONB reject them) and absurd nesting. Scalars are checked inline: this runs for
-    every message on the ingest hot path."""
-    if depth > MAX_DEPTH:
-        raise MessageError(path, f"nested deeper than {MAX_DEPTH} levels")
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise MessageError(path, "contains a NUL character")
-        return
-    if isinstance(value, dict):
-        pairs: Any = value.items()
-    elif isinstance(value, list):
-        pairs = enumerate(value)
-    else:
-        return
-    for k, v in pairs:
-        if type(k) is str and "\x00" in k:
-            raise MessageError(path, "a key contains a NUL character")
-        kind = type(v)
-        if kind is str:
-            if "\x00" in v:
-                raise MessageError(_child(path, k), "contains a NUL character")
-        elif kind is dict or kind is list or isinstance(v, dict | list):
-            _check_json_value(v, _child(path, k), depth + 1)
+    """Refuse what neither backend can store faithfully (:func:`check_json`: NUL
+    characters and lone surrogates, which PostgreSQL text and JSONB reject, integers
+    beyond 64 bits, non-finite numbers) and absurd nesting, naming the path."""
+    try:
+        check_json(value, path, MAX_DEPTH - depth)
+    except InputError as exc:
+        raise MessageError(exc.field, exc.reason) from None
 
 
 def _child(path: str, key: Any) -> str:
     return f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}"
+
+
+COUNT_TRAITS = ("employees", "employee_count")
+"""Traits stored in an integer column (``accounts.employee_count``): bounded at the door."""
+
+
+def _check_counts(traits: Mapping[str, Any], path: str) -> None:
+    for key in COUNT_TRAITS:
+        if key in traits and (problem := count_problem(traits[key])) is not None:
+            raise MessageError(f"{path}.{key}", problem)
 
 
 def _optional_str(value: Any, path: str, max_length: int = 2048) -> str | None:
@@ -196,7 +195,7 @@ def _optional_str(value: Any, path: str, max_length: int = 2048) -> str | None:
         raise MessageError(path, "expected a string")
     if len(value) > max_length:
         raise MessageError(path, f"longer than {max_length} characters")
-    return value or None
+    return value or None  # text already checked with the object it comes from
 
 
 def parse_message(
@@ -247,10 +246,10 @@ def _parse_message(
     if type_hint is not None and msg_type != type_hint:
         raise MessageError(f"{path}type", f"is {msg_type!r} but this endpoint takes {type_hint!r}")
 
-    user_id = _identifier(raw, "userId", path)
-    anonymous_id = _identifier(raw, "anonymousId", path)
-    previous_id = _identifier(raw, "previousId", path) if msg_type == "alias" else None
-    group_id = _identifier(raw, "groupId", path) if msg_type == "group" else None
+    user_id = _identifier(raw, "userId", path, nul_free)
+    anonymous_id = _identifier(raw, "anonymousId", path, nul_free)
+    previous_id = _identifier(raw, "previousId", path, nul_free) if msg_type == "alias" else None
+    group_id = _identifier(raw, "groupId", path, nul_free) if msg_type == "group" else None
     if msg_type == "alias":
         if user_id is None:
             raise MessageError(f"{path}userId", "required for alias")
@@ -261,7 +260,7 @@ def _parse_message(
     if msg_type == "group" and group_id is None:
         raise MessageError(f"{path}groupId", "required for group")
 
-    message_id = _identifier(raw, "messageId", path)
+    message_id = _identifier(raw, "messageId", path, nul_free)
     if message_id is None:
         message_id = str(new_message_id() if new_message_id else uuid.uuid4())
 
@@ -272,9 +271,13 @@ def _parse_message(
             raise MessageError(f"{path}event", "required; the name of the action (a string)")
         if len(event) > MAX_NAME_LENGTH:
             raise MessageError(f"{path}event", f"longer than {MAX_NAME_LENGTH} characters")
+        if not nul_free and (problem := text_problem(event)) is not None:
+            raise MessageError(f"{path}event", problem)
         name = event.strip()
     elif msg_type in ("page", "screen"):
         name = _optional_str(raw.get("name"), f"{path}name", MAX_NAME_LENGTH)
+        if name is not None and not nul_free and (problem := text_problem(name)) is not None:
+            raise MessageError(f"{path}name", problem)
 
     traits = _object(raw, "traits", path, nul_free)
     properties = _object(raw, "properties", path, nul_free)
@@ -282,6 +285,13 @@ def _parse_message(
     if batch_context:
         context = {**batch_context, **context}
     _object(raw, "integrations", path, nul_free)
+    if msg_type in ("identify", "group"):
+        _check_counts(traits, f"{path}traits")
+        company = traits.get("company")
+        if msg_type == "identify" and isinstance(company, dict):
+            _check_counts(company, f"{path}traits.company")
+            # Stored as the account's external id (a 255-character column), like groupId.
+            _identifier(company, "id", f"{path}traits.company.")
     if "email" in traits:
         email = traits["email"]
         if email is not None and not isinstance(email, str):
@@ -310,6 +320,8 @@ def _parse_message(
                 ) from None
     else:
         occurred_at = received_at
+    if (problem := date_problem(occurred_at)) is not None:
+        raise MessageError(f"{path}timestamp", problem)
 
     page = context.get("page") if isinstance(context.get("page"), dict) else {}
     campaign = context.get("campaign") if isinstance(context.get("campaign"), dict) else {}

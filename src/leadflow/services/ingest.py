@@ -56,6 +56,7 @@ from leadflow.adapters.db.tables import (
     leads,
     metadata,
 )
+from leadflow.core.inputs import count_problem
 from leadflow.core.lifecycle import is_withdrawal
 from leadflow.core.tracking import TrackedMessage
 from leadflow.services import privacy
@@ -420,9 +421,13 @@ def _account_fields(traits: dict[str, Any]) -> dict[str, Any]:
     if isinstance(traits.get("industry"), str):
         fields["industry"] = traits["industry"][:100]
     employees = traits.get("employees", traits.get("employee_count"))
-    if isinstance(employees, int) and not isinstance(employees, bool) and employees >= 0:
+    if employees is not None and (problem := count_problem(employees)) is not None:
+        # The tracking API refuses these at the door; other paths (forms, imports) may
+        # still carry one: a number no column can hold is dropped, never stored.
+        log.warning("employee count %.40r dropped: %s", employees, problem)
+    elif isinstance(employees, int) and not isinstance(employees, bool) and employees >= 0:
         fields["employee_count"] = employees
-    elif isinstance(employees, str) and employees.isdigit():
+    elif isinstance(employees, str) and employees.strip().isdigit() and employees.isascii():
         fields["employee_count"] = int(employees)
     if isinstance(traits.get("country"), str):
         fields["country"] = traits["country"][:100]

@@ -148,7 +148,7 @@ def make_token(key: bytes, form_key: str, anonymous_id: str, now: float) -> str:
 
 def check_token(key: bytes, form_key: str, anonymous_id: str, token: str, now: float) -> bool:
     ts, _, mac = token.partition(".")
-    if not ts.isdigit() or len(ts) > 12 or not mac:
+    if not (ts.isdigit() and ts.isascii()) or len(ts) > 12 or not mac:
         return False
     age = now - int(ts)
     if age > TOKEN_MAX_AGE or age < -TOKEN_FUTURE_SKEW:
@@ -189,7 +189,12 @@ class _TooLarge(Exception):
 
 async def _read_body(request: Request) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    if (
+        declared is not None
+        and declared.isdigit()
+        and declared.isascii()
+        and int(declared) > MAX_BODY_BYTES
+    ):
         raise _TooLarge
     chunks: list[bytes] = []
     size = 0

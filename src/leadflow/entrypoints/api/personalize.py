@@ -64,7 +64,8 @@ async def personalize(request: Request) -> Response:
             )
         ids[name] = value or None
     limit_text = params.get("limit", "5")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 20:
+    whole = limit_text.isdigit() and limit_text.isascii() and len(limit_text) <= 2
+    if not whole or not 1 <= int(limit_text) <= 20:
         return JSONResponse(
             {"detail": "limit: a whole number from 1 to 20"}, status_code=400, headers=CORS
         )

@@ -51,7 +51,7 @@ class _TooLarge(Exception):
 
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isdigit() and declared.isascii() and int(declared) > limit:
         raise _TooLarge
     chunks: list[bytes] = []
     size = 0
@@ -70,6 +70,10 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise ValueError("body: not valid gzip data") from None
         if len(body) > limit or inflater.unconsumed_tail:
             raise _TooLarge
+        if not inflater.eof:
+            raise ValueError("body: truncated gzip data (the stream does not end)")
+        if inflater.unused_data:
+            raise ValueError("body: unexpected data after the end of the gzip stream")
     elif encoding not in ("", "identity"):
         raise ValueError(f"Content-Encoding: {encoding[:40]!r} is not supported (use gzip)")
     return body

@@ -16,11 +16,22 @@ from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 
 from leadflow.adapters.db.engine import DatabaseUnavailable, check_connection
 from leadflow.bootstrap import Services, build_services
+from leadflow.core.inputs import InputError, argument_problem, check_json
 from leadflow.settings import Settings
 
 
 class CliError(Exception):
     """An error meant for the person at the terminal: printed as one line, exit 1."""
+
+
+def check_file_data(data: Any, source: str) -> Any:
+    """Values read from a JSON or YAML file given on the command line: text that cannot
+    be stored, 64-bit overflows and absurd nesting are refused naming the key path."""
+    try:
+        check_json(data)
+    except InputError as exc:
+        fail(f"{source}: {exc}")
+    return data
 
 
 def fail(message: str) -> NoReturn:
@@ -89,6 +100,10 @@ DatabaseOption = typer.Option(
 
 def run_guarded(app: typer.Typer, args: list[str] | None = None) -> int:
     """Run the Typer app; turn known failures into one line on stderr."""
+    bad = argument_problem(sys.argv[1:] if args is None else list(args))
+    if bad is not None:  # refused before any command runs: nothing reaches the database
+        print(f"error: {bad[0]}: {bad[1]}", file=sys.stderr)
+        return 2
     try:
         result: Any = app(args=args, standalone_mode=False)
         return int(result) if isinstance(result, int) else 0

@@ -11,7 +11,7 @@ from typing import Any
 import typer
 
 from leadflow.adapters.csv_export import to_csv_string
-from leadflow.entrypoints.cli.common import DatabaseOption, fail, services_for
+from leadflow.entrypoints.cli.common import DatabaseOption, check_file_data, fail, services_for
 from leadflow.services import crm
 from leadflow.services.lifecycle import ActionRefused
 
@@ -67,7 +67,7 @@ def _updates(file: Path) -> list[Any]:
         data = [data]
     if not isinstance(data, list):
         fail(f"{file}: expected an update, a list of updates or {{'updates': [...]}}")
-    return data
+    return check_file_data(data, str(file))  # type: ignore[no-any-return]
 
 
 @app.command("apply")

@@ -10,7 +10,7 @@ import typer
 import yaml
 
 from leadflow.core.segments import CriteriaError
-from leadflow.entrypoints.cli.common import DatabaseOption, fail, services_for
+from leadflow.entrypoints.cli.common import DatabaseOption, check_file_data, fail, services_for
 from leadflow.entrypoints.cli.output import Format, render, to_csv_string
 from leadflow.services import segments as seg
 
@@ -26,8 +26,8 @@ def _read_criteria(path: Path) -> Any:
         fail(f"--criteria: cannot read {path}: {exc.strerror or exc}")
     try:
         if path.suffix.lower() == ".json":
-            return json.loads(text)
-        return yaml.safe_load(text)
+            return check_file_data(json.loads(text), f"--criteria: {path}")
+        return check_file_data(yaml.safe_load(text), f"--criteria: {path}")
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         fail(f"--criteria: {path} is not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}")
 

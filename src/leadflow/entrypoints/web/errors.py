@@ -34,6 +34,13 @@ def install(app: FastAPI) -> None:
     async def _csrf(request: Request, _exc: CsrfRejected) -> Response:
         return render(request, "error.html", {"code": 403, "kind": "csrf"}, status_code=403)
 
+    def _bad_input(request: Request, exc: Exception) -> Response:
+        # A refused parameter or form field (entrypoints.api.inputs): 400, naming it.
+        context = {"code": 400, "kind": "400", "detail": str(exc)}
+        return render(request, "error.html", context, status_code=400)
+
+    app.state.input_error_page = _bad_input
+
     @app.exception_handler(NotFoundPage)
     async def _not_found(request: Request, _exc: NotFoundPage) -> Response:
         return render(request, "error.html", {"code": 404, "kind": "404"}, status_code=404)

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from leadflow.bootstrap import Services
 from leadflow.core.config import LeadModel
+from leadflow.core.inputs import date_problem
 from leadflow.entrypoints.web import auth, queries
 from leadflow.entrypoints.web.i18n import Translator
 from leadflow.entrypoints.web.rendering import render, translator_for
@@ -44,6 +45,8 @@ def _day(text: str) -> datetime | None:
     try:
         parsed = datetime.strptime(text.strip(), "%Y-%m-%d")
     except ValueError:
+        return None
+    if date_problem(parsed) is not None:  # near year 1 or 9999: periods overflow
         return None
     return parsed.replace(tzinfo=UTC)
 

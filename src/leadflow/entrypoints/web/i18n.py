@@ -199,6 +199,8 @@ EN: dict[str, str] = {
     "error.403.title": "You don't have access to this page",
     "error.403.body": "Your role does not include this page or record. Ask an admin if you need "
     "it.",
+    "error.400.title": "This request cannot be accepted",
+    "error.400.body": "A value in it cannot be stored. Change it and try again.",
     "error.404.title": "Not found",
     "error.404.body": "This page or record does not exist.",
     "error.csrf.title": "This form expired",
@@ -750,6 +752,8 @@ KO: dict[str, str] = {
     "error.403.title": "이 페이지에 접근할 권한이 없습니다",
     "error.403.body": "현재 역할로는 이 페이지나 기록을 볼 수 없습니다. 필요하면 관리자에게 "
     "요청하세요.",
+    "error.400.title": "이 요청은 받을 수 없습니다",
+    "error.400.body": "저장할 수 없는 값이 있습니다. 값을 고친 뒤 다시 시도하세요.",
     "error.404.title": "찾을 수 없음",
     "error.404.body": "이 페이지나 기록이 존재하지 않습니다.",
     "error.csrf.title": "양식이 만료되었습니다",

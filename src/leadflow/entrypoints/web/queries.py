@@ -121,8 +121,21 @@ class TTLCache:
 
 def _prefix(column: ColumnElement[Any], text: str) -> ColumnElement[bool]:
     """``column`` starts with ``text``, as an index-friendly range."""
-    upper = text[:-1] + chr(ord(text[-1]) + 1)
-    return and_(column >= text, column < upper)
+    upper = prefix_upper_bound(text)
+    return column >= text if upper is None else and_(column >= text, column < upper)
+
+
+def prefix_upper_bound(text: str) -> str | None:
+    """The least string above every string that starts with ``text`` (its last character
+    raised by one code point), or None when there is none (``text`` is all U+10FFFF).
+    Surrogates are skipped: no backend can store or compare one."""
+    stem = text.rstrip("\U0010ffff")
+    if not stem:
+        return None
+    following = ord(stem[-1]) + 1
+    if 0xD800 <= following <= 0xDFFF:
+        following = 0xE000
+    return stem[:-1] + chr(following)
 
 
 def _rep_accounts(rep: str) -> Select[Any]:
