@@ -494,6 +494,11 @@ webhook_deliveries = Table(
     CheckConstraint("status in ('pending', 'delivered', 'dead')", name="status_known"),
 )
 Index(
+    "ix_webhook_deliveries_source_kind_source_id",
+    webhook_deliveries.c.source_kind,
+    webhook_deliveries.c.source_id,
+)
+Index(
     "uq_webhook_deliveries_endpoint_id_event_type_source_id",
     webhook_deliveries.c.endpoint_id,
     webhook_deliveries.c.event_type,
