@@ -15,6 +15,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from leadflow.core.config import ContentSpec, ContentType, EvaluationStage
+from leadflow.entrypoints.api.contract import error_responses
 from leadflow.entrypoints.api.deps import ServicesDep
 from leadflow.services import content
 
@@ -63,7 +64,7 @@ def list_content(
     return {"assets": content.filter_assets(rows, stage=stage, type=type, industry=industry)}
 
 
-@router.post("", status_code=201, operation_id="create_content")
+@router.post("", status_code=201, operation_id="create_content", responses=error_responses(409))
 def create_content(body: ContentSpec, services: ServicesDep) -> dict[str, Any]:
     try:
         with services.engine.begin() as conn:
@@ -73,7 +74,7 @@ def create_content(body: ContentSpec, services: ServicesDep) -> dict[str, Any]:
         raise _refused(exc) from None
 
 
-@router.get("/{key}", operation_id="get_content")
+@router.get("/{key}", operation_id="get_content", responses=error_responses(404))
 def get_content(key: str, services: ServicesDep) -> dict[str, Any]:
     with services.engine.begin() as conn:
         _sync(conn, services)
@@ -84,7 +85,7 @@ def get_content(key: str, services: ServicesDep) -> dict[str, Any]:
     return found
 
 
-@router.patch("/{key}", operation_id="update_content")
+@router.patch("/{key}", operation_id="update_content", responses=error_responses(404, 409))
 def update_content(key: str, body: AssetUpdate, services: ServicesDep) -> dict[str, Any]:
     changes = body.model_dump(exclude_unset=True)
     try:
@@ -97,7 +98,9 @@ def update_content(key: str, body: AssetUpdate, services: ServicesDep) -> dict[s
         raise HTTPException(status_code=422, detail=_validation_detail(exc)) from None
 
 
-@router.delete("/{key}", status_code=204, operation_id="delete_content")
+@router.delete(
+    "/{key}", status_code=204, operation_id="delete_content", responses=error_responses(404, 409)
+)
 def delete_content(key: str, services: ServicesDep) -> None:
     try:
         with services.engine.begin() as conn:

@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from leadflow.adapters.csv_export import to_csv_string
+from leadflow.entrypoints.api.contract import CSV_RESPONSE, error_responses
 from leadflow.entrypoints.api.deps import ServicesDep
 from leadflow.services import crm
 from leadflow.services.lifecycle import ActionRefused
@@ -78,7 +79,7 @@ def _parse(body: Any) -> CrmUpdate | CrmUpdates:
         ) from None
 
 
-@router.post("/crm/updates", operation_id="apply_crm_updates")
+@router.post("/crm/updates", operation_id="apply_crm_updates", responses=error_responses(404, 409))
 def apply_updates(services: ServicesDep, payload: Any = Body(...)) -> dict[str, Any]:
     """Apply one CRM update (fields of ``CrmUpdate``), or ``{"updates": [...]}`` (at most
     500). A batch applies each update in its own transaction and reports each one's status
@@ -99,7 +100,9 @@ def apply_updates(services: ServicesDep, payload: Any = Body(...)) -> dict[str, 
     }
 
 
-@router.get("/crm/export", operation_id="export_crm_csv")
+@router.get(
+    "/crm/export", operation_id="export_crm_csv", response_class=Response, responses=CSV_RESPONSE
+)
 def export(
     services: ServicesDep,
     kind: Literal["leads", "opportunities"] = Query(...),

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from leadflow.adapters.email import DeliveryError
 from leadflow.core import email_tokens
+from leadflow.entrypoints.api.contract import error_responses
 from leadflow.entrypoints.api.deps import ServicesDep
 from leadflow.services import mailing
 
@@ -51,7 +52,20 @@ def _plain_400() -> PlainTextResponse:
     return PlainTextResponse(INVALID_LINK, status_code=400, headers=NO_STORE)
 
 
-@public_router.get("/e/o/{token}", operation_id="email_open_pixel", response_class=Response)
+_TEXT = {"text/plain": {"schema": {"type": "string"}}}
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+_BAD_LINK = {"description": "A tampered, foreign or unsigned link."}
+
+
+@public_router.get(
+    "/e/o/{token}",
+    operation_id="email_open_pixel",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/gif": {"schema": {"type": "string", "format": "binary"}}}},
+        400: {**_BAD_LINK, "content": _TEXT},
+    },
+)
 def open_pixel(token: Token, services: ServicesDep) -> Response:
     try:
         parsed = email_tokens.verify(services.settings.signing_key(), token, "o")
@@ -64,7 +78,15 @@ def open_pixel(token: Token, services: ServicesDep) -> Response:
     return Response(content=PIXEL, media_type="image/gif", headers=NO_STORE)
 
 
-@public_router.get("/e/c/{token}", operation_id="email_click", response_class=Response)
+@public_router.get(
+    "/e/c/{token}",
+    operation_id="email_click",
+    response_class=Response,
+    responses={
+        302: {"description": "To the signed destination."},
+        400: {**_BAD_LINK, "content": _TEXT},
+    },
+)
 def click(token: Token, services: ServicesDep) -> Response:
     try:
         parsed = email_tokens.verify(services.settings.signing_key(), token, "c")
@@ -96,7 +118,12 @@ def _page(
     return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
 
-@public_router.get("/u/{token}", operation_id="email_unsubscribe_page")
+@public_router.get(
+    "/u/{token}",
+    operation_id="email_unsubscribe_page",
+    response_class=HTMLResponse,
+    responses={400: {**_BAD_LINK, "content": _HTML}},
+)
 def unsubscribe_page(token: Token, services: ServicesDep) -> HTMLResponse:
     """Asks for confirmation (a GET must not unsubscribe: link scanners follow links)."""
     try:
@@ -108,7 +135,30 @@ def unsubscribe_page(token: Token, services: ServicesDep) -> HTMLResponse:
     return _page(services, "confirm", email=address, action=f"/u/{token}")
 
 
-@public_router.post("/u/{token}", operation_id="email_unsubscribe")
+@public_router.post(
+    "/u/{token}",
+    operation_id="email_unsubscribe",
+    response_class=Response,
+    responses={
+        200: {"description": "Unsubscribed.", "content": {**_TEXT, **_HTML}},
+        400: {**_BAD_LINK, "content": {**_TEXT, **_HTML}},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "description": "`List-Unsubscribe=One-Click` (RFC 8058) answers in plain text; "
+            "otherwise the confirmation page.",
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"List-Unsubscribe": {"type": "string"}},
+                    }
+                }
+            },
+        }
+    },
+)
 async def unsubscribe(token: Token, request: Request) -> Response:
     services = request.app.state.services
     form = await request.form()
@@ -168,7 +218,7 @@ def list_sends(
     return {"sends": rows}
 
 
-@router.get("/sends/{send_id}", operation_id="get_email_send")
+@router.get("/sends/{send_id}", operation_id="get_email_send", responses=error_responses(404))
 def get_send(services: ServicesDep, send_id: int = Path(..., ge=1, le=2**62)) -> dict[str, Any]:
     with services.engine.connect() as conn:
         found = mailing.get_send(conn, send_id)
@@ -177,7 +227,7 @@ def get_send(services: ServicesDep, send_id: int = Path(..., ge=1, le=2**62)) ->
     return found
 
 
-@router.post("/bounces", operation_id="record_email_bounce")
+@router.post("/bounces", operation_id="record_email_bounce", responses=error_responses(404))
 def record_bounce(body: BounceIn, services: ServicesDep) -> dict[str, Any]:
     try:
         return mailing.record_bounce(
@@ -194,7 +244,7 @@ def record_bounce(body: BounceIn, services: ServicesDep) -> dict[str, Any]:
         raise HTTPException(status_code=422, detail=str(exc)) from None
 
 
-@router.post("/test", operation_id="send_test_email")
+@router.post("/test", operation_id="send_test_email", responses=error_responses(502))
 def send_test(body: TestIn, services: ServicesDep) -> dict[str, Any]:
     try:
         message_id = mailing.send_test(

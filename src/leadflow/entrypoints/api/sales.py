@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection
 
 from leadflow.core.config import LeadModel
+from leadflow.entrypoints.api.contract import error_responses
 from leadflow.entrypoints.api.deps import ServicesDep
 from leadflow.services import handoff
 from leadflow.services.lifecycle import ActionRefused
@@ -149,7 +150,9 @@ def list_reps(services: ServicesDep) -> dict[str, Any]:
     return _run(services, do)  # type: ignore[no-any-return]
 
 
-@router.post("/reps", status_code=201, operation_id="create_sales_rep")
+@router.post(
+    "/reps", status_code=201, operation_id="create_sales_rep", responses=error_responses(409)
+)
 def create_rep(body: RepCreate, services: ServicesDep) -> dict[str, Any]:
     def do(conn: Connection, model: LeadModel, now: Any) -> dict[str, Any]:
         handoff.sync_config_reps(conn, model, now)
@@ -163,7 +166,7 @@ def create_rep(body: RepCreate, services: ServicesDep) -> dict[str, Any]:
     return _run(services, do)  # type: ignore[no-any-return]
 
 
-@router.patch("/reps/{key}", operation_id="update_sales_rep")
+@router.patch("/reps/{key}", operation_id="update_sales_rep", responses=error_responses(404))
 def update_rep(key: str, body: RepUpdate, services: ServicesDep) -> dict[str, Any]:
     def do(conn: Connection, model: LeadModel, now: Any) -> dict[str, Any]:
         handoff.sync_config_reps(conn, model, now)
@@ -198,7 +201,11 @@ def route_queue(services: ServicesDep) -> dict[str, Any]:
     return {"routed": report.routed, "waiting": report.waiting, "by_rep": report.by_rep}
 
 
-@router.get("/leads/{lead_id}/assignments", operation_id="list_lead_assignments")
+@router.get(
+    "/leads/{lead_id}/assignments",
+    operation_id="list_lead_assignments",
+    responses=error_responses(404),
+)
 def lead_assignments(services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
     def do(conn: Connection, model: LeadModel, now: Any) -> dict[str, Any]:
         handoff.require_lead(conn, lead_id)
@@ -210,7 +217,9 @@ def lead_assignments(services: ServicesDep, lead_id: int = LeadId) -> dict[str, 
 # --------------------------------------------------------------------------- actions
 
 
-@router.post("/leads/{lead_id}/accept", operation_id="accept_lead")
+@router.post(
+    "/leads/{lead_id}/accept", operation_id="accept_lead", responses=error_responses(404, 409)
+)
 def accept(services: ServicesDep, body: ActionIn | None = None, lead_id: int = LeadId) -> dict:
     b = body or ActionIn()
     return _run(  # type: ignore[no-any-return]
@@ -221,7 +230,9 @@ def accept(services: ServicesDep, body: ActionIn | None = None, lead_id: int = L
     )
 
 
-@router.post("/leads/{lead_id}/reject", operation_id="reject_lead")
+@router.post(
+    "/leads/{lead_id}/reject", operation_id="reject_lead", responses=error_responses(404, 409)
+)
 def reject(body: RejectIn, services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
     return _run(  # type: ignore[no-any-return]
         services,
@@ -231,7 +242,9 @@ def reject(body: RejectIn, services: ServicesDep, lead_id: int = LeadId) -> dict
     )
 
 
-@router.post("/leads/{lead_id}/not-now", operation_id="not_now_lead")
+@router.post(
+    "/leads/{lead_id}/not-now", operation_id="not_now_lead", responses=error_responses(404, 409)
+)
 def not_now(services: ServicesDep, body: NotNowIn | None = None, lead_id: int = LeadId) -> dict:
     b = body or NotNowIn()
     return _run(  # type: ignore[no-any-return]
@@ -242,7 +255,9 @@ def not_now(services: ServicesDep, body: NotNowIn | None = None, lead_id: int = 
     )
 
 
-@router.post("/leads/{lead_id}/qualify", operation_id="qualify_lead")
+@router.post(
+    "/leads/{lead_id}/qualify", operation_id="qualify_lead", responses=error_responses(404, 409)
+)
 def qualify(body: QualifyIn, services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
     bant = {k: getattr(body, k) for k in ("budget", "authority", "need", "timeframe")}
     return _run(  # type: ignore[no-any-return]
@@ -264,7 +279,7 @@ def qualify(body: QualifyIn, services: ServicesDep, lead_id: int = LeadId) -> di
     )
 
 
-@router.post("/leads/{lead_id}/won", operation_id="win_lead")
+@router.post("/leads/{lead_id}/won", operation_id="win_lead", responses=error_responses(404, 409))
 def won(services: ServicesDep, body: WonIn | None = None, lead_id: int = LeadId) -> dict:
     b = body or WonIn()
     return _run(  # type: ignore[no-any-return]
@@ -275,7 +290,7 @@ def won(services: ServicesDep, body: WonIn | None = None, lead_id: int = LeadId)
     )
 
 
-@router.post("/leads/{lead_id}/lost", operation_id="lose_lead")
+@router.post("/leads/{lead_id}/lost", operation_id="lose_lead", responses=error_responses(404, 409))
 def lost(body: LostIn, services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
     return _run(  # type: ignore[no-any-return]
         services,
@@ -304,7 +319,12 @@ def list_opportunities(
         }
 
 
-@router.post("/opportunities", status_code=201, operation_id="create_opportunity")
+@router.post(
+    "/opportunities",
+    status_code=201,
+    operation_id="create_opportunity",
+    responses=error_responses(404, 409),
+)
 def create_opportunity(body: OpportunityCreate, services: ServicesDep) -> dict[str, Any]:
     def do(conn: Connection, model: LeadModel, now: Any) -> dict[str, Any]:
         data = body.model_dump()
@@ -317,7 +337,9 @@ def create_opportunity(body: OpportunityCreate, services: ServicesDep) -> dict[s
     return _run(services, do)  # type: ignore[no-any-return]
 
 
-@router.get("/opportunities/{opp_id}", operation_id="get_opportunity")
+@router.get(
+    "/opportunities/{opp_id}", operation_id="get_opportunity", responses=error_responses(404)
+)
 def get_opportunity(
     services: ServicesDep, opp_id: int = Path(..., ge=1, le=2**62)
 ) -> dict[str, Any]:
