@@ -9,7 +9,7 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import Connection
 
 from leadflow.core.config import LeadModel
@@ -21,8 +21,19 @@ from leadflow.services.lifecycle import ActionRefused
 router = APIRouter(tags=["sales"])
 LeadId = Path(..., ge=1, le=2**62, description="The lead's id.")
 RepKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")]
-Text = Annotated[str, Field(min_length=1, max_length=255)]
-Email = Annotated[str, Field(pattern=r"^[^@\s<>\"']+@[^@\s<>\"']+\.[^@\s<>\"']+$", max_length=320)]
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL refuses NUL in text (a 500 on that backend, stored on SQLite).
+    if "\x00" in value:
+        raise ValueError("contains a NUL character")
+    return value
+
+
+Text = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_no_nul)]
+Email = Annotated[
+    str, Field(pattern=r"^[^@\s<>\"'\x00]+@[^@\s<>\"'\x00]+\.[^@\s<>\"'\x00]+$", max_length=320)
+]
 ActionId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
 Currency = Annotated[str, Field(pattern=r"^[A-Za-z]{3}$")]
 Level = str | float
