@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from leadflow.core.config import ContentSpec, ContentType, EvaluationStage
@@ -20,6 +20,7 @@ from leadflow.entrypoints.api.deps import ServicesDep
 from leadflow.services import content
 
 router = APIRouter(prefix="/content", tags=["content"])
+AssetKey = Annotated[str, Path(description="The asset's key.", examples=["what-is-mql"])]
 
 
 class AssetUpdate(BaseModel):
@@ -75,7 +76,7 @@ def create_content(body: ContentSpec, services: ServicesDep) -> dict[str, Any]:
 
 
 @router.get("/{key}", operation_id="get_content", responses=error_responses(404))
-def get_content(key: str, services: ServicesDep) -> dict[str, Any]:
+def get_content(key: AssetKey, services: ServicesDep) -> dict[str, Any]:
     with services.engine.begin() as conn:
         _sync(conn, services)
         rows = content.list_assets(conn, active_only=False)
@@ -86,7 +87,7 @@ def get_content(key: str, services: ServicesDep) -> dict[str, Any]:
 
 
 @router.patch("/{key}", operation_id="update_content", responses=error_responses(404, 409))
-def update_content(key: str, body: AssetUpdate, services: ServicesDep) -> dict[str, Any]:
+def update_content(key: AssetKey, body: AssetUpdate, services: ServicesDep) -> dict[str, Any]:
     changes = body.model_dump(exclude_unset=True)
     try:
         with services.engine.begin() as conn:
@@ -101,7 +102,7 @@ def update_content(key: str, body: AssetUpdate, services: ServicesDep) -> dict[s
 @router.delete(
     "/{key}", status_code=204, operation_id="delete_content", responses=error_responses(404, 409)
 )
-def delete_content(key: str, services: ServicesDep) -> None:
+def delete_content(key: AssetKey, services: ServicesDep) -> None:
     try:
         with services.engine.begin() as conn:
             _sync(conn, services)

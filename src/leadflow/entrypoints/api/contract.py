@@ -98,6 +98,26 @@ def json_content(ref: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
 
 
+# Models of bodies a route reads itself (its own validation, its own error messages):
+# declared in the document by :func:`declared_body`, added to the components by install().
+_BODY_MODELS: dict[str, type[BaseModel]] = {}
+
+
+def declared_body(*models: type[BaseModel], description: str) -> dict[str, Any]:
+    """``openapi_extra`` declaring a JSON body that is any of ``models``."""
+    for model in models:
+        _BODY_MODELS[model.__name__] = model
+    refs = [{"$ref": f"#/components/schemas/{m.__name__}"} for m in models]
+    schema = refs[0] if len(refs) == 1 else {"anyOf": refs}
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
+
+
 # --------------------------------------------------------------------------- messages
 # Segment's message spec, as leadflow.core.tracking validates it. Unknown keys are kept
 # (Segment's libraries send more than leadflow reads).
@@ -187,22 +207,14 @@ MESSAGE_SCHEMAS["BatchRequest"] = {
     },
 }
 
-_GZIP = {
-    "name": "Content-Encoding",
-    "in": "header",
-    "required": False,
-    "schema": {"type": "string", "enum": ["gzip", "identity"]},
-    "description": "`gzip` for a compressed body (the limits apply to the inflated body).",
-}
-
 
 def tracking_operation(schema_name: str, limit: str) -> dict[str, Any]:
     """``openapi_extra`` of a tracking route: its body and its responses."""
     return {
-        "parameters": [_GZIP],
         "requestBody": {
             "required": True,
-            "description": f"JSON ({limit}); the write key may be in the body as `writeKey`.",
+            "description": f"JSON ({limit}; `Content-Encoding: gzip` is accepted, the limit "
+            "applies to the inflated body); the write key may be in the body as `writeKey`.",
             "content": json_content(schema_name),
         },
         "responses": {
@@ -248,7 +260,7 @@ def _replace_refs(node: Any, old: str, new: str) -> None:
 def _finish(spec: dict[str, Any]) -> dict[str, Any]:
     components = spec.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
-    for model in (ErrorBody, TrackingError, TrackingOk):
+    for model in (ErrorBody, TrackingError, TrackingOk, *_BODY_MODELS.values()):
         found = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(found.pop("$defs", {}))
         schemas[model.__name__] = found

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from leadflow.adapters.csv_export import to_csv_string
-from leadflow.entrypoints.api.contract import CSV_RESPONSE, error_responses
+from leadflow.entrypoints.api.contract import CSV_RESPONSE, declared_body, error_responses
 from leadflow.entrypoints.api.deps import ServicesDep
 from leadflow.services import crm
 from leadflow.services.lifecycle import ActionRefused
@@ -79,7 +79,14 @@ def _parse(body: Any) -> CrmUpdate | CrmUpdates:
         ) from None
 
 
-@router.post("/crm/updates", operation_id="apply_crm_updates", responses=error_responses(404, 409))
+@router.post(
+    "/crm/updates",
+    operation_id="apply_crm_updates",
+    responses=error_responses(404, 409),
+    openapi_extra=declared_body(
+        CrmUpdate, CrmUpdates, description='One update, or `{"updates": [...]}` (at most 500).'
+    ),
+)
 def apply_updates(services: ServicesDep, payload: Any = Body(...)) -> dict[str, Any]:
     """Apply one CRM update (fields of ``CrmUpdate``), or ``{"updates": [...]}`` (at most
     500). A batch applies each update in its own transaction and reports each one's status

@@ -34,10 +34,11 @@ import time
 import uuid
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl, unquote
 
 from fastapi import APIRouter, HTTPException, Request
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.concurrency import run_in_threadpool
@@ -51,6 +52,9 @@ from leadflow.services import content
 from leadflow.services import forms as service
 
 router = APIRouter(prefix="/f", tags=["forms"])
+FormKey = Annotated[
+    str, PathParam(description="A form of the model (`nurture.forms`).", examples=["white-paper"])
+]
 
 MAX_BODY_BYTES = 64 * 1024
 TOKEN_MAX_AGE = 24 * 3600
@@ -380,7 +384,7 @@ _SUBMIT = {
     response_class=HTMLResponse,
     responses={**_SEE_OTHER, **error_responses(404)},
 )
-async def form_page(form_key: str, request: Request) -> Response:
+async def form_page(form_key: FormKey, request: Request) -> Response:
     """The hosted form, or (a known contact asking for late-stage content) the asset."""
     services = _services(request)
     form, asset = await run_in_threadpool(_lookup, services, form_key)
@@ -408,7 +412,7 @@ async def form_page(form_key: str, request: Request) -> Response:
 @router.get(
     "/{form_key}/embed.json", operation_id="form_embed_config", responses=error_responses(404)
 )
-async def embed_config(form_key: str, request: Request) -> JSONResponse:
+async def embed_config(form_key: FormKey, request: Request) -> JSONResponse:
     """What the embed script renders for this visitor (CORS: any site may read it)."""
     services = _services(request)
     form, asset = await run_in_threadpool(_lookup, services, form_key)
@@ -456,7 +460,7 @@ async def embed_config(form_key: str, request: Request) -> JSONResponse:
     responses={**_SEE_OTHER, **error_responses(404, 413, 415)},
     openapi_extra=_SUBMIT,
 )
-async def form_submit(form_key: str, request: Request) -> Response:
+async def form_submit(form_key: FormKey, request: Request) -> Response:
     services = _services(request)
     form, asset = await run_in_threadpool(_lookup, services, form_key)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -606,7 +610,7 @@ def _json_error(status: int, detail: str, errors: dict[str, str] | None = None) 
         **error_responses(404),
     },
 )
-async def embed_script(form_key: str, request: Request) -> Response:
+async def embed_script(form_key: FormKey, request: Request) -> Response:
     """A script that renders the form inline on a website::
 
         <div id="leadflow-form-white-paper"></div>

@@ -18,7 +18,10 @@ from leadflow.services import nurture
 
 router = APIRouter(prefix="/programs", tags=["programs"])
 
-ProgramKey = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+ProgramKey = Annotated[
+    str,
+    Path(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$", examples=["education"]),
+]
 
 
 class EnrolBody(BaseModel):
