@@ -17,7 +17,7 @@ Requests carry the credentials the route asks for (an admin token on /api, a wri
 all operations of a backend and seeded with a few leads, so lead id 1 (a boundary value
 schemathesis tries) exists. The seed is fixed so a run is reproducible; set
 ``LEADFLOW_CONTRACT_SEED`` to explore other inputs. How many requests were sent is
-printed at the end of the run.
+printed at the end of the run (tests/conftest.py sums them per backend).
 """
 
 from __future__ import annotations
@@ -151,11 +151,17 @@ def api(
         {"v1": {"Authorization": f"Basic {basic}"}, "api": {"Authorization": f"Bearer {admin}"}},
     )
     services.close()
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"\nschemathesis sent {SENT[backend]} requests on {backend}")
 
 
+@pytest.fixture
+def counted(api: Api, record_property: Any) -> Iterator[None]:
+    """Records how many requests the test sent (summed per backend by tests/conftest.py)."""
+    before = SENT[api.backend]
+    yield
+    record_property(f"schemathesis_requests:{api.backend}", SENT[api.backend] - before)
+
+
+@pytest.mark.usefixtures("counted")
 @schema.parametrize()
 @settings(suppress_health_check=list(HealthCheck), deadline=None)
 def test_operation_honours_the_contract(case: schemathesis.Case, api: Api) -> None:
