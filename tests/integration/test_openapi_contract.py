@@ -13,7 +13,8 @@ response fails the test when it is
 - a body that does not conform to the documented schema.
 
 Requests carry the credentials the route asks for (an admin token on /api, a write key on
-/v1); the refusals without them are asserted by the route tests. The database is shared by
+/v1); schemathesis also sends a few without them, so the 401s are checked too. The database
+is shared by
 all operations of a backend and seeded with a few leads, so lead id 1 (a boundary value
 schemathesis tries) exists. The seed is fixed so a run is reproducible; set
 ``LEADFLOW_CONTRACT_SEED`` to explore other inputs. How many requests were sent is

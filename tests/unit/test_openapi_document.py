@@ -72,3 +72,22 @@ def test_management_api_declares_the_admin_token_and_its_401(document: dict[str,
             for operation in operations.values():
                 assert operation["security"] == [{"adminToken": []}], path
                 assert "401" in operation["responses"], path
+
+
+def test_every_reference_resolves(document: dict[str, Any]) -> None:
+    refs: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                refs.append(node["$ref"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(document)
+    schemas = document["components"]["schemas"]
+    assert refs
+    assert [r for r in refs if r.removeprefix("#/components/schemas/") not in schemas] == []
