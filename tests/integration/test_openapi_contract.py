@@ -259,3 +259,27 @@ def test_sales_rep_text_with_a_nul_is_422_naming_the_field(
     assert r.status_code == 422, r.text
     assert r.json()["detail"][0]["loc"][:2] == ["body", field]
     assert "ann" not in {rep["key"] for rep in admin.get("/api/reps").json()["reps"]}
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "answer"),
+    [
+        (
+            b"--x\r\nContent-Disposition: form-data; name=List-Unsubscribe\r\n\r\n"
+            b"One-Click\r\n--x--\r\n",
+            "multipart/form-data; boundary=x",
+            "text/plain",
+        ),
+        (b"garbage", "multipart/form-data", "application/json"),
+    ],
+)
+def test_unsubscribe_answers_only_documented_content_types(
+    client: TestClient, body: bytes, content_type: str, answer: str
+) -> None:
+    """RFC 8058 one-click posts may be multipart; a broken one got an undocumented JSON 400."""
+    r = client.post("/u/not-a-signed-token", content=body, headers={"Content-Type": content_type})
+    assert r.status_code == 400
+    assert r.headers["content-type"].startswith(answer)
+    documented = client.app.openapi()["paths"]["/u/{token}"]["post"]
+    assert answer in documented["responses"]["400"]["content"]
+    assert "multipart/form-data" in documented["requestBody"]["content"]

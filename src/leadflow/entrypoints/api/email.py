@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from leadflow.adapters.email import DeliveryError
 from leadflow.core import email_tokens
-from leadflow.entrypoints.api.contract import error_responses
+from leadflow.entrypoints.api.contract import error_responses, json_content
 from leadflow.entrypoints.api.deps import ServicesDep
 from leadflow.services import mailing
 
@@ -55,6 +55,7 @@ def _plain_400() -> PlainTextResponse:
 _TEXT = {"text/plain": {"schema": {"type": "string"}}}
 _HTML = {"text/html": {"schema": {"type": "string"}}}
 _BAD_LINK = {"description": "A tampered, foreign or unsigned link."}
+_ONE_CLICK = {"type": "object", "properties": {"List-Unsubscribe": {"type": "string"}}}
 
 
 @public_router.get(
@@ -141,20 +142,20 @@ def unsubscribe_page(token: Token, services: ServicesDep) -> HTMLResponse:
     response_class=Response,
     responses={
         200: {"description": "Unsubscribed.", "content": {**_TEXT, **_HTML}},
-        400: {**_BAD_LINK, "content": {**_TEXT, **_HTML}},
+        400: {
+            "description": "A tampered, foreign or unsigned link (text or page); a body that "
+            "is not form data (JSON).",
+            "content": {**_TEXT, **_HTML, **json_content("ErrorBody")},
+        },
     },
     openapi_extra={
         "requestBody": {
             "required": False,
-            "description": "`List-Unsubscribe=One-Click` (RFC 8058) answers in plain text; "
-            "otherwise the confirmation page.",
+            "description": "`List-Unsubscribe=One-Click` (RFC 8058, either encoding) answers "
+            "in plain text; otherwise the confirmation page.",
             "content": {
-                "application/x-www-form-urlencoded": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {"List-Unsubscribe": {"type": "string"}},
-                    }
-                }
+                media: {"schema": _ONE_CLICK}
+                for media in ("application/x-www-form-urlencoded", "multipart/form-data")
             },
         }
     },
