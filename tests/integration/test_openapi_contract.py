@@ -283,3 +283,16 @@ def test_unsubscribe_answers_only_documented_content_types(
     documented = client.app.openapi()["paths"]["/u/{token}"]["post"]
     assert answer in documented["responses"]["400"]["content"]
     assert "multipart/form-data" in documented["requestBody"]["content"]
+
+
+def test_an_unreadable_attendance_csv_is_422_naming_the_file(admin: TestClient) -> None:
+    """A field over the csv module's 128 KB limit raised csv.Error: a 500."""
+    seminar = {"key": "launch", "title": "Launch", "starts_at": "2026-05-01T09:00:00Z"}
+    assert admin.post("/api/seminars", json=seminar).status_code == 201
+    r = admin.post(
+        "/api/seminars/launch/attendance",
+        content=b"email\n" + b"a" * 140_000 + b"@acme.example\n",
+        headers={"Content-Type": "text/csv"},
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"].startswith("file: not a readable CSV")
