@@ -296,3 +296,23 @@ def test_an_unreadable_attendance_csv_is_422_naming_the_file(admin: TestClient) 
     )
     assert r.status_code == 422, r.text
     assert r.json()["detail"].startswith("file: not a readable CSV")
+
+
+def test_unicode_digits_in_api_inputs_are_refused_or_ignored(
+    client: TestClient, write_key: str, services: Services
+) -> None:
+    """'²'.isdigit() is true but int('²') fails: each of these answered 500."""
+    r = client.post(
+        "/v1/group",
+        json={"userId": "u2", "groupId": "g2", "traits": {"name": "Two", "employees": "²"}},
+        auth=(write_key, ""),
+    )
+    assert r.status_code == 200, r.text
+    with services.engine.connect() as conn:
+        counts = conn.execute(text("SELECT employee_count FROM accounts")).scalars().all()
+    assert counts == [None]
+    r = client.get("/v1/personalize?anonymousId=a1&limit=²", auth=(write_key, ""))
+    assert r.status_code == 400 and r.json()["detail"].startswith("limit: ")
+    form = {"lf_token": "².abc", "anonymousId": "a" * 32, "email": "ann@acme.example"}
+    r = client.post("/f/white-paper", data=form, headers={"Accept": "application/json"})
+    assert r.status_code == 400 and r.json()["detail"].startswith("lf_token: ")

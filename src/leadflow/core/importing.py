@@ -336,7 +336,7 @@ def domain_of(value: str) -> str | None:
 
 def parse_employee_count(value: str) -> int | None:
     text = value.strip().replace(",", "").replace(" ", "")
-    if text.isdigit() and len(text) <= 9:
+    if text.isascii() and text.isdigit() and len(text) <= 9:
         return int(text)
     return None
 

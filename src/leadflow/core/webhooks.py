@@ -102,7 +102,7 @@ def verify(
         if not sep:
             continue
         if key == "t":
-            if not value.isdigit() or len(value) > 12:
+            if not (value.isascii() and value.isdigit()) or len(value) > 12:
                 return False
             timestamp = int(value)
         elif key == "v1":

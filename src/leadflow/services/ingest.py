@@ -422,7 +422,7 @@ def _account_fields(traits: dict[str, Any]) -> dict[str, Any]:
     employees = traits.get("employees", traits.get("employee_count"))
     if isinstance(employees, int) and not isinstance(employees, bool) and employees >= 0:
         fields["employee_count"] = employees
-    elif isinstance(employees, str) and employees.isdigit():
+    elif isinstance(employees, str) and employees.isascii() and employees.isdigit():
         fields["employee_count"] = int(employees)
     if isinstance(traits.get("country"), str):
         fields["country"] = traits["country"][:100]

@@ -153,7 +153,7 @@ def make_token(key: bytes, form_key: str, anonymous_id: str, now: float) -> str:
 
 def check_token(key: bytes, form_key: str, anonymous_id: str, token: str, now: float) -> bool:
     ts, _, mac = token.partition(".")
-    if not ts.isdigit() or len(ts) > 12 or not mac:
+    if not (ts.isascii() and ts.isdigit()) or len(ts) > 12 or not mac:
         return False
     age = now - int(ts)
     if age > TOKEN_MAX_AGE or age < -TOKEN_FUTURE_SKEW:
@@ -194,7 +194,8 @@ class _TooLarge(Exception):
 
 async def _read_body(request: Request) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    digits = declared is not None and declared.isascii() and declared.isdigit()
+    if digits and int(declared) > MAX_BODY_BYTES:
         raise _TooLarge
     chunks: list[bytes] = []
     size = 0

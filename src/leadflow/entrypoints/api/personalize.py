@@ -85,7 +85,7 @@ async def personalize(request: Request) -> Response:
             )
         ids[name] = value or None
     limit_text = params.get("limit", "5")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 20:
+    if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= 20:
         return JSONResponse(
             {"detail": "limit: a whole number from 1 to 20"}, status_code=400, headers=CORS
         )

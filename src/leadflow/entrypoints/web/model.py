@@ -122,7 +122,7 @@ def model_page(request: Request, user: ModelViewer) -> HTMLResponse:
 def limit_upload(request: Request, user: ModelAdmin) -> None:
     """Refuse an oversized or unsized upload before the body is read."""
     length = request.headers.get("content-length")
-    if length is None or not length.isdigit():
+    if length is None or not (length.isascii() and length.isdigit()):
         raise UploadRefused("candidate: the upload must declare its length", 411)
     if int(length) > MAX_UPLOAD + MULTIPART_OVERHEAD:
         raise UploadRefused(

@@ -51,7 +51,7 @@ def _int_or_none(value: str | None) -> int | None:
     if value is None or not value.strip():
         return None
     value = value.strip()
-    return int(value) if value.isdigit() and len(value) < 19 else None
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
 
 
 @router.get("/leads")
