@@ -316,3 +316,19 @@ def test_unicode_digits_in_api_inputs_are_refused_or_ignored(
     form = {"lf_token": "².abc", "anonymousId": "a" * 32, "email": "ann@acme.example"}
     r = client.post("/f/white-paper", data=form, headers={"Accept": "application/json"})
     assert r.status_code == 400 and r.json()["detail"].startswith("lf_token: ")
+
+
+def test_numbers_longer_than_int_reads_are_refused(client: TestClient, write_key: str) -> None:
+    """int() refuses more than 4,300 digits (ValueError): ?limit= of 5,000 digits was a 500,
+    and so was such a Content-Length on the tracking and form posts."""
+    huge = "9" * 5000
+    r = client.get(f"/v1/personalize?anonymousId=a1&limit={huge}", auth=(write_key, ""))
+    assert r.status_code == 400 and r.json()["detail"].startswith("limit: ")
+    body = b'{"userId": "u1", "event": "e"}'
+    r = client.post(
+        "/v1/track",
+        content=body,
+        headers={"Content-Type": "application/json", "Content-Length": huge},
+        auth=(write_key, ""),
+    )
+    assert r.status_code == 400 and r.json()["field"] == "body"

@@ -85,7 +85,8 @@ async def personalize(request: Request) -> Response:
             )
         ids[name] = value or None
     limit_text = params.get("limit", "5")
-    if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= 20:
+    digits = limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 2
+    if not digits or not 1 <= int(limit_text) <= 20:
         return JSONResponse(
             {"detail": "limit: a whole number from 1 to 20"}, status_code=400, headers=CORS
         )
