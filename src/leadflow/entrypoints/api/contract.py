@@ -8,8 +8,9 @@ body of each is what is actually sent:
   FastAPI's request validation list ``{"detail": [{"loc": [...], "msg", "type"}]}`` for a
   parameter or body of the wrong type; some routes add ``field`` (the field named) or
   ``errors`` (the forms: the reason per field).
-- :class:`TrackingError` for the Segment tracking calls (/v1/identify ... /v1/batch):
-  ``{"success": false, "code", "message", "field"}``, the shape Segment's SDKs read.
+- :class:`TrackingError` for the Segment tracking calls (/v1/identify ... /v1/batch) and
+  the 401 of /v1/personalize: ``{"success": false, "code", "message", "field"}``, the shape
+  Segment's SDKs read.
 
 The tracking routes read and size-check the raw body themselves (gzip, 32 KB per message,
 500 KB per batch) before any parsing, so their request bodies are declared here as JSON
@@ -18,8 +19,9 @@ Schema (``openapi_extra``) rather than as pydantic models: the document says wha
 
 :func:`install` finishes the generated document: FastAPI's default 422 body
 (``HTTPValidationError``, a list only) is replaced by :class:`ErrorBody` (an explicit 422
-from a route carries a string), and the admin token / write key security schemes are
-declared on the operations that need them.
+from a route carries a string), every operation with a body lists the 400 FastAPI answers
+to a body it cannot decode, and the admin token / write key security schemes are declared
+on the operations that need them.
 """
 
 from __future__ import annotations
