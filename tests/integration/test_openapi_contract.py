@@ -332,3 +332,37 @@ def test_numbers_longer_than_int_reads_are_refused(client: TestClient, write_key
         auth=(write_key, ""),
     )
     assert r.status_code == 400 and r.json()["field"] == "body"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        (
+            "/api/seminars",
+            {"key": "s1", "title": "T", "starts_at": "0001-01-01T00:00:00+05:00"},
+            "starts_at",
+        ),
+        (
+            "/api/seminars",
+            {"key": "s2", "title": "T", "starts_at": "9999-12-31T23:59:59Z"},
+            "starts_at",
+        ),
+        (
+            "/api/crm/updates",
+            {"external_id": "x", "update_id": "u", "closed_at": "9999-12-31T23:59:59-05:00"},
+            "closed_at",
+        ),
+        ("/api/opportunities", {"name": "Deal", "expected_close": "9999-12-31"}, "expected_close"),
+    ],
+)
+def test_dates_at_the_calendars_ends_are_refused_naming_the_field(
+    admin: TestClient, path: str, body: dict[str, Any], field: str
+) -> None:
+    """Converted to UTC or extended by a duration, they overflowed: a 500 at once (crm,
+    a +05:00 seminar) or later (registering for a seminar starting 9999-12-31)."""
+    r = admin.post(path, json=body)
+    assert r.status_code == 422, r.text
+    assert field in str(r.json()["detail"])
+    ok = {"key": "ok", "title": "T", "starts_at": "2999-12-30T09:00:00+09:00"}
+    assert admin.post("/api/seminars", json=ok).status_code == 201
+    assert admin.post("/api/seminars/ok/register", json={"lead_id": 1}).status_code == 200

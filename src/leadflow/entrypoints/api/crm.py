@@ -4,7 +4,6 @@ unknown leads 404; bad input 422 naming the field."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Query
@@ -13,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from leadflow.adapters.csv_export import to_csv_string
 from leadflow.entrypoints.api.contract import CSV_RESPONSE, declared_body, error_responses
-from leadflow.entrypoints.api.deps import ServicesDep
+from leadflow.entrypoints.api.deps import Moment, ServicesDep
 from leadflow.services import crm
 from leadflow.services.lifecycle import ActionRefused
 
@@ -38,7 +37,7 @@ class CrmUpdate(BaseModel):
     currency: Annotated[str, Field(pattern=r"^[A-Za-z]{3}$")] | None = None
     owner: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     lost_reason: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    closed_at: datetime | None = None
+    closed_at: Moment | None = None
 
 
 class CrmUpdates(BaseModel):

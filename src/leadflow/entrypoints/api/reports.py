@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 
-from leadflow.entrypoints.api.deps import ServicesDep
+from leadflow.entrypoints.api.deps import EARLIEST_DAY, LATEST_DAY, ServicesDep
 from leadflow.services import reports as svc
 
 router = APIRouter(prefix="/reports", tags=["reports"])
@@ -39,7 +39,7 @@ ModelName = Literal[
 ]
 # Report dates stay far from the calendar's ends: a report also reads the period before
 # the one asked for (the funnel compares with it, the forecast backtests on past months).
-EARLIEST, LATEST = date(1970, 1, 1), date(2999, 12, 31)
+EARLIEST, LATEST = EARLIEST_DAY, LATEST_DAY
 _RANGE = f" From {EARLIEST} to {LATEST}."
 FromQuery = Query(
     None, alias="from", description="Period start (UTC date); default to - 90 d." + _RANGE

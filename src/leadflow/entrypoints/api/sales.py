@@ -5,7 +5,6 @@ bad input 422 naming the field."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
@@ -14,7 +13,7 @@ from sqlalchemy import Connection
 
 from leadflow.core.config import LeadModel
 from leadflow.entrypoints.api.contract import error_responses
-from leadflow.entrypoints.api.deps import ServicesDep
+from leadflow.entrypoints.api.deps import Day, ServicesDep
 from leadflow.services import handoff
 from leadflow.services.lifecycle import ActionRefused
 
@@ -101,7 +100,7 @@ class QualifyIn(ActionIn):
     timeframe: Level | None = None
     amount: float | None = Field(default=None, gt=0, le=1e15)
     currency: Currency = "KRW"
-    expected_close: date | None = None
+    expected_close: Day | None = None
     name: Text | None = None
     role: Role = "contact"
 
@@ -126,7 +125,7 @@ class OpportunityCreate(_Body):
     lead_id: int | None = Field(default=None, ge=1, le=2**62)
     amount: float | None = Field(default=None, ge=0, le=1e15)
     currency: Currency = "KRW"
-    expected_close: date | None = None
+    expected_close: Day | None = None
     owner: RepKey | None = None
     contacts: list[ContactIn] = Field(default_factory=list, max_length=100)
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from leadflow.core.tracking import is_valid_email
 from leadflow.entrypoints.api.contract import error_responses
-from leadflow.entrypoints.api.deps import ServicesDep
+from leadflow.entrypoints.api.deps import Moment, ServicesDep
 from leadflow.services import segments as segment_service
 from leadflow.services import seminars as sem
 
@@ -36,8 +36,8 @@ class SeminarCreate(_Body):
     key: Annotated[str, Field(min_length=1, max_length=64)]
     title: Annotated[str, Field(min_length=1, max_length=255)]
     kind: Literal["seminar", "webinar"] = "webinar"
-    starts_at: datetime
-    ends_at: datetime | None = None
+    starts_at: Moment
+    ends_at: Moment | None = None
     location: Annotated[str, Field(max_length=2048)] | None = None
     asset_key: Annotated[str, Field(max_length=64)] | None = None
     capacity: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
