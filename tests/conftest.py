@@ -34,6 +34,9 @@ BACKENDS = [
 ]
 PG_URL = os.environ.get("LEADFLOW_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 RAN: Counter[str] = Counter()
+# Requests the OpenAPI contract test sent, per backend (tests/integration/test_openapi_contract.py
+# records them as a user property, which also reaches the controller under pytest-xdist).
+CONTRACT_REQUESTS: Counter[str] = Counter()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -44,6 +47,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for name, value in report.user_properties if report.when == "teardown" else ():
+        if name.startswith("schemathesis_requests:"):
+            CONTRACT_REQUESTS[name.partition(":")[2]] += int(value)
     if report.when == "call" and report.passed:
         for backend in ("sqlite", "postgresql"):
             if (
@@ -59,6 +65,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         "database tests passed per backend: "
         + ", ".join(f"{b}={RAN.get(b, 0)}" for b in ("sqlite", "postgresql"))
     )
+    if CONTRACT_REQUESTS:
+        terminalreporter.write_line(
+            "schemathesis requests per backend (API contract): "
+            + ", ".join(f"{b}={n}" for b, n in sorted(CONTRACT_REQUESTS.items()))
+        )
 
 
 @pytest.fixture(scope="session")

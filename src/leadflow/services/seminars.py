@@ -632,8 +632,10 @@ def emails_from_csv(raw: bytes) -> list[str]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise SeminarError("file", "not UTF-8 text") from None
-    reader = csv.reader(io.StringIO(text))
-    rows = [r for r in reader if any(c.strip() for c in r)]
+    try:
+        rows = [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
+    except csv.Error as exc:  # e.g. a field over the csv module's 128 KB limit
+        raise SeminarError("file", f"not a readable CSV ({exc})") from None
     if not rows:
         return []
     header = [h.strip().lower() for h in rows[0]]

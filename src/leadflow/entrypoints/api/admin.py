@@ -12,9 +12,10 @@ from leadflow.entrypoints.api import segments as segments_api
 from leadflow.entrypoints.api import seminars as seminars_api
 from leadflow.entrypoints.api import targets as targets_api
 from leadflow.entrypoints.api import webhooks as webhooks_api
+from leadflow.entrypoints.api.contract import error_responses
 from leadflow.entrypoints.api.deps import AdminDep
 
-router = APIRouter(prefix="/api", dependencies=[AdminDep])
+router = APIRouter(prefix="/api", dependencies=[AdminDep], responses=error_responses(401))
 router.include_router(leads.router)
 router.include_router(scoring.router)
 router.include_router(reports.router)

@@ -7,7 +7,7 @@ from fastapi.responses import Response
 
 from leadflow import __version__
 from leadflow.bootstrap import Services
-from leadflow.entrypoints.api import admin, forms, personalize, tracking
+from leadflow.entrypoints.api import admin, contract, forms, personalize, tracking
 from leadflow.entrypoints.api import email as email_api
 from leadflow.entrypoints.api.inputs import InputRefused, guard_inputs, refusal_response
 from leadflow.entrypoints.web import mount_web
@@ -29,6 +29,7 @@ def build_app(services: Services) -> FastAPI:
     app.include_router(email_api.public_router)  # /e/o, /e/c, /u: email tracking links
     app.include_router(admin.router)
     mount_web(app)  # the dashboard: / (sign-in), pages, /static
+    contract.install(app)  # error bodies, Segment message schemas, security schemes
 
     @app.exception_handler(InputRefused)
     async def refused(request: Request, exc: InputRefused) -> Response:

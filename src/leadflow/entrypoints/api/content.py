@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from leadflow.core.config import ContentSpec, ContentType, EvaluationStage
+from leadflow.entrypoints.api.contract import error_responses
 from leadflow.entrypoints.api.deps import ServicesDep
 from leadflow.services import content
 
 router = APIRouter(prefix="/content", tags=["content"])
+AssetKey = Annotated[str, Path(description="The asset's key.", examples=["what-is-mql"])]
 
 
 class AssetUpdate(BaseModel):
@@ -63,7 +65,7 @@ def list_content(
     return {"assets": content.filter_assets(rows, stage=stage, type=type, industry=industry)}
 
 
-@router.post("", status_code=201, operation_id="create_content")
+@router.post("", status_code=201, operation_id="create_content", responses=error_responses(409))
 def create_content(body: ContentSpec, services: ServicesDep) -> dict[str, Any]:
     try:
         with services.engine.begin() as conn:
@@ -73,8 +75,8 @@ def create_content(body: ContentSpec, services: ServicesDep) -> dict[str, Any]:
         raise _refused(exc) from None
 
 
-@router.get("/{key}", operation_id="get_content")
-def get_content(key: str, services: ServicesDep) -> dict[str, Any]:
+@router.get("/{key}", operation_id="get_content", responses=error_responses(404))
+def get_content(key: AssetKey, services: ServicesDep) -> dict[str, Any]:
     with services.engine.begin() as conn:
         _sync(conn, services)
         rows = content.list_assets(conn, active_only=False)
@@ -84,8 +86,8 @@ def get_content(key: str, services: ServicesDep) -> dict[str, Any]:
     return found
 
 
-@router.patch("/{key}", operation_id="update_content")
-def update_content(key: str, body: AssetUpdate, services: ServicesDep) -> dict[str, Any]:
+@router.patch("/{key}", operation_id="update_content", responses=error_responses(404, 409))
+def update_content(key: AssetKey, body: AssetUpdate, services: ServicesDep) -> dict[str, Any]:
     changes = body.model_dump(exclude_unset=True)
     try:
         with services.engine.begin() as conn:
@@ -97,8 +99,10 @@ def update_content(key: str, body: AssetUpdate, services: ServicesDep) -> dict[s
         raise HTTPException(status_code=422, detail=_validation_detail(exc)) from None
 
 
-@router.delete("/{key}", status_code=204, operation_id="delete_content")
-def delete_content(key: str, services: ServicesDep) -> None:
+@router.delete(
+    "/{key}", status_code=204, operation_id="delete_content", responses=error_responses(404, 409)
+)
+def delete_content(key: AssetKey, services: ServicesDep) -> None:
     try:
         with services.engine.begin() as conn:
             _sync(conn, services)

@@ -4,7 +4,6 @@ unknown leads 404; bad input 422 naming the field."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Query
@@ -12,7 +11,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from leadflow.adapters.csv_export import to_csv_string
-from leadflow.entrypoints.api.deps import ServicesDep
+from leadflow.entrypoints.api.contract import CSV_RESPONSE, declared_body, error_responses
+from leadflow.entrypoints.api.deps import Moment, ServicesDep
 from leadflow.services import crm
 from leadflow.services.lifecycle import ActionRefused
 
@@ -37,7 +37,7 @@ class CrmUpdate(BaseModel):
     currency: Annotated[str, Field(pattern=r"^[A-Za-z]{3}$")] | None = None
     owner: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     lost_reason: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    closed_at: datetime | None = None
+    closed_at: Moment | None = None
 
 
 class CrmUpdates(BaseModel):
@@ -78,7 +78,14 @@ def _parse(body: Any) -> CrmUpdate | CrmUpdates:
         ) from None
 
 
-@router.post("/crm/updates", operation_id="apply_crm_updates")
+@router.post(
+    "/crm/updates",
+    operation_id="apply_crm_updates",
+    responses=error_responses(404, 409),
+    openapi_extra=declared_body(
+        CrmUpdate, CrmUpdates, description='One update, or `{"updates": [...]}` (at most 500).'
+    ),
+)
 def apply_updates(services: ServicesDep, payload: Any = Body(...)) -> dict[str, Any]:
     """Apply one CRM update (fields of ``CrmUpdate``), or ``{"updates": [...]}`` (at most
     500). A batch applies each update in its own transaction and reports each one's status
@@ -99,7 +106,9 @@ def apply_updates(services: ServicesDep, payload: Any = Body(...)) -> dict[str, 
     }
 
 
-@router.get("/crm/export", operation_id="export_crm_csv")
+@router.get(
+    "/crm/export", operation_id="export_crm_csv", response_class=Response, responses=CSV_RESPONSE
+)
 def export(
     services: ServicesDep,
     kind: Literal["leads", "opportunities"] = Query(...),

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import UTC, date, datetime
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from pydantic import AfterValidator, Field
 
 from leadflow.bootstrap import Services
 
@@ -60,3 +62,33 @@ def require_admin(request: Request, services: ServicesDep) -> None:
 
 
 AdminDep = Depends(require_admin)
+
+
+# Dates and date-times given to the API stay far from the calendar's ends: the services add
+# durations to them (a seminar's end, a report's comparison period) and convert them to
+# UTC, which overflowed (a 500) for 0001-01-01T00:00+05:00 or 9999-12-31.
+EARLIEST_DAY, LATEST_DAY = date(1970, 1, 1), date(2999, 12, 31)
+RANGE_TEXT = f"between {EARLIEST_DAY} and {LATEST_DAY}"
+
+
+def _day_in_range(value: date) -> date:
+    if not EARLIEST_DAY <= value <= LATEST_DAY:
+        raise ValueError(f"must be {RANGE_TEXT}")
+    return value
+
+
+def _moment_in_range(value: datetime) -> datetime:
+    try:
+        utc = value.astimezone(UTC) if value.tzinfo is not None else value
+    except OverflowError:
+        raise ValueError(f"must be {RANGE_TEXT} (UTC)") from None
+    _day_in_range(utc.date())
+    return value
+
+
+Day = Annotated[date, AfterValidator(_day_in_range), Field(description=f"A date {RANGE_TEXT}.")]
+Moment = Annotated[
+    datetime,
+    AfterValidator(_moment_in_range),
+    Field(description=f"An ISO 8601 date-time {RANGE_TEXT} (UTC)."),
+]

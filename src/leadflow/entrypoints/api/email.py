@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from leadflow.adapters.email import DeliveryError
 from leadflow.core import email_tokens
+from leadflow.entrypoints.api.contract import error_responses, json_content
 from leadflow.entrypoints.api.deps import ServicesDep
 from leadflow.services import mailing, privacy
 
@@ -67,7 +68,21 @@ def _plain_400() -> PlainTextResponse:
     return PlainTextResponse(INVALID_LINK, status_code=400, headers=NO_STORE)
 
 
-@public_router.get("/e/o/{token}", operation_id="email_open_pixel", response_class=Response)
+_TEXT = {"text/plain": {"schema": {"type": "string"}}}
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+_BAD_LINK = {"description": "A tampered, foreign or unsigned link."}
+_ONE_CLICK = {"type": "object", "properties": {"List-Unsubscribe": {"type": "string"}}}
+
+
+@public_router.get(
+    "/e/o/{token}",
+    operation_id="email_open_pixel",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/gif": {"schema": {"type": "string", "format": "binary"}}}},
+        400: {**_BAD_LINK, "content": _TEXT},
+    },
+)
 def open_pixel(token: Token, services: ServicesDep) -> Response:
     try:
         parsed = _verified(services, token, "o")
@@ -80,7 +95,15 @@ def open_pixel(token: Token, services: ServicesDep) -> Response:
     return Response(content=PIXEL, media_type="image/gif", headers=NO_STORE)
 
 
-@public_router.get("/e/c/{token}", operation_id="email_click", response_class=Response)
+@public_router.get(
+    "/e/c/{token}",
+    operation_id="email_click",
+    response_class=Response,
+    responses={
+        302: {"description": "To the signed destination."},
+        400: {**_BAD_LINK, "content": _TEXT},
+    },
+)
 def click(token: Token, services: ServicesDep) -> Response:
     try:
         parsed = _verified(services, token, "c")
@@ -112,7 +135,12 @@ def _page(
     return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
 
-@public_router.get("/u/{token}", operation_id="email_unsubscribe_page")
+@public_router.get(
+    "/u/{token}",
+    operation_id="email_unsubscribe_page",
+    response_class=HTMLResponse,
+    responses={400: {**_BAD_LINK, "content": _HTML}},
+)
 def unsubscribe_page(token: Token, services: ServicesDep) -> HTMLResponse:
     """Asks for confirmation (a GET must not unsubscribe: link scanners follow links)."""
     try:
@@ -124,7 +152,30 @@ def unsubscribe_page(token: Token, services: ServicesDep) -> HTMLResponse:
     return _page(services, "confirm", email=address, action=f"/u/{token}")
 
 
-@public_router.post("/u/{token}", operation_id="email_unsubscribe")
+@public_router.post(
+    "/u/{token}",
+    operation_id="email_unsubscribe",
+    response_class=Response,
+    responses={
+        200: {"description": "Unsubscribed.", "content": {**_TEXT, **_HTML}},
+        400: {
+            "description": "A tampered, foreign or unsigned link (text or page); a body that "
+            "is not form data (JSON).",
+            "content": {**_TEXT, **_HTML, **json_content("ErrorBody")},
+        },
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "description": "`List-Unsubscribe=One-Click` (RFC 8058, either encoding) answers "
+            "in plain text; otherwise the confirmation page.",
+            "content": {
+                media: {"schema": _ONE_CLICK}
+                for media in ("application/x-www-form-urlencoded", "multipart/form-data")
+            },
+        }
+    },
+)
 async def unsubscribe(token: Token, request: Request) -> Response:
     services = request.app.state.services
     form = await request.form()
@@ -184,7 +235,7 @@ def list_sends(
     return {"sends": rows}
 
 
-@router.get("/sends/{send_id}", operation_id="get_email_send")
+@router.get("/sends/{send_id}", operation_id="get_email_send", responses=error_responses(404))
 def get_send(services: ServicesDep, send_id: int = Path(..., ge=1, le=2**62)) -> dict[str, Any]:
     with services.engine.connect() as conn:
         found = mailing.get_send(conn, send_id)
@@ -193,7 +244,7 @@ def get_send(services: ServicesDep, send_id: int = Path(..., ge=1, le=2**62)) ->
     return found
 
 
-@router.post("/bounces", operation_id="record_email_bounce")
+@router.post("/bounces", operation_id="record_email_bounce", responses=error_responses(404))
 def record_bounce(body: BounceIn, services: ServicesDep) -> dict[str, Any]:
     try:
         return mailing.record_bounce(
@@ -210,7 +261,7 @@ def record_bounce(body: BounceIn, services: ServicesDep) -> dict[str, Any]:
         raise HTTPException(status_code=422, detail=str(exc)) from None
 
 
-@router.post("/test", operation_id="send_test_email")
+@router.post("/test", operation_id="send_test_email", responses=error_responses(502))
 def send_test(body: TestIn, services: ServicesDep) -> dict[str, Any]:
     try:
         message_id = mailing.send_test(

@@ -34,10 +34,11 @@ import time
 import uuid
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl, unquote
 
 from fastapi import APIRouter, HTTPException, Request
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.concurrency import run_in_threadpool
@@ -45,11 +46,15 @@ from starlette.concurrency import run_in_threadpool
 from leadflow.bootstrap import Services
 from leadflow.core import forms as core
 from leadflow.core.config import ContentSpec, FormFieldSpec, FormSpec
+from leadflow.entrypoints.api.contract import error_responses
 from leadflow.entrypoints.web.i18n import pick_locale
 from leadflow.services import content
 from leadflow.services import forms as service
 
 router = APIRouter(prefix="/f", tags=["forms"])
+FormKey = Annotated[
+    str, PathParam(description="A form of the model (`nurture.forms`).", examples=["white-paper"])
+]
 
 MAX_BODY_BYTES = 64 * 1024
 TOKEN_MAX_AGE = 24 * 3600
@@ -189,12 +194,9 @@ class _TooLarge(Exception):
 
 async def _read_body(request: Request) -> bytes:
     declared = request.headers.get("content-length")
-    if (
-        declared is not None
-        and declared.isdigit()
-        and declared.isascii()
-        and int(declared) > MAX_BODY_BYTES
-    ):
+    digits = declared is not None and declared.isascii() and declared.isdigit()
+    # More digits than int() reads (4,300) is larger than any limit too.
+    if digits and (len(declared) > 18 or int(declared) > MAX_BODY_BYTES):
         raise _TooLarge
     chunks: list[bytes] = []
     size = 0
@@ -351,8 +353,40 @@ async def _skipped(
     return True
 
 
-@router.get("/{form_key}", operation_id="form_page", response_class=HTMLResponse)
-async def form_page(form_key: str, request: Request) -> Response:
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+_JSON_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+_SEE_OTHER = {303: {"description": "To the content (a known contact) or the form's redirect."}}
+_FIELDS = {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}}
+_SUBMIT = {
+    "requestBody": {
+        "required": True,
+        "description": "The form's fields (at most 64 KB). A form-encoded post needs the "
+        "page's `lf_token`; a JSON post needs none.",
+        "content": {
+            "application/x-www-form-urlencoded": {"schema": _FIELDS},
+            "application/json": {"schema": _FIELDS},
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "Thank-you page, or JSON `{success, asset, redirect}`.",
+            "content": {**_HTML, "application/json": {"schema": {"type": "object"}}},
+        },
+        "400": {
+            "description": "Refused fields: the form again (HTML) or `{detail, errors}`.",
+            "content": {**_HTML, **_JSON_ERROR},
+        },
+    },
+}
+
+
+@router.get(
+    "/{form_key}",
+    operation_id="form_page",
+    response_class=HTMLResponse,
+    responses={**_SEE_OTHER, **error_responses(404)},
+)
+async def form_page(form_key: FormKey, request: Request) -> Response:
     """The hosted form, or (a known contact asking for late-stage content) the asset."""
     services = _services(request)
     form, asset = await run_in_threadpool(_lookup, services, form_key)
@@ -377,8 +411,10 @@ async def form_page(form_key: str, request: Request) -> Response:
     )
 
 
-@router.get("/{form_key}/embed.json", operation_id="form_embed_config")
-async def embed_config(form_key: str, request: Request) -> JSONResponse:
+@router.get(
+    "/{form_key}/embed.json", operation_id="form_embed_config", responses=error_responses(404)
+)
+async def embed_config(form_key: FormKey, request: Request) -> JSONResponse:
     """What the embed script renders for this visitor (CORS: any site may read it)."""
     services = _services(request)
     form, asset = await run_in_threadpool(_lookup, services, form_key)
@@ -419,8 +455,14 @@ async def embed_config(form_key: str, request: Request) -> JSONResponse:
     return JSONResponse(body, headers=CORS)
 
 
-@router.post("/{form_key}", operation_id="form_submit")
-async def form_submit(form_key: str, request: Request) -> Response:
+@router.post(
+    "/{form_key}",
+    operation_id="form_submit",
+    response_class=Response,
+    responses={**_SEE_OTHER, **error_responses(404, 413, 415)},
+    openapi_extra=_SUBMIT,
+)
+async def form_submit(form_key: FormKey, request: Request) -> Response:
     services = _services(request)
     form, asset = await run_in_threadpool(_lookup, services, form_key)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -563,8 +605,16 @@ def _json_error(status: int, detail: str, errors: dict[str, str] | None = None) 
     return JSONResponse(body, status_code=status, headers=CORS)
 
 
-@router.get("/{form_key}/embed.js", operation_id="form_embed_script")
-async def embed_script(form_key: str, request: Request) -> Response:
+@router.get(
+    "/{form_key}/embed.js",
+    operation_id="form_embed_script",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/javascript": {"schema": {"type": "string"}}}},
+        **error_responses(404),
+    },
+)
+async def embed_script(form_key: FormKey, request: Request) -> Response:
     """A script that renders the form inline on a website::
 
         <div id="leadflow-form-white-paper"></div>

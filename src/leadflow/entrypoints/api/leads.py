@@ -14,17 +14,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from leadflow.core.tracking import is_valid_email, normalise_email
+from leadflow.entrypoints.api.contract import error_responses
 from leadflow.entrypoints.api.deps import ServicesDep
 from leadflow.services import leads as lead_service
 from leadflow.services import privacy
 
 router = APIRouter(tags=["leads"])
+# Ids and cursors are database ids: bounded so a larger number is a 422, not a 500 on the
+# database's 64-bit integers.
+MAX_ID = 2**62
+LeadId = Path(..., ge=1, le=MAX_ID, description="The lead's id.")
 
 
 class AccountPublic(BaseModel):
@@ -141,14 +146,16 @@ def _bad(field: str, reason: str) -> JSONResponse:
     return JSONResponse({"detail": f"{field}: {reason}", "field": field}, status_code=400)
 
 
-@router.get("/leads", operation_id="list_leads", response_model=LeadPage)
+@router.get(
+    "/leads", operation_id="list_leads", responses=error_responses(400), response_model=LeadPage
+)
 async def list_leads(
     services: ServicesDep,
     search: str | None = Query(None, max_length=lead_service.MAX_SEARCH_LENGTH),
     source: str | None = Query(None, max_length=100),
     account: str | None = Query(None, max_length=255, description="Account domain."),
     limit: int = Query(50, ge=1, le=lead_service.MAX_LIMIT),
-    cursor: int | None = Query(None, ge=0),
+    cursor: int | None = Query(None, ge=0, le=MAX_ID),
 ) -> Any:
     query = lead_service.LeadFilter(
         search=search, source=source, account_domain=account, limit=limit, cursor=cursor
@@ -160,20 +167,30 @@ async def list_leads(
     return {"items": rows, "next_cursor": next_cursor}
 
 
-@router.get("/leads/{lead_id}", operation_id="get_lead", response_model=LeadDetail)
-async def get_lead(lead_id: int, services: ServicesDep) -> Any:
+@router.get(
+    "/leads/{lead_id}",
+    operation_id="get_lead",
+    responses=error_responses(404),
+    response_model=LeadDetail,
+)
+async def get_lead(services: ServicesDep, lead_id: int = LeadId) -> Any:
     lead = await run_in_threadpool(lead_service.get_lead, services.engine, lead_id)
     if lead is None:
         raise HTTPException(status_code=404, detail=f"lead_id: no lead {lead_id}")
     return lead
 
 
-@router.get("/leads/{lead_id}/events", operation_id="list_lead_events", response_model=EventPage)
+@router.get(
+    "/leads/{lead_id}/events",
+    operation_id="list_lead_events",
+    responses=error_responses(400, 404),
+    response_model=EventPage,
+)
 async def list_lead_events(
-    lead_id: int,
     services: ServicesDep,
+    lead_id: int = LeadId,
     limit: int = Query(100, ge=1, le=lead_service.MAX_LIMIT),
-    cursor: int | None = Query(None, ge=0),
+    cursor: int | None = Query(None, ge=0, le=MAX_ID),
 ) -> Any:
     lead = await run_in_threadpool(lead_service.get_lead, services.engine, lead_id)
     if lead is None:
@@ -188,7 +205,11 @@ async def list_lead_events(
 
 
 @router.get(
-    "/privacy/export", operation_id="export_person", response_model=PersonExport, tags=["privacy"]
+    "/privacy/export",
+    operation_id="export_person",
+    responses=error_responses(400, 404),
+    response_model=PersonExport,
+    tags=["privacy"],
 )
 async def export_person(services: ServicesDep, email: str = Query(..., max_length=320)) -> Any:
     address = normalise_email(email)
@@ -203,7 +224,11 @@ async def export_person(services: ServicesDep, email: str = Query(..., max_lengt
 
 
 @router.post(
-    "/privacy/erase", operation_id="erase_person", response_model=ErasureResult, tags=["privacy"]
+    "/privacy/erase",
+    operation_id="erase_person",
+    responses=error_responses(404),
+    response_model=ErasureResult,
+    tags=["privacy"],
 )
 async def erase_person(body: EraseRequest, services: ServicesDep) -> Any:
     try:

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from leadflow.bootstrap import Services
+from leadflow.entrypoints.api.contract import TrackingError, error_responses
 from leadflow.entrypoints.api.deps import basic_username
 from leadflow.entrypoints.api.tracking import _check_key
 from leadflow.services import content
@@ -43,7 +44,27 @@ async def personalize_preflight() -> Response:
     return Response(status_code=204, headers=CORS)
 
 
-@router.get("/personalize", operation_id="personalize")
+_QUERY = [
+    {"name": name, "in": "query", "required": False, "schema": schema, "description": text}
+    for name, schema, text in (
+        ("anonymousId", {"type": "string", "maxLength": MAX_ID}, "analytics.js anonymous id."),
+        ("userId", {"type": "string", "maxLength": MAX_ID}, "The visitor's user id."),
+        ("industry", {"type": "string", "maxLength": MAX_ID}, "Industry hint."),
+        ("limit", {"type": "integer", "minimum": 1, "maximum": 20, "default": 5}, "1 to 20."),
+        ("writeKey", {"type": "string"}, "The write key, when not sent as Basic auth."),
+    )
+]
+
+
+@router.get(
+    "/personalize",
+    operation_id="personalize",
+    responses={
+        **error_responses(400),
+        **error_responses(401, model=TrackingError),
+    },
+    openapi_extra={"parameters": _QUERY, "security": [{"writeKey": []}, {}]},
+)
 async def personalize(request: Request) -> Response:
     services: Services = request.app.state.services
     key = basic_username(request) or request.query_params.get("writeKey")

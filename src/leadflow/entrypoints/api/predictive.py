@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Path
 from sqlalchemy import select
 
 from leadflow.adapters.db.tables import leads
+from leadflow.entrypoints.api.contract import error_responses
 from leadflow.entrypoints.api.deps import ServicesDep
 from leadflow.services import predictive_store
 
@@ -15,7 +16,11 @@ router = APIRouter(tags=["predictive"])
 LeadId = Path(..., ge=1, le=2**62, description="The lead's id.")
 
 
-@router.get("/leads/{lead_id}/prediction", operation_id="explain_lead_prediction")
+@router.get(
+    "/leads/{lead_id}/prediction",
+    operation_id="explain_lead_prediction",
+    responses=error_responses(404),
+)
 def lead_prediction(services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
     """The active model's conversion probability for the lead (the fourth score) with the
     features that raised and lowered it (signed log-odds contributions)."""

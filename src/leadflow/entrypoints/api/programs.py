@@ -12,12 +12,16 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from leadflow.entrypoints.api.contract import error_responses
 from leadflow.entrypoints.api.deps import ServicesDep
 from leadflow.services import nurture
 
 router = APIRouter(prefix="/programs", tags=["programs"])
 
-ProgramKey = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+ProgramKey = Annotated[
+    str,
+    Path(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$", examples=["education"]),
+]
 
 
 class EnrolBody(BaseModel):
@@ -44,12 +48,14 @@ def list_programs(services: ServicesDep) -> dict[str, Any]:
         return {"programs": nurture.program_stats(conn, model)}
 
 
-@router.get("/{key}", operation_id="get_program")
+@router.get("/{key}", operation_id="get_program", responses=error_responses(404))
 def get_program(key: ProgramKey, services: ServicesDep) -> dict[str, Any]:
     return _program(services, key)
 
 
-@router.get("/{key}/enrolments", operation_id="list_program_enrolments")
+@router.get(
+    "/{key}/enrolments", operation_id="list_program_enrolments", responses=error_responses(404)
+)
 def list_enrolments(
     key: ProgramKey,
     services: ServicesDep,
@@ -62,7 +68,12 @@ def list_enrolments(
     return {"program": key, "enrolments": rows}
 
 
-@router.post("/{key}/enrol", status_code=201, operation_id="enrol_in_program")
+@router.post(
+    "/{key}/enrol",
+    status_code=201,
+    operation_id="enrol_in_program",
+    responses=error_responses(404, 409),
+)
 def enrol(key: ProgramKey, body: EnrolBody, services: ServicesDep) -> dict[str, Any]:
     """Enrol one lead now (its first step is scheduled as due work)."""
     now = services.clock()

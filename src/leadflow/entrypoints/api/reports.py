@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 
-from leadflow.entrypoints.api.deps import ServicesDep
+from leadflow.entrypoints.api.deps import EARLIEST_DAY, LATEST_DAY, ServicesDep
 from leadflow.services import reports as svc
 
 router = APIRouter(prefix="/reports", tags=["reports"])
@@ -37,11 +37,26 @@ ModelName = Literal[
     "shapley",
     "all",
 ]
-FromQuery = Query(None, alias="from", description="Period start (UTC date); default to - 90 d.")
-ToQuery = Query(None, alias="to", description="Period end, exclusive (UTC date); default tomorrow.")
+# Report dates stay far from the calendar's ends: a report also reads the period before
+# the one asked for (the funnel compares with it, the forecast backtests on past months).
+EARLIEST, LATEST = EARLIEST_DAY, LATEST_DAY
+_RANGE = f" From {EARLIEST} to {LATEST}."
+FromQuery = Query(
+    None, alias="from", description="Period start (UTC date); default to - 90 d." + _RANGE
+)
+ToQuery = Query(
+    None, alias="to", description="Period end, exclusive (UTC date); default tomorrow." + _RANGE
+)
+
+
+def _in_range(field: str, day: date | None) -> None:
+    if day is not None and not EARLIEST <= day <= LATEST:
+        raise HTTPException(422, detail=f"{field}: {day} is not between {EARLIEST} and {LATEST}")
 
 
 def _period(services: Any, start: date | None, end: date | None) -> svc.Period:
+    _in_range("from", start)
+    _in_range("to", end)
     now = services.clock()
     to = (
         datetime.combine(end, time(), UTC)
@@ -131,10 +146,11 @@ def kpis_report(
 @router.get("/pipeline", operation_id="report_pipeline")
 def pipeline_report(
     services: ServicesDep,
-    as_of: date | None = Query(None, description="Forecast date (UTC); default today."),
+    as_of: date | None = Query(None, description="Forecast date (UTC); default today." + _RANGE),
     months: int = Query(6, ge=0, le=36, description="Past months to backtest the forecast on."),
 ) -> dict[str, Any]:
     """Open pipeline by expected close month, weighted by win rates measured from the
     history, with the forecast's error on past months."""
+    _in_range("as_of", as_of)
     at = datetime.combine(as_of, time(), UTC) if as_of else services.clock()
     return _run("months", svc.pipeline_report, services.engine, at, months)

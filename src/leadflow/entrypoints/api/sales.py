@@ -5,23 +5,34 @@ bad input 422 naming the field."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import Connection
 
 from leadflow.core.config import LeadModel
-from leadflow.entrypoints.api.deps import ServicesDep
+from leadflow.entrypoints.api.contract import error_responses
+from leadflow.entrypoints.api.deps import Day, ServicesDep
 from leadflow.services import handoff
 from leadflow.services.lifecycle import ActionRefused
 
 router = APIRouter(tags=["sales"])
 LeadId = Path(..., ge=1, le=2**62, description="The lead's id.")
 RepKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")]
-Text = Annotated[str, Field(min_length=1, max_length=255)]
-Email = Annotated[str, Field(pattern=r"^[^@\s<>\"']+@[^@\s<>\"']+\.[^@\s<>\"']+$", max_length=320)]
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL refuses NUL in text (a 500 on that backend, stored on SQLite).
+    if "\x00" in value:
+        raise ValueError("contains a NUL character")
+    return value
+
+
+Text = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_no_nul)]
+Email = Annotated[
+    str, Field(pattern=r"^[^@\s<>\"'\x00]+@[^@\s<>\"'\x00]+\.[^@\s<>\"'\x00]+$", max_length=320)
+]
 ActionId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
 Currency = Annotated[str, Field(pattern=r"^[A-Za-z]{3}$")]
 Level = str | float
@@ -89,7 +100,7 @@ class QualifyIn(ActionIn):
     timeframe: Level | None = None
     amount: float | None = Field(default=None, gt=0, le=1e15)
     currency: Currency = "KRW"
-    expected_close: date | None = None
+    expected_close: Day | None = None
     name: Text | None = None
     role: Role = "contact"
 
@@ -114,7 +125,7 @@ class OpportunityCreate(_Body):
     lead_id: int | None = Field(default=None, ge=1, le=2**62)
     amount: float | None = Field(default=None, ge=0, le=1e15)
     currency: Currency = "KRW"
-    expected_close: date | None = None
+    expected_close: Day | None = None
     owner: RepKey | None = None
     contacts: list[ContactIn] = Field(default_factory=list, max_length=100)
 
@@ -149,7 +160,9 @@ def list_reps(services: ServicesDep) -> dict[str, Any]:
     return _run(services, do)  # type: ignore[no-any-return]
 
 
-@router.post("/reps", status_code=201, operation_id="create_sales_rep")
+@router.post(
+    "/reps", status_code=201, operation_id="create_sales_rep", responses=error_responses(409)
+)
 def create_rep(body: RepCreate, services: ServicesDep) -> dict[str, Any]:
     def do(conn: Connection, model: LeadModel, now: Any) -> dict[str, Any]:
         handoff.sync_config_reps(conn, model, now)
@@ -163,7 +176,7 @@ def create_rep(body: RepCreate, services: ServicesDep) -> dict[str, Any]:
     return _run(services, do)  # type: ignore[no-any-return]
 
 
-@router.patch("/reps/{key}", operation_id="update_sales_rep")
+@router.patch("/reps/{key}", operation_id="update_sales_rep", responses=error_responses(404))
 def update_rep(key: str, body: RepUpdate, services: ServicesDep) -> dict[str, Any]:
     def do(conn: Connection, model: LeadModel, now: Any) -> dict[str, Any]:
         handoff.sync_config_reps(conn, model, now)
@@ -198,7 +211,11 @@ def route_queue(services: ServicesDep) -> dict[str, Any]:
     return {"routed": report.routed, "waiting": report.waiting, "by_rep": report.by_rep}
 
 
-@router.get("/leads/{lead_id}/assignments", operation_id="list_lead_assignments")
+@router.get(
+    "/leads/{lead_id}/assignments",
+    operation_id="list_lead_assignments",
+    responses=error_responses(404),
+)
 def lead_assignments(services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
     def do(conn: Connection, model: LeadModel, now: Any) -> dict[str, Any]:
         handoff.require_lead(conn, lead_id)
@@ -210,7 +227,9 @@ def lead_assignments(services: ServicesDep, lead_id: int = LeadId) -> dict[str, 
 # --------------------------------------------------------------------------- actions
 
 
-@router.post("/leads/{lead_id}/accept", operation_id="accept_lead")
+@router.post(
+    "/leads/{lead_id}/accept", operation_id="accept_lead", responses=error_responses(404, 409)
+)
 def accept(services: ServicesDep, body: ActionIn | None = None, lead_id: int = LeadId) -> dict:
     b = body or ActionIn()
     return _run(  # type: ignore[no-any-return]
@@ -221,7 +240,9 @@ def accept(services: ServicesDep, body: ActionIn | None = None, lead_id: int = L
     )
 
 
-@router.post("/leads/{lead_id}/reject", operation_id="reject_lead")
+@router.post(
+    "/leads/{lead_id}/reject", operation_id="reject_lead", responses=error_responses(404, 409)
+)
 def reject(body: RejectIn, services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
     return _run(  # type: ignore[no-any-return]
         services,
@@ -231,7 +252,9 @@ def reject(body: RejectIn, services: ServicesDep, lead_id: int = LeadId) -> dict
     )
 
 
-@router.post("/leads/{lead_id}/not-now", operation_id="not_now_lead")
+@router.post(
+    "/leads/{lead_id}/not-now", operation_id="not_now_lead", responses=error_responses(404, 409)
+)
 def not_now(services: ServicesDep, body: NotNowIn | None = None, lead_id: int = LeadId) -> dict:
     b = body or NotNowIn()
     return _run(  # type: ignore[no-any-return]
@@ -242,7 +265,9 @@ def not_now(services: ServicesDep, body: NotNowIn | None = None, lead_id: int = 
     )
 
 
-@router.post("/leads/{lead_id}/qualify", operation_id="qualify_lead")
+@router.post(
+    "/leads/{lead_id}/qualify", operation_id="qualify_lead", responses=error_responses(404, 409)
+)
 def qualify(body: QualifyIn, services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
     bant = {k: getattr(body, k) for k in ("budget", "authority", "need", "timeframe")}
     return _run(  # type: ignore[no-any-return]
@@ -264,7 +289,7 @@ def qualify(body: QualifyIn, services: ServicesDep, lead_id: int = LeadId) -> di
     )
 
 
-@router.post("/leads/{lead_id}/won", operation_id="win_lead")
+@router.post("/leads/{lead_id}/won", operation_id="win_lead", responses=error_responses(404, 409))
 def won(services: ServicesDep, body: WonIn | None = None, lead_id: int = LeadId) -> dict:
     b = body or WonIn()
     return _run(  # type: ignore[no-any-return]
@@ -275,7 +300,7 @@ def won(services: ServicesDep, body: WonIn | None = None, lead_id: int = LeadId)
     )
 
 
-@router.post("/leads/{lead_id}/lost", operation_id="lose_lead")
+@router.post("/leads/{lead_id}/lost", operation_id="lose_lead", responses=error_responses(404, 409))
 def lost(body: LostIn, services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
     return _run(  # type: ignore[no-any-return]
         services,
@@ -304,7 +329,12 @@ def list_opportunities(
         }
 
 
-@router.post("/opportunities", status_code=201, operation_id="create_opportunity")
+@router.post(
+    "/opportunities",
+    status_code=201,
+    operation_id="create_opportunity",
+    responses=error_responses(404, 409),
+)
 def create_opportunity(body: OpportunityCreate, services: ServicesDep) -> dict[str, Any]:
     def do(conn: Connection, model: LeadModel, now: Any) -> dict[str, Any]:
         data = body.model_dump()
@@ -317,7 +347,9 @@ def create_opportunity(body: OpportunityCreate, services: ServicesDep) -> dict[s
     return _run(services, do)  # type: ignore[no-any-return]
 
 
-@router.get("/opportunities/{opp_id}", operation_id="get_opportunity")
+@router.get(
+    "/opportunities/{opp_id}", operation_id="get_opportunity", responses=error_responses(404)
+)
 def get_opportunity(
     services: ServicesDep, opp_id: int = Path(..., ge=1, le=2**62)
 ) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from leadflow.adapters.db.tables import lead_models, leads
 from leadflow.core.config import check
+from leadflow.entrypoints.api.contract import error_responses
 from leadflow.entrypoints.api.deps import ServicesDep
 from leadflow.services import lifecycle
 
@@ -22,7 +23,9 @@ def _require_lead(conn: Any, lead_id: int) -> None:
         raise HTTPException(status_code=404, detail=f"lead_id: no lead with id {lead_id}")
 
 
-@router.get("/leads/{lead_id}/score", operation_id="explain_lead_score")
+@router.get(
+    "/leads/{lead_id}/score", operation_id="explain_lead_score", responses=error_responses(404)
+)
 def explain_score(services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
     """Engagement, fit and BANT scores with every rule that contributed (points before and
     after decay) and the model version."""
@@ -32,7 +35,11 @@ def explain_score(services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any
         return lifecycle.explain(conn, lead_id, services.models.active(conn, now), now)
 
 
-@router.get("/leads/{lead_id}/stages", operation_id="list_lead_stage_changes")
+@router.get(
+    "/leads/{lead_id}/stages",
+    operation_id="list_lead_stage_changes",
+    responses=error_responses(404),
+)
 def stage_history(services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
     """The lead's stage-history log and its signals (e.g. lead.returning)."""
     with services.engine.connect() as conn:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from leadflow.adapters.csv_export import to_csv_string
 from leadflow.core.segments import CriteriaError
+from leadflow.entrypoints.api.contract import CSV_RESPONSE, error_responses
 from leadflow.entrypoints.api.deps import ServicesDep
 from leadflow.services import segments as seg
 
@@ -57,7 +58,7 @@ def list_segments(services: ServicesDep) -> dict[str, Any]:
         return {"segments": seg.list_segments(conn)}
 
 
-@router.post("", status_code=201, operation_id="create_segment")
+@router.post("", status_code=201, operation_id="create_segment", responses=error_responses(409))
 def create_segment(body: SegmentCreate, services: ServicesDep) -> dict[str, Any]:
     now = services.clock()
     try:
@@ -69,7 +70,7 @@ def create_segment(body: SegmentCreate, services: ServicesDep) -> dict[str, Any]
         raise _error(exc) from None
 
 
-@router.get("/{key}", operation_id="get_segment")
+@router.get("/{key}", operation_id="get_segment", responses=error_responses(404))
 def get_segment(key: SegmentKey, services: ServicesDep) -> dict[str, Any]:
     try:
         with services.engine.connect() as conn:
@@ -78,7 +79,7 @@ def get_segment(key: SegmentKey, services: ServicesDep) -> dict[str, Any]:
         raise _error(exc) from None
 
 
-@router.patch("/{key}", operation_id="update_segment")
+@router.patch("/{key}", operation_id="update_segment", responses=error_responses(404))
 def update_segment(key: SegmentKey, body: SegmentUpdate, services: ServicesDep) -> dict[str, Any]:
     now = services.clock()
     try:
@@ -92,7 +93,9 @@ def update_segment(key: SegmentKey, body: SegmentUpdate, services: ServicesDep) 
         raise _error(exc) from None
 
 
-@router.delete("/{key}", status_code=204, operation_id="delete_segment")
+@router.delete(
+    "/{key}", status_code=204, operation_id="delete_segment", responses=error_responses(404)
+)
 def delete_segment(key: SegmentKey, services: ServicesDep) -> Response:
     try:
         with services.engine.begin() as conn:
@@ -102,7 +105,7 @@ def delete_segment(key: SegmentKey, services: ServicesDep) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/{key}/refresh", operation_id="refresh_segment")
+@router.post("/{key}/refresh", operation_id="refresh_segment", responses=error_responses(404))
 def refresh_segment(key: SegmentKey, services: ServicesDep) -> dict[str, Any]:
     try:
         with services.engine.begin() as conn:
@@ -112,7 +115,7 @@ def refresh_segment(key: SegmentKey, services: ServicesDep) -> dict[str, Any]:
         raise _error(exc) from None
 
 
-@router.get("/{key}/members", operation_id="list_segment_members")
+@router.get("/{key}/members", operation_id="list_segment_members", responses=error_responses(404))
 def list_members(
     key: SegmentKey,
     services: ServicesDep,
@@ -127,7 +130,7 @@ def list_members(
     return {"members": rows, "total": total, "limit": limit, "offset": offset}
 
 
-@router.get("/{key}/changes", operation_id="list_segment_changes")
+@router.get("/{key}/changes", operation_id="list_segment_changes", responses=error_responses(404))
 def list_changes(
     key: SegmentKey,
     services: ServicesDep,
@@ -142,7 +145,12 @@ def list_changes(
     return {"changes": rows, "next_after": rows[-1]["id"] if rows else after}
 
 
-@router.get("/{key}/export.csv", operation_id="export_segment_csv")
+@router.get(
+    "/{key}/export.csv",
+    operation_id="export_segment_csv",
+    response_class=Response,
+    responses={**CSV_RESPONSE, **error_responses(404)},
+)
 def export_csv(key: SegmentKey, services: ServicesDep) -> Response:
     try:
         with services.engine.connect() as conn:

@@ -17,7 +17,8 @@ from fastapi import APIRouter, HTTPException, Path, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from leadflow.core.tracking import is_valid_email
-from leadflow.entrypoints.api.deps import ServicesDep
+from leadflow.entrypoints.api.contract import error_responses
+from leadflow.entrypoints.api.deps import Moment, ServicesDep
 from leadflow.services import segments as segment_service
 from leadflow.services import seminars as sem
 
@@ -35,8 +36,8 @@ class SeminarCreate(_Body):
     key: Annotated[str, Field(min_length=1, max_length=64)]
     title: Annotated[str, Field(min_length=1, max_length=255)]
     kind: Literal["seminar", "webinar"] = "webinar"
-    starts_at: datetime
-    ends_at: datetime | None = None
+    starts_at: Moment
+    ends_at: Moment | None = None
     location: Annotated[str, Field(max_length=2048)] | None = None
     asset_key: Annotated[str, Field(max_length=64)] | None = None
     capacity: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
@@ -86,7 +87,9 @@ def list_seminars(services: ServicesDep) -> dict[str, Any]:
         return {"seminars": sem.list_seminars(conn)}
 
 
-@router.post("", status_code=201, operation_id="create_seminar")
+@router.post(
+    "", status_code=201, operation_id="create_seminar", responses=error_responses(404, 409)
+)
 def create_seminar(body: SeminarCreate, services: ServicesDep) -> dict[str, Any]:
     try:
         with services.engine.begin() as conn:
@@ -101,7 +104,7 @@ def funnel(services: ServicesDep) -> dict[str, Any]:
         return {"seminars": sem.funnel(conn)}
 
 
-@router.get("/{key}", operation_id="get_seminar")
+@router.get("/{key}", operation_id="get_seminar", responses=error_responses(404))
 def get_seminar(key: SeminarKey, services: ServicesDep) -> dict[str, Any]:
     try:
         with services.engine.connect() as conn:
@@ -111,7 +114,7 @@ def get_seminar(key: SeminarKey, services: ServicesDep) -> dict[str, Any]:
         raise _error(exc) from None
 
 
-@router.post("/{key}/invite", operation_id="invite_to_seminar")
+@router.post("/{key}/invite", operation_id="invite_to_seminar", responses=error_responses(404, 409))
 def invite(key: SeminarKey, body: InviteBody, services: ServicesDep) -> dict[str, Any]:
     now = services.clock()
     audience: list[int] | str = body.segment if body.segment is not None else body.lead_ids or []
@@ -122,7 +125,9 @@ def invite(key: SeminarKey, body: InviteBody, services: ServicesDep) -> dict[str
         raise _error(exc) from None
 
 
-@router.post("/{key}/register", operation_id="register_for_seminar")
+@router.post(
+    "/{key}/register", operation_id="register_for_seminar", responses=error_responses(404, 409)
+)
 def register(key: SeminarKey, body: RegisterBody, services: ServicesDep) -> dict[str, Any]:
     now = services.clock()
     try:
@@ -138,7 +143,24 @@ def register(key: SeminarKey, body: RegisterBody, services: ServicesDep) -> dict
         raise _error(exc) from None
 
 
-@router.post("/{key}/attendance", operation_id="mark_seminar_attendance")
+_ATTENDANCE_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": '`{"attended": [lead ids or e-mails]}`, or a CSV with an `email` column.',
+        "content": {
+            "application/json": {"schema": AttendanceBody.model_json_schema()},
+            "text/csv": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+@router.post(
+    "/{key}/attendance",
+    operation_id="mark_seminar_attendance",
+    responses=error_responses(404, 409),
+    openapi_extra=_ATTENDANCE_BODY,
+)
 async def attendance(key: SeminarKey, request: Request, services: ServicesDep) -> dict[str, Any]:
     from starlette.concurrency import run_in_threadpool
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from leadflow.entrypoints.api.contract import error_responses
 from leadflow.entrypoints.api.deps import ServicesDep
 from leadflow.services import targets as svc
 
@@ -41,7 +42,7 @@ def _error(exc: Exception) -> HTTPException:
     return HTTPException(status_code=422, detail=str(exc))
 
 
-@router.get("/targets", operation_id="rank_target_accounts")
+@router.get("/targets", operation_id="rank_target_accounts", responses=error_responses(409))
 def rank(
     services: ServicesDep, top: Top = 50, min_deals: MinDeals = 3, trait: Traits = None
 ) -> dict[str, Any]:
@@ -61,7 +62,7 @@ def rank(
     return {"top": top, "targets": rows}
 
 
-@router.post("/targets", operation_id="mark_target_accounts")
+@router.post("/targets", operation_id="mark_target_accounts", responses=error_responses(409))
 def mark(body: MarkBody, services: ServicesDep) -> dict[str, Any]:
     """Mark the top N look-alike accounts as target accounts and recompute their leads."""
     try:

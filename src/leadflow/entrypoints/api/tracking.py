@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from leadflow.bootstrap import Services
 from leadflow.core.tracking import MessageError, TrackedMessage, parse_batch, parse_message
+from leadflow.entrypoints.api.contract import tracking_operation
 from leadflow.entrypoints.api.deps import basic_username
 from leadflow.services.ingest import IngestQueue
 from leadflow.settings import Settings
@@ -51,7 +52,9 @@ class _TooLarge(Exception):
 
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and declared.isascii() and int(declared) > limit:
+    digits = declared is not None and declared.isascii() and declared.isdigit()
+    # More digits than int() reads (4,300) is larger than any limit too.
+    if digits and (len(declared) > 18 or int(declared) > limit):
         raise _TooLarge
     chunks: list[bytes] = []
     size = 0
@@ -192,6 +195,7 @@ def _endpoint(type_hint: str | None) -> Any:
     return endpoint
 
 
+# The body is read raw (above), so it is declared for the OpenAPI document only.
 for _type in ("identify", "track", "page", "screen", "group", "alias"):
     router.add_api_route(
         f"/{_type}",
@@ -199,6 +203,7 @@ for _type in ("identify", "track", "page", "screen", "group", "alias"):
         methods=["POST"],
         operation_id=f"tracking_{_type}",
         summary=f"Segment {_type} call",
+        openapi_extra=tracking_operation(f"{_type.capitalize()}Message", "32 KB"),
     )
 for _path, _op in (("/batch", "tracking_batch"), ("/import", "tracking_import")):
     router.add_api_route(
@@ -207,6 +212,7 @@ for _path, _op in (("/batch", "tracking_batch"), ("/import", "tracking_import"))
         methods=["POST"],
         operation_id=_op,
         summary="Segment batch of calls (up to 500 KB)",
+        openapi_extra=tracking_operation("BatchRequest", "500 KB, 32 KB per message"),
     )
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from leadflow.core.webhooks import InvalidTarget
+from leadflow.entrypoints.api.contract import error_responses
 from leadflow.entrypoints.api.deps import ServicesDep
 from leadflow.services import webhooks
 
@@ -74,7 +75,9 @@ def list_deliveries(
     return {"deliveries": rows}
 
 
-@router.get("/deliveries/{delivery_id}", operation_id="get_webhook_delivery")
+@router.get(
+    "/deliveries/{delivery_id}", operation_id="get_webhook_delivery", responses=error_responses(404)
+)
 def get_delivery(
     services: ServicesDep, delivery_id: int = Path(..., ge=1, le=2**62)
 ) -> dict[str, Any]:
@@ -85,7 +88,11 @@ def get_delivery(
     return found
 
 
-@router.post("/deliveries/{delivery_id}/replay", operation_id="replay_webhook_delivery")
+@router.post(
+    "/deliveries/{delivery_id}/replay",
+    operation_id="replay_webhook_delivery",
+    responses=error_responses(404),
+)
 def replay(services: ServicesDep, delivery_id: int = Path(..., ge=1, le=2**62)) -> dict[str, Any]:
     try:
         with services.engine.begin() as conn:
@@ -94,7 +101,7 @@ def replay(services: ServicesDep, delivery_id: int = Path(..., ge=1, le=2**62)) 
         raise HTTPException(status_code=404, detail=str(exc)) from None
 
 
-@router.get("/{endpoint_id}", operation_id="get_webhook")
+@router.get("/{endpoint_id}", operation_id="get_webhook", responses=error_responses(404))
 def get_endpoint(
     services: ServicesDep, endpoint_id: int = Path(..., ge=1, le=2**62)
 ) -> dict[str, Any]:
@@ -105,7 +112,7 @@ def get_endpoint(
     return found
 
 
-@router.patch("/{endpoint_id}", operation_id="update_webhook")
+@router.patch("/{endpoint_id}", operation_id="update_webhook", responses=error_responses(404))
 def update_endpoint(
     body: EndpointUpdate, services: ServicesDep, endpoint_id: int = Path(..., ge=1, le=2**62)
 ) -> dict[str, Any]:
@@ -125,14 +132,18 @@ def update_endpoint(
         raise _refused(exc) from None
 
 
-@router.delete("/{endpoint_id}", status_code=204, operation_id="delete_webhook")
+@router.delete(
+    "/{endpoint_id}", status_code=204, operation_id="delete_webhook", responses=error_responses(404)
+)
 def delete_endpoint(services: ServicesDep, endpoint_id: int = Path(..., ge=1, le=2**62)) -> None:
     with services.engine.begin() as conn:
         if not webhooks.delete_endpoint(conn, endpoint_id):
             raise HTTPException(status_code=404, detail=f"no webhook endpoint {endpoint_id}")
 
 
-@router.post("/{endpoint_id}/rotate", operation_id="rotate_webhook_secret")
+@router.post(
+    "/{endpoint_id}/rotate", operation_id="rotate_webhook_secret", responses=error_responses(404)
+)
 def rotate(services: ServicesDep, endpoint_id: int = Path(..., ge=1, le=2**62)) -> dict[str, Any]:
     try:
         with services.engine.begin() as conn:
