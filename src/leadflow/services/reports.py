@@ -21,10 +21,10 @@ Definitions the reports share (also in ``docs/reports.md``):
   into a stage that is neither the initial stage nor dead end; ``model_version``: the
   version recorded on the lead's last stage change before the period end (the model that
   put the lead where it stands at the end). Missing values show as null.
-- **conversion** (attribution): a lead's first entry into ``to_stage`` (default ``won``)
-  inside the period. Its **value** is the ``amount`` of the lead's latest ``qualify`` sales
-  action at or before the conversion, else 1 (a count). When the opportunities table
-  (issue 5) exists, won and pipeline values will be read from it instead.
+- **conversion** (attribution): a lead's first entry into ``to_stage`` (default: the stage
+  with role ``won``) inside the period. Its **value** is the ``amount`` of the lead's latest
+  ``qualify`` sales action at or before the conversion, else 1 (a count). When the
+  opportunities table (issue 5) exists, won and pipeline values will be read from it instead.
 - **touchpoints**: the lead's events up to its conversion (the event that caused it
   included; before the period end for leads that did not convert): every ``track`` and
   ``page`` event except ``email_sent`` and ``email_bounce`` (things we did, not things the
@@ -138,8 +138,9 @@ def stage_model_for(model: LeadModel, extra: Sequence[str] = ()) -> funnel.Stage
         target = spec.stages[key].recycle
         if target is not None and target.return_to in known:
             nxt[key] = target.return_to
-    won = "won" if "won" in main else None
-    end_index = main.index("won") if won else len(main)
+    won = model.stage_for("won")
+    won = won if won in main else None
+    end_index = main.index(won) if won else len(main)
     pipeline = [s for s in main[1:end_index]] + recycle
     return funnel.StageModel(
         main_path=(*main, *others),
@@ -545,7 +546,9 @@ def _touch_frame(store: Store, period: Period, conv: pl.DataFrame, touch: str) -
     ev = ev.with_columns(touch=key).filter(pl.col("touch").is_not_null())
     milestones = store.history.group_by("lead_id").agg(
         lead_created=pl.col("at").filter(pl.col("to_stage") == _acquired_stage(store)).min(),
-        opp_created=pl.col("at").filter(pl.col("to_stage") == "opportunity").min(),
+        opp_created=pl.col("at")
+        .filter(pl.col("to_stage").is_in(store.model.stages_for("opportunity")))
+        .min(),
     )
     ev = ev.join(milestones, on="lead_id", how="left").sort("lead_id", "at", maintain_order=True)
     # The touch that created the lead / the opportunity: the last one at or before it.
@@ -559,6 +562,10 @@ def _touch_frame(store: Store, period: Period, conv: pl.DataFrame, touch: str) -
 
 
 def _acquired_stage(store: Store) -> str:
+    """The stage with role ``acquired`` (else the main path's second stage)."""
+    found = store.model.stage_for("acquired")
+    if found is not None:
+        return found
     main = store.model.spec.lifecycle.main_path
     return main[1] if len(main) > 1 else main[0]
 
@@ -576,13 +583,14 @@ def attribution_inputs(
     store: Store,
     period: Period,
     *,
-    to_stage: str = "won",
+    to_stage: str | None = None,
     touch: str = "channel",
     level: str = "lead",
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """``(touchpoints, conversions, lead_conversions)`` ready for core.attribution."""
     _check_choice(touch, TOUCH_KEYS, "--touch")
     _check_choice(level, LEVELS, "--level")
+    to_stage = to_stage or store.model.won_stage
     if to_stage not in store.stage_model.stages:
         raise ReportError(
             f"--to-stage: unknown stage {to_stage!r}; choose one of "
@@ -653,11 +661,12 @@ def attribution_report(
     touch: str = "channel",
     level: str = "lead",
     order: int = 1,
-    to_stage: str = "won",
+    to_stage: str | None = None,
     half_life_days: float = 7.0,
 ) -> dict[str, Any]:
     """Credits per touch-key value for one model or all side by side."""
     _check_choice(model, MODEL_CHOICES, "--model")
+    to_stage = to_stage or store.model.won_stage
     if order not in (1, 2, 3):
         raise ReportError(f"--order: {order} is not 1, 2 or 3")
     touchpoints, conv_table, conv = attribution_inputs(
@@ -793,13 +802,14 @@ def suggest_points(
     period: Period,
     *,
     model: str = "linear",
-    to_stage: str = "won",
+    to_stage: str | None = None,
     order: int = 1,
 ) -> PointsSuggestion:
     """Propose engagement points per rule from attributed value (see SUGGEST_FORMULA)."""
     if model == "all":
         model = "linear"
     _check_choice(model, attr.MODELS, "--model")
+    to_stage = to_stage or store.model.won_stage
     if store.model_source is None:
         raise ReportError("suggest-points: no active model stored; run `leadflow init`")
     tp, conv_table, _ = attribution_inputs(store, period, to_stage=to_stage, touch="channel")
@@ -1186,7 +1196,7 @@ def kpis(store: Store, period: Period, role: str) -> dict[str, Any]:
 
 
 def _executive(store: Store, period: Period) -> dict[str, Any]:
-    won_stage = store.stage_model.won_stage or "won"
+    won_stage = store.stage_model.won_stage or store.model.won_stage
     won = conversions(store, period, won_stage)
     attrs = lead_attributes(store.history, store.lead_rows, store.events, store.model, period.end)
     ev = store.events.filter(pl.col("lead_id").is_not_null())
@@ -1206,7 +1216,8 @@ def _executive(store: Store, period: Period) -> dict[str, Any]:
     )
     sourced = won_rows.filter(~pl.col("first_channel").is_in(["direct", NONE]))
     has_amount = won.join(_amounts(store), on="lead_id", how="inner")
-    in_opportunity = _stage_at(store.history, period.end).filter(pl.col("stage") == "opportunity")
+    opportunity = store.model.stages_for("opportunity")
+    in_opportunity = _stage_at(store.history, period.end).filter(pl.col("stage").is_in(opportunity))
     pipeline = in_opportunity.join(_amounts(store), on="lead_id", how="left")
     by_channel = (
         won_rows.group_by("first_channel")
@@ -1235,7 +1246,7 @@ def _executive(store: Store, period: Period) -> dict[str, Any]:
             "won_leads": f"leads whose first entry into {won_stage!r} is in the period",
             "won_revenue": "sum of those leads' opportunity amounts (else their qualify amounts)",
             "pipeline_value": "opportunity (else qualify) amounts of leads in stage "
-            "opportunity at the period end",
+            f"{', '.join(opportunity) or '(none)'} at the period end",
             "marketing_sourced": "won leads whose first touch channel is a marketing channel "
             "(not direct)",
             "marketing_influenced": "won leads with any non-direct touch before winning",
@@ -1257,7 +1268,8 @@ def _department(store: Store, period: Period) -> dict[str, Any]:
         else None
     )
     in_period = (pl.col("at") >= period.start) & (pl.col("at") < period.end)
-    mql_entries = store.history.filter(in_period & (pl.col("to_stage") == "mql")).height
+    handoff = store.model.handoff_stage
+    mql_entries = store.history.filter(in_period & (pl.col("to_stage") == handoff)).height
     accepted = store.actions.filter(in_period & (pl.col("name") == "accept")).height
     rows = [
         {

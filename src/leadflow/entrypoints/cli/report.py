@@ -156,8 +156,10 @@ def attribution_cmd(
     level: str = typer.Option("lead", "--level", help="lead|account."),
     touch: str = typer.Option("channel", "--touch", help="channel|campaign|content."),
     order: int = typer.Option(1, "--order", help="Markov chain order, 1..3."),
-    to_stage: str = typer.Option(
-        "won", "--to-stage", help="The conversion stage (won; mql or opportunity also work)."
+    to_stage: str | None = typer.Option(
+        None,
+        "--to-stage",
+        help="The conversion stage (default: the model's won stage; any stage works).",
     ),
     suggest: bool = typer.Option(
         False, "--suggest-points", help="Propose engagement points from attributed value."
@@ -201,7 +203,7 @@ def attribution_cmd(
     else:
         if fmt is Format.table:
             typer.echo(
-                f"{data['conversions']:,} conversions into {to_stage} worth "
+                f"{data['conversions']:,} conversions into {data['to_stage']} worth "
                 f"{data['conversion_value']:,.2f}; {data['paths']:,} {level} paths"
             )
         render(
@@ -220,7 +222,7 @@ def _suggest(
     store: svc.Store,
     period: svc.Period,
     model: str,
-    to_stage: str,
+    to_stage: str | None,
     order: int,
     out: Path | None,
     fmt: Format,
