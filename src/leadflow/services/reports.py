@@ -416,7 +416,7 @@ def load_store(engine: Engine, model: LeadModel, *, with_events: bool = True) ->
         actions = load_actions(conn)
         opps = load_opportunities(conn)
         sends, submissions = load_sends(conn), load_form_submissions(conn)
-        seminar_rows = _seminar_funnel(conn)
+        seminar_rows = _seminar_funnel(conn, model)
         source = active_model_source(conn)
     history = stage_history(log, lead_rows, model)
     extra = sorted(set(history["to_stage"].unique().to_list()) - set(model.stages))
@@ -1012,10 +1012,10 @@ def load_form_submissions(conn: Connection) -> pl.DataFrame:
     return _utc_cols(_read(conn, stmt, schema), "submitted_at")
 
 
-def _seminar_funnel(conn: Connection) -> list[dict[str, Any]]:
+def _seminar_funnel(conn: Connection, model: LeadModel) -> list[dict[str, Any]]:
     from leadflow.services.seminars import funnel as seminar_funnel
 
-    return seminar_funnel(conn)
+    return seminar_funnel(conn, model)
 
 
 # A form submission counts toward the email that led to it when it comes this soon after.
