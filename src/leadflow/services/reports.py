@@ -36,7 +36,6 @@ Definitions the reports share (also in ``docs/reports.md``):
 from __future__ import annotations
 
 import difflib
-import itertools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -121,36 +120,9 @@ def _check_choice(value: str | None, choices: Sequence[str], option: str) -> Non
 
 
 def stage_model_for(model: LeadModel, extra: Sequence[str] = ()) -> funnel.StageModel:
-    """The analytics core's stage model from the active leadflow.yaml.
-
-    ``extra`` are stages found in the log that the model does not know (an older model's
-    stages): they are listed after the main path with no next stage.
-    """
-    spec = model.spec
-    main = list(spec.lifecycle.main_path)
-    recycle = [k for k, s in spec.stages.items() if s.recycle is not None and k not in main]
-    dead = [spec.lifecycle.dead_end] if spec.lifecycle.dead_end not in main else []
-    known = set(main) | set(recycle) | set(dead)
-    others = [k for k in spec.stages if k not in known]
-    others += [s for s in extra if s not in known and s not in others]
-    nxt = dict(itertools.pairwise(main))
-    for key in recycle:
-        target = spec.stages[key].recycle
-        if target is not None and target.return_to in known:
-            nxt[key] = target.return_to
-    won = model.stage_for("won")
-    won = won if won in main else None
-    end_index = main.index(won) if won else len(main)
-    pipeline = [s for s in main[1:end_index]] + recycle
-    return funnel.StageModel(
-        main_path=(*main, *others),
-        next_stage=nxt,
-        recycle_stages=tuple(recycle),
-        dead_end_stages=tuple(dead),
-        pre_lead_stages=(spec.lifecycle.initial,),
-        won_stage=won,
-        pipeline_stages=tuple(pipeline),
-    )
+    """The analytics core's stage model from the active leadflow.yaml (see
+    :meth:`funnel.StageModel.from_lead_model`)."""
+    return funnel.StageModel.from_lead_model(model, extra)
 
 
 # --------------------------------------------------------------------------- loading
