@@ -233,3 +233,11 @@ def test_the_handoff_stages_default_to_the_handoff_role():
     data["stages"]["mql"]["role"] = "nurture"
     data["stages"]["appointment"]["role"] = "handoff"
     assert build_model(data).handoff_stages == ("appointment",)
+
+
+def test_content_stages_default_by_role():
+    data = default_data()
+    del data["nurture"]["content_stages"]
+    model = build_model(data)
+    shipped = load_default_model()
+    assert model.content_stages == dict(shipped.content_stages)

@@ -476,26 +476,27 @@ class FrequencyCap(_Spec):
     days: Annotated[float, Field(gt=0, le=365)] = 7
 
 
-def _default_content_stages() -> dict[str, str]:
-    return {
-        "anonymous": "early",
-        "acquired": "early",
-        "nurturing": "middle",
-        "recycle_a": "middle",
-        "recycle_b": "middle",
-        "mql": "late",
-        "appointment": "late",
-        "opportunity": "late",
-        "won": "late",
-        "customer": "late",
-        "expansion": "late",
-    }
+ROLE_CONTENT_STAGES: Mapping[str, str] = {
+    "entry": "early",
+    "acquired": "early",
+    "nurture": "middle",
+    "recycle": "middle",
+    "lost": "middle",
+    "handoff": "late",
+    "sales_accepted": "late",
+    "opportunity": "late",
+    "won": "late",
+    "customer": "late",
+    "expansion": "late",
+}
+"""Default ``nurture.content_stages``: the evaluation stage of each stage role's content."""
 
 
 class NurtureSpec(_Spec):
     frequency_cap: FrequencyCap = Field(default_factory=FrequencyCap)
     # The evaluation stage (early/middle/late) of content that suits a lifecycle stage.
-    content_stages: dict[str, EvaluationStage] = Field(default_factory=_default_content_stages)
+    content_stages: dict[str, EvaluationStage] | None = None
+    """Default: by the stage's role (``ROLE_CONTENT_STAGES``)."""
     content: list[ContentSpec] = Field(default_factory=list)
     forms: list[FormSpec] = Field(default_factory=list)
     programs: list[ProgramSpec] = Field(default_factory=list)
@@ -584,6 +585,18 @@ class LeadModel:
     @property
     def won_stage(self) -> str:
         return self.require_stage("won")
+
+    @property
+    def content_stages(self) -> Mapping[str, str]:
+        """``nurture.content_stages``, by default each stage's role's (``ROLE_CONTENT_STAGES``)."""
+        nurture = self.spec.nurture
+        if nurture is not None and nurture.content_stages is not None:
+            return nurture.content_stages
+        return {
+            key: ROLE_CONTENT_STAGES[stage.role]
+            for key, stage in self.spec.stages.items()
+            if stage.role in ROLE_CONTENT_STAGES
+        }
 
     @property
     def handoff_stages(self) -> tuple[str, ...]:
@@ -756,7 +769,7 @@ def _nurture_errors(spec: ModelSpec) -> list[tuple[str, str]]:
     errors += _unique(nurture.forms, "nurture.forms", "form key")
     errors += _unique(nurture.programs, "nurture.programs", "program key")
     assets = {c.key for c in nurture.content}
-    for name in nurture.content_stages:
+    for name in nurture.content_stages or {}:
         if name not in spec.stages:
             errors.append((f"nurture.content_stages.{name}", f"unknown stage '{name}'"))
     for i, form in enumerate(nurture.forms):

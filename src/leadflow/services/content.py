@@ -24,7 +24,7 @@ from leadflow.adapters.db.tables import (
     lead_states,
     leads,
 )
-from leadflow.core.config import ContentSpec, LeadModel, NurtureSpec
+from leadflow.core.config import ContentSpec, LeadModel
 
 
 def _columns(spec: ContentSpec) -> dict[str, Any]:
@@ -332,7 +332,6 @@ def personalize(
     An unknown or anonymous visitor is at the model's initial stage (early content); the
     industry is the lead's account industry, else ``industry_hint``. Nothing else about
     the lead is returned."""
-    nurture = model.spec.nurture or NurtureSpec()
     lead_id = resolve_visitor(conn, anonymous_id=anonymous_id, user_id=user_id)
     stage = model.initial_stage
     industry: str | None = None
@@ -355,13 +354,13 @@ def personalize(
         consumed = consumed_assets(conn, lead_id)
     if not industry and industry_hint:
         industry = industry_hint.strip()[:100] or None
-    evaluation_stage = nurture.content_stages.get(stage)
+    evaluation_stage = model.content_stages.get(stage)
     picked = recommendations(
         library(conn, model),
         stage=stage,
         industry=industry,
         consumed=consumed,
-        content_stages=nurture.content_stages,
+        content_stages=model.content_stages,
         limit=limit,
     )
     return {
