@@ -19,7 +19,7 @@ from leadflow.bootstrap import Services, build_services
 from leadflow.core.config import LeadModel, build_model, load_default_model
 from leadflow.entrypoints.cli import app
 from leadflow.entrypoints.cli.common import run_guarded
-from leadflow.services import backtest, reports, seminars, webhooks
+from leadflow.services import backtest, crm, reports, seminars, webhooks
 from leadflow.services.lifecycle import default_source, install_model
 from leadflow.settings import Settings
 from leadflow.sim import WorldConfig
@@ -106,6 +106,7 @@ def _figures(
         model = services.models.active(conn, until)
         webhooks.enqueue_new(conn, until, model)
         mql_hooks = conn.execute(select(func.count()).select_from(webhook_deliveries)).scalar_one()
+        _, crm_rows = crm.export_rows(conn, "leads", "hubspot", model)
         seminar_rates = [
             (r["key"], r.get("mql"), r["rates"]["mql"]) for r in seminars.funnel(conn, model)
         ]
@@ -131,6 +132,9 @@ def _figures(
         "backtest_weekly": test.weekly.rows(),
         "backtest_rates": (test.current.opportunity_rate, test.current.won_rate),
         "lead_mql_webhooks": mql_hooks,
+        "crm_status": sorted(
+            (r["Email"], r["Lifecycle Stage"], r["Lead Status"] or "") for r in crm_rows
+        ),
     }
     return figures, model.content_hash
 
@@ -167,6 +171,7 @@ def test_renamed_stages_give_the_same_figures_everywhere(backend, db_url, tmp_pa
     assert shipped["mql_entries"] > 0 and shipped["lead_mql_webhooks"] > 0
     assert shipped["backtest_mql"] > 0 and shipped["backtest_weekly"]
     assert shipped["seminars"] and shipped["executive"]["won_leads"] > 0
+    assert {status for _, status, _ in shipped["crm_status"]} - {"other", "lead"}
 
     template = request.getfixturevalue("sqlite_template") if backend == "sqlite" else None
     url = _fresh(backend, db_url, tmp_path, template)
