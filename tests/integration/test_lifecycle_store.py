@@ -319,6 +319,7 @@ def test_model_check_api_parses_the_body_and_never_opens_a_file(client, admin_to
     # The same file's text, sent as the body, is a valid model.
     good = client.post("/api/model/check", content=real.read_bytes(), headers=headers).json()
     assert good["ok"] and good["version"] == "2024.4"
+    assert {"role": "handoff", "stage": "mql"} in good["roles"]
 
 
 def test_model_apply_refuses_a_bad_file_and_changes_nothing(

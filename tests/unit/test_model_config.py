@@ -173,6 +173,10 @@ def test_check_reports_every_problem_without_raising():
     assert good.ok
     assert good.version == "2024.4"
     assert good.lines()[0].startswith("ok: model 2024.4 (sha256 ")
+    assert (
+        "roles: entry anonymous, acquired acquired, nurture nurturing, handoff mql,"
+        in (good.lines()[3])
+    )
 
 
 # --------------------------------------------------------------------------- stage roles

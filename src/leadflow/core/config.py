@@ -1024,6 +1024,8 @@ class CheckReport:
     stages: tuple[str, ...] = ()
     engagement_rules: int = 0
     fastpass_rules: int = 0
+    roles: tuple[tuple[str, str], ...] = ()
+    """(role, stage) for every stage that has a role, in role order."""
 
     def lines(self) -> list[str]:
         if not self.ok:
@@ -1032,6 +1034,7 @@ class CheckReport:
             f"ok: model {self.version} (sha256 {self.content_hash})",
             f"stages: {', '.join(self.stages)}",
             f"engagement rules: {self.engagement_rules}, fastpass rules: {self.fastpass_rules}",
+            "roles: " + ", ".join(f"{role} {stage}" for role, stage in self.roles),
         ]
 
 
@@ -1049,4 +1052,5 @@ def check(source: str) -> CheckReport:
         stages=model.stages,
         engagement_rules=len(model.spec.engagement.rules),
         fastpass_rules=len(model.spec.fastpass),
+        roles=tuple((role, stage) for role in STAGE_ROLES for stage in model.roles.get(role, ())),
     )
