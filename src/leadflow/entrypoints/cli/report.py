@@ -145,7 +145,13 @@ def funnel_cmd(
             neck = data["bottleneck"]
             typer.echo(f"bottleneck: {neck['reason']}" if neck["stage"] else neck["reason"])
     if chart is not None:
-        _write_chart(chart, "sankey", data["sankey"], _title("stage flows", period, None))
+        _write_chart(
+            chart,
+            "sankey",
+            data["sankey"],
+            _title("stage flows", period, None),
+            order=store.stage_model.stages,
+        )
 
 
 @app.command("attribution")
@@ -572,10 +578,14 @@ PALETTE = [
 
 
 def sankey_layout(
-    links: Sequence[Mapping[str, Any]], width: float = 960, height: float = 480
+    links: Sequence[Mapping[str, Any]],
+    width: float = 960,
+    height: float = 480,
+    order: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Node boxes and link bands of a left-to-right Sankey (columns by stage order)."""
-    order = ["(new)", *svc.funnel.StageModel.default().stages]
+    """Node boxes and link bands of a left-to-right Sankey (columns by stage order: the
+    active model's ``order``, else the shipped model's)."""
+    order = ["(new)", *(order or svc.funnel.StageModel.default().stages)]
     names: list[str] = []
     for link in links:
         for n in (link["source"], link["target"]):
@@ -616,8 +626,8 @@ def sankey_layout(
     return {"nodes": list(nodes.values()), "bands": bands, "width": width, "height": height}
 
 
-def _sankey_svg(links: Sequence[Mapping[str, Any]]) -> str:
-    lay = sankey_layout(links)
+def _sankey_svg(links: Sequence[Mapping[str, Any]], order: Sequence[str] = ()) -> str:
+    lay = sankey_layout(links, order=order)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{lay["width"]}" '
         f'height="{lay["height"]}" role="img">'
@@ -688,11 +698,17 @@ def _bars_svg(credits: Sequence[Mapping[str, Any]]) -> str:
     return "".join(parts)
 
 
-def _write_chart(path: Path, kind: str, data: Sequence[Mapping[str, Any]], title: str) -> None:
+def _write_chart(
+    path: Path,
+    kind: str,
+    data: Sequence[Mapping[str, Any]],
+    title: str,
+    order: Sequence[str] = (),
+) -> None:
     if path.suffix.lower() == ".png":
-        _write_png(path, kind, data, title)
+        _write_png(path, kind, data, title, order)
     else:
-        svg = _sankey_svg(data) if kind == "sankey" else _bars_svg(data)
+        svg = _sankey_svg(data, order) if kind == "sankey" else _bars_svg(data)
         page = (
             '<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f"<title>{html.escape(title)}</title>"
@@ -703,7 +719,13 @@ def _write_chart(path: Path, kind: str, data: Sequence[Mapping[str, Any]], title
     typer.echo(f"chart written to {path}", err=True)
 
 
-def _write_png(path: Path, kind: str, data: Sequence[Mapping[str, Any]], title: str) -> None:
+def _write_png(
+    path: Path,
+    kind: str,
+    data: Sequence[Mapping[str, Any]],
+    title: str,
+    order: Sequence[str] = (),
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -714,7 +736,7 @@ def _write_png(path: Path, kind: str, data: Sequence[Mapping[str, Any]], title: 
     fig, ax = plt.subplots(figsize=(12, 6), dpi=100)
     ax.set_title(title)
     if kind == "sankey":
-        lay = sankey_layout(data)
+        lay = sankey_layout(data, order=order)
         for i, b in enumerate(lay["bands"]):
             dx = abs(b["x1"] - b["x0"]) / 2 + 30
             verts = [
