@@ -1,7 +1,7 @@
 """Sales hand-off: the ready queue, paced routing, sales actions, SLA and opportunities.
 
-- A lead that enters a hand-off stage (``sales.handoff_stages``, default ``mql``), or that
-  an automatic rule (a fast-pass) moved straight into a stage sales works in (appointment,
+- A lead that enters a hand-off stage (``sales.handoff_stages``, default: role ``handoff``),
+  or that an automatic rule (a fast-pass) moved straight into a stage sales works in (appointment,
   opportunity), joins the ready queue once per stay (:func:`enqueue`, deciding with core
   :func:`~leadflow.core.routing.handoff_stages`); :func:`route_due` assigns queued leads,
   highest priority first, to reps with capacity left today (core

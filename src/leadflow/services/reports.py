@@ -1272,7 +1272,8 @@ def _department(store: Store, period: Period) -> dict[str, Any]:
         },
         "definitions": {
             **flow.definitions,
-            "sales_acceptance": "accept actions in the period / entries into mql in the period",
+            "sales_acceptance": f"accept actions in the period / entries into {handoff!r} (the "
+            "hand-off stage) in the period",
         },
     }
 
