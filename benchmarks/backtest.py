@@ -156,7 +156,8 @@ def candidate_model() -> LeadModel:
     data["engagement"]["rules"].append(
         {"id": "docs_page", "match": {"type": "page", "path": "/docs/*"}, "points": 8}
     )
-    for cond in data["stages"]["mql"]["enter_when"]:
+    handoff = next(k for k, st in data["stages"].items() if st.get("role") == "handoff")
+    for cond in data["stages"][handoff]["enter_when"]:
         if "score" in cond:
             cond["score"] = 80
     return build_model(yaml.safe_load(yaml.safe_dump(data, allow_unicode=True)))

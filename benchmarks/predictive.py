@@ -135,10 +135,12 @@ def demo_world(n_leads: int, seed: int, gaps: list[float]) -> None:
         rng = random.Random(seed)
         bant = Bant(budget="confirmed", authority="confirmed", need="confirmed")
         counts = {"mql": 0, "rejected": 0, "opportunity": 0, "not_now": 0, "refused": 0}
+        with services.engine.begin() as conn:
+            handoff = services.models.active(conn, config.until).handoff_stage
         with services.engine.connect() as conn:
             first_mql = conn.execute(
                 select(stage_changes.c.lead_id, stage_changes.c.at)
-                .where(stage_changes.c.to_stage == "mql")
+                .where(stage_changes.c.to_stage == handoff)
                 .order_by(stage_changes.c.lead_id, stage_changes.c.at)
             ).all()
             intent = {

@@ -725,7 +725,7 @@ def test_screenshots_of_the_funnel_model_and_backtest_pages(
     candidate = tmp_path / "candidate.yaml"
     candidate.write_text(
         default_source()
-        .replace('version: "2024.3"', 'version: "2024.3-lower-mql"')
+        .replace('version: "2024.4"', 'version: "2024.4-lower-mql"')
         .replace("      - score: 100", "      - score: 40"),
         encoding="utf-8",
     )

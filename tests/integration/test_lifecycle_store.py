@@ -90,7 +90,7 @@ def test_events_through_the_api_move_the_lead_and_log_each_change(client, servic
     _track(client, write_key, "quote_request", 2)
     state = _state(services)
     assert state.stage == "mql"
-    assert state.model_version == "2024.3"
+    assert state.model_version == "2024.4"
     rows = _changes(services)
     assert [(r.from_stage, r.to_stage) for r in rows] == [
         ("anonymous", "acquired"),
@@ -98,7 +98,7 @@ def test_events_through_the_api_move_the_lead_and_log_each_change(client, servic
         ("nurturing", "mql"),
     ]
     assert rows[-1].rule == "fastpass.quote_request"
-    assert all(r.model_version == "2024.3" for r in rows)
+    assert all(r.model_version == "2024.4" for r in rows)
     assert rows[-1].at == T0 + timedelta(hours=2)
 
 
@@ -114,7 +114,7 @@ def test_score_reaching_100_makes_an_mql_and_explain_shows_each_rule(
     r = client.get("/api/leads/1/score", headers={"Authorization": f"Bearer {admin_token}"})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["model_version"] == "2024.3"
+    assert body["model_version"] == "2024.4"
     rules = {x["rule"]: x for x in body["engagement"]["rules"]}
     assert rules["download_white_paper"]["occurrences"] == 2
     assert rules["download_white_paper"]["points_before_decay"] == 40
@@ -255,7 +255,7 @@ def test_model_apply_records_the_switch_and_keeps_earlier_history(
     _track(client, write_key, "email_click", 1)
     _track(client, write_key, "webinar_attended", 2)  # 5 + 25 points: not an MQL at 100
     assert _state(services).stage == "nurturing"
-    source = lifecycle.default_source().replace('version: "2024.3"', 'version: "2024.4"')
+    source = lifecycle.default_source().replace('version: "2024.4"', 'version: "2024.5"')
     source = source.replace("      - score: 100", "      - score: 20")
     new = tmp_path / "leadflow.yaml"
     new.write_text(source)
@@ -272,7 +272,7 @@ def test_model_apply_records_the_switch_and_keeps_earlier_history(
     )
     assert code == 0
     state = _state(services)
-    assert state.stage == "mql" and state.model_version == "2024.4"
+    assert state.stage == "mql" and state.model_version == "2024.5"
     rows = _changes(services)
     assert [(r.from_stage, r.to_stage, r.rule) for r in rows] == [
         ("anonymous", "acquired", "stages.acquired.enter_when[0]"),
@@ -318,7 +318,8 @@ def test_model_check_api_parses_the_body_and_never_opens_a_file(client, admin_to
     assert not any(a["ok"] for a in answers.values())
     # The same file's text, sent as the body, is a valid model.
     good = client.post("/api/model/check", content=real.read_bytes(), headers=headers).json()
-    assert good["ok"] and good["version"] == "2024.3"
+    assert good["ok"] and good["version"] == "2024.4"
+    assert {"role": "handoff", "stage": "mql"} in good["roles"]
 
 
 def test_model_apply_refuses_a_bad_file_and_changes_nothing(
@@ -383,7 +384,7 @@ def test_backtest_compares_models_without_touching_live_data(
     candidate = tmp_path / "candidate.yaml"
     candidate.write_text(
         lifecycle.default_source()
-        .replace('version: "2024.3"', 'version: "2024.9"')
+        .replace('version: "2024.4"', 'version: "2024.9"')
         .replace("      - score: 100", "      - score: 20")
     )
     url = services.engine.url.render_as_string(hide_password=False)

@@ -176,7 +176,7 @@ def test_suggest_points_writes_a_checkable_model(
     )
     assert code == 0 and out.startswith("--- leadflow.yaml")
     code = run_guarded(app, ["model", "check", str(out_file)])
-    assert code == 0 and "ok: model 2024.3-suggested" in capsys.readouterr().out
+    assert code == 0 and "ok: model 2024.4-suggested" in capsys.readouterr().out
 
 
 def test_kpis_and_campaigns(

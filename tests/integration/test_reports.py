@@ -451,7 +451,7 @@ def test_suggest_points_diff_is_a_valid_model(small_world: Services) -> None:
     assert proposed["download_white_paper"] == 0  # touched, never credited
     assert proposed["careers_page"] == -10  # negative rules are kept
     assert proposed["quote_request"] == 50  # no occurrences: kept
-    assert '-version: "2024.3"' in result.diff and '+version: "2024.3-suggested"' in result.diff
+    assert '-version: "2024.4"' in result.diff and '+version: "2024.4-suggested"' in result.diff
     assert "# leadflow's shipped lead model" in result.proposed_source  # comments kept
 
 

@@ -424,7 +424,7 @@ def test_model_page_shows_the_active_yaml_escaped_valid_and_its_history(client, 
     page = client.get("/model").text
     assert 'id="model-yaml"' in page and "main_path: [anonymous" in page
     assert 'data-ok="true"' in page
-    assert 'id="model-history"' in page and "2024.3" in page
+    assert 'id="model-history"' in page and "2024.4" in page
     assert 'id="backtest-form"' not in page  # read-only for marketers
 
 
@@ -468,17 +468,17 @@ def test_backtest_of_an_uploaded_candidate_reports_without_applying_it(client, s
     before = _stored(services)
     candidate = (
         default_source()
-        .replace('version: "2024.3"', 'version: "2024.3-web"')
+        .replace('version: "2024.4"', 'version: "2024.4-web"')
         .replace("      - score: 100", "      - score: 5")
     )
     response = _upload(client, token, candidate.encode())
     assert response.status_code == 200, response.text[:800]
     report = response.text.split('id="backtest-report"')[1]
-    assert "2024.3-web" in report and 'data-chart="lines"' in report
+    assert "2024.4-web" in report and 'data-chart="lines"' in report
     assert _stored(services) == before
     with services.engine.connect() as conn:
         active = conn.execute(select(lead_models.c.version).where(lead_models.c.active)).scalar()
-    assert active == "2024.3"
+    assert active == "2024.4"
 
 
 def test_default_funnel_period_ends_the_day_after_the_newest_stage_change():

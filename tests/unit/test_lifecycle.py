@@ -86,7 +86,7 @@ def test_contact_details_with_consent_make_a_visitor_an_acquired_lead():
     assert [(c.from_stage, c.to_stage, c.rule, c.at) for c in changes] == [
         ("anonymous", "acquired", "stages.acquired.enter_when[0]", day(1))
     ]
-    assert changes[0].model_version == "2024.3"
+    assert changes[0].model_version == "2024.4"
 
 
 def test_contact_details_without_consent_stay_anonymous():

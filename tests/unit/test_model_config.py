@@ -80,7 +80,7 @@ def test_content_hash_ignores_formatting_and_key_order_but_not_content():
 def test_a_string_is_always_yaml_text_never_a_file_name(tmp_path: Path):
     path = tmp_path / "leadflow.yaml"
     path.write_text(DEFAULT_TEXT, encoding="utf-8")
-    assert load_model(path.read_text(encoding="utf-8")).version == "2024.3"
+    assert load_model(path.read_text(encoding="utf-8")).version == "2024.4"
     for name in (str(path), str(tmp_path / "nope.yaml"), f"{path}.yml"):
         with pytest.raises(ModelConfigError, match=r"^\(root\): expected a mapping$"):
             load_model(name)
@@ -171,5 +171,77 @@ def test_check_reports_every_problem_without_raising():
     assert report.errors == ("fastpass[1].to: unknown stage 'hot'",)
     good = check(DEFAULT_TEXT)
     assert good.ok
-    assert good.version == "2024.3"
-    assert good.lines()[0].startswith("ok: model 2024.3 (sha256 ")
+    assert good.version == "2024.4"
+    assert good.lines()[0].startswith("ok: model 2024.4 (sha256 ")
+    assert (
+        "roles: entry anonymous, acquired acquired, nurture nurturing, handoff mql,"
+        in (good.lines()[3])
+    )
+
+
+# --------------------------------------------------------------------------- stage roles
+
+
+def test_shipped_stages_name_their_roles():
+    model = load_default_model()
+    assert model.stage_for("handoff") == model.handoff_stage == "mql"
+    assert model.stage_for("won") == model.won_stage == "won"
+    assert model.stage_for("entry") == model.initial_stage
+    assert model.stage_for("dead_end") == model.dead_end_stage
+    assert model.stage_for("lost") == "recycle_b"
+    assert model.stages_for("recycle") == ("recycle_a",)
+    assert model.role_of("appointment") == "sales_accepted"
+    assert model.handoff_stages == ("mql",)
+    with pytest.raises(ValueError, match="unknown stage role"):
+        model.stages_for("mql")
+
+
+def test_a_required_role_missing_is_refused_naming_it():
+    data = default_data()
+    del data["stages"]["mql"]["role"]
+    assert refusal(data) == "stages: no stage has role 'handoff' (required)"
+
+
+def test_a_unique_role_given_twice_is_refused_at_the_second_stage():
+    data = default_data()
+    data["stages"]["appointment"]["role"] = "handoff"
+    assert refusal(data) == (
+        "stages.appointment.role: role 'handoff' is already stage 'mql'"
+        " (only one stage may have it)"
+    )
+
+
+def test_shared_roles_may_name_several_stages():
+    data = default_data()
+    data["stages"]["recycle_b"]["role"] = "recycle"
+    model = build_model(data)
+    assert model.stages_for("recycle") == ("recycle_a", "recycle_b")
+    assert model.stage_for("lost") is None
+
+
+def test_an_unknown_role_is_refused():
+    data = default_data()
+    data["stages"]["mql"]["role"] = "mql"
+    assert refusal(data).startswith("stages.mql.role: expected one of ")
+
+
+def test_lifecycle_initial_and_dead_end_must_carry_their_roles():
+    data = default_data()
+    data["lifecycle"]["initial"] = "acquired"
+    assert refusal(data) == "lifecycle.initial: must be the stage with role 'entry' ('anonymous')"
+
+
+def test_the_handoff_stages_default_to_the_handoff_role():
+    data = default_data()
+    del data["sales"]["handoff_stages"]
+    data["stages"]["mql"]["role"] = "nurture"
+    data["stages"]["appointment"]["role"] = "handoff"
+    assert build_model(data).handoff_stages == ("appointment",)
+
+
+def test_content_stages_default_by_role():
+    data = default_data()
+    del data["nurture"]["content_stages"]
+    model = build_model(data)
+    shipped = load_default_model()
+    assert model.content_stages == dict(shipped.content_stages)

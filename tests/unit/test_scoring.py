@@ -141,7 +141,7 @@ def test_events_after_as_of_and_repeated_message_ids_do_not_count():
 
 def test_score_names_its_model_version_and_as_of():
     score = score_engagement([], T0, MODEL)
-    assert (score.total, score.model_version, score.as_of) == (0, "2024.3", T0)
+    assert (score.total, score.model_version, score.as_of) == (0, "2024.4", T0)
 
 
 def test_ideal_customer_gets_grade_a_and_lists_its_reasons():

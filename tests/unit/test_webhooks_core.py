@@ -142,12 +142,15 @@ def test_stage_change_to_mql_makes_two_events_with_stable_ids():
         "model_version": "v1",
         "cause": None,
     }
-    found = core.stage_events(row, {"id": 1, "email": "a@b.example"})
+    found = core.stage_events(row, {"id": 1, "email": "a@b.example"}, "mql")
     assert [p["type"] for p in found] == ["lead.stage_changed", "lead.mql"]
     assert [p["id"] for p in found] == ["stg_9", "mql_9"]
     assert found[1]["data"]["to_stage"] == "mql"
     assert found[0]["occurred_at"] == "2026-01-01T00:00:00+00:00"
-    assert len(core.stage_events({**row, "to_stage": "sql"}, None)) == 1
+    assert len(core.stage_events({**row, "to_stage": "sql"}, None, "mql")) == 1
+    # lead.mql follows the hand-off role, whatever the stage is called
+    renamed = core.stage_events({**row, "to_stage": "hot"}, None, "hot")
+    assert [p["type"] for p in renamed] == ["lead.stage_changed", "lead.mql"]
 
 
 # --- the address classifier of the SSRF guard ------------------------------------------

@@ -1211,7 +1211,8 @@ def evaluate(
         if parts
         else pl.DataFrame(schema=CHANGE_COLUMNS)
     )
-    mql_rank = model.rank("mql") if "mql" in model.stage_order else None
+    handoff = model.stage_for("handoff")
+    mql_rank = model.rank(handoff) if handoff in model.stage_order else None
     leads = pl.DataFrame(
         {
             "lead_id": prep.lead_ids,

@@ -40,6 +40,41 @@ EVENT_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 BANT_CRITERIA = ("budget", "authority", "need", "timeframe")
 CONSENT_VALUES = ("granted", "denied", "unknown")
 
+# What a stage means to the code that reads the model (reports, KPIs, webhooks, backtest,
+# seminars, dashboard, CLI). Code asks ``model.stage_for(role)``; it never names a stage id.
+STAGE_ROLES = (
+    "entry",
+    "acquired",
+    "nurture",
+    "handoff",
+    "sales_accepted",
+    "opportunity",
+    "won",
+    "customer",
+    "expansion",
+    "recycle",
+    "lost",
+    "dead_end",
+)
+StageRole = Literal[
+    "entry",
+    "acquired",
+    "nurture",
+    "handoff",
+    "sales_accepted",
+    "opportunity",
+    "won",
+    "customer",
+    "expansion",
+    "recycle",
+    "lost",
+    "dead_end",
+]
+MULTI_ROLES = frozenset({"nurture", "recycle"})
+"""Roles several stages may share; every other role names at most one stage."""
+REQUIRED_ROLES = ("entry", "handoff", "won", "dead_end")
+"""Roles every model must give a stage: the code needs exactly one of each."""
+
 
 class ModelConfigError(ValueError):
     """A model file is refused. ``path`` names the key, ``reason`` says what is wrong.
@@ -126,6 +161,8 @@ class RecycleSpec(_Spec):
 
 class StageSpec(_Spec):
     display: Display
+    role: StageRole | None = None
+    """What the stage means to reports, KPIs, webhooks and the backtest (``STAGE_ROLES``)."""
     from_: StrList | None = Field(default=None, alias="from")
     """Stages the automatic criteria may move a lead from (default: every earlier stage of
     the main path)."""
@@ -301,7 +338,8 @@ class SalesSpec(_Spec):
 
     timezone: NonEmptyStr = "Asia/Seoul"
     """Capacity days and working hours are counted in this IANA time zone."""
-    handoff_stages: StrList = Field(default_factory=lambda: ["mql"])
+    handoff_stages: StrList | None = None
+    """Default: the stage with role ``handoff``."""
     default_capacity: Annotated[int, Field(ge=0, le=10_000)] = 20
     reps: list[RepSpec] = Field(default_factory=list)
     working_hours: WorkingHoursSpec = Field(default_factory=WorkingHoursSpec)
@@ -438,26 +476,27 @@ class FrequencyCap(_Spec):
     days: Annotated[float, Field(gt=0, le=365)] = 7
 
 
-def _default_content_stages() -> dict[str, str]:
-    return {
-        "anonymous": "early",
-        "acquired": "early",
-        "nurturing": "middle",
-        "recycle_a": "middle",
-        "recycle_b": "middle",
-        "mql": "late",
-        "appointment": "late",
-        "opportunity": "late",
-        "won": "late",
-        "customer": "late",
-        "expansion": "late",
-    }
+ROLE_CONTENT_STAGES: Mapping[str, str] = {
+    "entry": "early",
+    "acquired": "early",
+    "nurture": "middle",
+    "recycle": "middle",
+    "lost": "middle",
+    "handoff": "late",
+    "sales_accepted": "late",
+    "opportunity": "late",
+    "won": "late",
+    "customer": "late",
+    "expansion": "late",
+}
+"""Default ``nurture.content_stages``: the evaluation stage of each stage role's content."""
 
 
 class NurtureSpec(_Spec):
     frequency_cap: FrequencyCap = Field(default_factory=FrequencyCap)
     # The evaluation stage (early/middle/late) of content that suits a lifecycle stage.
-    content_stages: dict[str, EvaluationStage] = Field(default_factory=_default_content_stages)
+    content_stages: dict[str, EvaluationStage] | None = None
+    """Default: by the stage's role (``ROLE_CONTENT_STAGES``)."""
     content: list[ContentSpec] = Field(default_factory=list)
     forms: list[FormSpec] = Field(default_factory=list)
     programs: list[ProgramSpec] = Field(default_factory=list)
@@ -509,6 +548,68 @@ class LeadModel:
     def dead_end_stage(self) -> str:
         return self.spec.lifecycle.dead_end
 
+    @property
+    def roles(self) -> Mapping[str, tuple[str, ...]]:
+        """Role -> the stages that play it, in model order (roles nobody plays are absent)."""
+        found: dict[str, list[str]] = {}
+        for key, stage in self.spec.stages.items():
+            if stage.role is not None:
+                found.setdefault(stage.role, []).append(key)
+        return {role: tuple(keys) for role, keys in found.items()}
+
+    def stages_for(self, role: str) -> tuple[str, ...]:
+        """Every stage that plays ``role`` (empty when none does)."""
+        if role not in STAGE_ROLES:
+            raise ValueError(f"unknown stage role {role!r}")
+        return self.roles.get(role, ())
+
+    def stage_for(self, role: str) -> str | None:
+        """The stage that plays ``role`` (a unique role), or None when no stage does."""
+        if role in MULTI_ROLES:
+            raise ValueError(f"stage role {role!r} may name several stages: use stages_for")
+        found = self.stages_for(role)
+        return found[0] if found else None
+
+    def require_stage(self, role: str) -> str:
+        """The stage of a required role (``REQUIRED_ROLES``): a checked model always has it."""
+        found = self.stage_for(role)
+        if found is None:
+            raise ValueError(f"the model names no stage with role {role!r}")
+        return found
+
+    @property
+    def handoff_stage(self) -> str:
+        """The hand-off (MQL) stage: ``lead.mql`` fires, and KPIs count MQLs, on entering it."""
+        return self.require_stage("handoff")
+
+    @property
+    def won_stage(self) -> str:
+        return self.require_stage("won")
+
+    @property
+    def content_stages(self) -> Mapping[str, str]:
+        """``nurture.content_stages``, by default each stage's role's (``ROLE_CONTENT_STAGES``)."""
+        nurture = self.spec.nurture
+        if nurture is not None and nurture.content_stages is not None:
+            return nurture.content_stages
+        return {
+            key: ROLE_CONTENT_STAGES[stage.role]
+            for key, stage in self.spec.stages.items()
+            if stage.role in ROLE_CONTENT_STAGES
+        }
+
+    @property
+    def handoff_stages(self) -> tuple[str, ...]:
+        """``sales.handoff_stages``, by default the hand-off role's stage."""
+        sales = self.spec.sales
+        if sales is not None and sales.handoff_stages is not None:
+            return tuple(sales.handoff_stages)
+        return (self.handoff_stage,)
+
+    def role_of(self, stage: str) -> str | None:
+        spec = self.spec.stages.get(stage)
+        return spec.role if spec is not None else None
+
     def display_name(self, stage: str, language: str = "en") -> str:
         display = self.spec.stages[stage].display
         return display.ko if language == "ko" else display.en
@@ -557,6 +658,33 @@ def _stage_ref_errors(spec: ModelSpec) -> list[tuple[str, str]]:
     return errors
 
 
+def _role_errors(spec: ModelSpec) -> list[tuple[str, str]]:
+    errors: list[tuple[str, str]] = []
+    holder: dict[str, str] = {}
+    for key, stage in spec.stages.items():
+        role = stage.role
+        if role is None:
+            continue
+        if role not in MULTI_ROLES and role in holder:
+            errors.append(
+                (
+                    f"stages.{key}.role",
+                    f"role '{role}' is already stage '{holder[role]}' (only one stage may have it)",
+                )
+            )
+        holder.setdefault(role, key)
+    for role in REQUIRED_ROLES:
+        if role not in holder:
+            errors.append(("stages", f"no stage has role '{role}' (required)"))
+    for path, name, role in (
+        ("lifecycle.initial", spec.lifecycle.initial, "entry"),
+        ("lifecycle.dead_end", spec.lifecycle.dead_end, "dead_end"),
+    ):
+        if role in holder and name in spec.stages and holder[role] != name:
+            errors.append((path, f"must be the stage with role '{role}' ('{holder[role]}')"))
+    return errors
+
+
 def _grade_refs(
     condition: Condition, path: str, grades: Mapping[str, float]
 ) -> list[tuple[str, str]]:
@@ -571,6 +699,7 @@ def _grade_refs(
 
 def _semantic_errors(spec: ModelSpec) -> list[tuple[str, str]]:
     errors = _stage_ref_errors(spec)
+    errors += _role_errors(spec)
     ids: set[str] = set()
     for i, rule in enumerate(spec.engagement.rules):
         if rule.id in ids:
@@ -640,7 +769,7 @@ def _nurture_errors(spec: ModelSpec) -> list[tuple[str, str]]:
     errors += _unique(nurture.forms, "nurture.forms", "form key")
     errors += _unique(nurture.programs, "nurture.programs", "program key")
     assets = {c.key for c in nurture.content}
-    for name in nurture.content_stages:
+    for name in nurture.content_stages or {}:
         if name not in spec.stages:
             errors.append((f"nurture.content_stages.{name}", f"unknown stage '{name}'"))
     for i, form in enumerate(nurture.forms):
@@ -693,7 +822,7 @@ def _sales_errors(spec: ModelSpec) -> list[tuple[str, str]]:
         ZoneInfo(sales.timezone)
     except (ZoneInfoNotFoundError, ValueError):
         errors.append(("sales.timezone", f"unknown time zone '{sales.timezone}'"))
-    for i, name in enumerate(sales.handoff_stages):
+    for i, name in enumerate(sales.handoff_stages or ()):
         if name not in spec.stages:
             errors.append((f"sales.handoff_stages[{i}]", f"unknown stage '{name}'"))
     seen: set[str] = set()
@@ -895,6 +1024,8 @@ class CheckReport:
     stages: tuple[str, ...] = ()
     engagement_rules: int = 0
     fastpass_rules: int = 0
+    roles: tuple[tuple[str, str], ...] = ()
+    """(role, stage) for every stage that has a role, in role order."""
 
     def lines(self) -> list[str]:
         if not self.ok:
@@ -903,6 +1034,7 @@ class CheckReport:
             f"ok: model {self.version} (sha256 {self.content_hash})",
             f"stages: {', '.join(self.stages)}",
             f"engagement rules: {self.engagement_rules}, fastpass rules: {self.fastpass_rules}",
+            "roles: " + ", ".join(f"{role} {stage}" for role, stage in self.roles),
         ]
 
 
@@ -920,4 +1052,5 @@ def check(source: str) -> CheckReport:
         stages=model.stages,
         engagement_rules=len(model.spec.engagement.rules),
         fastpass_rules=len(model.spec.fastpass),
+        roles=tuple((role, stage) for role in STAGE_ROLES for stage in model.roles.get(role, ())),
     )

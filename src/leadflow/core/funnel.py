@@ -59,6 +59,7 @@ same runs (``benchmarks/analytics.py --quick`` prints both).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +67,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import polars as pl
+
+from leadflow.core.config import LeadModel, load_default_model
 
 NEW = "(new)"
 """Sankey source for leads whose first logged stage change enters a stage."""
@@ -104,39 +107,49 @@ class StageModel:
         return (*self.main_path, *self.recycle_stages, *self.dead_end_stages)
 
     @classmethod
-    def default(cls) -> StageModel:
-        """The shipped model (seed 002): main path, recycle A/B back to nurturing, dead end."""
-        main = (
-            "anonymous",
-            "acquired",
-            "nurturing",
-            "mql",
-            "appointment",
-            "opportunity",
-            "won",
-            "customer",
-            "expansion",
-        )
+    def from_lead_model(cls, model: LeadModel, extra: Sequence[str] = ()) -> StageModel:
+        """The stage model of a lead model (``leadflow.yaml``): its main path, recycle stages
+        back to their ``return_to``, the dead end, and the won stage by its role.
+
+        ``extra`` are stages found in the log that the model does not know (an older model's
+        stages): they are listed after the main path with no next stage.
+        """
+        spec = model.spec
+        main = list(spec.lifecycle.main_path)
+        recycle = [k for k, s in spec.stages.items() if s.recycle is not None and k not in main]
+        dead = [spec.lifecycle.dead_end] if spec.lifecycle.dead_end not in main else []
+        known = set(main) | set(recycle) | set(dead)
+        others = [k for k in spec.stages if k not in known]
+        others += [s for s in extra if s not in known and s not in others]
         nxt = dict(itertools.pairwise(main))
-        nxt["recycle_a"] = "nurturing"
-        nxt["recycle_b"] = "nurturing"
+        for key in recycle:
+            target = spec.stages[key].recycle
+            if target is not None and target.return_to in known:
+                nxt[key] = target.return_to
+        won = model.stage_for("won")
+        won = won if won in main else None
+        end_index = main.index(won) if won else len(main)
+        pipeline = [s for s in main[1:end_index]] + recycle
         return cls(
-            main_path=main,
+            main_path=(*main, *others),
             next_stage=nxt,
-            recycle_stages=("recycle_a", "recycle_b"),
-            dead_end_stages=("dead_end",),
-            pre_lead_stages=("anonymous",),
-            won_stage="won",
-            pipeline_stages=(
-                "acquired",
-                "nurturing",
-                "mql",
-                "appointment",
-                "opportunity",
-                "recycle_a",
-                "recycle_b",
-            ),
+            recycle_stages=tuple(recycle),
+            dead_end_stages=tuple(dead),
+            pre_lead_stages=(spec.lifecycle.initial,),
+            won_stage=won,
+            pipeline_stages=tuple(pipeline),
         )
+
+    @classmethod
+    def default(cls) -> StageModel:
+        """The shipped model's (seed 002): main path, recycle A/B back to nurturing, dead
+        end. Parsed once."""
+        return _default_stage_model()
+
+
+@functools.cache
+def _default_stage_model() -> StageModel:
+    return StageModel.from_lead_model(load_default_model())
 
 
 FLOW_DEFINITIONS: Mapping[str, str] = {

@@ -66,7 +66,7 @@ class HandoffStages:
 
 
 def handoff_stages(model: LeadModel) -> HandoffStages:
-    handoff = frozenset((model.spec.sales or SalesSpec()).handoff_stages)
+    handoff = frozenset(model.handoff_stages)
     work = {
         model.spec.actions[name].to for name in SALES_WORK_ACTIONS if name in model.spec.actions
     }

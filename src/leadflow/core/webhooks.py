@@ -333,9 +333,11 @@ def signal_event(row: Mapping[str, Any], lead: Mapping[str, Any] | None) -> dict
     return build_payload(f"sig_{row['id']}", row["name"], row["at"], lead, data)
 
 
-def stage_events(row: Mapping[str, Any], lead: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+def stage_events(
+    row: Mapping[str, Any], lead: Mapping[str, Any] | None, handoff_stage: str
+) -> list[dict[str, Any]]:
     """Payloads for a ``stage_changes`` row: ``lead.stage_changed``, plus ``lead.mql`` when
-    the lead entered the ``mql`` stage."""
+    the lead entered ``handoff_stage`` (the model's stage with role ``handoff``)."""
     data = {
         "from_stage": row["from_stage"],
         "to_stage": row["to_stage"],
@@ -344,6 +346,6 @@ def stage_events(row: Mapping[str, Any], lead: Mapping[str, Any] | None) -> list
         "cause": row.get("cause"),
     }
     found = [build_payload(f"stg_{row['id']}", "lead.stage_changed", row["at"], lead, data)]
-    if row["to_stage"] == "mql":
+    if row["to_stage"] == handoff_stage:
         found.append(build_payload(f"mql_{row['id']}", "lead.mql", row["at"], lead, data))
     return found

@@ -34,8 +34,8 @@ from leadflow.services import handoff
 
 
 def mql_stage(model: LeadModel) -> str:
-    stages = handoff.sales_spec(model).handoff_stages
-    return stages[0] if stages else "mql"
+    """The MQL stage: the model's stage with role ``handoff``."""
+    return model.handoff_stage
 
 
 def score_rules(model: LeadModel) -> tuple[float | None, set[str]]:

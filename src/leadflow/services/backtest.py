@@ -25,7 +25,13 @@ from leadflow.services.lifecycle import (
 )
 
 OUTCOME_RANK = {"rejected": 1, "opportunity": 2, "lost": 3, "won": 4}
-STAGE_OUTCOME = {"opportunity": "opportunity", "won": "won", "recycle_b": "lost"}
+OUTCOME_ROLES = ("opportunity", "won", "lost")
+"""The stage roles whose entry is a sales outcome; the outcome is named after the role."""
+
+
+def stage_outcomes(model: LeadModel) -> dict[str, str]:
+    """Stage id -> outcome label, from the stages with roles opportunity, won and lost."""
+    return {stage: role for role in OUTCOME_ROLES for stage in model.stages_for(role)}
 
 
 def _events(
@@ -42,9 +48,12 @@ def _events(
         yield event_from_row(row)
 
 
-def outcomes(conn: Connection) -> dict[int, str]:
-    """What happened in sales, per lead: won, lost, opportunity or rejected (the furthest)."""
+def outcomes(conn: Connection, model: LeadModel) -> dict[int, str]:
+    """What happened in sales, per lead: won, lost, opportunity or rejected (the furthest).
+
+    ``model`` (the active one) says which stages mean opportunity, won and lost."""
     found: dict[int, str] = {}
+    stage_outcome = stage_outcomes(model)
 
     def note(lead_id: int, outcome: str) -> None:
         if OUTCOME_RANK[outcome] > OUTCOME_RANK.get(found.get(lead_id, ""), 0):
@@ -52,10 +61,10 @@ def outcomes(conn: Connection) -> dict[int, str]:
 
     for lead_id, stage in conn.execute(
         select(stage_changes.c.lead_id, stage_changes.c.to_stage).where(
-            stage_changes.c.to_stage.in_(list(STAGE_OUTCOME))
+            stage_changes.c.to_stage.in_(list(stage_outcome))
         )
     ):
-        note(lead_id, STAGE_OUTCOME[stage])
+        note(lead_id, stage_outcome[stage])
     for (lead_id,) in conn.execute(
         select(sales_actions.c.lead_id).where(sales_actions.c.name.in_(["reject", "disqualify"]))
     ):
@@ -87,7 +96,7 @@ def run_backtest(
             part = ids[i : i + 1000]
             profiles += list(load_profiles(conn, part).values())
             actions.update(load_actions(conn, part))
-        known = outcomes(conn)
+        known = outcomes(conn, current)
     return bt.compare(
         current,
         candidate,

@@ -24,7 +24,7 @@ from leadflow.adapters.db.tables import (
     lead_states,
     leads,
 )
-from leadflow.core.config import ContentSpec, LeadModel, NurtureSpec
+from leadflow.core.config import ContentSpec, LeadModel
 
 
 def _columns(spec: ContentSpec) -> dict[str, Any]:
@@ -329,12 +329,11 @@ def personalize(
     """What a website should show this visitor: ``{stage, evaluation_stage, industry,
     recommendations: [{key, title, type, url, gated}]}``.
 
-    An unknown or anonymous visitor is at the ``anonymous`` stage (early content); the
+    An unknown or anonymous visitor is at the model's initial stage (early content); the
     industry is the lead's account industry, else ``industry_hint``. Nothing else about
     the lead is returned."""
-    nurture = model.spec.nurture or NurtureSpec()
     lead_id = resolve_visitor(conn, anonymous_id=anonymous_id, user_id=user_id)
-    stage = "anonymous"
+    stage = model.initial_stage
     industry: str | None = None
     consumed: set[str] = set()
     if lead_id is not None:
@@ -348,20 +347,20 @@ def personalize(
             .where(leads.c.id == lead_id)
         ).first()
         if row is not None:
-            stage = row.stage or "acquired"
+            stage = row.stage or model.stage_for("acquired") or model.initial_stage
             attributes = row.attributes if isinstance(row.attributes, dict) else {}
             own = attributes.get("industry")
             industry = row.industry or (own if isinstance(own, str) and own else None)
         consumed = consumed_assets(conn, lead_id)
     if not industry and industry_hint:
         industry = industry_hint.strip()[:100] or None
-    evaluation_stage = nurture.content_stages.get(stage)
+    evaluation_stage = model.content_stages.get(stage)
     picked = recommendations(
         library(conn, model),
         stage=stage,
         industry=industry,
         consumed=consumed,
-        content_stages=nurture.content_stages,
+        content_stages=model.content_stages,
         limit=limit,
     )
     return {

@@ -364,15 +364,16 @@ SALESFORCE_OPPORTUNITY_COLUMNS = [
     "Description",
 ]
 
-# Our lifecycle stages in HubSpot's lifecycle stages and lead statuses.
+# Our stage roles (``stages.<key>.role``) in HubSpot's lifecycle stages and lead statuses
+# and Salesforce's lead statuses: a stage maps through its role, whatever its key.
 HUBSPOT_LIFECYCLE = {
-    "anonymous": "subscriber",
+    "entry": "subscriber",
     "acquired": "lead",
-    "nurturing": "lead",
-    "recycle_a": "lead",
-    "recycle_b": "lead",
-    "mql": "marketingqualifiedlead",
-    "appointment": "salesqualifiedlead",
+    "nurture": "lead",
+    "recycle": "lead",
+    "lost": "lead",
+    "handoff": "marketingqualifiedlead",
+    "sales_accepted": "salesqualifiedlead",
     "opportunity": "opportunity",
     "won": "customer",
     "customer": "customer",
@@ -381,29 +382,29 @@ HUBSPOT_LIFECYCLE = {
 }
 HUBSPOT_LEAD_STATUS = {
     "acquired": "OPEN",
-    "nurturing": "OPEN",
-    "mql": "NEW",
-    "appointment": "IN_PROGRESS",
+    "nurture": "OPEN",
+    "handoff": "NEW",
+    "sales_accepted": "IN_PROGRESS",
     "opportunity": "OPEN_DEAL",
-    "recycle_a": "BAD_TIMING",
-    "recycle_b": "BAD_TIMING",
+    "recycle": "BAD_TIMING",
+    "lost": "BAD_TIMING",
     "dead_end": "UNQUALIFIED",
     "won": "CONNECTED",
     "customer": "CONNECTED",
     "expansion": "CONNECTED",
 }
 SALESFORCE_STATUS = {
-    "anonymous": "Open - Not Contacted",
+    "entry": "Open - Not Contacted",
     "acquired": "Open - Not Contacted",
-    "nurturing": "Open - Not Contacted",
-    "mql": "Open - Not Contacted",
-    "appointment": "Working - Contacted",
+    "nurture": "Open - Not Contacted",
+    "handoff": "Open - Not Contacted",
+    "sales_accepted": "Working - Contacted",
     "opportunity": "Closed - Converted",
     "won": "Closed - Converted",
     "customer": "Closed - Converted",
     "expansion": "Closed - Converted",
-    "recycle_a": "Closed - Not Converted",
-    "recycle_b": "Closed - Not Converted",
+    "recycle": "Closed - Not Converted",
+    "lost": "Closed - Not Converted",
     "dead_end": "Closed - Not Converted",
 }
 HUBSPOT_DEAL_STAGE = {"open": "qualifiedtobuy", "won": "closedwon", "lost": "closedlost"}
@@ -431,7 +432,7 @@ def _rating(grade: str | None) -> str | None:
     return {"A": "Hot", "B": "Warm", "C": "Cold", "D": "Cold"}.get(grade or "")
 
 
-def _lead_rows(conn: Connection, flavour: str) -> list[dict[str, Any]]:
+def _lead_rows(conn: Connection, flavour: str, model: LeadModel) -> list[dict[str, Any]]:
     rows = conn.execute(
         select(
             leads.c.email,
@@ -458,7 +459,7 @@ def _lead_rows(conn: Connection, flavour: str) -> list[dict[str, Any]]:
     ).mappings()
     out = []
     for r in rows:
-        stage = r["stage"] or "anonymous"
+        stage = model.role_of(r["stage"] or model.initial_stage) or ""
         if flavour == "hubspot":
             out.append(
                 {
@@ -548,10 +549,11 @@ def _opportunity_rows(conn: Connection, flavour: str) -> list[dict[str, Any]]:
 
 
 def export_rows(
-    conn: Connection, kind: str, flavour: str
+    conn: Connection, kind: str, flavour: str, model: LeadModel
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """The columns and rows of a CRM export (``kind`` leads|opportunities, ``flavour``
-    hubspot|salesforce). Values are raw: write them with formula neutralisation."""
+    hubspot|salesforce). Values are raw: write them with formula neutralisation. A lead's
+    CRM status follows its stage's role in ``model`` (the active one)."""
     columns = columns_for(kind, flavour)
-    rows = _lead_rows(conn, flavour) if kind == "leads" else _opportunity_rows(conn, flavour)
-    return columns, rows
+    leads_ = kind == "leads"
+    return columns, _lead_rows(conn, flavour, model) if leads_ else _opportunity_rows(conn, flavour)

@@ -1,7 +1,7 @@
 """Sales hand-off: the ready queue, paced routing, sales actions, SLA and opportunities.
 
-- A lead that enters a hand-off stage (``sales.handoff_stages``, default ``mql``), or that
-  an automatic rule (a fast-pass) moved straight into a stage sales works in (appointment,
+- A lead that enters a hand-off stage (``sales.handoff_stages``, default: role ``handoff``),
+  or that an automatic rule (a fast-pass) moved straight into a stage sales works in (appointment,
   opportunity), joins the ready queue once per stay (:func:`enqueue`, deciding with core
   :func:`~leadflow.core.routing.handoff_stages`); :func:`route_due` assigns queued leads,
   highest priority first, to reps with capacity left today (core
@@ -738,11 +738,12 @@ def require_lead(conn: Connection, lead_id: int) -> None:
         raise LookupError(f"lead_id: no lead with id {lead_id}")
 
 
-def _stage(conn: Connection, lead_id: int) -> str:
+def _stage(conn: Connection, lead_id: int, initial: str) -> str:
+    """The lead's stored stage; ``initial`` (the model's) for a lead not yet scored."""
     found = conn.execute(
         select(lead_states.c.stage).where(lead_states.c.lead_id == lead_id)
     ).scalar_one_or_none()
-    return str(found) if found is not None else "anonymous"
+    return str(found) if found is not None else initial
 
 
 def active_assignment(conn: Connection, lead_id: int) -> dict[str, Any] | None:
@@ -818,7 +819,9 @@ def accept(
     current = active_assignment(conn, lead_id)
     accept_to = model.spec.actions["accept"].to if "accept" in model.spec.actions else None
     duplicate = False
-    if (current is None or current["status"] != "accepted") and _stage(conn, lead_id) == accept_to:
+    if (current is None or current["status"] != "accepted") and _stage(
+        conn, lead_id, model.initial_stage
+    ) == accept_to:
         # Already at the appointment stage (a fast-pass): accepting closes the SLA of the
         # hand-off, or takes the lead from the queue.
         pass
@@ -830,7 +833,7 @@ def accept(
         return ActionResult(
             lead_id,
             "accept",
-            _stage(conn, lead_id),
+            _stage(conn, lead_id, model.initial_stage),
             duplicate=True,
             assignment_id=current["id"] if current else None,
         )
@@ -867,7 +870,9 @@ def accept(
         model,
         {"rep": rep, "assignment_id": assignment_id, "actor": actor},
     )
-    return ActionResult(lead_id, "accept", _stage(conn, lead_id), assignment_id=assignment_id)
+    return ActionResult(
+        lead_id, "accept", _stage(conn, lead_id, model.initial_stage), assignment_id=assignment_id
+    )
 
 
 def reject(
@@ -888,7 +893,9 @@ def reject(
     )
     current = active_assignment(conn, lead_id)
     if duplicate:
-        return ActionResult(lead_id, "reject", _stage(conn, lead_id), duplicate=True)
+        return ActionResult(
+            lead_id, "reject", _stage(conn, lead_id, model.initial_stage), duplicate=True
+        )
     conn.execute(delete(ready_queue).where(ready_queue.c.lead_id == lead_id))
     if current is not None:
         _close(conn, current["id"], "rejected", now, reason)
@@ -909,7 +916,7 @@ def reject(
     return ActionResult(
         lead_id,
         "reject",
-        _stage(conn, lead_id),
+        _stage(conn, lead_id, model.initial_stage),
         assignment_id=current["id"] if current else None,
         detail=f"reason {reason}",
     )
@@ -930,7 +937,9 @@ def not_now(
         conn, model, lead_id, "not_now", now, action_id=action_id, actor=actor, reason=reason
     )
     if duplicate:
-        return ActionResult(lead_id, "not_now", _stage(conn, lead_id), duplicate=True)
+        return ActionResult(
+            lead_id, "not_now", _stage(conn, lead_id, model.initial_stage), duplicate=True
+        )
     return _recycled(conn, model, lead_id, now, "not_now", reason, actor)
 
 
@@ -946,7 +955,7 @@ def _recycled(
     current = active_assignment(conn, lead_id)
     if current is not None:
         _close(conn, current["id"], "closed", now, action)
-    stage = _stage(conn, lead_id)
+    stage = _stage(conn, lead_id, model.initial_stage)
     pause = conn.execute(
         select(lead_states.c.pause_until).where(lead_states.c.lead_id == lead_id)
     ).scalar_one_or_none()
@@ -1009,7 +1018,7 @@ def qualify(
         return ActionResult(
             lead_id,
             "qualify",
-            _stage(conn, lead_id),
+            _stage(conn, lead_id, model.initial_stage),
             duplicate=True,
             opportunity_id=opp["id"] if opp else None,
         )
@@ -1028,7 +1037,7 @@ def qualify(
         return ActionResult(
             lead_id,
             "qualify",
-            _stage(conn, lead_id),
+            _stage(conn, lead_id, model.initial_stage),
             qualification=score,
             detail="BANT recorded; give an amount to open an opportunity",
         )
@@ -1074,7 +1083,7 @@ def qualify(
     return ActionResult(
         lead_id,
         "qualify",
-        _stage(conn, lead_id),
+        _stage(conn, lead_id, model.initial_stage),
         opportunity_id=opp_id,
         qualification=score,
         assignment_id=current["id"] if current else None,
@@ -1117,7 +1126,9 @@ def win(
         conn, model, lead_id, "win", now, action_id=action_id, actor=actor, amount=amount
     )
     if duplicate:
-        return ActionResult(lead_id, "win", _stage(conn, lead_id), duplicate=True)
+        return ActionResult(
+            lead_id, "win", _stage(conn, lead_id, model.initial_stage), duplicate=True
+        )
     opp = _open_opportunity(conn, lead_id)
     values: dict[str, Any] = {"stage": "won", "closed_at": now, "updated_at": now}
     if amount is not None:
@@ -1142,7 +1153,10 @@ def win(
     if current is not None:
         _close(conn, current["id"], "closed", now, "won")
     return ActionResult(
-        lead_id, "win", _stage(conn, lead_id), opportunity_id=opp["id"] if opp else None
+        lead_id,
+        "win",
+        _stage(conn, lead_id, model.initial_stage),
+        opportunity_id=opp["id"] if opp else None,
     )
 
 
@@ -1162,7 +1176,9 @@ def lose(
         conn, model, lead_id, "lose", now, action_id=action_id, actor=actor, reason=reason
     )
     if duplicate:
-        return ActionResult(lead_id, "lose", _stage(conn, lead_id), duplicate=True)
+        return ActionResult(
+            lead_id, "lose", _stage(conn, lead_id, model.initial_stage), duplicate=True
+        )
     opp = _open_opportunity(conn, lead_id)
     if opp is not None:
         conn.execute(

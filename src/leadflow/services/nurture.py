@@ -781,7 +781,7 @@ def run_step(
         step_index,
         view,
         assets=assets,
-        content_stages=nurture.content_stages,
+        content_stages=model.content_stages,
         events=lead_events,
         now=now,
         stage_allows_marketing=stage_allows_marketing(model, view.stage),

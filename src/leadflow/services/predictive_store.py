@@ -268,8 +268,8 @@ def train_from_store(
     models: ModelCache,
     now: datetime,
     *,
-    target_stage: str = "opportunity",
-    handoff_stage: str = "mql",
+    target_stage: str | None = None,
+    handoff_stage: str | None = None,
     horizon_days: float = 90.0,
     holdout: float = 0.2,
     gap_days: float = 0.0,
@@ -283,7 +283,10 @@ def train_from_store(
     ``gap_days``: features are taken as of the labelling time minus this gap (0: just
     before the outcome). A gap asks the model to see the outcome coming earlier, and
     removes the "just active before the outcome" pattern that a labelling time right after
-    a hand-off puts into recency and short windows."""
+    a hand-off puts into recency and short windows.
+
+    ``target_stage`` defaults to the model's stage with role ``opportunity``,
+    ``handoff_stage`` to its stage with role ``handoff``."""
     if horizon_days <= 0:
         raise PredictiveError("--horizon-days: must be greater than 0")
     if not 0 <= gap_days < horizon_days:
@@ -293,6 +296,12 @@ def train_from_store(
     started = time.perf_counter()
     with engine.connect() as conn:
         model = models.active(conn, now)
+        target_stage = target_stage or model.stage_for("opportunity")
+        if target_stage is None:
+            raise PredictiveError(
+                "--target-stage: the model has no stage with role 'opportunity'; name one"
+            )
+        handoff_stage = handoff_stage or model.handoff_stage
         targets = _stages_from(model, target_stage, "--target-stage")
         handoff = _stages_from(model, handoff_stage, "--handoff-stage")
         initial = model.spec.lifecycle.initial

@@ -21,10 +21,10 @@ Definitions the reports share (also in ``docs/reports.md``):
   into a stage that is neither the initial stage nor dead end; ``model_version``: the
   version recorded on the lead's last stage change before the period end (the model that
   put the lead where it stands at the end). Missing values show as null.
-- **conversion** (attribution): a lead's first entry into ``to_stage`` (default ``won``)
-  inside the period. Its **value** is the ``amount`` of the lead's latest ``qualify`` sales
-  action at or before the conversion, else 1 (a count). When the opportunities table
-  (issue 5) exists, won and pipeline values will be read from it instead.
+- **conversion** (attribution): a lead's first entry into ``to_stage`` (default: the stage
+  with role ``won``) inside the period. Its **value** is the ``amount`` of the lead's latest
+  ``qualify`` sales action at or before the conversion, else 1 (a count). When the
+  opportunities table (issue 5) exists, won and pipeline values will be read from it instead.
 - **touchpoints**: the lead's events up to its conversion (the event that caused it
   included; before the period end for leads that did not convert): every ``track`` and
   ``page`` event except ``email_sent`` and ``email_bounce`` (things we did, not things the
@@ -36,7 +36,6 @@ Definitions the reports share (also in ``docs/reports.md``):
 from __future__ import annotations
 
 import difflib
-import itertools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -121,35 +120,9 @@ def _check_choice(value: str | None, choices: Sequence[str], option: str) -> Non
 
 
 def stage_model_for(model: LeadModel, extra: Sequence[str] = ()) -> funnel.StageModel:
-    """The analytics core's stage model from the active leadflow.yaml.
-
-    ``extra`` are stages found in the log that the model does not know (an older model's
-    stages): they are listed after the main path with no next stage.
-    """
-    spec = model.spec
-    main = list(spec.lifecycle.main_path)
-    recycle = [k for k, s in spec.stages.items() if s.recycle is not None and k not in main]
-    dead = [spec.lifecycle.dead_end] if spec.lifecycle.dead_end not in main else []
-    known = set(main) | set(recycle) | set(dead)
-    others = [k for k in spec.stages if k not in known]
-    others += [s for s in extra if s not in known and s not in others]
-    nxt = dict(itertools.pairwise(main))
-    for key in recycle:
-        target = spec.stages[key].recycle
-        if target is not None and target.return_to in known:
-            nxt[key] = target.return_to
-    won = "won" if "won" in main else None
-    end_index = main.index("won") if won else len(main)
-    pipeline = [s for s in main[1:end_index]] + recycle
-    return funnel.StageModel(
-        main_path=(*main, *others),
-        next_stage=nxt,
-        recycle_stages=tuple(recycle),
-        dead_end_stages=tuple(dead),
-        pre_lead_stages=(spec.lifecycle.initial,),
-        won_stage=won,
-        pipeline_stages=tuple(pipeline),
-    )
+    """The analytics core's stage model from the active leadflow.yaml (see
+    :meth:`funnel.StageModel.from_lead_model`)."""
+    return funnel.StageModel.from_lead_model(model, extra)
 
 
 # --------------------------------------------------------------------------- loading
@@ -415,7 +388,7 @@ def load_store(engine: Engine, model: LeadModel, *, with_events: bool = True) ->
         actions = load_actions(conn)
         opps = load_opportunities(conn)
         sends, submissions = load_sends(conn), load_form_submissions(conn)
-        seminar_rows = _seminar_funnel(conn)
+        seminar_rows = _seminar_funnel(conn, model)
         source = active_model_source(conn)
     history = stage_history(log, lead_rows, model)
     extra = sorted(set(history["to_stage"].unique().to_list()) - set(model.stages))
@@ -545,7 +518,9 @@ def _touch_frame(store: Store, period: Period, conv: pl.DataFrame, touch: str) -
     ev = ev.with_columns(touch=key).filter(pl.col("touch").is_not_null())
     milestones = store.history.group_by("lead_id").agg(
         lead_created=pl.col("at").filter(pl.col("to_stage") == _acquired_stage(store)).min(),
-        opp_created=pl.col("at").filter(pl.col("to_stage") == "opportunity").min(),
+        opp_created=pl.col("at")
+        .filter(pl.col("to_stage").is_in(store.model.stages_for("opportunity")))
+        .min(),
     )
     ev = ev.join(milestones, on="lead_id", how="left").sort("lead_id", "at", maintain_order=True)
     # The touch that created the lead / the opportunity: the last one at or before it.
@@ -559,6 +534,10 @@ def _touch_frame(store: Store, period: Period, conv: pl.DataFrame, touch: str) -
 
 
 def _acquired_stage(store: Store) -> str:
+    """The stage with role ``acquired`` (else the main path's second stage)."""
+    found = store.model.stage_for("acquired")
+    if found is not None:
+        return found
     main = store.model.spec.lifecycle.main_path
     return main[1] if len(main) > 1 else main[0]
 
@@ -576,13 +555,14 @@ def attribution_inputs(
     store: Store,
     period: Period,
     *,
-    to_stage: str = "won",
+    to_stage: str | None = None,
     touch: str = "channel",
     level: str = "lead",
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """``(touchpoints, conversions, lead_conversions)`` ready for core.attribution."""
     _check_choice(touch, TOUCH_KEYS, "--touch")
     _check_choice(level, LEVELS, "--level")
+    to_stage = to_stage or store.model.won_stage
     if to_stage not in store.stage_model.stages:
         raise ReportError(
             f"--to-stage: unknown stage {to_stage!r}; choose one of "
@@ -653,11 +633,12 @@ def attribution_report(
     touch: str = "channel",
     level: str = "lead",
     order: int = 1,
-    to_stage: str = "won",
+    to_stage: str | None = None,
     half_life_days: float = 7.0,
 ) -> dict[str, Any]:
     """Credits per touch-key value for one model or all side by side."""
     _check_choice(model, MODEL_CHOICES, "--model")
+    to_stage = to_stage or store.model.won_stage
     if order not in (1, 2, 3):
         raise ReportError(f"--order: {order} is not 1, 2 or 3")
     touchpoints, conv_table, conv = attribution_inputs(
@@ -793,13 +774,14 @@ def suggest_points(
     period: Period,
     *,
     model: str = "linear",
-    to_stage: str = "won",
+    to_stage: str | None = None,
     order: int = 1,
 ) -> PointsSuggestion:
     """Propose engagement points per rule from attributed value (see SUGGEST_FORMULA)."""
     if model == "all":
         model = "linear"
     _check_choice(model, attr.MODELS, "--model")
+    to_stage = to_stage or store.model.won_stage
     if store.model_source is None:
         raise ReportError("suggest-points: no active model stored; run `leadflow init`")
     tp, conv_table, _ = attribution_inputs(store, period, to_stage=to_stage, touch="channel")
@@ -1002,10 +984,10 @@ def load_form_submissions(conn: Connection) -> pl.DataFrame:
     return _utc_cols(_read(conn, stmt, schema), "submitted_at")
 
 
-def _seminar_funnel(conn: Connection) -> list[dict[str, Any]]:
+def _seminar_funnel(conn: Connection, model: LeadModel) -> list[dict[str, Any]]:
     from leadflow.services.seminars import funnel as seminar_funnel
 
-    return seminar_funnel(conn)
+    return seminar_funnel(conn, model)
 
 
 # A form submission counts toward the email that led to it when it comes this soon after.
@@ -1186,7 +1168,7 @@ def kpis(store: Store, period: Period, role: str) -> dict[str, Any]:
 
 
 def _executive(store: Store, period: Period) -> dict[str, Any]:
-    won_stage = store.stage_model.won_stage or "won"
+    won_stage = store.stage_model.won_stage or store.model.won_stage
     won = conversions(store, period, won_stage)
     attrs = lead_attributes(store.history, store.lead_rows, store.events, store.model, period.end)
     ev = store.events.filter(pl.col("lead_id").is_not_null())
@@ -1206,7 +1188,8 @@ def _executive(store: Store, period: Period) -> dict[str, Any]:
     )
     sourced = won_rows.filter(~pl.col("first_channel").is_in(["direct", NONE]))
     has_amount = won.join(_amounts(store), on="lead_id", how="inner")
-    in_opportunity = _stage_at(store.history, period.end).filter(pl.col("stage") == "opportunity")
+    opportunity = store.model.stages_for("opportunity")
+    in_opportunity = _stage_at(store.history, period.end).filter(pl.col("stage").is_in(opportunity))
     pipeline = in_opportunity.join(_amounts(store), on="lead_id", how="left")
     by_channel = (
         won_rows.group_by("first_channel")
@@ -1235,7 +1218,7 @@ def _executive(store: Store, period: Period) -> dict[str, Any]:
             "won_leads": f"leads whose first entry into {won_stage!r} is in the period",
             "won_revenue": "sum of those leads' opportunity amounts (else their qualify amounts)",
             "pipeline_value": "opportunity (else qualify) amounts of leads in stage "
-            "opportunity at the period end",
+            f"{', '.join(opportunity) or '(none)'} at the period end",
             "marketing_sourced": "won leads whose first touch channel is a marketing channel "
             "(not direct)",
             "marketing_influenced": "won leads with any non-direct touch before winning",
@@ -1257,7 +1240,8 @@ def _department(store: Store, period: Period) -> dict[str, Any]:
         else None
     )
     in_period = (pl.col("at") >= period.start) & (pl.col("at") < period.end)
-    mql_entries = store.history.filter(in_period & (pl.col("to_stage") == "mql")).height
+    handoff = store.model.handoff_stage
+    mql_entries = store.history.filter(in_period & (pl.col("to_stage") == handoff)).height
     accepted = store.actions.filter(in_period & (pl.col("name") == "accept")).height
     rows = [
         {
@@ -1288,7 +1272,8 @@ def _department(store: Store, period: Period) -> dict[str, Any]:
         },
         "definitions": {
             **flow.definitions,
-            "sales_acceptance": "accept actions in the period / entries into mql in the period",
+            "sales_acceptance": f"accept actions in the period / entries into {handoff!r} (the "
+            "hand-off stage) in the period",
         },
     }
 

@@ -496,16 +496,16 @@ def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-def funnel(conn: Connection, seminar: str | None = None) -> list[dict[str, Any]]:
+def funnel(conn: Connection, model: LeadModel, seminar: str | None = None) -> list[dict[str, Any]]:
     """Per seminar: invited, registered, reminded, attended, no_show, followed_up, and
-    participants (registered or attended) who reached MQL / got an opportunity after the
-    start, with the rate of each step; ``emails`` counts each template's sends, opens and
-    clicks."""
+    participants (registered or attended) who reached MQL (entered ``model``'s hand-off
+    stage) / got an opportunity after the start, with the rate of each step; ``emails``
+    counts each template's sends, opens and clicks."""
     a = seminar_attendees.c
     participant = a.registered_at.is_not(None) | a.attended_at.is_not(None)
     reached_mql = exists().where(
         stage_changes.c.lead_id == a.lead_id,
-        stage_changes.c.to_stage == "mql",
+        stage_changes.c.to_stage == model.handoff_stage,
         stage_changes.c.at >= seminars.c.starts_at,
     )
     got_opportunity = exists().where(

@@ -42,6 +42,7 @@ from leadflow.adapters.db.tables import (
     webhook_endpoints,
 )
 from leadflow.adapters.webhooks import Resolver, Sender, check_target, system_resolver
+from leadflow.core.config import LeadModel
 from leadflow.core.webhooks import (
     DELIVERY_HEADER,
     EVENT_HEADER,
@@ -54,6 +55,7 @@ from leadflow.core.webhooks import (
     stage_events,
     subscribed,
 )
+from leadflow.services.lifecycle import ModelCache
 
 LOOKBACK = 1000
 BATCH = 500
@@ -269,8 +271,11 @@ def _insert_deliveries(conn: Connection, rows: list[dict[str, Any]]) -> int:
     return len(conn.execute(stmt, rows).all())
 
 
-def enqueue_new(conn: Connection, now: datetime) -> int:
-    """Hands new outbox rows to the webhook deliveries; returns the deliveries created."""
+def enqueue_new(conn: Connection, now: datetime, model: LeadModel | None = None) -> int:
+    """Hands new outbox rows to the webhook deliveries; returns the deliveries created.
+
+    ``lead.mql`` fires on entering the hand-off stage of ``model`` (default: the active
+    model)."""
     endpoints = list(
         conn.execute(select(webhook_endpoints).where(webhook_endpoints.c.active.is_(True)))
         .mappings()
@@ -314,6 +319,7 @@ def enqueue_new(conn: Connection, now: datetime) -> int:
         return created
     start = max(floor_id, last_id - LOOKBACK)
     top_seen = last_id
+    handoff_stage = (model or ModelCache().active(conn, now)).handoff_stage
     while True:
         batch = list(
             conn.execute(
@@ -330,7 +336,7 @@ def enqueue_new(conn: Connection, now: datetime) -> int:
         people = _leads(conn, {int(r["lead_id"]) for r in batch})
         rows = []
         for change in batch:
-            payloads = stage_events(change, people.get(int(change["lead_id"])))
+            payloads = stage_events(change, people.get(int(change["lead_id"])), handoff_stage)
             rows += _fan_out(conn, endpoints, "stage", int(change["id"]), payloads, now)
         created += _insert_deliveries(conn, rows)
         start = int(batch[-1]["id"])

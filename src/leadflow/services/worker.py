@@ -116,7 +116,7 @@ def run_once(
         report.segment_leaves += left
     _nurture_pass(services, model, now, report, mailer)
     with services.engine.begin() as conn:
-        report.webhooks_queued = webhooks.enqueue_new(conn, now)
+        report.webhooks_queued = webhooks.enqueue_new(conn, now, model)
     sent = webhooks.deliver_due(services.engine, now, sender)
     report.webhooks_delivered, report.webhooks_failed = sent.delivered, sent.failed + sent.dead
     return report

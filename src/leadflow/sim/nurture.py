@@ -334,17 +334,18 @@ class _Play:
 
     def setup(self) -> None:
         engine, start, until = self.services.engine, self.start, self.until
+        nurturing, handoff = list(self.model.stages_for("nurture")), self.model.handoff_stage
         with engine.begin() as conn:
             content_service.sync_from_model(conn, self.model, start)
             segments.create(
                 conn,
                 AUDIENCE_SEGMENT,
                 "Nurturing and MQL (consented)",
-                {"stage": ["nurturing", "mql"], "lead": {"consent": ["granted"]}},
+                {"stage": [*nurturing, handoff], "lead": {"consent": ["granted"]}},
                 start,
             )
             segments.create(
-                conn, RETARGET_SEGMENT, "Retarget MQLs (ad audience)", {"stage": ["mql"]}, start,
+                conn, RETARGET_SEGMENT, "Retarget MQLs (ad audience)", {"stage": [handoff]}, start,
                 sync=True,
             )  # fmt: skip
             webinar_start = (until - timedelta(days=21)).replace(hour=5, minute=0)
@@ -544,7 +545,7 @@ def _count(conn: Connection, table: Any, *where: Any) -> int:
     return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
 
 
-def _fill(conn: Connection, report: NurturePlay) -> None:
+def _fill(conn: Connection, report: NurturePlay, model: LeadModel) -> None:
     e = email_sends.c
     report.enrolled = _count(conn, program_enrollments)
     report.enrolled_leads = int(
@@ -561,14 +562,14 @@ def _fill(conn: Connection, report: NurturePlay) -> None:
     report.to_nurturing = int(
         conn.execute(
             select(func.count(func.distinct(stage_changes.c.lead_id))).where(
-                mine, stage_changes.c.to_stage == "nurturing"
+                mine, stage_changes.c.to_stage.in_(model.stages_for("nurture"))
             )
         ).scalar_one()
     )
     report.to_mql = int(
         conn.execute(
             select(func.count(func.distinct(stage_changes.c.lead_id))).where(
-                mine, stage_changes.c.to_stage == "mql"
+                mine, stage_changes.c.to_stage == model.handoff_stage
             )
         ).scalar_one()
     )
@@ -584,7 +585,7 @@ def _fill(conn: Connection, report: NurturePlay) -> None:
             no_show=r["no_show"],
             followed_up=r["followed_up"],
         )
-        for r in seminar_service.funnel(conn)
+        for r in seminar_service.funnel(conn, model)
         if r["key"] in (WEBINAR_KEY, SEMINAR_KEY)
     ]
     report.segments = {
@@ -611,6 +612,6 @@ def play_nurture(services: Services, model: LeadModel, until: datetime, seed: in
         report = play.report
         report.mailer_accepted = play.mailer.accepted
     with services.engine.connect() as conn:
-        _fill(conn, report)
+        _fill(conn, report, model)
     report.seconds = time.perf_counter() - started
     return report

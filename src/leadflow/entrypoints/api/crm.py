@@ -116,8 +116,9 @@ def export(
 ) -> Response:
     """Leads or opportunities as CSV in the CRM's import column names; cells a spreadsheet
     would run as formulas are neutralised."""
-    with services.engine.connect() as conn:
-        columns, rows = crm.export_rows(conn, kind, flavour)
+    with services.engine.begin() as conn:
+        model = services.models.active(conn, services.clock())
+        columns, rows = crm.export_rows(conn, kind, flavour, model)
     return Response(
         content=to_csv_string(rows, columns),
         media_type="text/csv; charset=utf-8",

@@ -103,7 +103,9 @@ def attribution_report(
     level: Literal["lead", "account"] = Query("lead"),
     touch: Literal["channel", "campaign", "content"] = Query("channel"),
     order: int = Query(1, ge=1, le=3, description="Markov chain order."),
-    to_stage: str = Query("won", max_length=64, description="The conversion stage."),
+    to_stage: str | None = Query(
+        None, max_length=64, description="The conversion stage (default: the won role's)."
+    ),
 ) -> dict[str, Any]:
     """Attribution of conversions into ``to_stage`` and their value, per model."""
     period = _period(services, start, end)

@@ -82,5 +82,6 @@ def check_model(
         "ok": report.ok,
         "version": report.version,
         "content_hash": report.content_hash,
+        "roles": [{"role": role, "stage": stage} for role, stage in report.roles],
         "errors": list(report.errors),
     }

@@ -100,16 +100,18 @@ def create_seminar(body: SeminarCreate, services: ServicesDep) -> dict[str, Any]
 
 @router.get("/funnel", operation_id="seminar_funnel")
 def funnel(services: ServicesDep) -> dict[str, Any]:
-    with services.engine.connect() as conn:
-        return {"seminars": sem.funnel(conn)}
+    with services.engine.begin() as conn:
+        model = services.models.active(conn, services.clock())
+        return {"seminars": sem.funnel(conn, model)}
 
 
 @router.get("/{key}", operation_id="get_seminar", responses=error_responses(404))
 def get_seminar(key: SeminarKey, services: ServicesDep) -> dict[str, Any]:
     try:
-        with services.engine.connect() as conn:
+        with services.engine.begin() as conn:
+            model = services.models.active(conn, services.clock())
             row = sem.get(conn, key)
-            return {**row, "funnel": sem.funnel(conn, key)[0]}
+            return {**row, "funnel": sem.funnel(conn, model, key)[0]}
     except sem.NotFound as exc:
         raise _error(exc) from None
 

@@ -40,8 +40,9 @@ def export(
     spreadsheet would run as formulas are neutralised)."""
     if out is not None and not out.parent.exists():
         fail(f"--out: directory {out.parent} does not exist")
-    with services_for(database_url) as services, services.engine.connect() as conn:
-        columns, rows = crm.export_rows(conn, kind.value, flavour.value)
+    with services_for(database_url) as services, services.engine.begin() as conn:
+        model = services.models.active(conn, services.clock())
+        columns, rows = crm.export_rows(conn, kind.value, flavour.value, model)
     text = to_csv_string(rows, columns)
     if out is None:
         typer.echo(text, nl=False)

@@ -88,11 +88,15 @@ def train_command(
     ),
     fmt: Format = typer.Option(Format.table, "--format", help="Report format: table or json."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
-    target_stage: str = typer.Option(
-        "opportunity", "--target-stage", help="Store: the stage that counts as a conversion."
+    target_stage: str | None = typer.Option(
+        None,
+        "--target-stage",
+        help="Store: the stage that counts as a conversion (default: role opportunity's).",
     ),
-    handoff_stage: str = typer.Option(
-        "mql", "--handoff-stage", help="Store: the rule-based hand-off stage to compare with."
+    handoff_stage: str | None = typer.Option(
+        None,
+        "--handoff-stage",
+        help="Store: the rule-based hand-off stage to compare with (default: role handoff's).",
     ),
     horizon_days: float = typer.Option(
         90.0, "--horizon-days", help="Store: no target stage this long after acquisition = no."
@@ -329,8 +333,8 @@ def _bar(err: Console, enabled: bool) -> Progress:
 
 def _train_from_store(
     *,
-    target_stage: str,
-    handoff_stage: str,
+    target_stage: str | None,
+    handoff_stage: str | None,
     horizon_days: float,
     holdout: float,
     gap_days: float,
@@ -372,7 +376,7 @@ def _train_from_store(
         store = training.store
         out.print(
             f"[bold]store[/]: {store['labelled']} leads with a known outcome "
-            f"({store['positives']} reached {target_stage!r} or later), horizon "
+            f"({store['positives']} reached {store['target_stage']!r} or later), horizon "
             f"{horizon_days:g} days; trained on {store['train_rows']}, held out the latest "
             f"{store['holdout_rows']} (labelled from {store['holdout_from']})"
         )

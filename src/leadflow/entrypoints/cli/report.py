@@ -145,7 +145,13 @@ def funnel_cmd(
             neck = data["bottleneck"]
             typer.echo(f"bottleneck: {neck['reason']}" if neck["stage"] else neck["reason"])
     if chart is not None:
-        _write_chart(chart, "sankey", data["sankey"], _title("stage flows", period, None))
+        _write_chart(
+            chart,
+            "sankey",
+            data["sankey"],
+            _title("stage flows", period, None),
+            order=store.stage_model.stages,
+        )
 
 
 @app.command("attribution")
@@ -156,8 +162,10 @@ def attribution_cmd(
     level: str = typer.Option("lead", "--level", help="lead|account."),
     touch: str = typer.Option("channel", "--touch", help="channel|campaign|content."),
     order: int = typer.Option(1, "--order", help="Markov chain order, 1..3."),
-    to_stage: str = typer.Option(
-        "won", "--to-stage", help="The conversion stage (won; mql or opportunity also work)."
+    to_stage: str | None = typer.Option(
+        None,
+        "--to-stage",
+        help="The conversion stage (default: the model's won stage; any stage works).",
     ),
     suggest: bool = typer.Option(
         False, "--suggest-points", help="Propose engagement points from attributed value."
@@ -201,7 +209,7 @@ def attribution_cmd(
     else:
         if fmt is Format.table:
             typer.echo(
-                f"{data['conversions']:,} conversions into {to_stage} worth "
+                f"{data['conversions']:,} conversions into {data['to_stage']} worth "
                 f"{data['conversion_value']:,.2f}; {data['paths']:,} {level} paths"
             )
         render(
@@ -220,7 +228,7 @@ def _suggest(
     store: svc.Store,
     period: svc.Period,
     model: str,
-    to_stage: str,
+    to_stage: str | None,
     order: int,
     out: Path | None,
     fmt: Format,
@@ -570,10 +578,14 @@ PALETTE = [
 
 
 def sankey_layout(
-    links: Sequence[Mapping[str, Any]], width: float = 960, height: float = 480
+    links: Sequence[Mapping[str, Any]],
+    width: float = 960,
+    height: float = 480,
+    order: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Node boxes and link bands of a left-to-right Sankey (columns by stage order)."""
-    order = ["(new)", *svc.funnel.StageModel.default().stages]
+    """Node boxes and link bands of a left-to-right Sankey (columns by stage order: the
+    active model's ``order``, else the shipped model's)."""
+    order = ["(new)", *(order or svc.funnel.StageModel.default().stages)]
     names: list[str] = []
     for link in links:
         for n in (link["source"], link["target"]):
@@ -614,8 +626,8 @@ def sankey_layout(
     return {"nodes": list(nodes.values()), "bands": bands, "width": width, "height": height}
 
 
-def _sankey_svg(links: Sequence[Mapping[str, Any]]) -> str:
-    lay = sankey_layout(links)
+def _sankey_svg(links: Sequence[Mapping[str, Any]], order: Sequence[str] = ()) -> str:
+    lay = sankey_layout(links, order=order)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{lay["width"]}" '
         f'height="{lay["height"]}" role="img">'
@@ -686,11 +698,17 @@ def _bars_svg(credits: Sequence[Mapping[str, Any]]) -> str:
     return "".join(parts)
 
 
-def _write_chart(path: Path, kind: str, data: Sequence[Mapping[str, Any]], title: str) -> None:
+def _write_chart(
+    path: Path,
+    kind: str,
+    data: Sequence[Mapping[str, Any]],
+    title: str,
+    order: Sequence[str] = (),
+) -> None:
     if path.suffix.lower() == ".png":
-        _write_png(path, kind, data, title)
+        _write_png(path, kind, data, title, order)
     else:
-        svg = _sankey_svg(data) if kind == "sankey" else _bars_svg(data)
+        svg = _sankey_svg(data, order) if kind == "sankey" else _bars_svg(data)
         page = (
             '<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f"<title>{html.escape(title)}</title>"
@@ -701,7 +719,13 @@ def _write_chart(path: Path, kind: str, data: Sequence[Mapping[str, Any]], title
     typer.echo(f"chart written to {path}", err=True)
 
 
-def _write_png(path: Path, kind: str, data: Sequence[Mapping[str, Any]], title: str) -> None:
+def _write_png(
+    path: Path,
+    kind: str,
+    data: Sequence[Mapping[str, Any]],
+    title: str,
+    order: Sequence[str] = (),
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -712,7 +736,7 @@ def _write_png(path: Path, kind: str, data: Sequence[Mapping[str, Any]], title: 
     fig, ax = plt.subplots(figsize=(12, 6), dpi=100)
     ax.set_title(title)
     if kind == "sankey":
-        lay = sankey_layout(data)
+        lay = sankey_layout(data, order=order)
         for i, b in enumerate(lay["bands"]):
             dx = abs(b["x1"] - b["x0"]) / 2 + 30
             verts = [

@@ -114,10 +114,11 @@ def show(
     database_url: str | None = DatabaseOption,
 ) -> None:
     """One seminar and its funnel."""
-    with services_for(database_url) as services, services.engine.connect() as conn:
+    with services_for(database_url) as services, services.engine.begin() as conn:
+        model = services.models.active(conn, services.clock())
         try:
             row = sem.get(conn, key)
-            funnel = sem.funnel(conn, key)
+            funnel = sem.funnel(conn, model, key)
         except sem.NotFound as exc:
             fail(_errors(exc))
     if fmt is Format.json:
@@ -134,9 +135,10 @@ def funnel_cmd(
     database_url: str | None = DatabaseOption,
 ) -> None:
     """invite → register → attend → follow-up → MQL → opportunity, per seminar."""
-    with services_for(database_url) as services, services.engine.connect() as conn:
+    with services_for(database_url) as services, services.engine.begin() as conn:
+        model = services.models.active(conn, services.clock())
         try:
-            rows = sem.funnel(conn, key)
+            rows = sem.funnel(conn, model, key)
         except sem.NotFound as exc:
             fail(_errors(exc))
     if fmt is Format.json:

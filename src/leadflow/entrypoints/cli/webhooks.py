@@ -126,7 +126,9 @@ def run(
         with HttpSender(allow_private=allow) as sender:
             while True:
                 with services.engine.begin() as conn:
-                    queued = webhooks.enqueue_new(conn, services.clock())
+                    now = services.clock()
+                    model = services.models.active(conn, now)
+                    queued = webhooks.enqueue_new(conn, now, model)
                 report = webhooks.deliver_due(services.engine, services.clock(), sender)
                 if once or queued or report.attempted:
                     typer.echo(

@@ -126,7 +126,7 @@ async def attribution_page(
     end: Annotated[str, Query(alias="to", max_length=40)] = "",
     level: Annotated[str, Query(max_length=20)] = "lead",
     touch: Annotated[str, Query(max_length=20)] = "channel",
-    to_stage: Annotated[str, Query(max_length=64)] = "won",
+    to_stage: Annotated[str, Query(max_length=64)] = "",
     metric: Annotated[str, Query(max_length=20)] = "conversions",
 ) -> HTMLResponse:
     services = services_of(request)
@@ -146,10 +146,10 @@ async def attribution_page(
         with services.engine.begin() as conn:
             model = services.models.active(conn, services.clock())
         stages = conversion_stages(model)
-        stage = to_stage
+        stage = to_stage or model.won_stage
         if stage not in model.spec.stages:
             errors.append(("attribution.error.stage", {"value": stage[:64]}))
-            stage = "won" if "won" in model.spec.stages else stages[-1]
+            stage = model.won_stage if model.won_stage in stages else stages[-1]
         data = attribution_view(services, cache_of(request), period, level, touch, stage)
         credits: dict[str, dict[str, dict[str, float]]] = data["credits"]
         totals: dict[str, float] = {}

@@ -116,7 +116,7 @@ def sankey_graph(links: list[dict[str, Any]], model: LeadModel, t: Translator) -
                 else "recycle"
                 if base in spec.stages and spec.stages[base].recycle is not None
                 else "won"
-                if base == "won"
+                if base == model.won_stage
                 else "return"
                 if key.endswith(RETURN_SUFFIX)
                 else "main"
@@ -240,7 +240,8 @@ def funnel_view(
     neck = report["bottleneck"]
     neck_next = by_stage.get(neck["stage"] or "", {}).get("next_stage")
     main = model.spec.lifecycle.main_path
-    acquired = main[1] if len(main) > 1 else main[0]
+    acquired = model.stage_for("acquired") or (main[1] if len(main) > 1 else main[0])
+    handoff, won = model.handoff_stage, model.won_stage
     velocity = report["velocity"][0] if report["velocity"] else None
     return {
         "rows": rows,
@@ -261,8 +262,8 @@ def funnel_view(
         "figs": {
             "acquired": by_stage.get(acquired, {}).get("flow_in", 0),
             "acquired_label": stage_label(model, acquired, t),
-            "mql": by_stage.get("mql", {}).get("flow_in") if "mql" in by_stage else None,
-            "won": by_stage.get("won", {}).get("flow_in") if "won" in by_stage else None,
+            "mql": by_stage[handoff].get("flow_in") if handoff in by_stage else None,
+            "won": by_stage[won].get("flow_in") if won in by_stage else None,
             "velocity_days": velocity["median_days"] if velocity else None,
         },
         "model_version": model.version,

@@ -49,7 +49,7 @@ def allowed_actions(model: LeadModel, stage: str | None) -> list[str]:
         action = spec.get(name)
         if action is not None and stage in action.from_:
             shown.append(name)
-    if "reject" not in shown and stage in handoff.sales_spec(model).handoff_stages:
+    if "reject" not in shown and stage in model.handoff_stages:
         shown.append("reject")
     return shown
 
