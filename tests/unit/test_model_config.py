@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +218,27 @@ def test_shared_roles_may_name_several_stages():
     model = build_model(data)
     assert model.stages_for("recycle") == ("recycle_a", "recycle_b")
     assert model.stage_for("lost") is None
+
+
+def test_a_model_written_before_roles_reads_with_the_roles_of_its_stage_ids():
+    """Databases keep their active model (2024.2 and older have no roles): it still loads."""
+    legacy = load_model((Path(__file__).parents[1] / "data" / "model_2024_2.yaml").read_text())
+    shipped = load_default_model()
+    assert legacy.version == "2024.2"
+    assert legacy.roles == shipped.roles
+
+
+def test_a_model_without_roles_gets_entry_and_dead_end_from_its_lifecycle():
+    data = default_data()
+    for stage in data["stages"].values():
+        del stage["role"]
+    assert build_model(data).roles == load_default_model().roles
+    # A stage id the legacy table does not know gets no role: a renamed hand-off stage
+    # must name its role, while entry and dead end still come from the lifecycle.
+    renamed = json.loads(json.dumps(data).replace('"mql"', '"hot"'))
+    with pytest.raises(ModelConfigError) as info:
+        build_model(renamed)
+    assert info.value.messages == ("stages: no stage has role 'handoff' (required)",)
 
 
 def test_an_unknown_role_is_refused():

@@ -75,6 +75,24 @@ MULTI_ROLES = frozenset({"nurture", "recycle"})
 REQUIRED_ROLES = ("entry", "handoff", "won", "dead_end")
 """Roles every model must give a stage: the code needs exactly one of each."""
 
+LEGACY_ROLES: Mapping[str, str] = {
+    "acquired": "acquired",
+    "nurturing": "nurture",
+    "mql": "handoff",
+    "appointment": "sales_accepted",
+    "opportunity": "opportunity",
+    "won": "won",
+    "customer": "customer",
+    "expansion": "expansion",
+    "recycle_a": "recycle",
+    "recycle_b": "lost",
+}
+"""Roles of a model written before stages had roles (the shipped models up to 2024.3, kept
+as versioned history in every database, and files copied from them): a model in which no
+stage names a role gets these by its stage ids, plus ``entry`` for ``lifecycle.initial`` and
+``dead_end`` for ``lifecycle.dead_end``. Only such a model is read this way; a model that
+names one role must name them all."""
+
 
 class ModelConfigError(ValueError):
     """A model file is refused. ``path`` names the key, ``reason`` says what is wrong.
@@ -697,6 +715,18 @@ def _grade_refs(
     ]
 
 
+def _with_legacy_roles(spec: ModelSpec) -> ModelSpec:
+    """``spec`` with the roles of ``LEGACY_ROLES`` when none of its stages names a role."""
+    if any(stage.role is not None for stage in spec.stages.values()):
+        return spec
+    structural = {spec.lifecycle.initial: "entry", spec.lifecycle.dead_end: "dead_end"}
+    stages = {
+        key: stage.model_copy(update={"role": structural.get(key) or LEGACY_ROLES.get(key)})
+        for key, stage in spec.stages.items()
+    }
+    return spec.model_copy(update={"stages": stages})
+
+
 def _semantic_errors(spec: ModelSpec) -> list[tuple[str, str]]:
     errors = _stage_ref_errors(spec)
     errors += _role_errors(spec)
@@ -973,6 +1003,7 @@ def build_model(data: Any) -> LeadModel:
             ]
         )
         raise ModelConfigError(found[0][0], found[0][1], tuple(found)) from None
+    spec = _with_legacy_roles(spec)
     problems = _semantic_errors(spec)
     if problems:
         raise ModelConfigError(problems[0][0], problems[0][1], tuple(problems))
