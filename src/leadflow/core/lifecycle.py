@@ -184,8 +184,11 @@ class EmailEligibility:
 # --------------------------------------------------------------------------- profile updates
 
 
-def _consent(value: Any) -> str | None:
-    """``true``/``false``, a status string, or Segment-style ``{"status": "granted", ...}``."""
+def consent_trait(value: Any) -> str | None:
+    """What a ``consent`` trait says: ``true``/``false``, a status string (``granted``,
+    ``denied``, ``unknown``, any case), or Segment-style ``{"status": "granted", ...}``;
+    None when it says nothing. The one reading of the trait: ingestion stores it on the
+    lead with this, and the replayed profile folds it with this."""
     if isinstance(value, Mapping):
         value = value.get("status")
     if isinstance(value, bool):
@@ -272,7 +275,7 @@ def merge_traits(profile: LeadProfile, event: Event) -> LeadProfile:
         if traits.get(key) is True:
             changes["is_target_account"] = True
     if event.type == "identify":
-        if "consent" in traits and (consent := _consent(traits["consent"])) is not None:
+        if "consent" in traits and (consent := consent_trait(traits["consent"])) is not None:
             changes["consent"] = consent
         known = {
             *_LEAD_TEXT,

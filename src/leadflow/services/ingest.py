@@ -22,7 +22,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -57,7 +57,7 @@ from leadflow.adapters.db.tables import (
     metadata,
 )
 from leadflow.core.inputs import count_problem
-from leadflow.core.lifecycle import is_withdrawal
+from leadflow.core.lifecycle import consent_trait, is_withdrawal
 from leadflow.core.tracking import TrackedMessage
 from leadflow.services import privacy
 
@@ -304,20 +304,17 @@ def apply_lead_traits(
 
 
 def _consent(value: Any, now: datetime) -> dict[str, Any] | None:
-    """``consent`` trait: true/false, or {"status": "granted", "at": ..., "method": ...}."""
-    if isinstance(value, bool):
-        return {
-            "consent_status": "granted" if value else "denied",
-            "consent_at": now,
-            "consent_method": "identify",
-        }
-    if isinstance(value, dict) and value.get("status") in ("granted", "denied"):
-        return {
-            "consent_status": value["status"],
-            "consent_at": now,
-            "consent_method": str(value.get("method") or "identify")[:255],
-        }
-    return None
+    """The lead columns a ``consent`` trait sets (read by ``lifecycle.consent_trait``, as
+    the replay reads it), with its ``method`` when it gives one."""
+    status = consent_trait(value)
+    if status is None:
+        return None
+    method = value.get("method") if isinstance(value, Mapping) else None
+    return {
+        "consent_status": status,
+        "consent_at": now,
+        "consent_method": str(method or "identify")[:255],
+    }
 
 
 def email_domain(email: str | None) -> str | None:
