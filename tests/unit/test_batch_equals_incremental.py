@@ -158,7 +158,10 @@ def test_incremental_fold_in_any_arrival_order_equals_batch_replay(
     for as_of in (last, last + timedelta(days=45), T0 + timedelta(days=100)):
         assert incremental.engagement(as_of, MODEL) == score_engagement(events, as_of, MODEL)
 
-    later = last + timedelta(days=200)
+    # Advancing past every input (sales actions included: a replay as of a time before an
+    # action leaves it out) equals replaying as of that time.
+    last_input = max([last, *(a.at for a in incremental.actions)])
+    later = last_input + timedelta(days=200)
     advanced, _, _ = lc.advance(incremental, later, MODEL)
     assert advanced == lc.replay(lead, events, MODEL, actions=incremental.actions, as_of=later)
 
