@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from importlib import resources
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -42,20 +42,6 @@ CONSENT_VALUES = ("granted", "denied", "unknown")
 
 # What a stage means to the code that reads the model (reports, KPIs, webhooks, backtest,
 # seminars, dashboard, CLI). Code asks ``model.stage_for(role)``; it never names a stage id.
-STAGE_ROLES = (
-    "entry",
-    "acquired",
-    "nurture",
-    "handoff",
-    "sales_accepted",
-    "opportunity",
-    "won",
-    "customer",
-    "expansion",
-    "recycle",
-    "lost",
-    "dead_end",
-)
 StageRole = Literal[
     "entry",
     "acquired",
@@ -70,6 +56,8 @@ StageRole = Literal[
     "lost",
     "dead_end",
 ]
+STAGE_ROLES: tuple[str, ...] = get_args(StageRole)
+"""Every role, in the order reports list them (the ``role`` key accepts exactly these)."""
 MULTI_ROLES = frozenset({"nurture", "recycle"})
 """Roles several stages may share; every other role names at most one stage."""
 REQUIRED_ROLES = ("entry", "handoff", "won", "dead_end")
