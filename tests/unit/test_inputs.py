@@ -20,6 +20,7 @@ from leadflow.core.inputs import (
     check_json,
     count_problem,
     date_problem,
+    declared_length_over,
     iso_date_problem,
     text_problem,
 )
@@ -214,3 +215,11 @@ def test_parse_batch_raises_only_its_own_error(body: Any) -> None:
     except MessageError:
         return
     assert len(messages) == len(body["batch"])
+
+
+def test_a_declared_length_is_ascii_digits_and_any_number_of_them():
+    assert declared_length_over("101", 100)
+    assert not declared_length_over("100", 100)
+    assert declared_length_over("9" * 5000, 100)  # more digits than int() reads
+    for not_a_length in (None, "", "²", "-1", "1e3", " 101"):
+        assert not declared_length_over(not_a_length, 100), not_a_length

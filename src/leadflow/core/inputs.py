@@ -89,6 +89,15 @@ def iso_date_problem(text: str) -> str | None:
     return None
 
 
+def declared_length_over(declared: str | None, limit: int) -> bool:
+    """Does a ``Content-Length`` header declare more than ``limit`` bytes? Only ASCII digits
+    are a length (``'²'.isdigit()`` is true, ``int('²')`` fails), and more digits than
+    ``int()`` reads (4,300) are larger than any limit too."""
+    if declared is None or not declared.isascii() or not declared.isdigit():
+        return False
+    return len(declared) > 18 or int(declared) > limit
+
+
 def count_problem(value: Any, maximum: int = MAX_EMPLOYEES) -> str | None:
     """For a trait stored in an integer column (employee counts): a number or a numeric
     string outside ``0..maximum`` is refused; other values (``"51-200"``) are not counts

@@ -46,6 +46,7 @@ from starlette.concurrency import run_in_threadpool
 from leadflow.bootstrap import Services
 from leadflow.core import forms as core
 from leadflow.core.config import ContentSpec, FormFieldSpec, FormSpec
+from leadflow.core.inputs import declared_length_over
 from leadflow.entrypoints.api.contract import error_responses
 from leadflow.entrypoints.web.i18n import pick_locale
 from leadflow.services import content
@@ -193,10 +194,7 @@ class _TooLarge(Exception):
 
 
 async def _read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    digits = declared is not None and declared.isascii() and declared.isdigit()
-    # More digits than int() reads (4,300) is larger than any limit too.
-    if digits and (len(declared) > 18 or int(declared) > MAX_BODY_BYTES):
+    if declared_length_over(request.headers.get("content-length"), MAX_BODY_BYTES):
         raise _TooLarge
     chunks: list[bytes] = []
     size = 0

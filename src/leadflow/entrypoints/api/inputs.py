@@ -32,6 +32,7 @@ from leadflow.core.inputs import (
     MAX_JSON_DEPTH,
     InputError,
     check_json,
+    declared_length_over,
     int_problem,
     iso_date_problem,
     text_problem,
@@ -96,8 +97,7 @@ def _check_param(name: str, value: str, kind: str | None) -> None:
 
 
 async def _body(request: Request) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and declared.isascii() and int(declared) > MAX_CHECKED_BODY:
+    if declared_length_over(request.headers.get("content-length"), MAX_CHECKED_BODY):
         raise InputRefused("body", f"larger than {MAX_CHECKED_BODY // (1024 * 1024)} MB", 413)
     return await request.body()
 

@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from leadflow.bootstrap import Services
+from leadflow.core.inputs import declared_length_over
 from leadflow.core.tracking import MessageError, TrackedMessage, parse_batch, parse_message
 from leadflow.entrypoints.api.contract import tracking_operation
 from leadflow.entrypoints.api.deps import basic_username
@@ -51,10 +52,7 @@ class _TooLarge(Exception):
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    digits = declared is not None and declared.isascii() and declared.isdigit()
-    # More digits than int() reads (4,300) is larger than any limit too.
-    if digits and (len(declared) > 18 or int(declared) > limit):
+    if declared_length_over(request.headers.get("content-length"), limit):
         raise _TooLarge
     chunks: list[bytes] = []
     size = 0
