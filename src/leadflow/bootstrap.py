@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
-from leadflow.adapters.db.engine import create_db_engine
+from leadflow.adapters.db.engine import create_db_engine, read_only
+from leadflow.core.config import LeadModel
 from leadflow.services import handoff
 from leadflow.services.ingest import TURN_TIMEOUT_OPTION, AfterIngest
 from leadflow.services.keys import KeyChecker
@@ -37,6 +38,21 @@ class Services:
     states: StateCache = field(default_factory=StateCache)
     clock: Callable[[], datetime] = utc_now
     after_ingest: list[AfterIngest] = field(default_factory=list)
+
+    @property
+    def reader(self) -> Engine:
+        """The engine for work that only reads (dashboard pages, reports, key checks): on
+        SQLite it never takes or waits for the write lock."""
+        return read_only(self.engine)
+
+    def active_model(self) -> LeadModel:
+        """The active model, read without a write transaction (installed on first use)."""
+        with self.reader.connect() as conn:
+            model = self.models.installed(conn)
+        if model is None:
+            with self.engine.begin() as conn:
+                model = self.models.active(conn, self.clock())
+        return model
 
     def close(self) -> None:
         self.engine.dispose()

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, select, update
 
+from leadflow.adapters.db.engine import read_only
 from leadflow.adapters.db.tables import api_keys
 
 KINDS = ("write", "admin")
@@ -103,7 +104,7 @@ class KeyChecker:
         now = time.monotonic()
         if hit is not None and hit[0] > now:
             return hit[1]
-        with self.engine.connect() as conn:
+        with read_only(self.engine).connect() as conn:
             kind = conn.execute(
                 select(api_keys.c.kind).where(
                     api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None)

@@ -76,14 +76,23 @@ class ModelCache:
         self._parsed: dict[str, LeadModel] = {}
 
     def active(self, conn: Connection, now: datetime) -> LeadModel:
+        """The active model; on a fresh database the shipped one is installed first."""
+        found = self.installed(conn)
+        if found is not None:
+            return found
+        model = load_default_model()
+        install_model(conn, model, default_source(), now, activate=True)
+        self._parsed[model.content_hash] = model
+        return model
+
+    def installed(self, conn: Connection) -> LeadModel | None:
+        """The active model, or None on a database where none is installed yet (reads only:
+        safe on a read-only connection)."""
         row = conn.execute(
             select(lead_models.c.content_hash, lead_models.c.source).where(lead_models.c.active)
         ).first()
         if row is None:
-            model = load_default_model()
-            install_model(conn, model, default_source(), now, activate=True)
-            self._parsed[model.content_hash] = model
-            return model
+            return None
         cached = self._parsed.get(row.content_hash)
         if cached is None:
             cached = load_model(row.source)

@@ -35,11 +35,14 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN; take control so that
-        # BEGIN IMMEDIATE can be issued for writers (no deadlock on lock upgrade).
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        # BEGIN IMMEDIATE can be issued for writers (no deadlock on lock upgrade), and a
+        # plain BEGIN for readers (`read_only`), which must never hold the write lock: a
+        # dashboard page or a report load would otherwise stop every writer until it ends.
+        event.listen(engine, "begin", _sqlite_begin)
+        event.listen(engine, "before_cursor_execute", _refuse_writes)
         return engine
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(
+        engine = create_engine(
             parsed,
             echo=echo,
             json_serializer=dump_json,
@@ -48,7 +51,37 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
             max_overflow=10,
             pool_pre_ping=True,
         )
+        event.listen(engine, "before_cursor_execute", _refuse_writes)
+        return engine
     raise DatabaseUnavailable(f"unsupported database backend {parsed.get_backend_name()!r}")
+
+
+READ_ONLY = "leadflow_read_only"
+"""Execution option: this connection only reads (see :func:`read_only`)."""
+
+
+def read_only(engine: Engine) -> Engine:
+    """The same engine and pool, for work that only reads. On SQLite its transactions
+    begin DEFERRED, so they take a snapshot and never wait for, or block, a writer;
+    elsewhere nothing changes. A write through it is refused (:func:`_refuse_writes`)."""
+    return engine.execution_options(**{READ_ONLY: True})
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    reading = conn.get_execution_options().get(READ_ONLY, False)
+    conn.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
+
+
+class ReadOnlyViolation(RuntimeError):
+    """A write was sent through a :func:`read_only` engine: a programming error."""
+
+
+def _refuse_writes(
+    conn: Connection, _cursor: Any, statement: str, _params: Any, context: Any, _many: bool
+) -> None:
+    writes = context is not None and (context.isinsert or context.isupdate or context.isdelete)
+    if writes and conn.get_execution_options().get(READ_ONLY, False):
+        raise ReadOnlyViolation(f"write through a read-only connection: {statement[:80]}")
 
 
 def dump_json(value: Any) -> str:

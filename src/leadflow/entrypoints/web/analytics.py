@@ -143,8 +143,7 @@ async def attribution_page(
         metric = "conversions"
 
     def load() -> dict[str, Any]:
-        with services.engine.begin() as conn:
-            model = services.models.active(conn, services.clock())
+        model = services.active_model()
         stages = conversion_stages(model)
         stage = to_stage or model.won_stage
         if stage not in model.spec.stages:

@@ -160,10 +160,9 @@ def localized_reason(
 
 
 def _store(services: Services, cache: queries.TTLCache) -> reports.Store:
-    with services.engine.begin() as conn:
-        model = services.models.active(conn, services.clock())
+    model = services.active_model()
     return cache.get(
-        ("funnel", model.content_hash), lambda: reports.load_store(services.engine, model)
+        ("funnel", model.content_hash), lambda: reports.load_store(services.reader, model)
     )
 
 
@@ -189,8 +188,7 @@ def _computed(
 ) -> tuple[LeadModel, dict[str, Any], list[tuple[str, int]]]:
     """The funnel report (and slice values) for one period and slice, cached like the
     store it is computed from (the language only changes labels, applied afterwards)."""
-    with services.engine.begin() as conn:
-        model = services.models.active(conn, services.clock())
+    model = services.active_model()
 
     def compute() -> tuple[LeadModel, dict[str, Any], list[tuple[str, int]]]:
         store = _store(services, cache)

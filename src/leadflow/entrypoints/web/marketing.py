@@ -38,8 +38,7 @@ FormsUser = Annotated[auth.WebUser, auth.require("forms.view")]
 
 
 def _model(services: Services) -> LeadModel:
-    with services.engine.begin() as conn:
-        return services.models.active(conn, services.clock())
+    return services.active_model()
 
 
 def nurture_of(model: LeadModel) -> NurtureSpec:

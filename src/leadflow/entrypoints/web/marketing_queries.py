@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import Engine, Interval, and_, case, func, literal, or_, select
 from sqlalchemy.sql import ColumnElement
 
-from leadflow.adapters.db.engine import is_postgres
+from leadflow.adapters.db.engine import is_postgres, read_only
 from leadflow.adapters.db.tables import (
     accounts,
     content_assets,
@@ -91,7 +91,7 @@ def program_figures(engine: Engine, main_path: Sequence[str]) -> dict[str, Progr
 
     pe, es, sc = program_enrollments.c, email_sends.c, stage_changes.c
     in_program = es.program_key.is_not(None)
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         for key, status, n in conn.execute(
             select(pe.program_key, pe.status, func.count()).group_by(pe.program_key, pe.status)
         ):
@@ -173,7 +173,7 @@ def program_figures(engine: Engine, main_path: Sequence[str]) -> dict[str, Progr
 
 def content_rows(engine: Engine) -> list[dict[str, Any]]:
     ca = content_assets.c
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         rows = conn.execute(
             select(ca.key, ca.title, ca.type, ca.stage, ca.gated, ca.industries, ca.url, ca.source)
             .where(ca.active.is_(True))
@@ -205,7 +205,7 @@ def consumption(engine: Engine, paths: Sequence[str]) -> Consumption:
     the given paths only) and sent emails by ``asset_key``."""
     asset_key = events.c.properties["asset_key"].as_string()
     wanted = sorted({p for p in paths if p})
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         downloads = {
             str(k): int(n)
             for k, n in conn.execute(
@@ -244,7 +244,7 @@ def submission_counts(engine: Engine, now: datetime) -> dict[str, tuple[int, int
     """form key -> (all submissions, submissions in the last 30 days)."""
     fs = form_submissions.c
     recent = func.sum(case((fs.submitted_at >= now - timedelta(days=30), 1), else_=0))
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         return {
             k: (int(n), int(r or 0))
             for k, n, r in conn.execute(
@@ -277,7 +277,7 @@ def latest_submissions(engine: Engine, form_key: str = "") -> list[dict[str, Any
     if form_key:
         stmt = stmt.where(fs.form_key == form_key)
     stmt = stmt.order_by(fs.submitted_at.desc(), fs.id.desc()).limit(LATEST_SUBMISSIONS)
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         rows = [dict(r) for r in conn.execute(stmt).mappings()]
     for row in rows:
         fields = row["fields"] if isinstance(row["fields"], dict) else {}

@@ -71,8 +71,7 @@ def _page(
     services = services_of(request)
     data = model_context(services)
     web_user = auth.current_user(request)
-    with services.engine.begin() as conn:
-        model = services.models.active(conn, services.clock())
+    model = services.active_model()
     locale = web_user.user.locale
     data["stage_name"] = lambda s: (
         model.display_name(s, locale) if s in model.spec.stages else str(s)

@@ -130,8 +130,8 @@ async def lead_page(request: Request, user: LeadsUser, lead_id: int) -> HTMLResp
 def _lead_scoring(services: Services, lead_id: int, locale: str) -> dict[str, Any]:
     """The lead's stage, scores with the rules that made them, and its stage history."""
     now = services.clock()
-    with services.engine.begin() as conn:
-        model = services.models.active(conn, now)
+    model = services.active_model()
+    with services.reader.connect() as conn:
         explained = lifecycle.explain(conn, lead_id, model, now)
         history = lifecycle.lead_history(conn, lead_id)
     state = queries.lead_stage(services.engine, lead_id)

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, and_, case, func, literal, or_, select, union
 from sqlalchemy.sql import ColumnElement, Select
 
+from leadflow.adapters.db.engine import read_only
 from leadflow.adapters.db.tables import (
     accounts,
     assignments,
@@ -154,7 +155,7 @@ def lead_scope(rep: str | None) -> list[ColumnElement[bool]]:
 def activity_as_of(engine: Engine, now: datetime) -> datetime:
     """The end of the home page's 7/30-day windows: now, or the newest event when all
     events are older (an imported history or a demo world ending in the past)."""
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         newest = conn.execute(select(func.max(events.c.occurred_at))).scalar_one()
     newest = _aware(newest)
     if newest is None or newest >= now - timedelta(days=1):
@@ -181,7 +182,7 @@ def home_figures(engine: Engine, now: datetime, rep: str | None) -> HomeFigures:
     now = activity_as_of(engine, now)
     d7, d30 = now - timedelta(days=7), now - timedelta(days=30)
     scope = lead_scope(rep)
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         n_leads = conn.execute(select(func.count()).select_from(leads).where(*scope)).scalar_one()
         acct_where = [accounts.c.owner == rep] if rep is not None else []
         n_accounts = conn.execute(
@@ -261,7 +262,7 @@ def recent_leads(engine: Engine, rep: str | None, limit: int = 8) -> list[dict[s
     if scope:
         latest_q = select(latest).where(latest.c.lead_id.in_(select(leads.c.id).where(*scope)))
         latest = latest_q.subquery()
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         rows = conn.execute(
             select(*_LEAD_COLUMNS, latest.c.last_seen)
             .select_from(latest.join(leads, leads.c.id == latest.c.lead_id))
@@ -346,7 +347,7 @@ def _is_dense(engine: Engine, q: str) -> bool:
     if "@" in q or len(q.split()) != 1:
         return False
     total = 0
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         for branch in _search_branches(q):
             limited = select(literal(1)).select_from(leads).where(branch).limit(COUNT_CAP + 1)
             total += conn.execute(select(func.count()).select_from(limited.subquery())).scalar_one()
@@ -381,7 +382,7 @@ def list_leads(
     dense = bool(filters.q.strip()) and _is_dense(engine, filters.q)
     where = _lead_conditions(filters, rep, dense)
     page_where = [*where, leads.c.id < after] if after is not None else where
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         rows = [
             dict(r)
             for r in conn.execute(
@@ -407,7 +408,7 @@ def list_leads(
 
 
 def lead_sources(engine: Engine) -> list[str]:
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         return [
             s
             for (s,) in conn.execute(
@@ -417,7 +418,7 @@ def lead_sources(engine: Engine) -> list[str]:
 
 
 def account_owners(engine: Engine) -> list[str]:
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         return sorted(
             o
             for (o,) in conn.execute(
@@ -427,7 +428,7 @@ def account_owners(engine: Engine) -> list[str]:
 
 
 def account_name(engine: Engine, account_id: int) -> str | None:
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         found = conn.execute(select(accounts.c.name).where(accounts.c.id == account_id)).first()
     return found[0] if found else None
 
@@ -449,7 +450,7 @@ class LeadDetail:
 
 def lead_owner(engine: Engine, lead_id: int) -> tuple[bool, str | None]:
     """(exists, owner) for the 403 check before anything else is read."""
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         row = conn.execute(
             select(leads.c.id, accounts.c.owner)
             .select_from(leads.outerjoin(accounts, accounts.c.id == leads.c.account_id))
@@ -459,7 +460,7 @@ def lead_owner(engine: Engine, lead_id: int) -> tuple[bool, str | None]:
 
 
 def lead_detail(engine: Engine, lead_id: int) -> LeadDetail | None:
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         lead = conn.execute(select(leads).where(leads.c.id == lead_id)).mappings().first()
         if lead is None:
             return None
@@ -577,7 +578,7 @@ def list_accounts(
         .where(leads.c.account_id == accounts.c.id)
         .scalar_subquery()
     )
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         rows = [
             dict(r)
             for r in conn.execute(
@@ -610,7 +611,7 @@ class AccountDetail:
 
 
 def account_detail(engine: Engine, account_id: int) -> AccountDetail | None:
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         account = (
             conn.execute(select(accounts).where(accounts.c.id == account_id)).mappings().first()
         )
@@ -670,7 +671,7 @@ def account_detail(engine: Engine, account_id: int) -> AccountDetail | None:
 
 def assigned_to(engine: Engine, lead_id: int, rep: str) -> bool:
     """Whether the lead was ever handed to ``rep`` (their queue links to it)."""
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         found = conn.execute(
             select(assignments.c.id)
             .where(assignments.c.lead_id == lead_id, assignments.c.rep_key == rep)
@@ -681,7 +682,7 @@ def assigned_to(engine: Engine, lead_id: int, rep: str) -> bool:
 
 def active_rep(engine: Engine, lead_id: int) -> str | None:
     """The rep holding the lead's open hand-off, if any."""
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         found = conn.execute(
             select(assignments.c.rep_key).where(assignments.c.active_lead_id == lead_id)
         ).first()
@@ -729,7 +730,7 @@ def sales_queue(engine: Engine, rep: str | None, limit: int = QUEUE_LIMIT) -> li
     )
     if rep is not None:
         open_q = open_q.where(assignments.c.rep_key == rep)
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         rows = [dict(r) for r in conn.execute(open_q).mappings()]
         if rep is None:
             waiting = (
@@ -774,12 +775,12 @@ def sales_queue(engine: Engine, rep: str | None, limit: int = QUEUE_LIMIT) -> li
 
 
 def newest_stage_change(engine: Engine) -> datetime | None:
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         return _aware(conn.execute(select(func.max(stage_changes.c.at))).scalar_one())
 
 
 def lead_stage(engine: Engine, lead_id: int) -> dict[str, Any] | None:
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         row = conn.execute(
             select(lead_states.c.stage, lead_states.c.stage_since, lead_states.c.pause_until).where(
                 lead_states.c.lead_id == lead_id
@@ -789,7 +790,7 @@ def lead_stage(engine: Engine, lead_id: int) -> dict[str, Any] | None:
 
 
 def active_model_row(engine: Engine) -> dict[str, Any] | None:
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         row = conn.execute(
             select(
                 lead_models.c.version,

@@ -37,8 +37,7 @@ MAX_AMOUNT = 1e15
 
 
 def _model(services: Services) -> LeadModel:
-    with services.engine.begin() as conn:
-        return services.models.active(conn, services.clock())
+    return services.active_model()
 
 
 def allowed_actions(model: LeadModel, stage: str | None) -> list[str]:
