@@ -13,10 +13,10 @@ from sqlalchemy import Engine
 
 from leadflow.adapters.db.engine import create_db_engine, read_only
 from leadflow.core.config import LeadModel
-from leadflow.services import handoff
 from leadflow.services.ingest import TURN_TIMEOUT_OPTION, AfterIngest
 from leadflow.services.keys import KeyChecker
-from leadflow.services.lifecycle import ModelCache, StateCache, ingest_hook
+from leadflow.services.lifecycle import ModelCache, StateCache
+from leadflow.services.pipeline import Pipeline
 from leadflow.services.signing import SigningKeyStore
 from leadflow.settings import Settings
 
@@ -73,5 +73,5 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utc_no
         states=states,
         clock=clock,
         # Scores and stages are updated in the same transaction as the events.
-        after_ingest=[ingest_hook(models, states), handoff.ingest_hook(models)],
+        after_ingest=[Pipeline(models, states)],
     )

@@ -6,11 +6,12 @@
   :func:`~leadflow.core.routing.handoff_stages`); :func:`route_due` assigns queued leads,
   highest priority first, to reps with capacity left today (core
   :func:`~leadflow.core.routing.route`). It runs from ``leadflow sales route`` (a worker)
-  and after every ingest request (:func:`ingest_hook`, cheap: it only looks at the leads the
-  request touched and skips routing while another router holds the lock). The same hook
-  releases touched leads an automatic rule took out of the hand-off and sales stages (a
-  hard bounce to the dead end): queue row dropped, open assignment closed
-  (:func:`release_departed`).
+  and on the live path (:func:`on_leads_recomputed`, a handler of the pipeline's
+  ``LeadsRecomputed`` event): leads the recompute just made due are routed straight from
+  what it decided, with no read-back, and queued only when they must wait; routing is
+  skipped while another router holds the lock. The same handler releases leads an
+  automatic rule took out of the hand-off and sales stages (a hard bounce to the dead
+  end): queue row dropped, open assignment closed (:func:`release_departed`).
 - Routers are serialised (a transaction-scoped advisory lock on PostgreSQL, ``BEGIN
   IMMEDIATE`` on SQLite) so capacity counts are exact; queue rows are claimed with ``FOR
   UPDATE SKIP LOCKED`` and ``assignments.active_lead_id`` is unique, so a lead can never
@@ -30,14 +31,17 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from itertools import islice
 from typing import Any
 
 from sqlalchemy import (
     Connection,
+    and_,
     bindparam,
+    case,
     delete,
     exists,
     func,
@@ -64,6 +68,7 @@ from leadflow.adapters.db.tables import (
     stage_changes,
 )
 from leadflow.core.config import LeadModel, SalesSpec
+from leadflow.core.lifecycle import LeadState
 from leadflow.core.model import Bant, SalesAction
 from leadflow.core.routing import (
     ACTIVE_STATUSES,
@@ -80,10 +85,12 @@ from leadflow.core.routing import (
     sla_breaches,
 )
 from leadflow.services import lifecycle, privacy
-from leadflow.services.lifecycle import ActionRefused, ModelCache
+from leadflow.services.lifecycle import ActionRefused, LeadOutcome
 
 ROUTER_LOCK = 0x1EAD_F105
 ROUND_ROBIN_WINDOW = timedelta(days=30)
+SUMMARY_EVENTS = 5000
+"""The hand-off summary reads a lead's newest events up to this many."""
 BUYING_ROLES = (
     "decision_maker",
     "economic_buyer",
@@ -154,6 +161,10 @@ def _rep_row(rep: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+_SYNCED: set[tuple[int, str]] = set()
+"""(engine, model hash) pairs whose config reps this process has already added."""
+
+
 def sync_config_reps(conn: Connection, model: LeadModel, now: datetime) -> int:
     """Add the reps of ``sales.reps`` that the table lacks (the table is authoritative)."""
     spec = sales_spec(model)
@@ -215,30 +226,30 @@ def update_rep(
     return get_rep(conn, key)
 
 
+def _rep(r: Mapping[str, Any], default_capacity: int) -> Rep:
+    territories = tuple(
+        Territory.of(
+            industries=t.get("industries"),
+            countries=t.get("countries"),
+            accounts=t.get("accounts"),
+        )
+        for t in (r["territories"] or [])
+        if isinstance(t, dict)
+    )
+    capacity = r["daily_capacity"]
+    return Rep(
+        key=r["key"],
+        name=r["name"],
+        email=r["email"],
+        active=bool(r["active"]),
+        daily_capacity=int(capacity if capacity is not None else default_capacity),
+        weight=float(r["weight"]),
+        territories=territories,
+    )
+
+
 def load_reps(conn: Connection, default_capacity: int = 20) -> list[Rep]:
-    reps = []
-    for r in list_reps(conn):
-        territories = tuple(
-            Territory.of(
-                industries=t.get("industries"),
-                countries=t.get("countries"),
-                accounts=t.get("accounts"),
-            )
-            for t in (r["territories"] or [])
-            if isinstance(t, dict)
-        )
-        reps.append(
-            Rep(
-                key=r["key"],
-                name=r["name"],
-                email=r["email"],
-                active=bool(r["active"]),
-                daily_capacity=int(r["daily_capacity"]),
-                weight=float(r["weight"]),
-                territories=territories,
-            )
-        )
-    return reps
+    return [_rep(r, default_capacity) for r in list_reps(conn)]
 
 
 # --------------------------------------------------------------------------- queue
@@ -391,6 +402,48 @@ class RouteReport:
     lead_ids: list[int] = field(default_factory=list)
 
 
+def _sync_config_reps_once(conn: Connection, model: LeadModel, now: datetime) -> None:
+    """:func:`sync_config_reps` once per model and database in this process: the router
+    runs on every hand-off, and the config does not change under a model hash."""
+    key = (id(conn.engine.pool), model.content_hash)
+    if key not in _SYNCED:
+        sync_config_reps(conn, model, now)
+        _SYNCED.add(key)
+
+
+def _reps_and_counts(
+    conn: Connection, spec: SalesSpec, cal: WorkCalendar, now: datetime
+) -> tuple[list[Rep], Counter[str], Counter[str]]:
+    """The reps with their hand-offs today and over the round-robin window: one statement."""
+    begin, end = cal.day_bounds(cal.local_day(now))
+    since = min(begin, now - ROUND_ROBIN_WINDOW)
+    today = func.sum(
+        case(
+            (and_(assignments.c.assigned_at >= begin, assignments.c.assigned_at < end), 1), else_=0
+        ),
+    )
+    recent = func.sum(case((assignments.c.assigned_at >= now - ROUND_ROBIN_WINDOW, 1), else_=0))
+    counts = (
+        select(assignments.c.rep_key, today.label("today"), recent.label("recent"))
+        .where(assignments.c.assigned_at >= since)
+        .group_by(assignments.c.rep_key)
+        .subquery()
+    )
+    rows = conn.execute(
+        select(sales_reps, counts.c.today, counts.c.recent)
+        .select_from(sales_reps.outerjoin(counts, counts.c.rep_key == sales_reps.c.key))
+        .order_by(sales_reps.c.key)
+    ).mappings()
+    reps, today_counts, recent_counts = [], Counter[str](), Counter[str]()
+    for r in rows:
+        reps.append(_rep(r, spec.default_capacity))
+        if r["today"]:
+            today_counts[r["key"]] = int(r["today"])
+        if r["recent"]:
+            recent_counts[r["key"]] = int(r["recent"])
+    return reps, today_counts, recent_counts
+
+
 def _today_counts(conn: Connection, cal: WorkCalendar, now: datetime) -> Counter[str]:
     begin, end = cal.day_bounds(cal.local_day(now))
     rows = conn.execute(
@@ -447,52 +500,55 @@ def route_due(
     *,
     wait: bool = True,
     scan: bool = True,
+    fresh: Sequence[LeadOutcome] = (),
 ) -> RouteReport:
     """Queue what is due and hand off as much as today's capacity allows.
 
-    ``scan``: look at every lead in a hand-off stage (the CLI and worker); the ingest hook
-    queues the leads it touched itself. ``wait``: wait for a concurrent router (else skip).
+    ``scan``: look at every lead in a hand-off stage (the CLI and worker); the live path
+    passes the leads it just made due as ``fresh`` instead: they are routed straight from
+    what the recompute decided (not queued first and read back) and queued only if they
+    must wait. ``wait``: wait for a concurrent router (else skip, queueing ``fresh``).
     """
     report = RouteReport()
     if not _lock(conn, wait=wait):
         report.skipped = True
+        report.queued = _queue_fresh(conn, fresh, now)
         return report
     spec = sales_spec(model)
     cal = WorkCalendar.from_spec(spec)
-    sync_config_reps(conn, model, now)
+    _sync_config_reps_once(conn, model, now)
     if scan:
         report.queued = enqueue(conn, model, now)
         drop_stale(conn, model)
-    reps = load_reps(conn, spec.default_capacity)
-    today = _today_counts(conn, cal, now)
+    reps, today, recent = _reps_and_counts(conn, spec, cal, now)
     capacity_left = sum(max(r.daily_capacity - today.get(r.key, 0), 0) for r in reps if r.active)
     if capacity_left <= 0:
+        report.queued += _queue_fresh(conn, fresh, now)
         report.waiting = conn.execute(select(func.count()).select_from(ready_queue)).scalar_one()
         return report
     claimed = _claim(conn)
     queued: list[QueuedLead] = []
     owners: dict[int, str] = {}
     reprioritised = []
+    in_queue: set[int] = set()
     for row in claimed:
+        in_queue.add(row.lead_id)
         prio = priority(row.engagement, row.fit, row.qualification)
         if prio != row.priority:
             reprioritised.append({"qid": row.id, "p": prio})
-        keys = {str(row.account_id)} if row.account_id is not None else set()
-        keys |= {k.lower() for k in (row.domain, row.external_id) if k}
+        queued.append(_queued(row.lead_id, prio, row.queued_at, row._mapping, row.exclude_reps))
         if row.account_id is not None and row.owner:
             owners[row.account_id] = row.owner
-        queued.append(
-            QueuedLead(
-                lead_id=row.lead_id,
-                priority=prio,
-                queued_at=row.queued_at,
-                account_id=row.account_id,
-                account_keys=frozenset(keys),
-                industry=row.industry,
-                country=row.country,
-                exclude=frozenset(str(x) for x in (row.exclude_reps or [])),
-            )
-        )
+    fresh_by_id: dict[int, LeadOutcome] = {}
+    for outcome in fresh:
+        if outcome.lead_id in in_queue:
+            continue
+        fresh_by_id[outcome.lead_id] = outcome
+        prio = priority(outcome.engagement, outcome.fit, outcome.qualification)
+        queued.append(_queued(outcome.lead_id, prio, now, outcome.account, ()))
+        account = outcome.account
+        if account and account.get("owner"):
+            owners[account["account_id"]] = account["owner"]
     if reprioritised:
         conn.execute(
             update(ready_queue)
@@ -508,12 +564,15 @@ def route_due(
         now,
         calendar=cal,
         sla_hours=spec.sla_hours,
-        recent_counts=_recent_counts(conn, now),
+        recent_counts=recent,
     )
     for a in plan.assignments:
-        summary = engagement_summary(conn, a.lead_id, model, now)
-        conn.execute(
-            insert(assignments).values(
+        outcome = fresh_by_id.get(a.lead_id)
+        state = outcome.state if outcome is not None else None
+        summary = engagement_summary(conn, a.lead_id, model, now, state=state)
+        stored = conn.execute(
+            insert_ignore(conn.engine, assignments, "active_lead_id")
+            .values(
                 lead_id=a.lead_id,
                 active_lead_id=a.lead_id,
                 rep_key=a.rep_key,
@@ -524,9 +583,13 @@ def route_due(
                 status="routed",
                 summary=summary,
             )
-        )
-        conn.execute(delete(ready_queue).where(ready_queue.c.lead_id == a.lead_id))
-        if a.account_id is not None:
+            .returning(assignments.c.id)
+        ).first()
+        if a.lead_id in in_queue:
+            conn.execute(delete(ready_queue).where(ready_queue.c.lead_id == a.lead_id))
+        if stored is None:  # the lead already has an open hand-off
+            continue
+        if a.account_id is not None and not owners.get(a.account_id):  # the first owner
             conn.execute(
                 update(accounts)
                 .where(accounts.c.id == a.account_id, accounts.c.owner.is_(None))
@@ -549,9 +612,80 @@ def route_due(
         )
         report.by_rep[a.rep_key] = report.by_rep.get(a.rep_key, 0) + 1
         report.lead_ids.append(a.lead_id)
-    report.routed = len(plan.assignments)
+    routed = set(report.lead_ids)
+    report.queued += _queue_fresh(
+        conn, [o for o in fresh_by_id.values() if o.lead_id not in routed], now
+    )
+    report.routed = len(report.lead_ids)
     report.waiting = len(plan.still_waiting)
     return report
+
+
+def _queued(
+    lead_id: int,
+    prio: float,
+    queued_at: datetime,
+    account: Mapping[str, Any],
+    exclude: Iterable[Any] | None,
+) -> QueuedLead:
+    account_id = account.get("account_id")
+    keys = {str(account_id)} if account_id is not None else set()
+    keys |= {str(k).lower() for k in (account.get("domain"), account.get("external_id")) if k}
+    return QueuedLead(
+        lead_id=lead_id,
+        priority=prio,
+        queued_at=queued_at,
+        account_id=account_id,
+        account_keys=frozenset(keys),
+        industry=account.get("industry"),
+        country=account.get("country"),
+        exclude=frozenset(str(x) for x in (exclude or [])),
+    )
+
+
+def _queue_fresh(conn: Connection, fresh: Iterable[LeadOutcome], now: datetime) -> int:
+    """Put leads that must wait in the ready queue (already queued ones stay as they are)."""
+    rows = [
+        {
+            "lead_id": o.lead_id,
+            "priority": priority(o.engagement, o.fit, o.qualification),
+            "queued_at": now,
+            "reason": "handoff",
+            "exclude_reps": [],
+        }
+        for o in fresh
+    ]
+    if not rows:
+        return 0
+    res = conn.execute(insert_ignore(conn.engine, ready_queue, "lead_id"), rows)
+    count = res.rowcount
+    return count if count is not None and count >= 0 else len(rows)
+
+
+def on_leads_recomputed(
+    conn: Connection, model: LeadModel, outcomes: Iterable[LeadOutcome], now: datetime
+) -> None:
+    """The live path's hand-off step, from what the recompute decided: leads an automatic
+    rule took out of the sales stages are released (open assignment closed, queue row
+    dropped); leads that just entered a stage due for a hand-off (MQLs, fast-passes into a
+    sales stage) are routed if the team has capacity and no other router is busy, else
+    queued. Leads whose stage did not change need nothing here (the worker's scan catches
+    anything that came another way)."""
+    stages = handoff_stages(model)
+    keep = stages.sales
+    departed: list[int] = []
+    due: list[LeadOutcome] = []
+    for o in outcomes:
+        if o.before == o.stage:
+            continue
+        if o.before in keep and o.stage not in keep:
+            departed.append(o.lead_id)
+        if o.stage in keep and stages.needs_handoff(o.stage, o.entry_rule):
+            due.append(o)
+    if departed:
+        release_departed(conn, model, departed, now)
+    if due:
+        route_due(conn, model, now, wait=False, scan=False, fresh=due)
 
 
 NOT_ACCEPTED = ", not accepted"
@@ -590,30 +724,25 @@ def release_departed(
     return closed
 
 
-def ingest_hook(cache: ModelCache) -> Callable[[Connection, set[int], datetime], None]:
-    """After-ingest hook (after the lifecycle hook): release the touched leads an automatic
-    rule took out of the hand-off (open assignment closed, queue row dropped), queue the
-    ones that became due for a hand-off (MQLs, fast-passes into a sales stage) and route
-    them if the team has capacity and no other router is busy."""
-
-    def hook(conn: Connection, lead_ids: set[int], received_at: datetime) -> None:
-        if not lead_ids:
-            return
-        model = cache.active(conn, received_at)
-        release_departed(conn, model, lead_ids, received_at)
-        if enqueue(conn, model, received_at, lead_ids):
-            route_due(conn, model, received_at, wait=False, scan=False)
-
-    return hook
-
-
 # --------------------------------------------------------------------------- summary
 
 
 def engagement_summary(
-    conn: Connection, lead_id: int, model: LeadModel, now: datetime, *, top: int = 5
+    conn: Connection,
+    lead_id: int,
+    model: LeadModel,
+    now: datetime,
+    *,
+    top: int = 5,
+    state: LeadState | None = None,
 ) -> dict[str, Any]:
-    """What sales reads with the hand-off: content, seminars, pages, score breakdown."""
+    """What sales reads with the hand-off: content, seminars, pages, score breakdown.
+
+    ``state``: the lead folded to ``now``, when the caller has it (the live path): its
+    events and scores are used instead of reading and replaying the lead again."""
+    if state is not None:
+        newest = islice(reversed(state.events), SUMMARY_EVENTS)
+        return _summary(newest, lifecycle.explanation(state, model, now), top)
     rows = conn.execute(
         select(
             events.c.type,
@@ -624,8 +753,13 @@ def engagement_summary(
         )
         .where(events.c.lead_id == lead_id)
         .order_by(events.c.occurred_at.desc(), events.c.id.desc())
-        .limit(5000)
+        .limit(SUMMARY_EVENTS)
     ).all()
+    return _summary(rows, lifecycle.explain(conn, lead_id, model, now), top)
+
+
+def _summary(rows: Iterable[Any], explained: Mapping[str, Any], top: int) -> dict[str, Any]:
+    """The summary of a lead's events (newest first) and its score explanation."""
     content: list[dict[str, Any]] = []
     webinars: list[dict[str, Any]] = []
     seminars: list[dict[str, Any]] = []
@@ -633,7 +767,7 @@ def engagement_summary(
     pages: Counter[str] = Counter()
     clicks = 0
     for r in rows:
-        props = r.properties if isinstance(r.properties, dict) else {}
+        props = r.properties if isinstance(r.properties, Mapping) else {}
         at = r.occurred_at.isoformat()
         if r.type == "page":
             path = _path(r.page_url)
@@ -655,7 +789,6 @@ def engagement_summary(
             requests.append({"request": r.name, "at": at})
         elif r.name == "email_click":
             clicks += 1
-    explained = lifecycle.explain(conn, lead_id, model, now)
     rules = sorted(explained["engagement"]["rules"], key=lambda c: -abs(c["points_after_decay"]))[
         : top * 2
     ]
@@ -689,7 +822,7 @@ def engagement_summary(
                 for c in rules
             ],
         },
-        "model_version": model.version,
+        "model_version": explained["model_version"],
     }
 
 
@@ -1448,7 +1581,6 @@ __all__ = [
     "create_rep",
     "engagement_summary",
     "enqueue",
-    "ingest_hook",
     "lose",
     "not_now",
     "process_sla",

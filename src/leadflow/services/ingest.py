@@ -22,6 +22,7 @@ import os
 import queue
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -58,6 +59,7 @@ from leadflow.adapters.db.tables import (
 )
 from leadflow.core.inputs import count_problem
 from leadflow.core.lifecycle import consent_trait, is_withdrawal
+from leadflow.core.model import Event
 from leadflow.core.tracking import TrackedMessage
 from leadflow.services import privacy
 
@@ -96,6 +98,11 @@ FREE_MAIL_DOMAINS = frozenset(
 )
 
 AfterIngest = Callable[[Connection, set[int], datetime], None]
+
+STORED_EVENTS = "leadflow.stored_events"
+"""``Connection.info`` key: while the after-ingest hooks run, the events this unit of work
+stored, by lead (``dict[int, list[Event]]``), so that they are passed along rather than
+read back; absent or None when not known."""
 
 # Statements on the hot path are built once: building one per call (``.values(...)``) and
 # computing its cache key costs more than executing it.
@@ -782,7 +789,8 @@ def ingest_parts_in(conn: Connection, parts: Sequence[Part]) -> tuple[list[Inges
 
     Returns a result per part and every lead touched (after merges: leads merged away in
     this transaction are replaced by the lead they went into)."""
-    return _ingest_parts_in(conn, parts, None)
+    results, touched, _ = _ingest_parts_in(conn, parts, None)
+    return results, touched
 
 
 _Prepared = dict[int, tuple[TrackedMessage, tuple[Any, ...]]]
@@ -802,7 +810,7 @@ def _prepare_rows(dialect: Dialect, parts: Sequence[Part]) -> _Prepared:
 
 def _ingest_parts_in(
     conn: Connection, parts: Sequence[Part], prepared: _Prepared | None
-) -> tuple[list[IngestResult], set[int]]:
+) -> tuple[list[IngestResult], set[int], dict[int, list[Event]] | None]:
     results = [IngestResult() for _ in parts]
     unique: dict[str, tuple[int, TrackedMessage]] = {}
     for index, (messages, _) in enumerate(parts):
@@ -812,7 +820,7 @@ def _ingest_parts_in(
             else:
                 unique[msg.message_id] = (index, msg)
     if not unique:
-        return results, set()
+        return results, set(), {}
     ids_list = list(unique)
     seen: set[str] = set()
     for start in range(0, len(ids_list), 5000):
@@ -858,6 +866,11 @@ def _ingest_parts_in(
     for result in results:
         result.leads_touched = {ids.current(lead_id) for lead_id in result.leads_touched}
         touched |= result.leads_touched
+    passed: dict[int, list[Event]] = defaultdict(list)
+    for (_, msg, _), row in zip(resolved, rows, strict=True):
+        lead = row[_LEAD_INDEX]
+        if lead is not None:
+            passed[lead].append(_as_event(msg, lead))
     stored = 0
     for start in range(0, len(rows), 5000):
         stored += bulk_insert_ignore(
@@ -875,7 +888,28 @@ def _ingest_parts_in(
         shortfall -= taken
         results[index].stored += per_part[index] - taken
         results[index].duplicates += taken
-    return results, touched
+    # What was stored, passed along to the handlers; unknown when a concurrent writer took
+    # some of the rows (they then read the store).
+    return results, touched, (passed if len(rows) == stored else None)
+
+
+def _as_event(msg: TrackedMessage, lead_id: int) -> Event:
+    """The event as the store gives it back (:func:`lifecycle.event_from_row`)."""
+    props = msg.traits if msg.type in ("identify", "group") else msg.properties
+    return Event(
+        message_id=msg.message_id,
+        type=msg.type,
+        occurred_at=msg.occurred_at,
+        lead_id=lead_id,
+        name=msg.name,
+        properties=dict(props),
+        page_url=msg.page_url,
+        referrer=msg.referrer,
+        utm_campaign=msg.utm_campaign,
+        utm_source=msg.utm_source,
+        utm_medium=msg.utm_medium,
+        channel=msg.channel,
+    )
 
 
 def _current_lead(ids: _Identities, msg: TrackedMessage, lead_id: int | None) -> int | None:
@@ -928,9 +962,13 @@ def ingest_parts(
     for attempt in range(1, attempts + 1):
         try:
             with _write_turn(engine), engine.begin() as conn:
-                results, touched = _ingest_parts_in(conn, parts, prepared)
-                for hook in after:
-                    hook(conn, touched, latest)
+                results, touched, passed = _ingest_parts_in(conn, parts, prepared)
+                conn.info[STORED_EVENTS] = passed
+                try:
+                    for hook in after:
+                        hook(conn, touched, latest)
+                finally:
+                    conn.info.pop(STORED_EVENTS, None)
             return results
         except DBAPIError as exc:
             if attempt == attempts or not _is_retryable(exc):

@@ -18,12 +18,23 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    delete,
+    func,
+    insert,
+    null,
+    select,
+    union_all,
+    update,
+)
 
 from leadflow.adapters.db.engine import insert_ignore
 from leadflow.adapters.db.tables import (
@@ -175,7 +186,9 @@ def load_account_watches(
     changes: dict[int, list[tuple[datetime, int, str]]] = defaultdict(list)
     lost: dict[int, list[tuple[datetime, int | None]]] = defaultdict(list)
     for part in _chunks(ids):
-        for row in conn.execute(
+        # One statement: the people's stage changes and the account's lost opportunities
+        # (``to_stage`` NULL marks an opportunity row).
+        moves = (
             select(
                 leads.c.account_id,
                 stage_changes.c.at,
@@ -184,18 +197,22 @@ def load_account_watches(
             )
             .join(leads, leads.c.id == stage_changes.c.lead_id)
             .where(leads.c.account_id.in_(part), stage_changes.c.to_stage.in_(wanted))
-        ):
-            changes[row.account_id].append((row.at, row.lead_id, row.to_stage))
-        for row in conn.execute(
-            select(
-                opportunities.c.account_id, opportunities.c.closed_at, opportunities.c.lead_id
-            ).where(
-                opportunities.c.account_id.in_(part),
-                opportunities.c.stage == "lost",
-                opportunities.c.closed_at.is_not(None),
-            )
-        ):
-            lost[row.account_id].append((row.closed_at, row.lead_id))
+        )
+        losses = select(
+            opportunities.c.account_id,
+            opportunities.c.closed_at,
+            opportunities.c.lead_id,
+            null().label("to_stage"),
+        ).where(
+            opportunities.c.account_id.in_(part),
+            opportunities.c.stage == "lost",
+            opportunities.c.closed_at.is_not(None),
+        )
+        for account_id, at, lead_id, to_stage in conn.execute(union_all(moves, losses)):
+            if to_stage is None:
+                lost[account_id].append((at, lead_id))
+            else:
+                changes[account_id].append((at, lead_id, to_stage))
     found = {}
     for account_id in changes.keys() | lost.keys():
         watches = account_watches(changes.get(account_id, ()), lost.get(account_id, ()), model)
@@ -204,60 +221,133 @@ def load_account_watches(
     return found
 
 
-def load_profiles(
-    conn: Connection, lead_ids: Sequence[int], model: LeadModel | None = None
+_PROFILE_COLUMNS = (
+    leads.c.id,
+    leads.c.consent_status,
+    leads.c.consent_method,
+    leads.c.attributes,
+    leads.c.account_id,
+    accounts.c.industry,
+    accounts.c.employee_count,
+    accounts.c.country,
+    accounts.c.is_target,
+    lead_predictions.c.probability,
+)
+_ACCOUNT_COLUMNS = (
+    accounts.c.domain,
+    accounts.c.external_id,
+    accounts.c.owner,
+)
+"""Account fields the hand-off routes by, loaded with the profile and passed along."""
+_PROFILE_FROM = leads.outerjoin(accounts, accounts.c.id == leads.c.account_id).outerjoin(
+    lead_predictions, lead_predictions.c.lead_id == leads.c.id
+)
+
+
+def _profiles_from(
+    conn: Connection, rows: Sequence[Any], model: LeadModel | None
 ) -> dict[int, LeadProfile]:
-    """The base profiles of ``lead_ids``; with ``model``, each with its account's
-    return-alert watches (``account_watch``)."""
-    rows = (
-        conn.execute(
-            select(
-                leads.c.id,
-                leads.c.consent_status,
-                leads.c.consent_method,
-                leads.c.attributes,
-                leads.c.account_id,
-                accounts.c.industry,
-                accounts.c.employee_count,
-                accounts.c.country,
-                accounts.c.is_target,
-                lead_predictions.c.probability,
-            )
-            .select_from(
-                leads.outerjoin(accounts, accounts.c.id == leads.c.account_id).outerjoin(
-                    lead_predictions, lead_predictions.c.lead_id == leads.c.id
-                )
-            )
-            .where(leads.c.id.in_(lead_ids))
-        )
-        .mappings()
-        .all()
-    )
     watches = (
-        load_account_watches(conn, {r["account_id"] for r in rows if r["account_id"]}, model)
+        load_account_watches(conn, {r.account_id for r in rows if r.account_id}, model)
         if model is not None
         else {}
     )
     profiles = {}
     for r in rows:
-        attributes = dict(r["attributes"] or {})
+        attributes = dict(r.attributes or {})
         # Contact details and title are left out on purpose: they arrive with identify
         # events (tracking, forms, imports all write one), so a replay learns them when
         # they were given - a lead is "acquired" at its sign-up, not at its first visit.
-        profiles[r["id"]] = LeadProfile(
-            id=r["id"],
-            industry=r["industry"],
-            employee_count=r["employee_count"],
-            country=r["country"],
-            is_target_account=bool(r["is_target"]),
-            consent=base_consent(r["consent_status"], r["consent_method"]),
-            account_id=r["account_id"],
+        profiles[r.id] = LeadProfile(
+            id=r.id,
+            industry=r.industry,
+            employee_count=r.employee_count,
+            country=r.country,
+            is_target_account=bool(r.is_target),
+            consent=base_consent(r.consent_status, r.consent_method),
+            account_id=r.account_id,
             bant=_bant(attributes.get("bant")),
             attributes=attributes,
-            predicted=r["probability"],
-            account_watch=watches.get(r["account_id"], ()),
+            predicted=r.probability,
+            account_watch=watches.get(r.account_id, ()),
         )
     return profiles
+
+
+def load_profiles(
+    conn: Connection, lead_ids: Sequence[int], model: LeadModel | None = None
+) -> dict[int, LeadProfile]:
+    """The base profiles of ``lead_ids``; with ``model``, each with its account's
+    return-alert watches (``account_watch``)."""
+    rows = conn.execute(
+        select(*_PROFILE_COLUMNS).select_from(_PROFILE_FROM).where(leads.c.id.in_(lead_ids))
+    ).all()
+    return _profiles_from(conn, rows, model)
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """What the store holds for a lead besides its inputs: its state row (None before the
+    first recompute) and how many events and sales actions it has up to ``now``."""
+
+    stage: str | None
+    epoch: datetime | None
+    revision: int | None
+    events: int
+    actions: int
+    account: Mapping[str, Any]
+    """The lead's account as routing reads it (empty without an account)."""
+
+
+def _load_leads(
+    conn: Connection, lead_ids: Sequence[int], model: LeadModel, now: datetime
+) -> tuple[dict[int, LeadProfile], dict[int, _Stored]]:
+    """Profiles and stored state of ``lead_ids`` in one statement (plus one for account
+    watches): the input counts let a cached fold be checked without reading every id."""
+    n_events = (
+        select(func.count())
+        .where(events.c.lead_id == leads.c.id, events.c.occurred_at <= now)
+        .scalar_subquery()
+    )
+    n_actions = (
+        select(func.count())
+        .where(sales_actions.c.lead_id == leads.c.id, sales_actions.c.at <= now)
+        .scalar_subquery()
+    )
+    rows = conn.execute(
+        select(
+            *_PROFILE_COLUMNS,
+            *_ACCOUNT_COLUMNS,
+            lead_states.c.stage,
+            lead_states.c.epoch,
+            lead_states.c.revision,
+            n_events.label("n_events"),
+            n_actions.label("n_actions"),
+        )
+        .select_from(_PROFILE_FROM.outerjoin(lead_states, lead_states.c.lead_id == leads.c.id))
+        .where(leads.c.id.in_(lead_ids))
+    ).all()
+    stored = {
+        r.id: _Stored(
+            stage=r.stage,
+            epoch=r.epoch,
+            revision=r.revision,
+            events=r.n_events,
+            actions=r.n_actions,
+            account={
+                "account_id": r.account_id,
+                "industry": r.industry,
+                "country": r.country,
+                "domain": r.domain,
+                "external_id": r.external_id,
+                "owner": r.owner,
+            }
+            if r.account_id is not None
+            else {},
+        )
+        for r in rows
+    }
+    return _profiles_from(conn, rows, model), stored
 
 
 def event_from_row(row: Any) -> Event:
@@ -344,6 +434,35 @@ class RecomputeResult:
     incremental: int = 0
     """Leads brought up to date from the cache with only their new inputs."""
     stages: dict[int, str] = field(default_factory=dict)
+    outcomes: dict[int, LeadOutcome] = field(default_factory=dict)
+    """Per lead: what the recompute decided, for the handlers that act on it."""
+
+
+@dataclass(frozen=True, slots=True)
+class LeadOutcome:
+    """A lead after a recompute, passed along so that no handler reads it back."""
+
+    lead_id: int
+    before: str | None
+    """The stored stage before this recompute (None: the lead had no state yet)."""
+    state: LeadState
+    """The fold advanced to the recompute's time."""
+    engagement: float
+    fit: float
+    qualification: float
+    account: Mapping[str, Any]
+    """The lead's account as the store held it (id, industry, country, domain,
+    external_id, owner), empty without one."""
+
+    @property
+    def stage(self) -> str:
+        return self.state.stage
+
+    @property
+    def entry_rule(self) -> str | None:
+        """The rule of the change that entered the current stage."""
+        last = self.state.history[-1] if self.state.history else None
+        return last.rule if last is not None and last.to_stage == self.state.stage else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +484,9 @@ class _Cached:
     fold: LeadState
     """Every input folded in, time not advanced past the last input."""
     stored: list[StoredChange]
+    events: int
+    """Events folded in (the store's count up to the fold's time must match)."""
+    actions: int
 
 
 class StateCache:
@@ -542,66 +664,79 @@ def _stored_changes(conn: Connection, lead_ids: Sequence[int]) -> dict[int, list
     return found
 
 
-def _fold_full(
-    profile: LeadProfile,
-    events_: Sequence[Event],
-    actions: Sequence[SalesAction],
-    model: LeadModel,
-    now: datetime,
-) -> LeadState:
-    """Every input up to ``now`` folded in (time not advanced): replay as of the last input."""
-    return replay(
-        profile,
-        [e for e in events_ if e.occurred_at <= now],
-        model,
-        actions=[a for a in actions if a.at <= now],
-    )
-
-
 def _fold_new(
     conn: Connection,
     entries: dict[int, _Cached],
     profiles: dict[int, LeadProfile],
+    stored: dict[int, _Stored],
     model: LeadModel,
     now: datetime,
-) -> dict[int, LeadState]:
-    """Bring cached folds up to date with only their new inputs; leads whose cache no
-    longer matches the store (an input vanished, the profile changed) are left out."""
+    passed: Mapping[int, Sequence[Event]] | None,
+) -> dict[int, tuple[LeadState, int, int]]:
+    """Bring cached folds up to date with only their new inputs; a lead whose cache no
+    longer matches the store (the profile changed, an input vanished or came another way)
+    is left out, to be replayed. Returns each fold with the events and actions it holds.
+
+    ``passed``: the events this unit of work stored, by lead. With them, a lead whose
+    stored event count is what the cache holds plus those is brought up to date without
+    reading its events back; without them, the new events are found by id."""
     if not entries:
         return {}
-    ids = list(entries)
-    stored_ids: dict[int, set[str]] = defaultdict(set)
-    new_ids: list[str] = []
-    for lead_id, message_id, at in conn.execute(
-        select(events.c.lead_id, events.c.message_id, events.c.occurred_at).where(
-            events.c.lead_id.in_(ids)
-        )
-    ):
-        stored_ids[lead_id].add(message_id)
-        if message_id not in entries[lead_id].fold.seen and at <= now:
-            new_ids.append(message_id)
-    for lead_id, action_id in conn.execute(
-        select(sales_actions.c.lead_id, sales_actions.c.action_id).where(
-            sales_actions.c.lead_id.in_(ids)
-        )
-    ):
-        stored_ids[lead_id].add(f"action:{action_id}")
+    usable = {
+        i: e
+        for i, e in entries.items()
+        if profiles.get(i) is not None and e.fold.lead == profiles[i]
+    }
     fresh_events: dict[int, list[Event]] = defaultdict(list)
-    for part in _chunks(new_ids):
-        for row in conn.execute(select(*EVENT_COLUMNS).where(events.c.message_id.in_(part))):
-            fresh_events[row.lead_id].append(event_from_row(row))
-    actions_by_lead = load_actions(conn, ids)
-    folded: dict[int, LeadState] = {}
-    for lead_id, entry in entries.items():
+    by_id = [i for i in usable if passed is None]
+    for lead_id in list(usable):
+        if passed is None:
+            break
+        entry = usable[lead_id]
+        new = [
+            e
+            for e in passed.get(lead_id, ())
+            if e.message_id not in entry.fold.seen and e.occurred_at <= now
+        ]
+        if entry.events + len(new) == stored[lead_id].events:
+            fresh_events[lead_id] = new
+        else:  # events arrived another way: find them by id
+            by_id.append(lead_id)
+    if by_id:
+        stored_ids: dict[int, set[str]] = defaultdict(set)
+        new_ids: list[str] = []
+        for lead_id, message_id, at in conn.execute(
+            select(events.c.lead_id, events.c.message_id, events.c.occurred_at).where(
+                events.c.lead_id.in_(by_id)
+            )
+        ):
+            stored_ids[lead_id].add(message_id)
+            if message_id not in usable[lead_id].fold.seen and at <= now:
+                new_ids.append(message_id)
+        for lead_id in by_id:
+            seen_events = {m for m in usable[lead_id].fold.seen if not m.startswith("action:")}
+            if not seen_events <= stored_ids[lead_id]:
+                del usable[lead_id]  # an event vanished: replay
+        for part in _chunks(new_ids):
+            for row in conn.execute(select(*EVENT_COLUMNS).where(events.c.message_id.in_(part))):
+                if row.lead_id in usable:
+                    fresh_events[row.lead_id].append(event_from_row(row))
+    moved = [i for i, e in usable.items() if e.actions != stored[i].actions]
+    actions_by_lead = load_actions(conn, moved) if moved else {}
+    folded: dict[int, tuple[LeadState, int, int]] = {}
+    for lead_id, entry in usable.items():
         fold = entry.fold
-        if fold.lead != profiles.get(lead_id) or not fold.seen <= stored_ids[lead_id]:
-            continue
-        for event in sorted(fresh_events.get(lead_id, ()), key=event_key):
+        new_events = sorted(fresh_events.get(lead_id, ()), key=event_key)
+        for event in new_events:
             fold, _, _ = apply_event(fold, event, model)
+        actions = entry.actions
         for action in actions_by_lead.get(lead_id, ()):
             if f"action:{action.action_id}" not in fold.seen and action.at <= now:
                 fold = apply_action(fold, action, model).state
-        folded[lead_id] = fold
+                actions += 1
+        if actions != stored[lead_id].actions:
+            continue  # an action vanished: replay
+        folded[lead_id] = (fold, entry.events + len(new_events), actions)
     return folded
 
 
@@ -612,26 +747,18 @@ def recompute(
     now: datetime,
     *,
     cache: StateCache | None = None,
+    passed: Mapping[int, Sequence[Event]] | None = None,
 ) -> RecomputeResult:
     """Bring ``lead_ids`` up to date under ``model`` as of ``now`` and store what changed.
 
     With a ``cache``, leads whose cached fold still matches the store are advanced with
-    their new inputs only; the others are replayed from all their events (the result is the
-    same either way: batch equals incremental)."""
+    their new inputs only (``passed``: the events the caller just stored, so they need not
+    be read back); the others are replayed from all their events (the result is the same
+    either way: batch equals incremental)."""
     result = RecomputeResult()
     ids = sorted(set(lead_ids))
     for chunk in _chunks(ids):
-        profiles = load_profiles(conn, chunk, model)
-        rows = {
-            r.lead_id: r
-            for r in conn.execute(
-                select(
-                    lead_states.c.lead_id,
-                    lead_states.c.epoch,
-                    lead_states.c.revision,
-                ).where(lead_states.c.lead_id.in_(chunk))
-            )
-        }
+        profiles, rows = _load_leads(conn, chunk, model, now)
         usable: dict[int, _Cached] = {}
         if cache is not None:
             for lead_id in chunk:
@@ -645,58 +772,59 @@ def recompute(
                     and entry.epoch == row.epoch
                 ):
                     usable[lead_id] = entry
-        folds = _fold_new(conn, usable, profiles, model, now)
+        folds = _fold_new(conn, usable, profiles, rows, model, now, passed)
         full = [i for i in chunk if i in profiles and i not in folds]
         if full:
             lead_events = load_events(conn, full)
             lead_actions = load_actions(conn, full)
             for lead_id in full:
-                folds[lead_id] = _fold_full(
-                    profiles[lead_id],
-                    lead_events.get(lead_id, ()),
-                    lead_actions.get(lead_id, ()),
-                    model,
-                    now,
-                )
+                had_events = [e for e in lead_events.get(lead_id, ()) if e.occurred_at <= now]
+                had_actions = [a for a in lead_actions.get(lead_id, ()) if a.at <= now]
+                fold = replay(profiles[lead_id], had_events, model, actions=had_actions)
+                folds[lead_id] = (fold, len(had_events), len(had_actions))
             stored_full = _stored_changes(conn, full)
         else:
             stored_full = {}
         upserts: list[dict[str, Any]] = []
         new_signals: list[dict[str, Any]] = []
         for lead_id in chunk:
-            fold = folds.get(lead_id)
-            if fold is None:  # merged away or erased meanwhile
+            found = folds.get(lead_id)
+            if found is None:  # merged away or erased meanwhile
                 continue
+            fold, n_events, n_actions = found
             state, _, _ = advance(fold, now, model)
-            previous = rows.get(lead_id)
-            epoch = previous.epoch if previous is not None else None
-            if lead_id in usable:
+            previous = rows[lead_id]
+            exists = previous.revision is not None
+            epoch = previous.epoch
+            if lead_id in usable and lead_id not in stored_full:
                 stored = usable[lead_id].stored
                 result.incremental += 1
             else:
                 stored = stored_full.get(lead_id, [])
             stored = _sync_history(conn, state, stored, epoch, model, now, result)
-            revision = (previous.revision if previous is not None else 0) + 1
+            revision = (previous.revision or 0) + 1
             fit = score_fit(state.profile, model)
+            # The fold's counted occurrences, decayed to now: what score_engagement gives
+            # for the same events, without matching every rule again.
+            engagement = total_at(state.occurrences, now)
+            qualification = score_qualification(_qualification_bant(state), model).score
             upserts.append(
                 {
                     "lead_id": lead_id,
                     "stage": state.stage,
                     "stage_since": state.stage_since,
                     "pause_until": state.pause_until,
-                    # The fold's counted occurrences, decayed to now: what score_engagement
-                    # gives for the same events, without matching every rule again.
-                    "engagement": total_at(state.occurrences, now),
+                    "engagement": engagement,
                     "fit": fit.score,
                     "fit_grade": fit.grade,
-                    "qualification": score_qualification(_qualification_bant(state), model).score,
+                    "qualification": qualification,
                     "scored_at": now,
                     "model_version": model.version,
                     "model_hash": model.content_hash,
                     "epoch": epoch,
                     "revision": revision,
                     "updated_at": now,
-                    "_exists": previous is not None,
+                    "_exists": exists,
                 }
             )
             if cache is not None:
@@ -708,6 +836,8 @@ def recompute(
                         epoch=epoch,
                         fold=fold,
                         stored=stored,
+                        events=n_events,
+                        actions=n_actions,
                     ),
                 )
             for sig in state.signals:
@@ -725,6 +855,15 @@ def recompute(
                     }
                 )
             result.stages[lead_id] = state.stage
+            result.outcomes[lead_id] = LeadOutcome(
+                lead_id=lead_id,
+                before=previous.stage,
+                state=state,
+                engagement=engagement,
+                fit=fit.score,
+                qualification=qualification,
+                account=previous.account,
+            )
             result.leads += 1
         _write_states(conn, upserts)
         _address_account_alerts(conn, new_signals)
@@ -784,19 +923,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     return str(value)
-
-
-def ingest_hook(
-    cache: ModelCache, states: StateCache | None = None
-) -> Callable[[Connection, set[int], datetime], None]:
-    """The after-ingest hook: bring every lead the request touched up to date, in the
-    request's transaction (incrementally, from the per-process cache, where it can)."""
-
-    def hook(conn: Connection, lead_ids: set[int], received_at: datetime) -> None:
-        if lead_ids:
-            recompute(conn, lead_ids, cache.active(conn, received_at), received_at, cache=states)
-
-    return hook
 
 
 # --------------------------------------------------------------------------- bulk work
@@ -974,7 +1100,12 @@ def lead_signals(conn: Connection, lead_id: int) -> list[dict[str, Any]]:
 
 def explain(conn: Connection, lead_id: int, model: LeadModel, as_of: datetime) -> dict[str, Any]:
     """Every rule that contributed to the lead's scores, before and after decay."""
-    state = current_state(conn, lead_id, model, as_of)
+    return explanation(current_state(conn, lead_id, model, as_of), model, as_of)
+
+
+def explanation(state: LeadState, model: LeadModel, as_of: datetime) -> dict[str, Any]:
+    """:func:`explain` for a state already folded to ``as_of`` (no reading)."""
+    lead_id = state.lead_id
     engagement = state.engagement(as_of, model)
     fit = score_fit(state.profile, model)
     qualification = score_qualification(_qualification_bant(state), model)
@@ -1046,7 +1177,6 @@ __all__ = [
     "RecomputeResult",
     "apply_model",
     "explain",
-    "ingest_hook",
     "install_model",
     "recompute",
     "recompute_all",
