@@ -1,0 +1,79 @@
+"""Thresholds, vocabularies and the error every predictive step shares."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Literal
+
+FORMAT = "leadflow-predictive/1"
+PLACEHOLDERS = frozenset(
+    {
+        "",
+        "select",
+        "-- select --",
+        "please select",
+        "n/a",
+        "na",
+        "#n/a",
+        "none",
+        "null",
+        "nil",
+        "nan",
+        "-",
+        "--",
+        "?",
+        "not specified",
+        "not provided",
+        "(blank)",
+        "missing",
+    }
+)
+YES = frozenset({"yes", "y", "true", "t"})
+NO = frozenset({"no", "n", "false", "f"})
+POSITIVE_OUTCOMES = frozenset(
+    {"1", "1.0", "yes", "y", "true", "t", "won", "win", "converted", "success", "positive"}
+)
+NEGATIVE_OUTCOMES = frozenset(
+    {"0", "0.0", "no", "n", "false", "f", "lost", "loss", "not converted", "failure", "negative"}
+)
+MISSING_LEVEL = "(missing)"
+OTHER_LEVEL = "(other)"
+MAX_LEVELS = 30
+NUMERIC_SHARE = 0.9
+LEAKAGE_AUC = 0.95
+PURE_RATE = 0.98
+PURE_SHARE = 0.5
+MIN_PER_CLASS = 5
+ISOTONIC_FROM_ROWS = 1000
+
+# Names of columns that are filled in after the outcome is known, matched on the column name
+# lowercased with every non-alphanumeric run turned into "_". A name that also says
+# previous/prior/past (bank-marketing's "poutcome", "previous_outcome") is about an earlier
+# episode and is not matched.
+POST_OUTCOME_NAMES: tuple[tuple[str, str], ...] = (
+    (r"(^|_)duration($|_)", "call/contact duration is known only after the contact"),
+    (r"call_?(length|time|secs|seconds|minutes)", "call length is known only after the call"),
+    (r"talk_?time", "talk time is known only after the call"),
+    (
+        r"(^|_)(closed?|close_?date|closed_?(at|on|date))($|_)",
+        "close date/status is set at the outcome",
+    ),
+    (r"(^|_)(won|lost|loss_?reason|lost_?reason)($|_)", "won/lost is the outcome itself"),
+    (r"(^|_)outcome($|_)", "outcome fields are filled in at the outcome"),
+    (r"(^|_)result($|_)", "result fields are filled in at the outcome"),
+    (r"(^|_)(converted|conversion)_?(at|on|date|time)($|_)", "conversion date follows the outcome"),
+    (
+        r"(^|_)(deal|opportunity|opp)_?(stage|status|amount|value)($|_)",
+        "deal fields follow qualification",
+    ),
+)
+EARLIER_EPISODE = re.compile(r"(^|_)(p|prev|previous|prior|past|last_campaign)($|_)")
+
+ModelName = Literal["logistic", "gradient_boosting"]
+CANDIDATES: tuple[ModelName, ...] = ("logistic", "gradient_boosting")
+Progress = Callable[[str, int, int], None]
+
+
+class PredictiveError(ValueError):
+    """A problem with the input that the person running the command can fix."""

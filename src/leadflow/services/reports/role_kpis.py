@@ -1,0 +1,164 @@
+"""KPIs by role: executive, department and campaign."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+
+from leadflow.core import funnel
+from leadflow.services.reports.attribution import conversions
+from leadflow.services.reports.campaigns import campaigns_report
+from leadflow.services.reports.common import NONE, NOT_TOUCHES, ROLES, Period, _check_choice
+from leadflow.services.reports.store import Store, lead_attributes
+
+# --------------------------------------------------------------------------- KPIs
+
+
+def _stage_at(history: pl.DataFrame, t: datetime) -> pl.DataFrame:
+    return history.filter(pl.col("at") < t).group_by("lead_id").agg(stage=pl.col("to_stage").last())
+
+
+def _amounts(store: Store) -> pl.DataFrame:
+    """lead_id, amount: the lead's latest opportunity's amount, else its latest qualify
+    action's amount."""
+    qualify = (
+        store.actions.filter((pl.col("name") == "qualify") & pl.col("amount").is_not_null())
+        .group_by("lead_id")
+        .agg(q_amount=pl.col("amount").last())
+    )
+    opps = store.opportunities
+    if opps.height == 0 or "lead_id" not in opps.columns:
+        return qualify.rename({"q_amount": "amount"})
+    latest = (
+        opps.filter(pl.col("lead_id").is_not_null() & pl.col("amount").is_not_null())
+        .sort("lead_id", "created_at")
+        .group_by("lead_id")
+        .agg(o_amount=pl.col("amount").last())
+    )
+    return (
+        qualify.join(latest, on="lead_id", how="full", coalesce=True)
+        .with_columns(amount=pl.coalesce("o_amount", "q_amount"))
+        .select("lead_id", "amount")
+    )
+
+
+def kpis(store: Store, period: Period, role: str) -> dict[str, Any]:
+    _check_choice(role, ROLES, "--role")
+    if role == "campaign":
+        return {**campaigns_report(store, period), "report": "kpis", "role": role}
+    if role == "department":
+        return _department(store, period)
+    return _executive(store, period)
+
+
+def _executive(store: Store, period: Period) -> dict[str, Any]:
+    won_stage = store.stage_model.won_stage or store.model.won_stage
+    won = conversions(store, period, won_stage)
+    attrs = lead_attributes(store.history, store.lead_rows, store.events, store.model, period.end)
+    ev = store.events.filter(pl.col("lead_id").is_not_null())
+    marketing = ev.filter(
+        pl.col("channel").is_not_null()
+        & (pl.col("channel") != "direct")
+        & ~pl.col("name").is_in(list(NOT_TOUCHES)).fill_null(False)
+    )
+    influenced = (
+        marketing.join(won.select("lead_id", won_at="at"), on="lead_id")
+        .filter(pl.col("at") < pl.col("won_at"))
+        .select("lead_id")
+        .unique()
+    )
+    won_rows = won.join(attrs.select("lead_id", "channel"), on="lead_id", how="left").with_columns(
+        first_channel=pl.col("channel").fill_null(NONE)
+    )
+    sourced = won_rows.filter(~pl.col("first_channel").is_in(["direct", NONE]))
+    has_amount = won.join(_amounts(store), on="lead_id", how="inner")
+    opportunity = store.model.stages_for("opportunity")
+    in_opportunity = _stage_at(store.history, period.end).filter(pl.col("stage").is_in(opportunity))
+    pipeline = in_opportunity.join(_amounts(store), on="lead_id", how="left")
+    by_channel = (
+        won_rows.group_by("first_channel")
+        .agg(won=pl.len(), revenue=pl.col("value").sum())
+        .sort("revenue", "first_channel", descending=[True, False])
+    )
+    return {
+        "report": "kpis",
+        "role": "executive",
+        "period": period.as_dict(),
+        "kpis": {
+            "won_leads": won.height,
+            "won_revenue": float(has_amount["amount"].sum()) if has_amount.height else 0.0,
+            "won_without_amount": won.height - has_amount.height,
+            "pipeline_leads": in_opportunity.height,
+            "pipeline_value": float(pipeline["amount"].fill_null(0).sum()),
+            "marketing_sourced_won": sourced.height,
+            "marketing_sourced_revenue": float(sourced["value"].sum()),
+            "marketing_influenced_won": influenced.height,
+            "marketing_influenced_revenue": float(
+                won.join(influenced, on="lead_id")["value"].sum()
+            ),
+        },
+        "revenue_by_first_channel": by_channel.to_dicts(),
+        "definitions": {
+            "won_leads": f"leads whose first entry into {won_stage!r} is in the period",
+            "won_revenue": "sum of those leads' opportunity amounts (else their qualify amounts)",
+            "pipeline_value": "opportunity (else qualify) amounts of leads in stage "
+            f"{', '.join(opportunity) or '(none)'} at the period end",
+            "marketing_sourced": "won leads whose first touch channel is a marketing channel "
+            "(not direct)",
+            "marketing_influenced": "won leads with any non-direct touch before winning",
+            "revenue_by_first_channel": "won value (amount, else 1) by the lead's first channel",
+        },
+    }
+
+
+def _department(store: Store, period: Period) -> dict[str, Any]:
+    flow = funnel.flow_and_balance(
+        store.history, start=period.start, end=period.end, model=store.stage_model
+    )
+    neck = funnel.find_bottleneck(
+        store.history, start=period.start, end=period.end, model=store.stage_model
+    )
+    speed = (
+        funnel.velocity(store.history, start=period.start, end=period.end, model=store.stage_model)
+        if store.stage_model.won_stage
+        else None
+    )
+    in_period = (pl.col("at") >= period.start) & (pl.col("at") < period.end)
+    handoff = store.model.handoff_stage
+    mql_entries = store.history.filter(in_period & (pl.col("to_stage") == handoff)).height
+    accepted = store.actions.filter(in_period & (pl.col("name") == "accept")).height
+    rows = [
+        {
+            k: r[k]
+            for k in (
+                "stage",
+                "balance_start",
+                "flow_in",
+                "flow_out",
+                "balance_end",
+                "cvr",
+                "median_days_in_stage",
+            )
+        }
+        for r in flow.to_rows()
+    ]
+    return {
+        "report": "kpis",
+        "role": "department",
+        "period": period.as_dict(),
+        "stages": rows,
+        "bottleneck": {"stage": neck.stage, "kind": neck.kind, "reason": neck.reason},
+        "velocity": speed.to_rows() if speed is not None else [],
+        "kpis": {
+            "mql_entries": mql_entries,
+            "accepted": accepted,
+            "sales_acceptance": accepted / mql_entries if mql_entries else None,
+        },
+        "definitions": {
+            **flow.definitions,
+            "sales_acceptance": f"accept actions in the period / entries into {handoff!r} (the "
+            "hand-off stage) in the period",
+        },
+    }
