@@ -28,7 +28,8 @@ An :class:`EventTable`: a Polars frame with one row per event - ``lead_id``,
 ``set_country``, ``set_employee_count``; ``email_unsubscribe`` sets ``set_consent`` to
 ``denied``). :func:`events_frame` builds one from :class:`Event` objects using the core's
 own ``merge_traits``, so the columns mean exactly what the core would do. Profiles are a
-frame with ``id`` and the base :class:`LeadProfile` fields (:func:`profiles_frame`).
+frame with ``id``, the base :class:`LeadProfile` traits and ``predicted``
+(:func:`profiles_frame`).
 
 What is vectorised (exactly the core's semantics)
 ------------------------------------------------
@@ -49,7 +50,8 @@ What is vectorised (exactly the core's semantics)
   the fold does.
 - The effective profile after each event (identify/group traits, unsubscribe) as a
   forward fill of the ``set_*`` columns over the base profile; ``profile`` conditions on
-  ``has_contact``, ``consent`` and ``is_target_account``; dead-end tests on title
+  ``has_contact``, ``consent`` and ``is_target_account`` (every condition key is read
+  through :mod:`leadflow.core.conditions`, the stage machine's own table); dead-end tests on title
   (``has_term`` per distinct title), e-mail domain and invalid e-mail (per distinct
   address) and on the event.
 - Transitions: every criterion (fastpass rules, ``enter_when`` conditions, dead-end rules)
@@ -83,8 +85,9 @@ Fallback (the per-lead core, ``lifecycle.replay``), and why
 -----------------------------------------------------------
 - Leads with sales actions (actions move stages and start recycle pauses).
 - Every lead, when the model has something the rounds cannot express: an automatic move
-  into a stage with ``recycle`` (a time-driven pause end), a ``fit_grade`` profile
-  condition, or more than 63 criteria.
+  into a stage with ``recycle`` (a time-driven pause end), a ``fit_grade`` or
+  ``predicted_at_least`` profile condition (a key :mod:`leadflow.core.conditions` gives no
+  vectorised form), or more than 63 criteria.
 - Leads whose score at some event is within 1e-6 of a ``score:`` threshold (the rebased
   running sum is exact to ~1e-12, not bit-identical, and an exact tie - e.g. 100 points
   in one instant - must be decided as the core decides it), and leads whose history spans

@@ -172,7 +172,10 @@ PROFILE_COLUMNS: dict[str, pl.DataType] = {
     "country": pl.String(),
     "is_target_account": pl.Boolean(),
     "consent": pl.String(),
+    "predicted": pl.Float64(),
 }
+"""The base profile the backtest reads: the traits conditions, dead-end rules and fit read,
+and the predicted conversion probability (``profile.predicted_at_least``)."""
 
 
 def profiles_frame(profiles: Iterable[LeadProfile]) -> pl.DataFrame:
