@@ -40,6 +40,7 @@ import yaml
 
 from leadflow.core import backtest as bt
 from leadflow.core import lifecycle as lc
+from leadflow.core.backtest import tables as bt_tables
 from leadflow.core.config import LeadModel, build_model, load_default_model
 from leadflow.core.scoring import score_engagement
 from leadflow.sim import WorldConfig, build_world
@@ -101,7 +102,7 @@ def demo_tables(world: World) -> tuple[bt.EventTable, pl.DataFrame, np.ndarray]:
     consent = np.full(n, None, dtype=object)
     consent[full] = np.where(A["consent"][p[full]], "granted", "denied")
     consent[k == S.K_UNSUB] = "denied"
-    start_us = int((world.config.start - bt._EPOCH) / timedelta(microseconds=1))
+    start_us = int((world.config.start - bt_tables._EPOCH) / timedelta(microseconds=1))
     frame = pl.DataFrame(
         {
             "lead_id": p.astype(np.int64),
@@ -171,9 +172,9 @@ def check_sample(
     fallback leads in the sample)."""
     sub = table.frame.filter(pl.col("lead_id").is_in(sample))
     events: dict[int, list[Any]] = {}
-    for ev in bt._rebuild_events(sub, ["asset_type", "bounce_type"]):
+    for ev in bt_tables._rebuild_events(sub, ["asset_type", "bounce_type"]):
         events.setdefault(ev.lead_id or 0, []).append(ev)
-    base = {r["id"]: bt._profile_of(r) for r in profiles.iter_rows(named=True)}
+    base = {r["id"]: bt_tables._profile_of(r) for r in profiles.iter_rows(named=True)}
     leads = {r["lead_id"]: r for r in result.leads.iter_rows(named=True)}
     history: dict[int, list[tuple[Any, ...]]] = {}
     for r in result.changes.filter(pl.col("lead_id").is_in(sample)).iter_rows(named=True):

@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 
 from leadflow.core import backtest as bt
 from leadflow.core import lifecycle as lc
+from leadflow.core.backtest import machine as bt_machine
+from leadflow.core.backtest import prepare as bt_prepare
 from leadflow.core.config import LeadModel, build_model, load_default_model
 from leadflow.core.model import Event, LeadProfile, SalesAction
 from leadflow.core.scoring import score_engagement
@@ -392,7 +394,7 @@ def test_email_dead_end_tests_on_columns_agree_with_the_core(email: str):
             continue
         profile = LeadProfile(id=1, email=email)
         core = lc.dead_end_rule_matches(rule, profile, None)
-        assert bool(bt._emails_dead(rule, [email])[0]) == core, (rule.id, email)
+        assert bool(bt_machine._emails_dead(rule, [email])[0]) == core, (rule.id, email)
 
 
 # --------------------------------------------------------------------------- fast paths
@@ -450,7 +452,7 @@ def test_segmented_cumsum_is_the_running_sum_of_each_lead_bit_for_bit(
     code = np.repeat(np.arange(len(lengths)), lengths)
     values = rng.normal(size=len(code)) * np.exp2(rng.uniform(-30, 60, size=len(code)))
     values[rng.random(len(code)) < 0.5] = 0.0
-    got = bt._segmented_cumsum(values, bt._segments(code))
+    got = bt_prepare._segmented_cumsum(values, bt_prepare._segments(code))
     starts = np.concatenate(([0], np.cumsum(lengths)))
     want = np.concatenate([np.cumsum(values[a:b]) for a, b in itertools.pairwise(starts)])
     assert np.array_equal(got, want)
@@ -460,7 +462,7 @@ def test_segmented_cumsum_is_the_running_sum_of_each_lead_bit_for_bit(
 def test_distinct_masks_agree_with_numpy_unique(top: int):
     rng = np.random.default_rng(top % 1000)
     masks = rng.integers(0, top, size=5000, dtype=np.int64, endpoint=True)
-    uniq, inverse = bt._distinct(masks)
+    uniq, inverse = bt_machine._distinct(masks)
     want_uniq, want_inverse = np.unique(masks, return_inverse=True)
     assert np.array_equal(uniq, want_uniq)
     assert np.array_equal(inverse, want_inverse)

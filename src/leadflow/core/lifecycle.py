@@ -46,6 +46,8 @@ the time it has been advanced to). Nothing depends on arrival order:
    path (or out of stages off it, such as recycle boxes). Conditions: ``event`` matches the
    event being processed; ``profile`` is tested on the effective profile; ``score`` on the
    engagement score at ``t`` over the events processed so far (the current one included).
+   What each key means is read from :mod:`leadflow.core.conditions`, the table the
+   vectorised backtest reads too.
 6. **Sales actions** are inputs too: one accepted at time ``t`` joins the input set; if a
    later recompute finds it no longer applies (a late event moved the lead elsewhere first),
    it is kept but has no effect. A refused action is not recorded at all.
@@ -74,6 +76,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from leadflow.core import conditions
 from leadflow.core.config import CONSENT_VALUES, Condition, DeadEndRule, LeadModel
 from leadflow.core.inputs import count_problem
 from leadflow.core.model import (
@@ -91,11 +94,9 @@ from leadflow.core.scoring import (
     Occurrence,
     dedupe,
     event_key,
-    event_matches,
     has_term,
     positive_ceiling,
     score_engagement,
-    score_fit,
     score_qualification,
     total_at,
 )
@@ -303,7 +304,9 @@ def dead_end_rule_matches(rule: DeadEndRule, profile: LeadProfile, event: Event 
                 return True
     if rule.invalid_email and profile.email and not _EMAIL.match(profile.email):
         return True
-    return rule.event is not None and event is not None and event_matches(rule.event, event)
+    return (
+        rule.event is not None and event is not None and conditions.event_matches(rule.event, event)
+    )
 
 
 # --------------------------------------------------------------------------- the machine
@@ -419,33 +422,7 @@ class _Machine:
         return self._score_cache[1]
 
     def holds(self, cond: Condition, event: Event) -> bool:
-        if cond.event is not None and not event_matches(cond.event, event):
-            return False
-        if cond.profile is not None:
-            want, prof = cond.profile, self.profile
-            if want.has_contact is not None and prof.has_contact != want.has_contact:
-                return False
-            if want.consent is not None and prof.consent not in want.consent:
-                return False
-            if want.is_target_account is not None and (
-                prof.is_target_account != want.is_target_account
-            ):
-                return False
-            if (
-                want.fit_grade is not None
-                and score_fit(prof, self.model).grade not in want.fit_grade
-            ):
-                return False
-            if want.predicted_at_least is not None and (
-                prof.predicted is None or prof.predicted < want.predicted_at_least
-            ):
-                return False
-        if cond.score is not None:
-            if self.ceiling < cond.score:
-                return False
-            if self.score_at(event.occurred_at) < cond.score:
-                return False
-        return True
+        return conditions.holds(cond, self, event)
 
     def next_move(self, event: Event) -> tuple[str, str] | None:
         """The nearest stage an automatic rule moves the lead to now, and the rule's name."""
@@ -632,8 +609,10 @@ def replay(
     """
     events = list(events)
     actions = list(actions)
-    for item in (*events, *actions):
+    for item in events:
         _check_lead(lead.id, item.lead_id)
+    for action in actions:
+        _check_lead(lead.id, action.lead_id)
     return _run(lead, events, actions, model, as_of).freeze()
 
 
@@ -887,9 +866,9 @@ def account_watches(
     moves.sort(key=lambda m: (m[0], m[1], m[2] if m[2] is not None else -1))
     found: list[AccountWatch] = []
     running: AccountWatch | None = None
-    for at, kind, lead_id in moves:
+    for at, kind, lost_lead in moves:
         if kind == 1 and running is None:
-            running = AccountWatch(since=at, lost_lead_id=lead_id)
+            running = AccountWatch(since=at, lost_lead_id=lost_lead)
         elif kind == 0 and running is not None:
             found.append(replace(running, until=at))
             running = None
