@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
@@ -243,45 +242,6 @@ def recommend_threshold(
     )
 
 
-_STAGE_LINE = re.compile(r"^(?P<indent>\s*)(?P<name>[A-Za-z0-9_]+):\s*(#.*)?$")
-_SCORE = re.compile(r"(score:\s*)(-?\d+(?:\.\d+)?)")
-_VERSION = re.compile(r"^version:\s*(?P<value>.+?)\s*(#.*)?$", re.MULTILINE)
-
-
-def with_threshold(source: str, stage: str, threshold: float, *, version: str) -> str:
-    """The model source with the ``score:`` criterion of ``stage`` set to ``threshold`` and
-    the top-level ``version:`` replaced; comments and layout kept. Raises ``ValueError``
-    when the text has no such criterion in block style."""
-    lines = source.splitlines(keepends=True)
-    in_stages = False
-    start = None
-    indent = 0
-    for i, line in enumerate(lines):
-        if line.startswith("stages:"):
-            in_stages = True
-            continue
-        if in_stages and line.strip() and not line[0].isspace():
-            in_stages = False
-        m = _STAGE_LINE.match(line.rstrip("\n"))
-        if in_stages and m and m["name"] == stage:
-            start, indent = i, len(m["indent"])
-            break
-    if start is None:
-        raise ValueError(f"stages.{stage}: not found in block style")
-    value = _fmt(threshold)
-    for j in range(start + 1, len(lines)):
-        line = lines[j]
-        if line.strip() and (len(line) - len(line.lstrip())) <= indent:
-            break
-        if _SCORE.search(line) and not line.lstrip().startswith("#"):
-            lines[j] = _SCORE.sub(lambda mm: mm.group(1) + value, line, count=1)
-            text = "".join(lines)
-            if not _VERSION.search(text):
-                raise ValueError("version: not found")
-            return _VERSION.sub(f"version: {version}", text, count=1)
-    raise ValueError(f"stages.{stage}.enter_when: no score criterion")
-
-
 # --------------------------------------------------------------------------- hand-off (BANT)
 
 QUALIFICATION_BANDS: tuple[float, ...] = (50, 75, 90)
@@ -408,35 +368,3 @@ def recommend_handoff_threshold(
             "or too few won at any qualification score"
         ),
     )
-
-
-_QUALIFICATION_BLOCK = re.compile(r"^qualification:\s*(#.*)?$")
-_HANDOFF = re.compile(r"(handoff_threshold:\s*)(-?\d+(?:\.\d+)?)")
-
-
-def with_handoff_threshold(source: str, threshold: float, *, version: str | None = None) -> str:
-    """The model source with ``qualification.handoff_threshold`` set to ``threshold`` (and the
-    top-level ``version:`` replaced when given); comments and layout kept. Raises
-    ``ValueError`` when the text has no such key in block style."""
-    if not 0 <= threshold <= 100:
-        raise ValueError("qualification.handoff_threshold: must be between 0 and 100")
-    lines = source.splitlines(keepends=True)
-    start = next(
-        (i for i, line in enumerate(lines) if _QUALIFICATION_BLOCK.match(line.rstrip("\n"))),
-        None,
-    )
-    if start is None:
-        raise ValueError("qualification: not found in block style")
-    for j in range(start + 1, len(lines)):
-        line = lines[j]
-        if line.strip() and not line[0].isspace() and not line.lstrip().startswith("#"):
-            break
-        if line.lstrip().startswith("handoff_threshold:") and _HANDOFF.search(line):
-            lines[j] = _HANDOFF.sub(lambda mm: mm.group(1) + _fmt(threshold), line, count=1)
-            text = "".join(lines)
-            if version is None:
-                return text
-            if not _VERSION.search(text):
-                raise ValueError("version: not found")
-            return _VERSION.sub(f"version: {version}", text, count=1)
-    raise ValueError("qualification.handoff_threshold: not found")

@@ -589,6 +589,19 @@ class LeadModel:
         return self.require_stage("handoff")
 
     @property
+    def mql_condition(self) -> int | None:
+        """Index in the hand-off stage's ``enter_when`` of its first ``score`` condition."""
+        conditions = self.spec.stages[self.handoff_stage].enter_when
+        return next((i for i, c in enumerate(conditions) if c.score is not None), None)
+
+    @property
+    def mql_threshold(self) -> float | None:
+        """The MQL score threshold: that condition's ``score`` (None when it has none)."""
+        i = self.mql_condition
+        score = None if i is None else self.spec.stages[self.handoff_stage].enter_when[i].score
+        return None if score is None else float(score)
+
+    @property
     def won_stage(self) -> str:
         return self.require_stage("won")
 

@@ -28,13 +28,15 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from leadflow.core.retry import WEBHOOK_RETRY
+
 SIGNATURE_HEADER = "Leadflow-Signature"
 EVENT_HEADER = "Leadflow-Event"
 DELIVERY_HEADER = "Leadflow-Delivery"
 DEFAULT_TOLERANCE = 300  # seconds a signature timestamp may differ from the receiver's clock
-RETRY_WINDOW = timedelta(hours=24)
-BASE_DELAY = timedelta(seconds=30)
-MAX_DELAY = timedelta(hours=2)
+RETRY_WINDOW: timedelta = WEBHOOK_RETRY.expiry or timedelta(hours=24)
+BASE_DELAY = WEBHOOK_RETRY.base
+MAX_DELAY = WEBHOOK_RETRY.cap
 MAX_URL_LENGTH = 2048
 
 SIGNAL_EVENTS = (
@@ -227,11 +229,8 @@ def verify(
 
 def backoff_ceiling(attempt: int) -> timedelta:
     """The largest wait after failed attempt number ``attempt`` (1-based): 30 s doubling,
-    capped at two hours."""
-    if attempt < 1:
-        raise ValueError("attempt: counts from 1")
-    seconds = BASE_DELAY.total_seconds() * 2 ** min(attempt - 1, 30)
-    return timedelta(seconds=min(seconds, MAX_DELAY.total_seconds()))
+    capped at two hours (:data:`~leadflow.core.retry.WEBHOOK_RETRY`)."""
+    return WEBHOOK_RETRY.ceiling(attempt)
 
 
 def next_attempt_at(
@@ -240,13 +239,11 @@ def next_attempt_at(
     """When to try again after failed attempt ``attempt``, or None: dead-letter it.
 
     Full jitter: a uniform wait in ``[1 s, ceiling]``. A wait that would pass the deadline
-    is shortened to one last attempt exactly at the deadline; after it, none.
+    is shortened to one last attempt exactly at the deadline; after it, none. The policy is
+    :data:`~leadflow.core.retry.WEBHOOK_RETRY`, the one retry policy of
+    :mod:`leadflow.core.retry`.
     """
-    if failed_at >= deadline:
-        return None
-    ceiling = backoff_ceiling(attempt).total_seconds()
-    wait = timedelta(seconds=rng.uniform(min(1.0, ceiling), ceiling))
-    return min(failed_at + wait, deadline)
+    return WEBHOOK_RETRY.next_at(attempt, failed_at, deadline=deadline, rng=rng)
 
 
 # --------------------------------------------------------------------------- subscriptions

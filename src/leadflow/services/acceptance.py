@@ -27,7 +27,8 @@ from leadflow.adapters.db.tables import (
     stage_changes,
 )
 from leadflow.core import calibration as cal
-from leadflow.core.config import WEEKDAYS, LeadModel, check
+from leadflow.core import model_edit
+from leadflow.core.config import WEEKDAYS, LeadModel
 from leadflow.core.model import Bant
 from leadflow.core.scoring import score_qualification
 from leadflow.services import handoff
@@ -39,18 +40,15 @@ def mql_stage(model: LeadModel) -> str:
 
 
 def score_rules(model: LeadModel) -> tuple[float | None, set[str]]:
-    """The MQL stage's score threshold (its first score criterion) and the rule names of
-    its criteria that use a score."""
+    """The MQL score threshold (:attr:`LeadModel.mql_threshold`) and the rule names of the
+    MQL stage's criteria that use a score."""
     stage = mql_stage(model)
-    spec = model.spec.stages.get(stage)
-    current = None
-    rules = set()
-    for i, cond in enumerate(spec.enter_when if spec else []):
-        if cond.score is not None:
-            rules.add(f"stages.{stage}.enter_when[{i}]")
-            if current is None:
-                current = float(cond.score)
-    return current, rules
+    rules = {
+        f"stages.{stage}.enter_when[{i}]"
+        for i, cond in enumerate(model.spec.stages[stage].enter_when)
+        if cond.score is not None
+    }
+    return model.mql_threshold, rules
 
 
 def _summary_score(summary: Any) -> float | None:
@@ -306,20 +304,17 @@ def candidate_source(
     handoff_threshold: float | None = None,
 ) -> str:
     """The model's source with the MQL score threshold and/or the BANT hand-off threshold
-    (``qualification.handoff_threshold``) changed and a new version; it must pass
-    ``leadflow model check`` (raises ``ValueError`` otherwise)."""
+    (``qualification.handoff_threshold``) changed and a new version, through the one model
+    editor (:mod:`leadflow.core.model_edit`); it must pass ``leadflow model check`` (raises
+    :class:`~leadflow.core.config.ModelConfigError`, a ``ValueError``, naming the key path)."""
     if threshold is None and handoff_threshold is None:
         raise ValueError("candidate model: nothing to change")
     base = re.sub(r"[^A-Za-z0-9._-]", "", model.version)[:40] or "model"
-    version = f'"{base}-{candidate_suffix(threshold, handoff_threshold)}"'
-    text = source
+    changes: dict[model_edit.Path, float | str] = {
+        model_edit.VERSION: f"{base}-{candidate_suffix(threshold, handoff_threshold)}"
+    }
     if threshold is not None:
-        text = cal.with_threshold(text, mql_stage(model), threshold, version=version)
+        changes[model_edit.mql_threshold_path(model)] = threshold
     if handoff_threshold is not None:
-        text = cal.with_handoff_threshold(
-            text, handoff_threshold, version=None if threshold is not None else version
-        )
-    checked = check(text)
-    if not checked.ok:
-        raise ValueError("candidate model: " + "; ".join(checked.errors))
-    return text
+        changes[model_edit.HANDOFF_THRESHOLD] = handoff_threshold
+    return model_edit.edit(source, changes)

@@ -7,7 +7,8 @@
   the claim is one write transaction (``BEGIN IMMEDIATE``). A claim is a lease: a row whose
   ``lease_until`` has passed (its worker crashed) is claimable again.
 - :func:`complete`, :func:`retry`, :func:`defer` and :func:`cancel` finish or move a row,
-  inside the caller's transaction (normally the one that did the work).
+  inside the caller's transaction (normally the one that did the work); :func:`retry`
+  waits as the one retry policy (:mod:`leadflow.core.retry`) says.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.sql.dml import Insert
 
 from leadflow.adapters.db.engine import insert_ignore, is_postgres
 from leadflow.adapters.db.tables import due_work
+from leadflow.core.retry import DUE_WORK_RETRY, RetryPolicy
 
 _INSERT: dict[str, Insert] = {}
 _COMPLETE = (
@@ -139,22 +141,30 @@ def complete(conn: Connection, work_id: int, now: datetime) -> None:
 
 
 def retry(
-    conn: Connection, work_id: int, at: datetime, error: str | None, *, max_attempts: int = 10
+    conn: Connection,
+    work_id: int,
+    failed_at: datetime,
+    error: str | None,
+    *,
+    policy: RetryPolicy = DUE_WORK_RETRY,
 ) -> str:
-    """Count a failed attempt and run again at ``at``; after ``max_attempts`` the row is
-    ``failed`` (kept, with the error, for an operator). Returns the new status."""
+    """Count a failed attempt and run again when ``policy`` says (by default
+    :data:`~leadflow.core.retry.DUE_WORK_RETRY`: 1 minute doubling up to an hour); once it
+    gives up the row is ``failed`` (kept, with the error, for an operator). Returns the new
+    status."""
     attempts = conn.execute(
         select(due_work.c.attempts).where(due_work.c.id == work_id)
     ).scalar_one_or_none()
     if attempts is None:
         return "missing"
-    status = "failed" if attempts + 1 >= max_attempts else "pending"
+    at = policy.next_at(attempts + 1, failed_at)
+    status = "failed" if at is None else "pending"
     conn.execute(
         update(due_work)
         .where(due_work.c.id == work_id)
         .values(
             status=status,
-            due_at=at,
+            due_at=at or failed_at,
             attempts=attempts + 1,
             last_error=(error or "")[:4000] or None,
             claimed_by=None,

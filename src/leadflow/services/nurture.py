@@ -876,9 +876,8 @@ def run_due_steps(
         except Exception as exc:  # the step stays due: retried with back-off
             log.exception("program step %s failed", work["key"])
             report.failed += 1
-            backoff = timedelta(minutes=min(60, 2 ** int(work.get("attempts") or 0)))
-            with engine.begin() as conn:
-                duework.retry(conn, work["id"], now + backoff, f"{exc.__class__.__name__}: {exc}")
+            with engine.begin() as conn:  # back-off: duework's retry policy
+                duework.retry(conn, work["id"], now, f"{exc.__class__.__name__}: {exc}")
             continue
         if outcome == "planned":
             report.planned += 1

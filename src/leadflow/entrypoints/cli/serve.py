@@ -88,8 +88,10 @@ def worker(
                         f"delivered {report.webhooks_delivered}, failed "
                         f"{report.webhooks_failed}"
                     )
-                if once:
-                    return
+                for name, error in report.failed_jobs.items():
+                    typer.echo(f"job {name} failed: {error}", err=True)
+                if once:  # a failed job fails the command (the other jobs ran)
+                    raise typer.Exit(1 if report.failed_jobs else 0)
                 time.sleep(pause)
 
 
