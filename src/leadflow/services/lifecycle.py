@@ -1109,7 +1109,7 @@ def explanation(state: LeadState, model: LeadModel, as_of: datetime) -> dict[str
     engagement = state.engagement(as_of, model)
     fit = score_fit(state.profile, model)
     qualification = score_qualification(_qualification_bant(state), model)
-    mql = _mql_threshold(model)
+    mql = model.mql_threshold
     return {
         "lead_id": lead_id,
         "as_of": as_of.isoformat(),
@@ -1159,15 +1159,6 @@ def explanation(state: LeadState, model: LeadModel, as_of: datetime) -> dict[str
             ],
         },
     }
-
-
-def _mql_threshold(model: LeadModel) -> float | None:
-    for stage in model.stages:
-        spec = model.spec.stages[stage]
-        for cond in spec.enter_when or ():
-            if getattr(cond, "score", None) is not None:
-                return float(cond.score)
-    return None
 
 
 __all__ = [

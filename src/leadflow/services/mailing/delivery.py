@@ -18,6 +18,7 @@ from leadflow.adapters.db.engine import is_postgres
 from leadflow.adapters.db.tables import email_sends
 from leadflow.adapters.email import DeliveryError, Mailer
 from leadflow.core.config import LeadModel
+from leadflow.core.retry import EMAIL_RETRY
 from leadflow.services.mailing.composing import compose
 from leadflow.services.mailing.feedback import _record_hard_bounce, _record_sent
 
@@ -32,13 +33,9 @@ log = logging.getLogger(__name__)
 
 # Temporary failures are retried after these delays (attempt 1 failed -> wait 5 minutes,
 # ...); the attempt after the last delay is the final one.
-RETRY_DELAYS = (
-    timedelta(minutes=5),
-    timedelta(minutes=30),
-    timedelta(hours=2),
-    timedelta(hours=6),
-)
-MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
+# (core.retry.EMAIL_RETRY; the two names below are its figures, kept for callers)
+RETRY_DELAYS = EMAIL_RETRY.delays
+MAX_ATTEMPTS = EMAIL_RETRY.max_attempts or len(RETRY_DELAYS) + 1
 UNCONFIRMED = "unconfirmed: worker stopped during SMTP hand-off"
 # How long a worker holds the rows it claimed (``lease_until``): long enough for a whole
 # pass (every message composed and handed to SMTP, each command up to smtp_timeout).
@@ -295,7 +292,8 @@ def _hand_over(
             mailer.send(message)
         except DeliveryError as exc:
             report.errors.append(str(exc))
-            if exc.temporary and attempts < MAX_ATTEMPTS:
+            retry_at = EMAIL_RETRY.next_at(attempts, now) if exc.temporary else None
+            if retry_at is not None:
                 pending.append(
                     _outcome(
                         row.id,
@@ -303,7 +301,7 @@ def _hand_over(
                         status="planned",
                         error=str(exc)[:1000],
                         attempts=attempts,
-                        retry_at=now + RETRY_DELAYS[attempts - 1],
+                        retry_at=retry_at,
                     )
                 )
                 report.retrying += 1

@@ -4,8 +4,6 @@ edited model checked and diffed."""
 from __future__ import annotations
 
 import difflib
-import re
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,8 +11,9 @@ from typing import Any
 import polars as pl
 
 from leadflow.core import attribution as attr
-from leadflow.core.config import LeadModel, check, load_model
+from leadflow.core.config import CheckReport, LeadModel, ModelConfigError, check
 from leadflow.core.model import Event
+from leadflow.core.model_edit import set_rule_points
 from leadflow.core.scoring import event_matches
 from leadflow.services.reports.attribution import attribution_inputs
 from leadflow.services.reports.common import NONE, Period, ReportError, _check_choice
@@ -167,8 +166,15 @@ def suggest_points(
             }
         )
     source = store.model_source
-    new_source = _rewrite_points(source, proposed, store.model.version)
-    report = check(new_source)
+    suffix = "-suggested"
+    version = store.model.version
+    new_version = version if version.endswith(suffix) else f"{version}{suffix}"
+    try:
+        new_source = set_rule_points(source, proposed, version=new_version)
+        report = check(new_source)
+    except ModelConfigError as exc:  # the edit would make the model invalid: say why
+        new_source = source
+        report = CheckReport(ok=False, errors=exc.messages)
     diff = "".join(
         difflib.unified_diff(
             source.splitlines(keepends=True),
@@ -187,70 +193,3 @@ def suggest_points(
         check_ok=report.ok,
         check_errors=report.errors,
     )
-
-
-def _fmt_points(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(value)
-
-
-def _points_replacer(points: float) -> Callable[[re.Match[str]], str]:
-    return lambda m: m.group(1) + _fmt_points(points)
-
-
-def _rewrite_points(source: str, proposed: Mapping[str, float], version: str) -> str:
-    """Change the ``points`` of each rule in the YAML text, keeping comments and layout;
-    fall back to re-serialising the document when the text edit cannot be verified."""
-    lines = source.splitlines(keepends=True)
-    done: set[str] = set()
-    for rule_id, points in proposed.items():
-        id_re = re.compile(r"\bid:\s*['\"]?" + re.escape(rule_id) + r"['\"]?\s*(?=[,}\s]|$)")
-        for i, line in enumerate(lines):
-            if not id_re.search(line):
-                continue
-            for j in range(i, min(i + 12, len(lines))):
-                if j > i and re.search(r"\bid:\s*", lines[j]):
-                    break
-                new, n = re.subn(
-                    r"(\bpoints:\s*)(-?[0-9.]+(?:[eE][-+]?[0-9]+)?)",
-                    _points_replacer(points),
-                    lines[j],
-                    count=1,
-                )
-                if n:
-                    lines[j] = new
-                    done.add(rule_id)
-                    break
-            break
-    suffix = "-suggested"
-    new_version = version if version.endswith(suffix) else f"{version}{suffix}"
-    text = "".join(lines)
-    text, n = re.subn(
-        r"^(version:\s*)(['\"]?)" + re.escape(version) + r"\2",
-        lambda m: f'{m.group(1)}"{new_version}"',
-        text,
-        count=1,
-        flags=re.MULTILINE,
-    )
-    if n and done == set(proposed) and _points_of(text) == _expected(source, proposed):
-        return text
-    import yaml
-
-    data = yaml.safe_load(source)
-    data["version"] = new_version
-    for rule in data.get("engagement", {}).get("rules", []):
-        if rule.get("id") in proposed:
-            rule["points"] = proposed[rule["id"]]
-    return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-
-
-def _points_of(text: str) -> dict[str, float] | None:
-    try:
-        model = load_model(text)
-    except ValueError:
-        return None
-    return {r.id: r.points for r in model.spec.engagement.rules}
-
-
-def _expected(source: str, proposed: Mapping[str, float]) -> dict[str, float] | None:
-    current = _points_of(source)
-    return None if current is None else {**current, **proposed}
