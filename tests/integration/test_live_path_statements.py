@@ -70,7 +70,7 @@ def test_one_mql_track_is_at_most_15_statements_and_one_fold(services: Services)
     _known_lead(services, "u1", "acme", T0 + timedelta(minutes=5))
 
     counter = Counter()
-    real_replay, real_apply = service_lifecycle.replay, service_lifecycle.apply_event
+    real_replay, real_apply = service_lifecycle.replay, service_lifecycle.apply_events
     statements: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
@@ -86,7 +86,7 @@ def test_one_mql_track_is_at_most_15_statements_and_one_fold(services: Services)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(service_lifecycle, "replay", replay)
-        mp.setattr(service_lifecycle, "apply_event", apply_event)
+        mp.setattr(service_lifecycle, "apply_events", apply_event)
         mp.setattr(core_lifecycle, "replay", replay)
         event.listen(services.engine, "before_cursor_execute", record)
         try:

@@ -675,6 +675,29 @@ def apply_event(
     return machine.freeze(), added, signals
 
 
+def apply_events(state: LeadState, events: Iterable[Event], model: LeadModel) -> LeadState:
+    """Fold several events: the same state as :func:`apply_event` for each in event-time
+    order, but with one machine when they all come after what the state has seen (the live
+    path's case: the cost is the new inputs, not a copy of the lead's history per event)."""
+    fresh = state.model_hash == model.content_hash
+    pending = sorted(
+        (e for e in events if not (fresh and e.message_id in state.seen)), key=event_key
+    )
+    for event in pending:
+        _check_lead(state.lead.id, event.lead_id)
+    if not pending:
+        return state
+    if not _in_order(state, event_key(pending[0]), model):
+        for event in pending:
+            state, _, _ = apply_event(state, event, model)
+        return state
+    machine = _Machine(state, model)
+    for event in pending:
+        if event.message_id not in machine.seen:
+            machine.step_event(event)
+    return machine.freeze()
+
+
 def advance(
     state: LeadState, at: datetime, model: LeadModel
 ) -> tuple[LeadState, list[StageChange], list[Signal]]:

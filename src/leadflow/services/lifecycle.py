@@ -59,7 +59,7 @@ from leadflow.core.lifecycle import (
     account_watches,
     advance,
     apply_action,
-    apply_event,
+    apply_events,
     base_consent,
     replay,
 )
@@ -71,7 +71,7 @@ from leadflow.core.model import (
     SalesAction,
     StageChange,
 )
-from leadflow.core.scoring import event_key, score_fit, score_qualification, total_at
+from leadflow.core.scoring import score_fit, score_qualification, total_at
 
 CHUNK = 500
 MODEL_APPLY_RULE = "model.apply"
@@ -726,9 +726,8 @@ def _fold_new(
     folded: dict[int, tuple[LeadState, int, int]] = {}
     for lead_id, entry in usable.items():
         fold = entry.fold
-        new_events = sorted(fresh_events.get(lead_id, ()), key=event_key)
-        for event in new_events:
-            fold, _, _ = apply_event(fold, event, model)
+        new_events = fresh_events.get(lead_id, [])
+        fold = apply_events(fold, new_events, model)
         actions = entry.actions
         for action in actions_by_lead.get(lead_id, ()):
             if f"action:{action.action_id}" not in fold.seen and action.at <= now:
