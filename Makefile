@@ -49,9 +49,10 @@ pg-up:
 		for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; }
 	@pg_isready -h 127.0.0.1 -p 5432
 
-## make test: the whole suite on SQLite and PostgreSQL
+## make test: lint, types, then the whole suite on SQLite and PostgreSQL
 test: install-test pg-up
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
 	$(PY) -m pytest tests -q -ra -n 2 --dist loadfile
 
 unit: install-test
@@ -69,6 +70,7 @@ bench: install-test pg-up
 lint: install-test
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
 
 fmt: install-test
 	$(VENV)/bin/ruff format src tests benchmarks

@@ -23,7 +23,7 @@ from email.message import EmailMessage
 from email.utils import getaddresses, parseaddr
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import Protocol, Self
 
 from leadflow.settings import Settings
 
@@ -78,7 +78,7 @@ def _classify(code: int, reply: bytes | str, *, rcpt: bool = False) -> DeliveryE
 
 
 class _MailerBase:
-    def __enter__(self) -> _MailerBase:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -61,9 +61,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from math import factorial
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 import pyarrow as pa
 import scipy.sparse as sp
@@ -118,7 +119,8 @@ class Attribution:
         """The touch-key value credited with the most value (then conversions)."""
         if self.credits.height == 0:
             return None
-        return self.credits.sort(["value", "conversions"], descending=True)["touch"][0]
+        top: str = self.credits.sort(["value", "conversions"], descending=True)["touch"][0]
+        return top
 
     def top_person(self) -> Any:
         """The person credited with the most value, when per-person credit exists."""
@@ -492,6 +494,14 @@ class RemovalEffects:
         )
 
 
+def _weighted_bincount(
+    x: npt.ArrayLike, weights: npt.ArrayLike, minlength: int = 0
+) -> npt.NDArray[np.float64]:
+    """``np.bincount`` with weights: float64 sums per bin (numpy's stub says intp for every
+    bincount, weighted or not, so the cast states what numpy returns here)."""
+    return cast("npt.NDArray[np.float64]", np.bincount(x, weights=weights, minlength=minlength))
+
+
 def _states(paths: PathSummary, order: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Per flat touch position: state index (1..S; 0 is start) and per-state digit matrix."""
     base = len(paths.touches) + 1
@@ -533,10 +543,10 @@ def removal_effects(paths: PathSummary, order: int = 1) -> RemovalEffects:
     src = np.empty_like(state)
     src[1:] = state[:-1]
     src[first] = 0
-    out = np.bincount(src, weights=weight, minlength=n_states)
-    out += np.bincount(state[last], weights=paths.paths, minlength=n_states)
-    conv = np.bincount(state[last], weights=paths.conversions, minlength=n_states)
-    val = np.bincount(state[last], weights=paths.value, minlength=n_states)
+    out = _weighted_bincount(src, weights=weight, minlength=n_states)
+    out += _weighted_bincount(state[last], weights=paths.paths, minlength=n_states)
+    conv = _weighted_bincount(state[last], weights=paths.conversions, minlength=n_states)
+    val = _weighted_bincount(state[last], weights=paths.value, minlength=n_states)
     with np.errstate(invalid="ignore", divide="ignore"):
         inv_out = np.where(out > 0, 1.0 / out, 0.0)
     r_conv, r_val = conv * inv_out, val * inv_out
@@ -544,9 +554,13 @@ def removal_effects(paths: PathSummary, order: int = 1) -> RemovalEffects:
     p_removed = np.empty(n_touch)
     v_removed = np.empty(n_touch)
     dense = n_states <= DENSE_STATE_LIMIT
+    # I - Q: a dense ndarray, or a scipy.sparse CSC matrix (scipy ships no types)
+    a: Any
     if dense:
         # transition counts straight into a dense matrix (no sparse build and index sort)
-        a = -np.bincount(src * n_states + state, weights=weight, minlength=n_states * n_states)
+        a = -_weighted_bincount(
+            src * n_states + state, weights=weight, minlength=n_states * n_states
+        )
         a = a.reshape(n_states, n_states)
         a *= inv_out[:, None]
         a[np.diag_indices(n_states)] += 1.0
@@ -640,12 +654,12 @@ def markov(
         sums = np.add.reduceat(weights, paths.offsets[:-1]) if len(weights) else weights
         share = weights / np.repeat(np.where(sums > 0, sums, 1.0), lengths)
         n_touch = len(paths.touches)
-        conv = np.bincount(
+        conv = _weighted_bincount(
             paths.codes - 1,
             weights=share * np.repeat(paths.conversions, lengths),
             minlength=n_touch,
         )
-        val = np.bincount(
+        val = _weighted_bincount(
             paths.codes - 1, weights=share * np.repeat(paths.value, lengths), minlength=n_touch
         )
         frame = pl.DataFrame({"touch": list(paths.touches), "conversions": conv, "value": val})
@@ -727,18 +741,18 @@ def shapley(
     if characteristic == "conversions" and method != "coalitions":
         used = "closed_form"
         owner = np.repeat(np.arange(paths.n_unique), set_size)
-        conv = np.bincount(codes, (paths.conversions / set_size)[owner], minlength=n)
-        val = np.bincount(codes, (paths.value / set_size)[owner], minlength=n)
+        conv = _weighted_bincount(codes, (paths.conversions / set_size)[owner], minlength=n)
+        val = _weighted_bincount(codes, (paths.value / set_size)[owner], minlength=n)
     elif exact and method in ("auto", "coalitions"):
         used = "coalitions"
         mask = np.bitwise_or.reduceat(np.left_shift(1, codes), offs[:-1]) if n else codes
         size = 1 << n
-        c_sum = _subset_sums(np.bincount(mask, paths.conversions, minlength=size), n)
-        v_sum = _subset_sums(np.bincount(mask, paths.value, minlength=size), n)
+        c_sum = _subset_sums(_weighted_bincount(mask, paths.conversions, minlength=size), n)
+        v_sum = _subset_sums(_weighted_bincount(mask, paths.value, minlength=size), n)
         if characteristic == "conversions":
             conv, val = _shapley_from_game(c_sum, n), _shapley_from_game(v_sum, n)
         else:
-            count = _subset_sums(np.bincount(mask, paths.paths, minlength=size), n)
+            count = _subset_sums(_weighted_bincount(mask, paths.paths, minlength=size), n)
             safe = np.where(count > 0, count, 1.0)
             conv = _shapley_from_game(np.where(count > 0, c_sum / safe, 0.0), n)
             val = _shapley_from_game(np.where(count > 0, v_sum / safe, 0.0), n)
@@ -751,10 +765,10 @@ def shapley(
             rank = np.empty(n, dtype=np.int64)
             rank[order] = np.arange(n)
             complete = np.maximum.reduceat(rank[codes], offs[:-1])
-            cnt = np.cumsum(np.bincount(complete, paths.paths, minlength=n))
+            cnt = np.cumsum(_weighted_bincount(complete, paths.paths, minlength=n))
             safe = np.where(cnt > 0, cnt, 1.0)
             for target, amount in ((conv, paths.conversions), (val, paths.value)):
-                cum = np.cumsum(np.bincount(complete, amount, minlength=n))
+                cum = np.cumsum(_weighted_bincount(complete, amount, minlength=n))
                 game = np.where(cnt > 0, cum / safe, 0.0)
                 target[order] += np.diff(game, prepend=0.0)
         conv /= n_permutations

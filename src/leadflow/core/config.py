@@ -321,12 +321,16 @@ class RepSpec(_Spec):
     territories: list[TerritorySpec] = Field(default_factory=list)
 
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_WORKING_DAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri")
+
+
 class WorkingHoursSpec(_Spec):
     days: Annotated[
-        list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]],
+        list[Weekday],
         BeforeValidator(_as_list),
         Field(min_length=1),
-    ] = Field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"])
+    ] = Field(default_factory=lambda: list(_WORKING_DAYS))
     start: Clock = "09:00"
     end: Clock = "18:00"
     holidays: list[Day] = Field(default_factory=list)
@@ -614,7 +618,7 @@ class LeadModel:
         return {
             key: ROLE_CONTENT_STAGES[stage.role]
             for key, stage in self.spec.stages.items()
-            if stage.role in ROLE_CONTENT_STAGES
+            if stage.role is not None and stage.role in ROLE_CONTENT_STAGES
         }
 
     @property
@@ -692,15 +696,17 @@ def _role_errors(spec: ModelSpec) -> list[tuple[str, str]]:
                 )
             )
         holder.setdefault(role, key)
-    for role in REQUIRED_ROLES:
-        if role not in holder:
-            errors.append(("stages", f"no stage has role '{role}' (required)"))
-    for path, name, role in (
+    for required in REQUIRED_ROLES:
+        if required not in holder:
+            errors.append(("stages", f"no stage has role '{required}' (required)"))
+    for path, name, expected in (
         ("lifecycle.initial", spec.lifecycle.initial, "entry"),
         ("lifecycle.dead_end", spec.lifecycle.dead_end, "dead_end"),
     ):
-        if role in holder and name in spec.stages and holder[role] != name:
-            errors.append((path, f"must be the stage with role '{role}' ('{holder[role]}')"))
+        if expected in holder and name in spec.stages and holder[expected] != name:
+            errors.append(
+                (path, f"must be the stage with role '{expected}' ('{holder[expected]}')")
+            )
     return errors
 
 
@@ -754,11 +760,16 @@ def _semantic_errors(spec: ModelSpec) -> list[tuple[str, str]]:
         if w.event is None and w.score is None and w.profile is None:
             errors.append((f"fastpass[{i}].when", "empty condition"))
     ids = set()
-    for i, rule in enumerate(spec.dead_end.rules):
-        if rule.id in ids:
-            errors.append((f"dead_end.rules[{i}].id", f"duplicate rule id '{rule.id}'"))
-        ids.add(rule.id)
-        if not (rule.title_contains or rule.email_domains or rule.invalid_email or rule.event):
+    for i, dead_rule in enumerate(spec.dead_end.rules):
+        if dead_rule.id in ids:
+            errors.append((f"dead_end.rules[{i}].id", f"duplicate rule id '{dead_rule.id}'"))
+        ids.add(dead_rule.id)
+        if not (
+            dead_rule.title_contains
+            or dead_rule.email_domains
+            or dead_rule.invalid_email
+            or dead_rule.event
+        ):
             errors.append((f"dead_end.rules[{i}]", "rule matches nothing"))
     weights = spec.qualification.weights
     total = weights.budget + weights.authority + weights.need + weights.timeframe

@@ -253,11 +253,11 @@ def plan_columns(headers: Sequence[str], overrides: Mapping[str, str] | None = N
     for index, header in enumerate(clean):
         if index in explicit:
             continue
-        target = KNOWN_HEADERS.get(header_key(header))
-        if target == "full_name" and has_last and header_key(header) == "이름":
-            target = "first_name"
-        if target is not None and target not in fields.values():
-            fields[index] = target
+        known = KNOWN_HEADERS.get(header_key(header))
+        if known == "full_name" and has_last and header_key(header) == "이름":
+            known = "first_name"
+        if known is not None and known not in fields.values():
+            fields[index] = known
         elif header:
             attributes[index] = _attribute_key(header)
     fields = {i: t for i, t in fields.items() if t != IGNORE}

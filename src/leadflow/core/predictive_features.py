@@ -402,7 +402,7 @@ def reference_of(frame: pl.DataFrame, columns: Sequence[str]) -> dict[str, dict[
     return out
 
 
-def psi(expected: Sequence[float], actual: Sequence[float]) -> float:
+def psi(expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray) -> float:
     """Population stability index: sum((a - e) * ln(a / e)), empty bins floored at 1e-4."""
     e = np.maximum(np.asarray(expected, dtype=float), PSI_EPSILON)
     a = np.maximum(np.asarray(actual, dtype=float), PSI_EPSILON)

@@ -132,7 +132,8 @@ def decayed(points: float, half_life_days: float | None, at: datetime, as_of: da
     if half_life_days is None or as_of <= at:
         return points
     age_days = (as_of - at).total_seconds() / SECONDS_PER_DAY
-    return points * 0.5 ** (age_days / half_life_days)
+    factor: float = 0.5 ** (age_days / half_life_days)
+    return points * factor
 
 
 def total_at(occurrences: Iterable[Occurrence], as_of: datetime) -> float:

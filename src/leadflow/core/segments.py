@@ -96,11 +96,16 @@ class EventRule(_Strict):
         return self
 
 
+ProgramStatus = Literal["active", "completed", "exited"]
+
+
+def _active_only() -> list[ProgramStatus]:
+    return ["active"]
+
+
 class ProgramRule(_Strict):
     key: Annotated[str, Field(min_length=1, max_length=64)]
-    status: list[Literal["active", "completed", "exited"]] = Field(
-        default_factory=lambda: ["active"]
-    )
+    status: list[ProgramStatus] = Field(default_factory=_active_only)
 
 
 class Criteria(_Strict):

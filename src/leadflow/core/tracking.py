@@ -323,8 +323,9 @@ def _parse_message(
     if (problem := date_problem(occurred_at)) is not None:
         raise MessageError(f"{path}timestamp", problem)
 
-    page = context.get("page") if isinstance(context.get("page"), dict) else {}
-    campaign = context.get("campaign") if isinstance(context.get("campaign"), dict) else {}
+    raw_page, raw_campaign = context.get("page"), context.get("campaign")
+    page: Mapping[str, Any] = raw_page if isinstance(raw_page, dict) else {}
+    campaign: Mapping[str, Any] = raw_campaign if isinstance(raw_campaign, dict) else {}
     page_url = _optional_str(
         properties.get("url") if msg_type in ("page", "screen") else None, f"{path}properties.url"
     ) or _optional_str(page.get("url"), f"{path}context.page.url")

@@ -31,6 +31,7 @@ from leadflow.adapters.db.tables import (
     opportunities,
 )
 from leadflow.core.config import LeadModel
+from leadflow.core.routing import check_lost_reason
 from leadflow.services import handoff, privacy
 from leadflow.services.lifecycle import ActionRefused
 
@@ -193,7 +194,7 @@ def _attach_or_create(
 def _lost_reason(model: LeadModel, given: str | None) -> str:
     known = [r.key for r in handoff.sales_spec(model).lost_reasons]
     if given is not None:
-        handoff.check_lost_reason(handoff.sales_spec(model), given)
+        check_lost_reason(handoff.sales_spec(model), given)
         return given
     if not known or "other" in known:
         return "other"

@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -242,7 +242,7 @@ class StoreTraining:
     def report(self) -> dict[str, Any]:
         import json
 
-        data = json.loads(report_json(self.model.report))
+        data: dict[str, Any] = json.loads(report_json(self.model.report))
         data["holdout"] = json.loads(_dumps(asdict(self.holdout))) if self.holdout else None
         data["store"] = self.store
         return data
@@ -366,11 +366,15 @@ def train_from_store(
             within = round(float(roc_auc_score(y[handed], p[handed])), 4)
     else:
         notes.append("the time hold-out has only one outcome: no hold-out ROC-AUC")
-    current_p = trained.predict(encode(current, trained.schema)) if current.height else []
+    current_p: np.ndarray | list[float] = (
+        trained.predict(encode(current, trained.schema)) if current.height else []
+    )
     reference = reference_of(
         current.with_columns(pl.Series(PROBABILITY, np.asarray(current_p, dtype=float))),
         [*trained.schema.names, PROBABILITY],
     )
+    holdout_from = latest[LABEL_AT].min() if latest.height else None
+    assert holdout_from is None or isinstance(holdout_from, date)  # a datetime column
     store = {
         "target_stage": target_stage,
         "target_stages": targets,
@@ -382,7 +386,7 @@ def train_from_store(
         "train_rows": earlier.height,
         "holdout_rows": latest.height,
         "holdout_share": holdout,
-        "holdout_from": latest[LABEL_AT].min().isoformat() if latest.height else None,
+        "holdout_from": holdout_from.isoformat() if holdout_from is not None else None,
         "holdout_roc_auc_within_handoffs": within,
         "rule_scores": "current fit score and grade (fit does not depend on events); "
         "engagement score as of the labelling time is not computed - the behaviour "
@@ -616,7 +620,7 @@ def refresh_predictions(engine: Engine, now: datetime, models: ModelCache | None
             if frame.height == 0:
                 continue
             probability, reasons = model.score(frame, TOP)
-            rows = [
+            rows: list[dict[str, Any]] = [
                 {
                     "lead_id": int(lead_id),
                     "version": version,

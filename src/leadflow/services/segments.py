@@ -46,6 +46,7 @@ from sqlalchemy import (
 )
 
 from leadflow.adapters.db.engine import is_postgres
+from leadflow.adapters.db.rows import as_record
 from leadflow.adapters.db.tables import (
     accounts,
     events,
@@ -327,7 +328,7 @@ def get(conn: Connection, key: str) -> dict[str, Any]:
 
 def list_segments(conn: Connection) -> list[dict[str, Any]]:
     rows = conn.execute(select(segments).order_by(segments.c.key)).mappings().all()
-    return [_public(r) for r in rows]
+    return [_public(as_record(r)) for r in rows]
 
 
 # --------------------------------------------------------------------------- refreshing

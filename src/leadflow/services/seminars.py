@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, exists, func, insert, select, update
 
 from leadflow.adapters.db.engine import insert_ignore
+from leadflow.adapters.db.rows import as_record
 from leadflow.adapters.db.tables import (
     content_assets,
     email_sends,
@@ -190,7 +191,7 @@ def get(conn: Connection, seminar: str | int) -> dict[str, Any]:
 
 def list_seminars(conn: Connection) -> list[dict[str, Any]]:
     rows = conn.execute(select(seminars).order_by(seminars.c.starts_at, seminars.c.id)).mappings()
-    return [_public(r) for r in rows]
+    return [_public(as_record(r)) for r in rows]
 
 
 def _touch(conn: Connection, seminar_id: int, lead_ids: Iterable[int], source: str) -> None:
@@ -453,7 +454,7 @@ def run_due(conn: Connection, model: LeadModel, now: datetime) -> dict[str, int]
             seminars.c.starts_at <= now + REMINDER_WINDOW,
         )
     ).mappings()
-    for sem in list(due):
+    for sem in [as_record(r) for r in due]:
         sid = int(sem["id"])
         a = seminar_attendees.c
         if now < sem["starts_at"]:

@@ -324,8 +324,8 @@ def mark_targets(
         if lead_ids:
             recompute(conn, lead_ids, model, now)
         after = _states(conn, lead_ids)
-    fit_changed = sum(1 for i in lead_ids if before.get(i, (None, None))[1] != after.get(i)[1])
-    stage_changed = sum(1 for i in lead_ids if before.get(i, (None, None))[0] != after.get(i)[0])
+    fit_changed = sum(1 for i in lead_ids if before.get(i, (None, None))[1] != after[i][1])
+    stage_changed = sum(1 for i in lead_ids if before.get(i, (None, None))[0] != after[i][0])
     return {
         "top": top,
         "replace": replace,

@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from leadflow.adapters.db.engine import insert_ignore, is_postgres
+from leadflow.adapters.db.rows import as_record
 from leadflow.adapters.db.tables import (
     accounts,
     assignments,
@@ -110,7 +111,7 @@ def create_endpoint(
     types = check_event_types(list(event_types))
     _start_outbox(conn, now)
     secret = new_secret()
-    new_id = conn.execute(
+    key = conn.execute(
         insert(webhook_endpoints).values(
             url=url,
             description=description,
@@ -120,18 +121,20 @@ def create_endpoint(
             created_at=now,
             updated_at=now,
         )
-    ).inserted_primary_key[0]
-    found = get_endpoint(conn, int(new_id))
+    ).inserted_primary_key
+    assert key is not None  # a single-row INSERT always reports its key
+    found = get_endpoint(conn, int(key[0]))
     assert found is not None
     return {**found, "secret": secret}
 
 
 def _row(conn: Connection, endpoint_id: int) -> Mapping[str, Any] | None:
-    return (
+    row = (
         conn.execute(select(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id))
         .mappings()
         .first()
     )
+    return as_record(row) if row is not None else None
 
 
 def get_endpoint(conn: Connection, endpoint_id: int) -> dict[str, Any] | None:
@@ -141,7 +144,7 @@ def get_endpoint(conn: Connection, endpoint_id: int) -> dict[str, Any] | None:
 
 def list_endpoints(conn: Connection) -> list[dict[str, Any]]:
     rows = conn.execute(select(webhook_endpoints).order_by(webhook_endpoints.c.id)).mappings()
-    return [_public(r) for r in rows]
+    return [_public(as_record(r)) for r in rows]
 
 
 def update_endpoint(
@@ -276,23 +279,23 @@ def enqueue_new(conn: Connection, now: datetime, model: LeadModel | None = None)
 
     ``lead.mql`` fires on entering the hand-off stage of ``model`` (default: the active
     model)."""
-    endpoints = list(
-        conn.execute(select(webhook_endpoints).where(webhook_endpoints.c.active.is_(True)))
-        .mappings()
-        .all()
-    )
+    endpoints = [
+        as_record(r)
+        for r in conn.execute(
+            select(webhook_endpoints).where(webhook_endpoints.c.active.is_(True))
+        ).mappings()
+    ]
     created = 0
     while True:
-        batch = list(
-            conn.execute(
+        batch = [
+            as_record(r)
+            for r in conn.execute(
                 select(signals)
                 .where(signals.c.delivered_at.is_(None))
                 .order_by(signals.c.id)
                 .limit(BATCH)
-            )
-            .mappings()
-            .all()
-        )
+            ).mappings()
+        ]
         if not batch:
             break
         people = _leads(conn, {int(r["lead_id"]) for r in batch}) if endpoints else {}
@@ -321,16 +324,15 @@ def enqueue_new(conn: Connection, now: datetime, model: LeadModel | None = None)
     top_seen = last_id
     handoff_stage = (model or ModelCache().active(conn, now)).handoff_stage
     while True:
-        batch = list(
-            conn.execute(
+        batch = [
+            as_record(r)
+            for r in conn.execute(
                 select(stage_changes)
                 .where(stage_changes.c.id > start)
                 .order_by(stage_changes.c.id)
                 .limit(BATCH)
-            )
-            .mappings()
-            .all()
-        )
+            ).mappings()
+        ]
         if not batch:
             break
         people = _leads(conn, {int(r["lead_id"]) for r in batch})
@@ -437,6 +439,8 @@ def deliver_due(
     for job in _claim(engine, now, limit):
         attempt = int(job["attempts"]) + 1
         started = time.perf_counter()
+        status_code: int | None
+        error: str | None
         if not job["active"]:
             status_code, error, ok = None, "endpoint is inactive", False
         else:
@@ -487,11 +491,12 @@ def deliver_due(
 
 def next_due(conn: Connection) -> datetime | None:
     """When the earliest pending delivery is due (for workers and tests driving time)."""
-    return conn.execute(
+    due: datetime | None = conn.execute(
         select(func.min(webhook_deliveries.c.next_attempt_at)).where(
             webhook_deliveries.c.status == "pending"
         )
     ).scalar_one()
+    return due
 
 
 # --------------------------------------------------------------------------- the log

@@ -369,8 +369,8 @@ class Renderer:
         self.t_id = A["t_id"].tolist()
         self.t_dev2 = A["t_dev2"].tolist()
         self.history = A["history"].tolist()
-        self.form = A["form"].tolist()
-        self.form_ref = A["form_ref"].tolist()
+        self.form: list[int] = A["form"].tolist()
+        self.form_ref: list[int] = A["form_ref"].tolist()
         self.consent = A["consent"].tolist()
         self.account = A["account"].tolist()
         self.contexts = [{"locale": loc, "library": LIBRARY} for loc in C.LOCALES]

@@ -421,8 +421,8 @@ def _cast(config: WorldConfig, rng: np.random.Generator, wid: str) -> tuple[list
         if kind == 2:
             continue
         persona = int(kind) + 1
-        domain = C.JUNK_DOMAINS[int(rng.integers(3))] if persona == 4 else None
-        new_person(-1, persona, 3, True, "KR", domain)
+        junk_domain = C.JUNK_DOMAINS[int(rng.integers(3))] if persona == 4 else None
+        new_person(-1, persona, 3, True, "KR", junk_domain)
     return accounts, people
 
 

@@ -262,7 +262,13 @@ def _replace_refs(node: Any, old: str, new: str) -> None:
 def _finish(spec: dict[str, Any]) -> dict[str, Any]:
     components = spec.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
-    for model in (ErrorBody, TrackingError, TrackingOk, *_BODY_MODELS.values()):
+    models: tuple[type[BaseModel], ...] = (
+        ErrorBody,
+        TrackingError,
+        TrackingOk,
+        *_BODY_MODELS.values(),
+    )
+    for model in models:
         found = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(found.pop("$defs", {}))
         schemas[model.__name__] = found

@@ -353,7 +353,9 @@ async def _skipped(
 
 _HTML = {"text/html": {"schema": {"type": "string"}}}
 _JSON_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
-_SEE_OTHER = {303: {"description": "To the content (a known contact) or the form's redirect."}}
+_SEE_OTHER: dict[int | str, Any] = {
+    303: {"description": "To the content (a known contact) or the form's redirect."}
+}
 _FIELDS = {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}}
 _SUBMIT = {
     "requestBody": {
@@ -514,11 +516,12 @@ async def form_submit(form_key: FormKey, request: Request) -> Response:
     token_ok = True
     if not is_json:
         token = raw.get("lf_token")
+        signed_id = anonymous_id  # not reassigned: stays narrowed inside the lambda
         token_ok = bool(
-            anonymous_id
+            signed_id
             and isinstance(token, str)
             and services.signing.verify(
-                lambda key: check_token(key, form.key, anonymous_id, token, time.time()) or None,
+                lambda key: check_token(key, form.key, signed_id, token, time.time()) or None,
                 services.clock(),
             )
         )

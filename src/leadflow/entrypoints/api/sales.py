@@ -5,7 +5,7 @@ bad input 422 naming the field."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -130,9 +130,10 @@ class OpportunityCreate(_Body):
     contacts: list[ContactIn] = Field(default_factory=list, max_length=100)
 
 
-def _run(
-    services: Any, do: Callable[[Connection, LeadModel, Any], Any], *, write: bool = True
-) -> Any:
+T = TypeVar("T")
+
+
+def _run(services: Any, do: Callable[[Connection, LeadModel, Any], T], *, write: bool = True) -> T:
     try:
         with services.engine.begin() as conn:
             now = services.clock()
@@ -157,7 +158,7 @@ def list_reps(services: ServicesDep) -> dict[str, Any]:
         today = handoff._today_counts(conn, handoff.calendar_for(model), now)
         return {"reps": [{**r, "today": today.get(r["key"], 0)} for r in handoff.list_reps(conn)]}
 
-    return _run(services, do)  # type: ignore[no-any-return]
+    return _run(services, do)
 
 
 @router.post(
@@ -173,7 +174,7 @@ def create_rep(body: RepCreate, services: ServicesDep) -> dict[str, Any]:
         except ValueError as exc:
             raise HTTPException(status_code=409, detail=str(exc)) from None
 
-    return _run(services, do)  # type: ignore[no-any-return]
+    return _run(services, do)
 
 
 @router.patch("/reps/{key}", operation_id="update_sales_rep", responses=error_responses(404))
@@ -191,7 +192,7 @@ def update_rep(key: str, body: RepUpdate, services: ServicesDep) -> dict[str, An
             raise HTTPException(status_code=404, detail=f"key: no rep with key {key!r}")
         return found
 
-    return _run(services, do)  # type: ignore[no-any-return]
+    return _run(services, do)
 
 
 # --------------------------------------------------------------------------- queue
@@ -221,7 +222,7 @@ def lead_assignments(services: ServicesDep, lead_id: int = LeadId) -> dict[str, 
         handoff.require_lead(conn, lead_id)
         return {"assignments": handoff.assignments_for(conn, lead_id=lead_id)}
 
-    return _run(services, do)  # type: ignore[no-any-return]
+    return _run(services, do)
 
 
 # --------------------------------------------------------------------------- actions
@@ -232,7 +233,7 @@ def lead_assignments(services: ServicesDep, lead_id: int = LeadId) -> dict[str, 
 )
 def accept(services: ServicesDep, body: ActionIn | None = None, lead_id: int = LeadId) -> dict:
     b = body or ActionIn()
-    return _run(  # type: ignore[no-any-return]
+    return _run(
         services,
         lambda c, m, now: handoff.accept(
             c, m, lead_id, now, actor=b.actor, action_id=b.action_id
@@ -244,7 +245,7 @@ def accept(services: ServicesDep, body: ActionIn | None = None, lead_id: int = L
     "/leads/{lead_id}/reject", operation_id="reject_lead", responses=error_responses(404, 409)
 )
 def reject(body: RejectIn, services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
-    return _run(  # type: ignore[no-any-return]
+    return _run(
         services,
         lambda c, m, now: handoff.reject(
             c, m, lead_id, body.reason, now, actor=body.actor, action_id=body.action_id
@@ -257,7 +258,7 @@ def reject(body: RejectIn, services: ServicesDep, lead_id: int = LeadId) -> dict
 )
 def not_now(services: ServicesDep, body: NotNowIn | None = None, lead_id: int = LeadId) -> dict:
     b = body or NotNowIn()
-    return _run(  # type: ignore[no-any-return]
+    return _run(
         services,
         lambda c, m, now: handoff.not_now(
             c, m, lead_id, now, reason=b.reason, actor=b.actor, action_id=b.action_id
@@ -270,7 +271,7 @@ def not_now(services: ServicesDep, body: NotNowIn | None = None, lead_id: int = 
 )
 def qualify(body: QualifyIn, services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
     bant = {k: getattr(body, k) for k in ("budget", "authority", "need", "timeframe")}
-    return _run(  # type: ignore[no-any-return]
+    return _run(
         services,
         lambda c, m, now: handoff.qualify(
             c,
@@ -292,7 +293,7 @@ def qualify(body: QualifyIn, services: ServicesDep, lead_id: int = LeadId) -> di
 @router.post("/leads/{lead_id}/won", operation_id="win_lead", responses=error_responses(404, 409))
 def won(services: ServicesDep, body: WonIn | None = None, lead_id: int = LeadId) -> dict:
     b = body or WonIn()
-    return _run(  # type: ignore[no-any-return]
+    return _run(
         services,
         lambda c, m, now: handoff.win(
             c, m, lead_id, now, amount=b.amount, actor=b.actor, action_id=b.action_id
@@ -302,7 +303,7 @@ def won(services: ServicesDep, body: WonIn | None = None, lead_id: int = LeadId)
 
 @router.post("/leads/{lead_id}/lost", operation_id="lose_lead", responses=error_responses(404, 409))
 def lost(body: LostIn, services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
-    return _run(  # type: ignore[no-any-return]
+    return _run(
         services,
         lambda c, m, now: handoff.lose(
             c, m, lead_id, body.reason, now, actor=body.actor, action_id=body.action_id
@@ -344,7 +345,7 @@ def create_opportunity(body: OpportunityCreate, services: ServicesDep) -> dict[s
         assert found is not None
         return found
 
-    return _run(services, do)  # type: ignore[no-any-return]
+    return _run(services, do)
 
 
 @router.get(

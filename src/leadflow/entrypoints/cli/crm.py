@@ -68,7 +68,7 @@ def _updates(file: Path) -> list[Any]:
         data = [data]
     if not isinstance(data, list):
         fail(f"{file}: expected an update, a list of updates or {{'updates': [...]}}")
-    return check_file_data(data, str(file))  # type: ignore[no-any-return]
+    return check_file_data(data, str(file))
 
 
 @app.command("apply")

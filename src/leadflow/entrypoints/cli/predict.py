@@ -238,9 +238,9 @@ def print_report(report: Report, console: Console) -> None:
         table = Table(title="Cleaning")
         table.add_column("column")
         table.add_column("what happened")
-        for d in report.dropped:
-            if d.reason != "suspected leakage":
-                table.add_row(d.column, f"dropped: {d.reason}")
+        for dropped in report.dropped:
+            if dropped.reason != "suspected leakage":
+                table.add_row(dropped.column, f"dropped: {dropped.reason}")
         for name, notes in report.cleaning.items():
             table.add_row(name, "; ".join(notes))
         if table.row_count:

@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import typer
 
@@ -577,6 +577,14 @@ PALETTE = [
 ]
 
 
+class _SankeyNode(TypedDict):
+    name: str
+    x: float
+    y: float
+    w: float
+    h: float
+
+
 def sankey_layout(
     links: Sequence[Mapping[str, Any]],
     width: float = 960,
@@ -604,7 +612,7 @@ def sankey_layout(
     pad, node_w = 40.0, 14.0
     scale = (height - 2 * pad) / total
     step = (width - 2 * pad - node_w) / max(len(names) - 1, 1)
-    nodes = {}
+    nodes: dict[str, _SankeyNode] = {}
     for n in names:
         h = size[n] * scale
         x = pad + column[n] * step

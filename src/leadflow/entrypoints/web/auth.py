@@ -219,9 +219,9 @@ def load_session(engine: Engine, token: str | None, now: datetime) -> WebUser | 
 
 
 def optional_user(request: Request) -> WebUser | None:
-    cached = getattr(request.state, "web_user", False)
-    if cached is not False:
-        return cached  # type: ignore[no-any-return]
+    if hasattr(request.state, "web_user"):  # already looked up in this request
+        cached: WebUser | None = request.state.web_user
+        return cached
     services = services_of(request)
     found = load_session(
         services.engine,

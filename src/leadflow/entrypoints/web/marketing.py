@@ -8,7 +8,7 @@ query per figure (:mod:`leadflow.entrypoints.web.marketing_queries`) and cached 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, TypedDict
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
@@ -134,6 +134,21 @@ def _rate(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
+class _StepRow(TypedDict):
+    """One program step as the program page shows it."""
+
+    n: int
+    id: str
+    wait: str
+    when: list[str]
+    otherwise: str
+    do: list[str]
+    f: mq.StepFigures
+    open_rate: float | None
+    click_rate: float | None
+    conversion_rate: float | None
+
+
 def _program_summary(
     spec: ProgramSpec, figs: mq.ProgramFigures | None, model: LeadModel, t: Translator
 ) -> dict[str, Any]:
@@ -194,7 +209,7 @@ async def program_page(request: Request, user: ProgramsUser, key: str) -> HTMLRe
             return None
         figures = _figures(services, cache_of(request), model).get(key) or mq.ProgramFigures()
         assets = {c.key: c.title for c in nurture.content}
-        steps = []
+        steps: list[_StepRow] = []
         for i, step in enumerate(spec.steps, start=1):
             f = figures.steps.get(step.id) or mq.StepFigures()
             steps.append(

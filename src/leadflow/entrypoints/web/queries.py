@@ -104,7 +104,7 @@ class TTLCache:
             waiting.wait(WAIT_FOR_INFLIGHT)
             with self._lock:
                 done = self._items.get(key)
-            return done[1] if done is not None else compute()  # type: ignore[no-any-return]
+            return done[1] if done is not None else compute()
         if hit is None:
             try:
                 value = compute()
@@ -117,7 +117,7 @@ class TTLCache:
             threading.Thread(
                 target=self._refresh, args=(key, compute), name="leadflow-cache", daemon=True
             ).start()
-        return hit[1]  # type: ignore[no-any-return]
+        return hit[1]
 
 
 def _prefix(column: ColumnElement[Any], text: str) -> ColumnElement[bool]:
@@ -539,7 +539,7 @@ def _aware(value: Any) -> datetime | None:
         value = datetime.fromisoformat(value)
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 # ---------------------------------------------------------------- accounts
@@ -743,10 +743,10 @@ def sales_queue(engine: Engine, rep: str | None, limit: int = QUEUE_LIMIT) -> li
                 .order_by(ready_queue.c.priority.desc(), ready_queue.c.queued_at)
                 .limit(limit)
             )
-            for r in conn.execute(waiting).mappings():
+            for queued in conn.execute(waiting).mappings():
                 rows.append(
                     {
-                        **dict(r),
+                        **dict(queued),
                         "status": "waiting",
                         "rep_key": None,
                         "assignment_id": None,
