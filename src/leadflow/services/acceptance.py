@@ -83,12 +83,12 @@ def load_handoffs(
     ).mappings():
         by_lead[row["lead_id"]].append(row)
     opps: dict[int, list[Any]] = defaultdict(list)
-    for row in conn.execute(
+    for opp in conn.execute(
         select(opportunities.c.lead_id, opportunities.c.stage, opportunities.c.created_at).where(
             opportunities.c.lead_id.is_not(None)
         )
     ):
-        opps[row.lead_id].append(row)
+        opps[opp.lead_id].append(opp)
 
     handoffs: list[cal.HandOff] = []
     scored_entries: dict[tuple[int, datetime], float] = {}

@@ -53,6 +53,7 @@ from sqlalchemy import (
 )
 
 from leadflow.adapters.db.engine import insert_ignore, is_postgres
+from leadflow.adapters.db.rows import as_record
 from leadflow.adapters.db.tables import (
     accounts,
     assignments,
@@ -436,7 +437,7 @@ def _reps_and_counts(
     ).mappings()
     reps, today_counts, recent_counts = [], Counter[str](), Counter[str]()
     for r in rows:
-        reps.append(_rep(r, spec.default_capacity))
+        reps.append(_rep(as_record(r), spec.default_capacity))
         if r["today"]:
             today_counts[r["key"]] = int(r["today"])
         if r["recent"]:
@@ -567,8 +568,8 @@ def route_due(
         recent_counts=recent,
     )
     for a in plan.assignments:
-        outcome = fresh_by_id.get(a.lead_id)
-        state = outcome.state if outcome is not None else None
+        made_due = fresh_by_id.get(a.lead_id)
+        state = made_due.state if made_due is not None else None
         summary = engagement_summary(conn, a.lead_id, model, now, state=state)
         stored = conn.execute(
             insert_ignore(conn.engine, assignments, "active_lead_id")
@@ -986,7 +987,7 @@ def accept(
                 summary=engagement_summary(conn, lead_id, model, now),
             )
         )
-        assignment_id = int(res.inserted_primary_key[0])
+        assignment_id = int(res.inserted_primary_key[0])  # type: ignore[index]  # an insert has a key
         rep = actor
     else:
         assignment_id = current["id"]
@@ -1157,7 +1158,8 @@ def qualify(
         )
     attrs = conn.execute(select(leads.c.attributes).where(leads.c.id == lead_id)).scalar_one()
     attrs = dict(attrs or {})
-    merged = {**(attrs.get("bant") if isinstance(attrs.get("bant"), dict) else {}), **clean}
+    known = attrs.get("bant")
+    merged = {**(known if isinstance(known, dict) else {}), **clean}
     attrs["bant"] = merged
     conn.execute(
         update(leads).where(leads.c.id == lead_id).values(attributes=attrs, updated_at=now)
@@ -1504,7 +1506,7 @@ def create_opportunity(
             updated_at=now,
         )
     )
-    opp_id = int(res.inserted_primary_key[0])
+    opp_id = int(res.inserted_primary_key[0])  # type: ignore[index]  # an insert has a key
     seen: set[int] = set()
     for c in contacts:
         if c["lead_id"] in seen:

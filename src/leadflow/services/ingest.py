@@ -280,7 +280,7 @@ def apply_lead_traits(
         if column is not None:
             if isinstance(value, dict | list | bool):
                 continue
-            text = str(value).strip()[: leads.c[column].type.length]
+            text = str(value).strip()[: getattr(leads.c[column].type, "length", None)]
             if text and row[column] != text:
                 changes[column] = text
         elif key == "email":
@@ -867,10 +867,10 @@ def _ingest_parts_in(
         result.leads_touched = {ids.current(lead_id) for lead_id in result.leads_touched}
         touched |= result.leads_touched
     passed: dict[int, list[Event]] = defaultdict(list)
-    for (_, msg, _), row in zip(resolved, rows, strict=True):
-        lead = row[_LEAD_INDEX]
-        if lead is not None:
-            passed[lead].append(_as_event(msg, lead))
+    for (_, stored_msg, _), stored_row in zip(resolved, rows, strict=True):
+        owner: int | None = stored_row[_LEAD_INDEX]
+        if owner is not None:
+            passed[owner].append(_as_event(stored_msg, owner))
     stored = 0
     for start in range(0, len(rows), 5000):
         stored += bulk_insert_ignore(

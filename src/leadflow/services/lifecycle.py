@@ -21,7 +21,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -155,7 +155,10 @@ def model_history(conn: Connection) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- inputs
 
 
-def _chunks(ids: Sequence[int], size: int = CHUNK) -> Iterator[list[int]]:
+_T = TypeVar("_T")
+
+
+def _chunks(ids: Sequence[_T], size: int = CHUNK) -> Iterator[list[_T]]:
     for i in range(0, len(ids), size):
         yield list(ids[i : i + size])
 
@@ -903,7 +906,7 @@ def _write_states(conn: Connection, rows: list[dict[str, Any]]) -> None:
             {**{k: v for k, v in r.items() if k != "lead_id"}, "b_lead_id": r["lead_id"]}
             for r in old
         ]
-        columns = {k: bindparam(k) for k in params[0] if k != "b_lead_id"}
+        columns: dict[str, Any] = {k: bindparam(k) for k in params[0] if k != "b_lead_id"}
         conn.execute(
             update(lead_states)
             .where(lead_states.c.lead_id == bindparam("b_lead_id"))

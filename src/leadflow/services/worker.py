@@ -74,7 +74,7 @@ class PassReport:
     """Job name -> the error it raised in this pass (the other jobs ran)."""
 
     def busy(self) -> bool:
-        return any(getattr(self, f) for f in self.__slots__)  # type: ignore[attr-defined]
+        return any(getattr(self, f) for f in self.__slots__)
 
 
 def worker_id() -> str:

@@ -132,14 +132,14 @@ class Schema:
 def _normalised(values: pl.Series) -> pl.Series:
     """Stripped, lowercased text; placeholders become null."""
     text = values.cast(pl.Utf8, strict=False).str.strip_chars().str.to_lowercase()
-    return text.set(text.is_in(list(PLACEHOLDERS)).fill_null(True), None)  # type: ignore[arg-type]
+    return text.set(text.is_in(list(PLACEHOLDERS)).fill_null(True), None)
 
 
 def _as_number(text: pl.Series, decimal_comma: bool) -> pl.Series:
     if decimal_comma:
         text = text.str.replace(",", ".", literal=True)
     number = text.cast(pl.Float64, strict=False)
-    return number.set(~number.is_finite().fill_null(False), None)  # type: ignore[arg-type]
+    return number.set(~number.is_finite().fill_null(False), None)
 
 
 def infer_schema(frame: pl.DataFrame, columns: Sequence[str]) -> Schema:

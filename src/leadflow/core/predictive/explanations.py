@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
-from sklearn.pipeline import Pipeline  # type: ignore[import-untyped]
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
 
 from leadflow.core.predictive.cleaning import Schema, describe_value
 from leadflow.core.predictive.models import Design
@@ -37,7 +37,7 @@ def contributions(explainer: Pipeline, X: np.ndarray) -> np.ndarray:
         return out
     base = explainer.decision_function(X)
     out = np.zeros((len(X), X.shape[1]))
-    for j, typical in enumerate(explainer.typical_):  # type: ignore[attr-defined]
+    for j, typical in enumerate(explainer.typical_):
         swapped = X.copy()
         swapped[:, j] = typical
         out[:, j] = base - explainer.decision_function(swapped)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score  # type: ignore[import-untyped]
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 # --------------------------------------------------------------------------- metrics
 

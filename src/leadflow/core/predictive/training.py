@@ -11,10 +11,10 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
-from sklearn.base import clone  # type: ignore[import-untyped]
-from sklearn.metrics import roc_auc_score  # type: ignore[import-untyped]
-from sklearn.pipeline import Pipeline  # type: ignore[import-untyped]
-from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+from sklearn.base import clone
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 
 from leadflow.core.predictive.cleaning import (
     DroppedColumn,
@@ -84,7 +84,7 @@ class TrainedModel:
     report: Report
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.estimator.predict_proba(X)[:, 1]
+        return np.asarray(self.estimator.predict_proba(X)[:, 1])
 
     def score(
         self, frame: pl.DataFrame, top: int = 3
@@ -326,7 +326,7 @@ def _train(
     estimator = _calibrated(final_pipe, method, y, seed, time_ordered).fit(X, y)
     step("fitting the final calibrated model")
     explainer = clone(final_pipe).fit(X, y)
-    explainer.typical_ = _typical(X, schema_used)  # type: ignore[attr-defined]
+    explainer.typical_ = _typical(X, schema_used)
     step("fitting the explainer")
     sample = np.random.default_rng(seed).permutation(len(y))[:2000]
     magnitude = np.abs(contributions(explainer, X[sample])).mean(axis=0)

@@ -34,7 +34,7 @@ _MONTHS_EN = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oc
 
 def pick_locale(candidate: str | None, accept_language: str | None = None) -> str:
     if candidate in LOCALES:
-        return candidate  # type: ignore[return-value]
+        return candidate
     for part in (accept_language or "").split(","):
         tag = part.split(";")[0].strip().lower()[:2]
         if tag in LOCALES:
