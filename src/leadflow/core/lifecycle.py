@@ -709,6 +709,9 @@ def advance(
         return machine.freeze(), added, signals
     if state.clock is not None and at <= state.clock:
         return state, [], []
+    if state.pause_until is None or state.pause_until > at:
+        # Nothing is due by ``at`` (only a recycle pause ends with time): the clock moves.
+        return replace(state, clock=at), [], []
     machine = _Machine(state, model)
     machine.advance(at)
     return machine.freeze(), machine.new_changes, machine.new_signals

@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    BindParameter,
     Connection,
     Engine,
     bindparam,
@@ -67,6 +68,7 @@ from leadflow.core.model import (
     AccountWatch,
     Bant,
     Event,
+    FitScore,
     LeadProfile,
     SalesAction,
     StageChange,
@@ -236,6 +238,7 @@ _PROFILE_COLUMNS = (
     accounts.c.is_target,
     lead_predictions.c.probability,
 )
+_N_PROFILE = len(_PROFILE_COLUMNS)
 _ACCOUNT_COLUMNS = (
     accounts.c.domain,
     accounts.c.external_id,
@@ -248,8 +251,13 @@ _PROFILE_FROM = leads.outerjoin(accounts, accounts.c.id == leads.c.account_id).o
 
 
 def _profiles_from(
-    conn: Connection, rows: Sequence[Any], model: LeadModel | None
+    conn: Connection,
+    rows: Sequence[Any],
+    model: LeadModel | None,
+    known: Mapping[int, _Cached] | None = None,
 ) -> dict[int, LeadProfile]:
+    """Profiles from rows of :data:`_PROFILE_COLUMNS`; a lead whose row and account watches
+    are what its cached fold was built from (``known``) gets that fold's profile back."""
     watches = (
         load_account_watches(conn, {r.account_id for r in rows if r.account_id}, model)
         if model is not None
@@ -257,6 +265,11 @@ def _profiles_from(
     )
     profiles = {}
     for r in rows:
+        watch = watches.get(r.account_id, ())
+        cached = known.get(r.id) if known else None
+        if cached is not None and cached.source == (tuple(r[:_N_PROFILE]), watch):
+            profiles[r.id] = cached.fold.lead
+            continue
         attributes = dict(r.attributes or {})
         # Contact details and title are left out on purpose: they arrive with identify
         # events (tracking, forms, imports all write one), so a replay learns them when
@@ -272,7 +285,7 @@ def _profiles_from(
             bant=_bant(attributes.get("bant")),
             attributes=attributes,
             predicted=r.probability,
-            account_watch=watches.get(r.account_id, ()),
+            account_watch=watch,
         )
     return profiles
 
@@ -294,19 +307,22 @@ class _Stored:
     first recompute) and how many events and sales actions it has up to ``now``."""
 
     stage: str | None
+    stage_since: datetime | None
+    pause_until: datetime | None
     epoch: datetime | None
     revision: int | None
     events: int
     actions: int
     account: Mapping[str, Any]
     """The lead's account as routing reads it (empty without an account)."""
+    source: tuple[Any, ...]
+    """The profile columns as read (a cached fold's profile is reused while they match)."""
 
 
-def _load_leads(
-    conn: Connection, lead_ids: Sequence[int], model: LeadModel, now: datetime
-) -> tuple[dict[int, LeadProfile], dict[int, _Stored]]:
-    """Profiles and stored state of ``lead_ids`` in one statement (plus one for account
-    watches): the input counts let a cached fold be checked without reading every id."""
+def _live_query() -> Any:
+    """Profile, account, state row and input counts of leads (built once: building the
+    statement per call costs more than running it)."""
+    now: BindParameter[datetime] = bindparam("now", type_=events.c.occurred_at.type)
     n_events = (
         select(func.count())
         .where(events.c.lead_id == leads.c.id, events.c.occurred_at <= now)
@@ -317,22 +333,41 @@ def _load_leads(
         .where(sales_actions.c.lead_id == leads.c.id, sales_actions.c.at <= now)
         .scalar_subquery()
     )
-    rows = conn.execute(
+    return (
         select(
             *_PROFILE_COLUMNS,
             *_ACCOUNT_COLUMNS,
             lead_states.c.stage,
+            lead_states.c.stage_since,
+            lead_states.c.pause_until,
             lead_states.c.epoch,
             lead_states.c.revision,
             n_events.label("n_events"),
             n_actions.label("n_actions"),
         )
         .select_from(_PROFILE_FROM.outerjoin(lead_states, lead_states.c.lead_id == leads.c.id))
-        .where(leads.c.id.in_(lead_ids))
-    ).all()
+        .where(leads.c.id.in_(bindparam("ids", expanding=True)))
+    )
+
+
+_LIVE = _live_query()
+
+
+def _load_leads(
+    conn: Connection,
+    lead_ids: Sequence[int],
+    model: LeadModel,
+    now: datetime,
+    known: Mapping[int, _Cached] | None = None,
+) -> tuple[dict[int, LeadProfile], dict[int, _Stored]]:
+    """Profiles and stored state of ``lead_ids`` in one statement (plus one for account
+    watches): the input counts let a cached fold be checked without reading every id."""
+    rows = conn.execute(_LIVE, {"ids": list(lead_ids), "now": now}).all()
     stored = {
         r.id: _Stored(
             stage=r.stage,
+            stage_since=r.stage_since,
+            pause_until=r.pause_until,
             epoch=r.epoch,
             revision=r.revision,
             events=r.n_events,
@@ -347,10 +382,11 @@ def _load_leads(
             }
             if r.account_id is not None
             else {},
+            source=tuple(r[:_N_PROFILE]),
         )
         for r in rows
     }
-    return _profiles_from(conn, rows, model), stored
+    return _profiles_from(conn, rows, model, known), stored
 
 
 def event_from_row(row: Any) -> Event:
@@ -490,6 +526,11 @@ class _Cached:
     events: int
     """Events folded in (the store's count up to the fold's time must match)."""
     actions: int
+    source: tuple[tuple[Any, ...], tuple[AccountWatch, ...]] | None = None
+    """The profile columns and account watches the fold's profile was built from."""
+    scored: tuple[LeadProfile, Bant, FitScore, float] | None = None
+    """The profile and BANT last scored, with their fit and qualification scores: reused
+    while the fold still holds the same objects (most events change neither)."""
 
 
 class StateCache:
@@ -760,11 +801,12 @@ def recompute(
     result = RecomputeResult()
     ids = sorted(set(lead_ids))
     for chunk in _chunks(ids):
-        profiles, rows = _load_leads(conn, chunk, model, now)
+        known = {i: e for i in chunk if (e := cache.get(i)) is not None} if cache else {}
+        profiles, rows = _load_leads(conn, chunk, model, now, known)
         usable: dict[int, _Cached] = {}
         if cache is not None:
             for lead_id in chunk:
-                entry = cache.get(lead_id)
+                entry = known.get(lead_id)
                 row = rows.get(lead_id)
                 if (
                     entry is not None
@@ -805,11 +847,17 @@ def recompute(
                 stored = stored_full.get(lead_id, [])
             stored = _sync_history(conn, state, stored, epoch, model, now, result)
             revision = (previous.revision or 0) + 1
-            fit = score_fit(state.profile, model)
+            bant = _qualification_bant(state)
+            scored = usable[lead_id].scored if lead_id in usable else None
+            same_scores = scored is not None and scored[0] is state.profile and scored[1] is bant
+            if scored is not None and same_scores:
+                fit, qualification = scored[2], scored[3]
+            else:
+                fit = score_fit(state.profile, model)
+                qualification = score_qualification(bant, model).score
             # The fold's counted occurrences, decayed to now: what score_engagement gives
             # for the same events, without matching every rule again.
             engagement = total_at(state.occurrences, now)
-            qualification = score_qualification(_qualification_bant(state), model).score
             upserts.append(
                 {
                     "lead_id": lead_id,
@@ -827,6 +875,10 @@ def recompute(
                     "revision": revision,
                     "updated_at": now,
                     "_exists": exists,
+                    # Only the score moved (same stage, pause, fit, qualification, model):
+                    "_light": same_scores
+                    and (previous.stage, previous.stage_since, previous.pause_until)
+                    == (state.stage, state.stage_since, state.pause_until),
                 }
             )
             if cache is not None:
@@ -840,6 +892,8 @@ def recompute(
                         stored=stored,
                         events=n_events,
                         actions=n_actions,
+                        source=(previous.source, profiles[lead_id].account_watch),
+                        scored=(state.profile, bant, fit, qualification),
                     ),
                 )
             for sig in state.signals:
@@ -896,22 +950,42 @@ def _address_account_alerts(conn: Connection, rows: list[dict[str, Any]]) -> Non
         r["data"] = {**r["data"], "account_owner": owners.get(r["data"].get("account_id"))}
 
 
+_LIGHT = ("engagement", "scored_at", "revision", "updated_at")
+_UPDATE_LIGHT = (
+    update(lead_states)
+    .where(lead_states.c.lead_id == bindparam("b_lead_id"))
+    .values({k: bindparam(k) for k in _LIGHT})
+)
+
+
 def _write_states(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    new = [{k: v for k, v in r.items() if k != "_exists"} for r in rows if not r["_exists"]]
-    old = [{k: v for k, v in r.items() if k != "_exists"} for r in rows if r["_exists"]]
+    """Insert new state rows; update the others, with only the score columns where only
+    the score moved (the common case on the live path)."""
+    new = [{k: v for k, v in r.items() if k[0] != "_"} for r in rows if not r["_exists"]]
     if new:
         conn.execute(insert(lead_states), new)
-    if old:
-        params = [
-            {**{k: v for k, v in r.items() if k != "lead_id"}, "b_lead_id": r["lead_id"]}
-            for r in old
-        ]
-        columns: dict[str, Any] = {k: bindparam(k) for k in params[0] if k != "b_lead_id"}
+    light = [
+        {"b_lead_id": r["lead_id"], **{k: r[k] for k in _LIGHT}}
+        for r in rows
+        if r["_exists"] and r["_light"]
+    ]
+    if light:
+        conn.execute(_UPDATE_LIGHT, light)
+    full = [
+        {
+            **{k: v for k, v in r.items() if k[0] != "_" and k != "lead_id"},
+            "b_lead_id": r["lead_id"],
+        }
+        for r in rows
+        if r["_exists"] and not r["_light"]
+    ]
+    if full:
+        columns: dict[str, Any] = {k: bindparam(k) for k in full[0] if k != "b_lead_id"}
         conn.execute(
             update(lead_states)
             .where(lead_states.c.lead_id == bindparam("b_lead_id"))
             .values(columns),
-            params,
+            full,
         )
 
 
