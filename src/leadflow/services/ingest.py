@@ -58,9 +58,24 @@ from leadflow.adapters.db.tables import (
     metadata,
 )
 from leadflow.core.inputs import count_problem
-from leadflow.core.lifecycle import consent_trait, is_withdrawal
+from leadflow.core.lifecycle import is_withdrawal
 from leadflow.core.model import Event
 from leadflow.core.tracking import TrackedMessage
+from leadflow.core.traits import (
+    ACCOUNT_COLUMN_TRAITS as ACCOUNT_COLUMN_TRAITS,
+)
+from leadflow.core.traits import (
+    FREE_MAIL_DOMAINS as FREE_MAIL_DOMAINS,
+)
+from leadflow.core.traits import (
+    PERSON_LENGTHS,
+    AccountReading,
+    read_group,
+    read_traits,
+)
+from leadflow.core.traits import (
+    email_domain as email_domain,
+)
 from leadflow.services import privacy
 
 try:
@@ -69,33 +84,6 @@ except ImportError:  # pragma: no cover - not POSIX: writers poll SQLite's lock
     fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
-
-LEAD_TRAIT_COLUMNS = {
-    "firstName": "first_name",
-    "first_name": "first_name",
-    "lastName": "last_name",
-    "last_name": "last_name",
-    "title": "title",
-    "phone": "phone",
-    "source": "source",
-}
-FREE_MAIL_DOMAINS = frozenset(
-    {
-        "gmail.com",
-        "googlemail.com",
-        "yahoo.com",
-        "hotmail.com",
-        "outlook.com",
-        "live.com",
-        "icloud.com",
-        "naver.com",
-        "daum.net",
-        "hanmail.net",
-        "kakao.com",
-        "proton.me",
-        "protonmail.com",
-    }
-)
 
 AfterIngest = Callable[[Connection, set[int], datetime], None]
 
@@ -266,69 +254,39 @@ def _create_lead(
 
 
 def apply_lead_traits(
-    conn: Connection, lead_id: int, traits: dict[str, Any], now: datetime
+    conn: Connection, lead_id: int, traits: Mapping[str, Any], now: datetime
 ) -> None:
-    """Copy identify traits onto the lead: known columns, consent, company, the rest as
-    free attributes. Empty values never erase what is stored."""
+    """Store an identify's traits on the lead as :func:`leadflow.core.traits.read_traits`
+    reads them (the reading the replayed profile folds): text columns, e-mail (set once,
+    never taken from another lead), consent, the account of ``company``, the rest as free
+    attributes. Empty values never erase what is stored."""
+    reading = read_traits(traits)
     row = conn.execute(select(leads).where(leads.c.id == lead_id)).mappings().one()
-    changes: dict[str, Any] = {}
-    attributes = dict(row["attributes"] or {})
-    for key, value in traits.items():
-        if value is None or value == "":
-            continue
-        column = LEAD_TRAIT_COLUMNS.get(key)
-        if column is not None:
-            if isinstance(value, dict | list | bool):
-                continue
-            text = str(value).strip()[: getattr(leads.c[column].type, "length", None)]
-            if text and row[column] != text:
-                changes[column] = text
-        elif key == "email":
-            if row["email"] is None and _lead_by_email(conn, value) is None:
-                changes["email"] = value
-        elif key == "name" and isinstance(value, str) and not row["first_name"]:
-            first, _, last = value.strip().partition(" ")
-            changes["first_name"] = first[:255]
-            if last and not row["last_name"]:
-                changes["last_name"] = last[:255]
-        elif key == "consent":
-            consent = _consent(value, now)
-            if consent is not None:
-                changes.update(consent)
-        elif key == "company":
-            account_id = _account_from_company(
-                conn, value, row["email"] or traits.get("email"), now
-            )
-            if account_id is not None and row["account_id"] != account_id:
-                changes["account_id"] = account_id
-        elif key not in ("id", "userId", "anonymousId") and attributes.get(key) != value:
-            attributes[key] = value
-    if attributes != (row["attributes"] or {}):
+    changes: dict[str, Any] = reading.person_changes(
+        {column: row[column] for column in PERSON_LENGTHS}
+    )
+    email = reading.email
+    if email is not None and row["email"] is None and _lead_by_email(conn, email) is None:
+        changes["email"] = email
+    if reading.consent is not None:
+        changes.update(
+            consent_status=reading.consent,
+            consent_at=now,
+            consent_method=reading.consent_method,
+        )
+    if reading.company is not None:
+        account_id = _account_from_company(
+            conn, reading.company, row["email"] or reading.email, now
+        )
+        if account_id is not None and row["account_id"] != account_id:
+            changes["account_id"] = account_id
+    stored = row["attributes"] or {}
+    attributes = {**stored, **reading.attributes}
+    if attributes != stored:
         changes["attributes"] = attributes
     if changes:
         changes["updated_at"] = now
         conn.execute(update(leads).where(leads.c.id == lead_id).values(**changes))
-
-
-def _consent(value: Any, now: datetime) -> dict[str, Any] | None:
-    """The lead columns a ``consent`` trait sets (read by ``lifecycle.consent_trait``, as
-    the replay reads it), with its ``method`` when it gives one."""
-    status = consent_trait(value)
-    if status is None:
-        return None
-    method = value.get("method") if isinstance(value, Mapping) else None
-    return {
-        "consent_status": status,
-        "consent_at": now,
-        "consent_method": str(method or "identify")[:255],
-    }
-
-
-def email_domain(email: str | None) -> str | None:
-    if not email or "@" not in email:
-        return None
-    domain = email.rsplit("@", 1)[1].lower()
-    return None if domain in FREE_MAIL_DOMAINS else domain
 
 
 def find_or_create_account(
@@ -391,54 +349,25 @@ def find_or_create_account(
 
 
 def _account_from_company(
-    conn: Connection, company: Any, email: str | None, now: datetime
+    conn: Connection, company: AccountReading, email: str | None, now: datetime
 ) -> int | None:
-    if isinstance(company, str):
-        return find_or_create_account(conn, now=now, name=company, domain=email_domain(email))
-    if isinstance(company, dict):
-        return find_or_create_account(
-            conn,
-            now=now,
-            name=company.get("name") if isinstance(company.get("name"), str) else None,
-            domain=_domain_of(company) or email_domain(email),
-            external_id=str(company["id"]) if company.get("id") is not None else None,
-            fields=_account_fields(company),
-        )
-    return None
+    """The account of an identify's ``company`` (its domain, else the e-mail's)."""
+    if company.dropped_count is not None:
+        _log_dropped(company.dropped_count)
+    return find_or_create_account(
+        conn,
+        now=now,
+        name=company.name,
+        domain=company.domain or email_domain(email),
+        external_id=company.external_id,
+        fields=company.fields(),
+    )
 
 
-def _domain_of(traits: dict[str, Any]) -> str | None:
-    for key in ("domain", "website"):
-        value = traits.get(key)
-        if isinstance(value, str) and value.strip():
-            host = value.strip().lower()
-            for prefix in ("https://", "http://"):
-                host = host.removeprefix(prefix)
-            host = host.split("/", 1)[0].removeprefix("www.")
-            if host and " " not in host and "." in host:
-                return host[:255]
-    return None
-
-
-def _account_fields(traits: dict[str, Any]) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    if isinstance(traits.get("industry"), str):
-        fields["industry"] = traits["industry"][:100]
-    employees = traits.get("employees", traits.get("employee_count"))
-    if employees is not None and (problem := count_problem(employees)) is not None:
-        # The tracking API refuses these at the door; other paths (forms, imports) may
-        # still carry one: a number no column can hold is dropped, never stored.
-        log.warning("employee count %.40r dropped: %s", employees, problem)
-    elif isinstance(employees, int) and not isinstance(employees, bool) and employees >= 0:
-        fields["employee_count"] = employees
-    elif isinstance(employees, str) and employees.strip().isdigit() and employees.isascii():
-        fields["employee_count"] = int(employees)
-    if isinstance(traits.get("country"), str):
-        fields["country"] = traits["country"][:100]
-    for key in ("is_target_account", "is_target", "target_account"):
-        if isinstance(traits.get(key), bool):
-            fields["is_target"] = traits[key]
-    return fields
+def _log_dropped(count: Any) -> None:
+    # The tracking API refuses these at the door; other paths (forms, imports) may still
+    # carry one: a number no column can hold is dropped, never stored.
+    log.warning("employee count %.40r dropped: %s", count, count_problem(count))
 
 
 def merge_leads(conn: Connection, keep: int, drop: int, now: datetime) -> None:
@@ -627,18 +556,19 @@ def _resolve_group(
     if lead_id is None and msg.user_id:
         lead_id = _create_lead(conn, now=now, user_id=msg.user_id)
         ids.link("user", msg.user_id, lead_id, now)
-    traits = dict(msg.traits)
-    name = traits.get("name") if isinstance(traits.get("name"), str) else None
+    account = read_group(msg.traits, msg.group_id)
+    if account.dropped_count is not None:
+        _log_dropped(account.dropped_count)
     account_id = find_or_create_account(
         conn,
         now=now,
-        name=name or msg.group_id,
-        domain=_domain_of(traits),
+        name=account.name or msg.group_id,
+        domain=account.domain,
         external_id=msg.group_id,
-        fields=_account_fields(traits),
+        fields=account.fields(),
     )
     if account_id is not None:
-        _store_account_traits(conn, account_id, traits, now)
+        _store_account_traits(conn, account_id, account.extra, now)
     if lead_id is not None and account_id is not None:
         conn.execute(
             update(leads).where(leads.c.id == lead_id).values(account_id=account_id, updated_at=now)
@@ -646,21 +576,11 @@ def _resolve_group(
     return lead_id
 
 
-ACCOUNT_COLUMN_TRAITS = frozenset(
-    {"name", "domain", "website", "industry", "employees", "employee_count", "country"}
-)
-
-
 def _store_account_traits(
-    conn: Connection, account_id: int, traits: dict[str, Any], now: datetime
+    conn: Connection, account_id: int, extra: Mapping[str, Any], now: datetime
 ) -> None:
-    """``group`` traits without a column of their own are kept in ``accounts.traits``
-    (latest value wins; empty values never erase)."""
-    extra = {
-        k: v
-        for k, v in traits.items()
-        if k not in ACCOUNT_COLUMN_TRAITS and v is not None and v != ""
-    }
+    """``group`` traits without a column of their own (``AccountReading.extra``) are kept
+    in ``accounts.traits`` (latest value wins; empty values never erase)."""
     if not extra:
         return
     stored = conn.execute(select(accounts.c.traits).where(accounts.c.id == account_id)).scalar_one()
