@@ -10,7 +10,7 @@ import pytest
 
 from leadflow.core import webhooks
 from leadflow.core.importing import parse_employee_count
-from leadflow.core.lifecycle import _int
+from leadflow.core.traits import employee_count as _int
 from leadflow.entrypoints.api.forms import check_token
 from leadflow.entrypoints.web.pages import _int_or_none
 

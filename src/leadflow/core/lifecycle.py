@@ -76,9 +76,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from leadflow.core import conditions
-from leadflow.core.config import CONSENT_VALUES, Condition, DeadEndRule, LeadModel
-from leadflow.core.inputs import count_problem
+from leadflow.core import conditions, traits
+from leadflow.core.config import Condition, DeadEndRule, LeadModel
 from leadflow.core.model import (
     AccountWatch,
     Bant,
@@ -100,6 +99,7 @@ from leadflow.core.scoring import (
     score_qualification,
     total_at,
 )
+from leadflow.core.traits import consent_trait as consent_trait  # the one reading, re-exported
 
 RETURNING = "lead.returning"
 RETURN_RULE = "return_alert"
@@ -185,20 +185,6 @@ class EmailEligibility:
 # --------------------------------------------------------------------------- profile updates
 
 
-def consent_trait(value: Any) -> str | None:
-    """What a ``consent`` trait says: ``true``/``false``, a status string (``granted``,
-    ``denied``, ``unknown``, any case), or Segment-style ``{"status": "granted", ...}``;
-    None when it says nothing. The one reading of the trait: ingestion stores it on the
-    lead with this, and the replayed profile folds it with this."""
-    if isinstance(value, Mapping):
-        value = value.get("status")
-    if isinstance(value, bool):
-        return "granted" if value else "denied"
-    if isinstance(value, str) and value.strip().lower() in CONSENT_VALUES:
-        return value.strip().lower()
-    return None
-
-
 WITHDRAWN_BY_UNSUBSCRIBE = "withdrawn: unsubscribe"
 """Prefix of ``consent_method`` when an unsubscribe withdrew a granted consent."""
 
@@ -222,73 +208,38 @@ def base_consent(status: str, method: str | None) -> str:
     return "granted" if is_withdrawal(status, method) else status
 
 
-def _int(value: Any) -> int | None:
-    """An employee count from a trait; None when it is not one or out of range (events
-    stored before the tracking API bounded counts must not break a replay)."""
-    if count_problem(value) is not None or isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit() and value.isascii():
-        return int(value.strip())
-    return None
-
-
-def _text(value: Any) -> str | None:
-    return value.strip() if isinstance(value, str) and value.strip() else None
-
-
-_LEAD_TEXT = {
-    "email": "email",
-    "phone": "phone",
-    "title": "title",
-    "first_name": "first_name",
-    "firstName": "first_name",
-    "last_name": "last_name",
-    "lastName": "last_name",
-    "industry": "industry",
-    "country": "country",
-}
-_ACCOUNT_TEXT = {"industry": "industry", "country": "country"}
-
-
 def merge_traits(profile: LeadProfile, event: Event) -> LeadProfile:
-    """The profile after an event: identify traits, group (account) traits, unsubscribe."""
+    """The profile after an event: identify traits, group (account) traits, unsubscribe.
+    Traits are read by :func:`leadflow.core.traits.read_traits` / ``read_group``, as
+    ingestion reads them for the stored lead and account."""
     if event.type == "track" and event.name == "email_unsubscribe":
         return replace(profile, consent="denied") if profile.consent != "denied" else profile
     if event.type not in ("identify", "group") or not event.properties:
         return profile
-    traits = event.properties
     changes: dict[str, Any] = {}
-    texts = _LEAD_TEXT if event.type == "identify" else _ACCOUNT_TEXT
-    for key, attr in texts.items():
-        if key in traits and (value := _text(traits[key])) is not None:
-            changes[attr] = value.lower() if attr == "email" else value
-    for key in ("employee_count", "employees"):
-        if key in traits and (count := _int(traits[key])) is not None:
-            changes["employee_count"] = count
+    if event.type == "identify":
+        reading = traits.read_traits(event.properties)
+        account = reading.account
+        if reading.email is not None:
+            changes["email"] = reading.email
+        current = {"first_name": profile.first_name, "last_name": profile.last_name}
+        for column, value in reading.person_changes(current).items():
+            if column != "source":  # not a profile field
+                changes[column] = value
+        if reading.consent is not None:
+            changes["consent"] = reading.consent
+        if reading.attributes:
+            changes["attributes"] = {**profile.attributes, **reading.attributes}
+    else:
+        account = traits.read_group(event.properties, None)
+    for attr in ("industry", "country", "employee_count"):
+        if (value := getattr(account, attr)) is not None:
+            changes[attr] = value
     # A trait can mark the account a target but never unmark it here: the profile starts
     # from the account's ``is_target`` column as it is now (written by group calls at
     # ingestion and by target discovery), which an old ``false`` trait must not undo.
-    for key in ("is_target_account", "is_target", "target_account"):
-        if traits.get(key) is True:
-            changes["is_target_account"] = True
-    if event.type == "identify":
-        if "consent" in traits and (consent := consent_trait(traits["consent"])) is not None:
-            changes["consent"] = consent
-        known = {
-            *_LEAD_TEXT,
-            "employee_count",
-            "employees",
-            "is_target_account",
-            "is_target",
-            "target_account",
-        }
-        extra = {k: v for k, v in traits.items() if k not in known and k != "consent"}
-        if extra:
-            changes["attributes"] = {**profile.attributes, **extra}
+    if account.is_target is True:
+        changes["is_target_account"] = True
     return replace(profile, **changes) if changes else profile
 
 
