@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from leadflow.adapters.db.repositories.common import prefix_upper_bound
 from leadflow.core import lifecycle
 from leadflow.core.inputs import (
     INT64_MAX,
@@ -26,7 +27,6 @@ from leadflow.core.inputs import (
 )
 from leadflow.core.model import Event, LeadProfile
 from leadflow.core.tracking import MESSAGE_TYPES, MessageError, parse_batch, parse_message
-from leadflow.entrypoints.web.queries import prefix_upper_bound
 
 NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from leadflow.entrypoints.web.queries import TTLCache
+from leadflow.entrypoints.web.cache import TTLCache
 
 
 class Counter:

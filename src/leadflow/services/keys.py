@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from leadflow.adapters.db.engine import read_only
 from leadflow.adapters.db.tables import api_keys
@@ -61,6 +61,11 @@ def revoke_key(engine: Engine, key_id: int, now: datetime) -> bool:
             .values(revoked_at=now)
         )
     return bool(done.rowcount)
+
+
+def any_keys(conn: Connection) -> bool:
+    """Whether any API key was ever created (revoked ones count)."""
+    return conn.execute(select(api_keys.c.id).limit(1)).first() is not None
 
 
 def list_keys(engine: Engine) -> list[dict[str, object]]:

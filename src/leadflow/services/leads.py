@@ -128,6 +128,10 @@ def lead_id_by_email(conn: Connection, email: str) -> int | None:
     return int(found) if found is not None else None
 
 
+def lead_exists(conn: Connection, lead_id: int) -> bool:
+    return conn.execute(select(leads.c.id).where(leads.c.id == lead_id)).first() is not None
+
+
 def get_lead(engine: Engine, lead_id: int) -> dict[str, Any] | None:
     """The lead with its account (``account`` is None when it has none)."""
     with engine.connect() as conn:

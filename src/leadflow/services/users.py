@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from leadflow.adapters.db.tables import users, web_sessions
@@ -288,3 +288,88 @@ def ensure_demo_users(
         )
         created.append((role, email, password))
     return created
+
+
+# ---------------------------------------------------------------- dashboard sessions
+# The cookie, its signature and the tokens are the web layer's (entrypoints/web/auth.py);
+# only the token's hash is stored.
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSession:
+    id: int
+    csrf_token: str
+    expires_at: datetime
+    last_seen_at: datetime
+    user: User
+
+
+def open_session(
+    engine: Engine,
+    *,
+    user_id: int,
+    token_hash: str,
+    csrf_token: str,
+    now: datetime,
+    lifetime: timedelta,
+    replaces: str | None = None,
+) -> None:
+    """Store a new session (dropping the one with hash ``replaces``, and the user's expired
+    sessions) in one transaction."""
+    with engine.begin() as conn:
+        if replaces is not None:
+            conn.execute(delete(web_sessions).where(web_sessions.c.token_hash == replaces))
+        conn.execute(
+            web_sessions.insert().values(
+                token_hash=token_hash,
+                user_id=user_id,
+                csrf_token=csrf_token,
+                created_at=now,
+                last_seen_at=now,
+                expires_at=now + lifetime,
+            )
+        )
+        # Housekeeping: expired sessions of this user go away at each sign-in.
+        conn.execute(
+            delete(web_sessions).where(
+                web_sessions.c.user_id == user_id, web_sessions.c.expires_at < now
+            )
+        )
+
+
+def close_session(engine: Engine, token_hash: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(delete(web_sessions).where(web_sessions.c.token_hash == token_hash))
+
+
+def find_session(engine: Engine, token_hash: str) -> StoredSession | None:
+    """The stored session with this token hash and its user (active or not, expired or
+    not: the caller decides)."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(
+                web_sessions.c.id.label("session_id"),
+                web_sessions.c.csrf_token,
+                web_sessions.c.expires_at,
+                web_sessions.c.last_seen_at,
+                *_COLUMNS,
+            )
+            .join(users, users.c.id == web_sessions.c.user_id)
+            .where(web_sessions.c.token_hash == token_hash)
+        ).first()
+    if row is None:
+        return None
+    return StoredSession(
+        id=int(row.session_id),
+        csrf_token=row.csrf_token,
+        expires_at=row.expires_at,
+        last_seen_at=row.last_seen_at,
+        user=_user(row),
+    )
+
+
+def touch_session(engine: Engine, session_id: int, now: datetime) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(web_sessions).where(web_sessions.c.id == session_id).values(last_seen_at=now)
+        )

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Path
-from sqlalchemy import select
 
-from leadflow.adapters.db.tables import leads
 from leadflow.entrypoints.api.contract import error_responses
 from leadflow.entrypoints.api.deps import ServicesDep
 from leadflow.services import predictive_store
+from leadflow.services.leads import lead_exists
 
 router = APIRouter(tags=["predictive"])
 LeadId = Path(..., ge=1, le=2**62, description="The lead's id.")
@@ -25,7 +24,7 @@ def lead_prediction(services: ServicesDep, lead_id: int = LeadId) -> dict[str, A
     """The active model's conversion probability for the lead (the fourth score) with the
     features that raised and lowered it (signed log-odds contributions)."""
     with services.engine.connect() as conn:
-        if conn.execute(select(leads.c.id).where(leads.c.id == lead_id)).first() is None:
+        if not lead_exists(conn, lead_id):
             raise HTTPException(status_code=404, detail=f"lead_id: no lead with id {lead_id}")
         found = predictive_store.prediction_for(conn, lead_id)
     if found is None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Body, HTTPException, Path
-from sqlalchemy import select
 
-from leadflow.adapters.db.tables import lead_models, leads
+from leadflow.adapters.db.repositories.models import model_source
 from leadflow.core.config import check
 from leadflow.entrypoints.api.contract import error_responses
 from leadflow.entrypoints.api.deps import ServicesDep
 from leadflow.services import lifecycle
+from leadflow.services.leads import lead_exists
 
 router = APIRouter(tags=["scoring"])
 LeadId = Path(..., ge=1, le=2**62, description="The lead's id.")
@@ -19,7 +19,7 @@ MAX_MODEL_BYTES = 1024 * 1024
 
 
 def _require_lead(conn: Any, lead_id: int) -> None:
-    if conn.execute(select(leads.c.id).where(leads.c.id == lead_id)).first() is None:
+    if not lead_exists(conn, lead_id):
         raise HTTPException(status_code=404, detail=f"lead_id: no lead with id {lead_id}")
 
 
@@ -56,9 +56,7 @@ def active_model(services: ServicesDep) -> dict[str, Any]:
     """The active lead model (its YAML source), and every version applied so far."""
     with services.engine.begin() as conn:
         model = services.models.active(conn, services.clock())
-        source = conn.execute(
-            select(lead_models.c.source).where(lead_models.c.content_hash == model.content_hash)
-        ).scalar_one()
+        source = model_source(conn, model.content_hash)
         return {
             "version": model.version,
             "content_hash": model.content_hash,

@@ -10,9 +10,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy import select
 
-from leadflow.adapters.db.tables import lead_models
+from leadflow.adapters.db.repositories.models import model_source
 from leadflow.core.config import ModelConfigError, check, load_model
 from leadflow.entrypoints.cli.common import DatabaseOption, fail, services_for
 from leadflow.entrypoints.cli.output import Format, render
@@ -71,9 +70,7 @@ def show(database_url: str | None = DatabaseOption) -> None:
     """Print the active model (YAML) with its version and hash."""
     with services_for(database_url) as services, services.engine.begin() as conn:
         model = services.models.active(conn, services.clock())
-        source = conn.execute(
-            select(lead_models.c.source).where(lead_models.c.content_hash == model.content_hash)
-        ).scalar_one()
+        source = model_source(conn, model.content_hash)
     typer.echo(f"# active model {model.version} (sha256 {model.content_hash})", err=True)
     typer.echo(source, nl=not source.endswith("\n"))
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import typer
-from sqlalchemy import func, select
 
 from leadflow.adapters.db import migrate
-from leadflow.adapters.db.tables import api_keys
 from leadflow.bootstrap import Services
 from leadflow.entrypoints.cli.common import DatabaseOption, fail, load_settings, services_for
 from leadflow.services import keys as key_service
@@ -25,7 +23,7 @@ def init(database_url: str | None = DatabaseOption) -> None:
     with services_for(database_url, require_schema=False) as services:
         migrate.upgrade(services.engine)
         with services.engine.begin() as conn:
-            has_keys = conn.execute(select(func.count()).select_from(api_keys)).scalar_one()
+            has_keys = key_service.any_keys(conn)
             stored = signing.read_keys(conn, services.settings.secret_key).source == "database"
         url = services.engine.url.render_as_string(hide_password=True)
         typer.echo(f"database ready: {url} (revision {migrate.head_revision()})")

@@ -24,7 +24,7 @@ from leadflow.entrypoints.web import (
     sales,
     session_routes,
 )
-from leadflow.entrypoints.web.queries import TTLCache
+from leadflow.entrypoints.web.cache import TTLCache
 from leadflow.entrypoints.web.rendering import STATIC
 from leadflow.entrypoints.web.security import SecurityHeaders
 

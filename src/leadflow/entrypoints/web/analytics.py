@@ -16,10 +16,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
+from leadflow.adapters.db.repositories import dashboard
 from leadflow.bootstrap import Services
 from leadflow.core import attribution as attr
 from leadflow.core.config import LeadModel
-from leadflow.entrypoints.web import auth, queries
+from leadflow.entrypoints.web import auth
+from leadflow.entrypoints.web.cache import TTLCache
 from leadflow.entrypoints.web.funnel import _store, choose_period, default_period, stage_label
 from leadflow.entrypoints.web.i18n import Translator
 from leadflow.entrypoints.web.rendering import render, translator_for
@@ -50,7 +52,7 @@ async def _period(
     request: Request, start: str, end: str
 ) -> tuple[reports.Period, list[tuple[str, dict[str, str]]]]:
     services = services_of(request)
-    newest = await run_in_threadpool(queries.newest_stage_change, services.engine)
+    newest = await run_in_threadpool(dashboard.newest_stage_change, services.engine)
     return choose_period(start, end, default_period(newest, services.clock()))
 
 
@@ -106,7 +108,7 @@ def attribution_figures(
 
 def attribution_view(
     services: Services,
-    cache: queries.TTLCache,
+    cache: TTLCache,
     period: reports.Period,
     level: str,
     touch: str,
@@ -219,7 +221,7 @@ async def attribution_page(
 
 
 def kpis_view(
-    services: Services, cache: queries.TTLCache, period: reports.Period, role: str
+    services: Services, cache: TTLCache, period: reports.Period, role: str
 ) -> dict[str, Any]:
     store = _store(services, cache)
     key = ("funnel", "kpis", store.model.content_hash, period, role)
@@ -227,7 +229,7 @@ def kpis_view(
     return {**data, "model": store.model}
 
 
-def forecast_view(services: Services, cache: queries.TTLCache) -> dict[str, Any]:
+def forecast_view(services: Services, cache: TTLCache) -> dict[str, Any]:
     now = services.clock()
     # One forecast per UTC hour is fresh enough; the cache key holds the hour.
     hour = now.replace(minute=0, second=0, microsecond=0)

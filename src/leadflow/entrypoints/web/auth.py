@@ -24,11 +24,11 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request, Response
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine
 
-from leadflow.adapters.db.tables import users, web_sessions
 from leadflow.bootstrap import Services
 from leadflow.entrypoints.web.state import services_of
+from leadflow.services import users
 from leadflow.services.users import User
 from leadflow.settings import Settings
 
@@ -128,25 +128,15 @@ def start_session(
     secret = secret_for(services)
     old = _unsign_any(services, request.cookies.get(SESSION_COOKIE))
     token = secrets.token_urlsafe(32)
-    with services.engine.begin() as conn:
-        if old is not None:
-            conn.execute(delete(web_sessions).where(web_sessions.c.token_hash == _token_hash(old)))
-        conn.execute(
-            web_sessions.insert().values(
-                token_hash=_token_hash(token),
-                user_id=user.id,
-                csrf_token=secrets.token_urlsafe(32),
-                created_at=now,
-                last_seen_at=now,
-                expires_at=now + SESSION_LIFETIME,
-            )
-        )
-        # Housekeeping: expired sessions of this user go away at each sign-in.
-        conn.execute(
-            delete(web_sessions).where(
-                web_sessions.c.user_id == user.id, web_sessions.c.expires_at < now
-            )
-        )
+    users.open_session(
+        services.engine,
+        user_id=user.id,
+        token_hash=_token_hash(token),
+        csrf_token=secrets.token_urlsafe(32),
+        now=now,
+        lifetime=SESSION_LIFETIME,
+        replaces=_token_hash(old) if old is not None else None,
+    )
     response.set_cookie(
         SESSION_COOKIE,
         _sign(secret, token),
@@ -162,10 +152,7 @@ def start_session(
 def end_session(services: Services, request: Request, response: Response) -> None:
     token = _unsign_any(services, request.cookies.get(SESSION_COOKIE))
     if token is not None:
-        with services.engine.begin() as conn:
-            conn.execute(
-                delete(web_sessions).where(web_sessions.c.token_hash == _token_hash(token))
-            )
+        users.close_session(services.engine, _token_hash(token))
     response.delete_cookie(SESSION_COOKIE, path="/")
 
 
@@ -173,49 +160,12 @@ def load_session(engine: Engine, token: str | None, now: datetime) -> WebUser | 
     """The signed-in user of a session token (already taken out of its signed cookie)."""
     if token is None:
         return None
-    with engine.connect() as conn:
-        row = conn.execute(
-            select(
-                web_sessions.c.id.label("session_id"),
-                web_sessions.c.csrf_token,
-                web_sessions.c.expires_at,
-                web_sessions.c.last_seen_at,
-                users.c.id,
-                users.c.email,
-                users.c.name,
-                users.c.role,
-                users.c.locale,
-                users.c.sales_rep_key,
-                users.c.active,
-                users.c.created_at,
-                users.c.last_login_at,
-                users.c.timezone,
-            )
-            .join(users, users.c.id == web_sessions.c.user_id)
-            .where(web_sessions.c.token_hash == _token_hash(token))
-        ).first()
-    if row is None or not row.active or row.expires_at <= now:
+    found = users.find_session(engine, _token_hash(token))
+    if found is None or not found.user.active or found.expires_at <= now:
         return None
-    if now - row.last_seen_at > TOUCH_EVERY:
-        with engine.begin() as conn:
-            conn.execute(
-                update(web_sessions)
-                .where(web_sessions.c.id == row.session_id)
-                .values(last_seen_at=now)
-            )
-    user = User(
-        id=int(row.id),
-        email=row.email,
-        name=row.name,
-        role=row.role,
-        locale=row.locale,
-        sales_rep_key=row.sales_rep_key,
-        active=bool(row.active),
-        created_at=row.created_at,
-        last_login_at=row.last_login_at,
-        timezone=row.timezone,
-    )
-    return WebUser(user=user, session_id=int(row.session_id), csrf_token=row.csrf_token)
+    if now - found.last_seen_at > TOUCH_EVERY:
+        users.touch_session(engine, found.id, now)
+    return WebUser(user=found.user, session_id=found.id, csrf_token=found.csrf_token)
 
 
 def optional_user(request: Request) -> WebUser | None:

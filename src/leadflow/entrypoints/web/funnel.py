@@ -20,10 +20,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
+from leadflow.adapters.db.repositories import dashboard
 from leadflow.bootstrap import Services
 from leadflow.core.config import LeadModel
 from leadflow.core.inputs import date_problem
-from leadflow.entrypoints.web import auth, queries
+from leadflow.entrypoints.web import auth
+from leadflow.entrypoints.web.cache import TTLCache
 from leadflow.entrypoints.web.i18n import Translator
 from leadflow.entrypoints.web.rendering import render, translator_for
 from leadflow.entrypoints.web.state import cache_of, services_of
@@ -159,7 +161,7 @@ def localized_reason(
     return lines
 
 
-def _store(services: Services, cache: queries.TTLCache) -> reports.Store:
+def _store(services: Services, cache: TTLCache) -> reports.Store:
     model = services.active_model()
     return cache.get(
         ("funnel", model.content_hash), lambda: reports.load_store(services.reader, model)
@@ -184,7 +186,7 @@ def warm(app: Any) -> None:
 
 
 def _computed(
-    services: Services, cache: queries.TTLCache, period: reports.Period, by: str, value: str
+    services: Services, cache: TTLCache, period: reports.Period, by: str, value: str
 ) -> tuple[LeadModel, dict[str, Any], list[tuple[str, int]]]:
     """The funnel report (and slice values) for one period and slice, cached like the
     store it is computed from (the language only changes labels, applied afterwards)."""
@@ -226,7 +228,7 @@ def narrowed(store: reports.Store, ids: pl.Series) -> reports.Store:
 
 def funnel_view(
     services: Services,
-    cache: queries.TTLCache,
+    cache: TTLCache,
     period: reports.Period,
     by: str,
     value: str,
@@ -280,7 +282,7 @@ async def funnel_page(
     services = services_of(request)
     cache = cache_of(request)
     t = translator_for(request, user)
-    newest = await run_in_threadpool(queries.newest_stage_change, services.engine)
+    newest = await run_in_threadpool(dashboard.newest_stage_change, services.engine)
     default = default_period(newest, services.clock())
     period, errors = choose_period(start, end, default)
     if by and by not in reports.SLICES:

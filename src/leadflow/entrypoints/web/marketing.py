@@ -2,7 +2,7 @@
 
 Programs and forms come from the active model (``nurture:`` of leadflow.yaml, which may be
 absent: then the pages say so). Figures are read straight from the tables with one grouped
-query per figure (:mod:`leadflow.entrypoints.web.marketing_queries`) and cached for
+query per figure (:mod:`leadflow.adapters.db.repositories.marketing`) and cached for
 :attr:`TTLCache.ttl` seconds.
 """
 
@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
+from leadflow.adapters.db.repositories import marketing as mq
 from leadflow.bootstrap import Services
 from leadflow.core.config import (
     EVALUATION_STAGES,
@@ -24,8 +25,8 @@ from leadflow.core.config import (
     ProgramSpec,
     StepSpec,
 )
-from leadflow.entrypoints.web import auth, queries
-from leadflow.entrypoints.web import marketing_queries as mq
+from leadflow.entrypoints.web import auth
+from leadflow.entrypoints.web.cache import TTLCache
 from leadflow.entrypoints.web.errors import NotFoundPage
 from leadflow.entrypoints.web.i18n import Translator
 from leadflow.entrypoints.web.rendering import render, translator_for
@@ -165,7 +166,7 @@ def _program_summary(
     }
 
 
-def _figures(services: Services, cache: queries.TTLCache, model: LeadModel) -> Any:
+def _figures(services: Services, cache: TTLCache, model: LeadModel) -> Any:
     main = tuple(model.spec.lifecycle.main_path)
     return cache.get(
         ("marketing", "programs", main), lambda: mq.program_figures(services.engine, main)

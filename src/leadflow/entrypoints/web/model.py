@@ -15,10 +15,11 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from leadflow.adapters.db.repositories import models
 from leadflow.bootstrap import Services
 from leadflow.core.backtest import BacktestReport
 from leadflow.core.config import LeadModel, ModelConfigError, check, load_model
-from leadflow.entrypoints.web import auth, queries
+from leadflow.entrypoints.web import auth
 from leadflow.entrypoints.web.rendering import render
 from leadflow.entrypoints.web.state import services_of
 from leadflow.services.backtest import run_backtest
@@ -42,11 +43,11 @@ class UploadRefused(Exception):
 
 
 def model_context(services: Services) -> dict[str, Any]:
-    row = queries.active_model_row(services.engine)
+    row = models.active_model_row(services.engine)
     if row is None:  # a fresh database: the shipped model becomes active on first use
         with services.engine.begin() as conn:
             services.models.active(conn, services.clock())
-        row = queries.active_model_row(services.engine)
+        row = models.active_model_row(services.engine)
     assert row is not None
     with services.engine.connect() as conn:
         history = model_history(conn)

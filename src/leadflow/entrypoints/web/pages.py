@@ -8,8 +8,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
+from leadflow.adapters.db.repositories import account_pages, dashboard, handoffs, lead_pages
 from leadflow.bootstrap import Services
-from leadflow.entrypoints.web import auth, queries
+from leadflow.entrypoints.web import auth
 from leadflow.entrypoints.web.errors import NotFoundPage
 from leadflow.entrypoints.web.rendering import render
 from leadflow.entrypoints.web.state import cache_of, services_of
@@ -29,11 +30,11 @@ async def home(request: Request, user: HomeUser) -> HTMLResponse:
     rep = user.rep_scope
     now = services.clock()
 
-    def load() -> tuple[queries.HomeFigures, list[dict[str, Any]]]:
+    def load() -> tuple[dashboard.HomeFigures, list[dict[str, Any]]]:
         figures = cache_of(request).get(
-            ("home", rep), lambda: queries.home_figures(services.engine, now, rep)
+            ("home", rep), lambda: dashboard.home_figures(services.engine, now, rep)
         )
-        recent = queries.recent_leads(services.engine, rep)
+        recent = dashboard.recent_leads(services.engine, rep)
         return figures, recent
 
     figures, recent = await run_in_threadpool(load)
@@ -66,7 +67,7 @@ async def leads_list(
 ) -> HTMLResponse:
     services = services_of(request)
     rep = user.rep_scope
-    filters = queries.LeadFilters(
+    filters = lead_pages.LeadFilters(
         q=q.strip(),
         source=source,
         account_id=_int_or_none(account),
@@ -75,15 +76,16 @@ async def leads_list(
     cursor = _int_or_none(after)
 
     def load() -> dict[str, Any]:
-        page = queries.list_leads(services.engine, filters, rep=rep, after=cursor)
-        sources = cache_of(request).get(("sources",), lambda: queries.lead_sources(services.engine))
+        page = lead_pages.list_leads(services.engine, filters, rep=rep, after=cursor)
+        cache, engine = cache_of(request), services.engine
+        sources = cache.get(("sources",), lambda: lead_pages.lead_sources(engine))
         owners = (
-            cache_of(request).get(("owners",), lambda: queries.account_owners(services.engine))
+            cache.get(("owners",), lambda: account_pages.account_owners(engine))
             if rep is None
             else []
         )
         account_label = (
-            queries.account_name(services.engine, filters.account_id)
+            account_pages.account_name(services.engine, filters.account_id)
             if filters.account_id is not None
             else None
         )
@@ -103,7 +105,7 @@ async def leads_list(
 @router.get("/leads/{lead_id}")
 async def lead_page(request: Request, user: LeadsUser, lead_id: int) -> HTMLResponse:
     services = services_of(request)
-    exists, owner = await run_in_threadpool(queries.lead_owner, services.engine, lead_id)
+    exists, owner = await run_in_threadpool(lead_pages.lead_owner, services.engine, lead_id)
     if not exists:
         raise NotFoundPage
     rep = user.rep_scope
@@ -111,10 +113,10 @@ async def lead_page(request: Request, user: LeadsUser, lead_id: int) -> HTMLResp
     if (
         rep is not None
         and owner != rep
-        and not await run_in_threadpool(queries.assigned_to, services.engine, lead_id, rep)
+        and not await run_in_threadpool(handoffs.assigned_to, services.engine, lead_id, rep)
     ):
         raise auth.Forbidden
-    detail = await run_in_threadpool(queries.lead_detail, services.engine, lead_id)
+    detail = await run_in_threadpool(lead_pages.lead_detail, services.engine, lead_id)
     if detail is None:
         raise NotFoundPage
     timeline = [describe(e) for e in detail.timeline]
@@ -134,7 +136,7 @@ def _lead_scoring(services: Services, lead_id: int, locale: str) -> dict[str, An
     with services.reader.connect() as conn:
         explained = lifecycle.explain(conn, lead_id, model, now)
         history = lifecycle.lead_history(conn, lead_id)
-    state = queries.lead_stage(services.engine, lead_id)
+    state = lead_pages.lead_stage(services.engine, lead_id)
 
     def name(stage: str | None) -> str:
         if stage is None:
@@ -168,11 +170,12 @@ async def accounts_list(
     cursor = _int_or_none(after)
 
     def load() -> dict[str, Any]:
-        page = queries.list_accounts(
+        page = account_pages.list_accounts(
             services.engine, q=q, owner=owner if rep is None else "", rep=rep, after=cursor
         )
+        engine = services.engine
         owners = (
-            cache_of(request).get(("owners",), lambda: queries.account_owners(services.engine))
+            cache_of(request).get(("owners",), lambda: account_pages.account_owners(engine))
             if rep is None
             else []
         )
@@ -187,7 +190,7 @@ async def accounts_list(
 @router.get("/accounts/{account_id}")
 async def account_page(request: Request, user: AccountsUser, account_id: int) -> HTMLResponse:
     services = services_of(request)
-    detail = await run_in_threadpool(queries.account_detail, services.engine, account_id)
+    detail = await run_in_threadpool(account_pages.account_detail, services.engine, account_id)
     if detail is None:
         raise NotFoundPage
     rep = user.rep_scope

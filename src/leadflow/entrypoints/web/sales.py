@@ -18,9 +18,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
+from leadflow.adapters.db.repositories import handoffs, lead_pages
 from leadflow.bootstrap import Services
 from leadflow.core.config import LeadModel
-from leadflow.entrypoints.web import auth, queries
+from leadflow.entrypoints.web import auth
 from leadflow.entrypoints.web.errors import NotFoundPage
 from leadflow.entrypoints.web.rendering import render
 from leadflow.entrypoints.web.state import cache_of, services_of
@@ -71,7 +72,7 @@ def _page(
     services = services_of(request)
     rep = user.rep_scope
     model = _model(services)
-    rows = queries.sales_queue(services.engine, rep)
+    rows = handoffs.sales_queue(services.engine, rep)
     locale = user.user.locale
     for row in rows:
         row["stage_label"] = (
@@ -178,12 +179,12 @@ async def act(
     if action not in ACTIONS:
         raise NotFoundPage
     services = services_of(request)
-    exists, _owner = await run_in_threadpool(queries.lead_owner, services.engine, lead_id)
+    exists, _owner = await run_in_threadpool(lead_pages.lead_owner, services.engine, lead_id)
     if not exists:
         raise NotFoundPage
     rep = user.rep_scope
     if rep is not None:
-        holder = await run_in_threadpool(queries.active_rep, services.engine, lead_id)
+        holder = await run_in_threadpool(handoffs.active_rep, services.engine, lead_id)
         if holder != rep:
             raise auth.Forbidden
     form = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from leadflow.bootstrap import Services
-from leadflow.entrypoints.web.queries import TTLCache
+from leadflow.entrypoints.web.cache import TTLCache
 
 
 def services_of(request: Request) -> Services:
