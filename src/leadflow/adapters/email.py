@@ -25,10 +25,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
+from leadflow.core import errors
 from leadflow.settings import Settings
 
 
-class DeliveryError(Exception):
+class DeliveryError(errors.UpstreamFailed):
     """The message was not accepted."""
 
     def __init__(

@@ -46,11 +46,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from leadflow.core import errors
+
 UNKNOWN = None
 BASE_FEATURES = ("industry", "size", "country")
 
 
-class NoWonAccounts(ValueError):
+class NoWonAccounts(errors.Conflict):
     """There is no won opportunity on any account: there is no profile to look alike."""
 
 

@@ -25,6 +25,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from leadflow.core import errors
+
 KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # Attribute names are JSON keys read with a bound JSON path: letters (any script), digits,
 # underscore, hyphen and space only, so a name can never change the shape of the path.
@@ -36,11 +38,11 @@ Text = Annotated[str, Field(min_length=1, max_length=255)]
 AttributeValue = Annotated[str, Field(max_length=255)] | int | float | bool
 
 
-class CriteriaError(ValueError):
+class CriteriaError(errors.InvalidInput):
     """Invalid criteria; ``str()`` is ``<path>: <reason>``."""
 
     def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
+        super().__init__(f"{path}: {reason}", field=path)
         self.path = path
         self.reason = reason
 

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from leadflow.core import errors
 from leadflow.core.retry import WEBHOOK_RETRY
 
 SIGNATURE_HEADER = "Leadflow-Signature"
@@ -58,7 +59,7 @@ EVENT_TYPES = SIGNAL_EVENTS + STAGE_EVENTS
 ALL_EVENTS = "*"
 
 
-class InvalidTarget(ValueError):
+class InvalidTarget(errors.InvalidInput):
     """A webhook URL that may not be used; the message says why."""
 
 

@@ -24,6 +24,7 @@ from leadflow.adapters.db.tables import (
     lead_states,
     leads,
 )
+from leadflow.core import errors
 from leadflow.core.config import ContentSpec, LeadModel
 
 
@@ -104,22 +105,20 @@ def list_assets(conn: Connection, *, active_only: bool = True) -> list[dict[str,
 # --------------------------------------------------------------------------- API-managed CRUD
 
 
-class ContentError(Exception):
-    """A refused content change; ``status`` is the HTTP status it maps to."""
-
-    status = 400
+class ContentError(errors.LeadflowError):
+    """A refused content change (the kind of each is its second base class)."""
 
 
-class AssetNotFound(ContentError):
-    status = 404
+class AssetNotFound(errors.NotFound, ContentError):
+    pass
 
 
-class AssetExists(ContentError):
-    status = 409
+class AssetExists(errors.Conflict, ContentError):
+    pass
 
 
-class ConfigManaged(ContentError):
-    status = 409
+class ConfigManaged(errors.Conflict, ContentError):
+    """The asset is declared in leadflow.yaml: it is changed there."""
 
 
 _SPEC_FIELDS = ("key", "title", "type", "stage", "gated", "industries", "url")

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, or_, select
 
 from leadflow.adapters.db.tables import accounts, events, leads
+from leadflow.core import errors
 from leadflow.core.tracking import normalise_email
 
 MAX_LIMIT = 1000
@@ -43,12 +44,11 @@ EVENT_COLUMNS = (
 )
 
 
-class QueryError(ValueError):
+class QueryError(errors.BadRequest):
     """A filter is out of range; ``field`` names it."""
 
     def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
+        super().__init__(f"{field}: {reason}", field=field)
         self.reason = reason
 
 

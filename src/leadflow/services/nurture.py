@@ -49,6 +49,7 @@ from leadflow.adapters.db.tables import (
     signals,
 )
 from leadflow.bootstrap import Services
+from leadflow.core import errors
 from leadflow.core import nurture as core
 from leadflow.core.config import FrequencyCap, LeadModel, NurtureSpec, ProgramSpec
 from leadflow.core.model import Event
@@ -418,12 +419,16 @@ def sync_enrolments(conn: Connection, model: LeadModel, now: datetime) -> SyncRe
     return report
 
 
-class EnrolError(ValueError):
-    """A manual enrolment refused; ``status`` is the HTTP status that fits (404/409)."""
+class EnrolError(errors.LeadflowError, ValueError):
+    """A manual enrolment refused."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+
+class EnrolNotFound(errors.NotFound, EnrolError):
+    """No such program in the active model, or no such lead."""
+
+
+class EnrolRefused(errors.Conflict, EnrolError):
+    """The rules refuse it (already enrolled, dead end, erased, wrong stage)."""
 
 
 def enrol(
@@ -433,18 +438,17 @@ def enrol(
     program's stages (otherwise the next sync would take it out again)."""
     program = programs_of(model).get(program_key)
     if program is None:
-        raise EnrolError(404, f"program {program_key!r} not found in the active model")
+        raise EnrolNotFound(f"program {program_key!r} not found in the active model")
     row = conn.execute(_lead_query().where(leads.c.id == lead_id)).first()
     if row is None:
-        raise EnrolError(404, f"lead {lead_id} not found")
+        raise EnrolNotFound(f"lead {lead_id} not found")
     if row.erased_at is not None:
-        raise EnrolError(409, f"lead {lead_id} was erased")
+        raise EnrolRefused(f"lead {lead_id} was erased")
     stage = row.stage or model.initial_stage
     if stage == model.dead_end_stage:
-        raise EnrolError(409, f"lead {lead_id} is in the dead end and is never nurtured")
+        raise EnrolRefused(f"lead {lead_id} is in the dead end and is never nurtured")
     if stage not in program.stages:
-        raise EnrolError(
-            409,
+        raise EnrolRefused(
             f"lead {lead_id} is in stage {stage!r}; program {program_key!r} takes stages "
             f"{', '.join(program.stages)}",
         )
@@ -461,7 +465,7 @@ def enrol(
         .returning(program_enrollments.c.id)
     ).scalar_one_or_none()
     if new_id is None:
-        raise EnrolError(409, f"lead {lead_id} is already enrolled in program {program_key!r}")
+        raise EnrolRefused(f"lead {lead_id} is already enrolled in program {program_key!r}")
     _schedule_first(conn, program, [(int(new_id), lead_id, now)])
     return get_enrolment(conn, int(new_id)) or {}
 

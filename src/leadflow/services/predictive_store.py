@@ -42,6 +42,7 @@ from leadflow.adapters.db.tables import (
     predictive_models,
     stage_changes,
 )
+from leadflow.core import errors
 from leadflow.core.config import LeadModel
 from leadflow.core.predictive import (
     Evaluation,
@@ -78,7 +79,7 @@ TOP = 3
 Progress = Callable[[str, int, int], None]
 
 
-class VersionNotFound(LookupError):
+class VersionNotFound(errors.NotFound):
     pass
 
 

@@ -59,6 +59,7 @@ from leadflow.adapters.db.tables import (
     segments,
     signals,
 )
+from leadflow.core import errors
 from leadflow.core.segments import (
     Criteria,
     CriteriaError,
@@ -77,11 +78,11 @@ SEGMENT_LEFT = "segment.left"
 SIGNAL_NAMES = (SEGMENT_JOINED, SEGMENT_LEFT)
 
 
-class NotFound(LookupError):
+class NotFound(errors.NotFound):
     """No segment with this key."""
 
 
-class Conflict(ValueError):
+class Conflict(errors.Conflict):
     """A segment with this key exists already."""
 
 

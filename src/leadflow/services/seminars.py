@@ -38,6 +38,7 @@ from leadflow.adapters.db.tables import (
     seminars,
     stage_changes,
 )
+from leadflow.core import errors
 from leadflow.core.config import LeadModel
 from leadflow.core.tracking import is_valid_email
 from leadflow.services import segments as segment_service
@@ -56,7 +57,7 @@ SEMINAR_CHANNEL = {"webinar": "webinar", "seminar": "events"}
 MAX_CSV_BYTES = 5_000_000
 
 
-class SeminarError(ValueError):
+class SeminarError(errors.InvalidInput):
     """Bad input; ``str()`` is ``<field>: <reason>``."""
 
     def __init__(self, field: str, reason: str) -> None:
@@ -65,11 +66,11 @@ class SeminarError(ValueError):
         self.reason = reason
 
 
-class CapacityFull(SeminarError):
+class CapacityFull(errors.Conflict, SeminarError):
     """Every place is taken."""
 
 
-class NotFound(LookupError):
+class NotFound(errors.NotFound):
     """No such seminar or lead."""
 
 

@@ -28,7 +28,7 @@ import polars as pl
 from sqlalchemy import Connection, Engine, bindparam, func, select, update
 
 from leadflow.adapters.db.tables import accounts, lead_states, leads, opportunities
-from leadflow.core import lookalike
+from leadflow.core import errors, lookalike
 from leadflow.core.config import LeadModel
 from leadflow.core.lookalike import NoWonAccounts
 from leadflow.services.lifecycle import ModelCache, recompute
@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 
-class TargetsError(ValueError):
+class TargetsError(errors.InvalidInput):
     """Bad input, the message starts with the field it is about."""
 
 

@@ -43,6 +43,7 @@ from leadflow.adapters.db.tables import (
     webhook_endpoints,
 )
 from leadflow.adapters.webhooks import Resolver, Sender, check_target, system_resolver
+from leadflow.core import errors
 from leadflow.core.config import LeadModel
 from leadflow.core.webhooks import (
     DELIVERY_HEADER,
@@ -66,7 +67,7 @@ STAGE_CURSOR = "stage_changes"
 STATUSES = ("pending", "delivered", "dead")
 
 
-class NotFound(LookupError):
+class NotFound(errors.NotFound):
     pass
 
 

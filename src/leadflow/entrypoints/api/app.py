@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import Response
 
 from leadflow import __version__
 from leadflow.bootstrap import Services
-from leadflow.entrypoints.api import admin, contract, forms, personalize, tracking
+from leadflow.entrypoints.api import admin, contract, errors, forms, personalize, tracking
 from leadflow.entrypoints.api import email as email_api
-from leadflow.entrypoints.api.inputs import InputRefused, guard_inputs, refusal_response
+from leadflow.entrypoints.api.inputs import guard_inputs
+from leadflow.entrypoints.api.responses import Health
 from leadflow.entrypoints.web import mount_web
+
+
+def _cors_for(request: Request) -> dict[str, str] | None:
+    """The CORS headers an error answer needs (the public forms are called cross-origin)."""
+    return forms.CORS if request.url.path.startswith("/f/") else None
 
 
 def build_app(services: Services) -> FastAPI:
@@ -30,17 +35,9 @@ def build_app(services: Services) -> FastAPI:
     app.include_router(admin.router)
     mount_web(app)  # the dashboard: / (sign-in), pages, /static
     contract.install(app)  # error bodies, Segment message schemas, security schemes
+    errors.install(app, cors_for=_cors_for)  # every error to its status and body, once
 
-    @app.exception_handler(InputRefused)
-    async def refused(request: Request, exc: InputRefused) -> Response:
-        route = request.scope.get("route")
-        page = getattr(request.app.state, "input_error_page", None)
-        if page is not None and route is not None and not route.include_in_schema:
-            return page(request, exc)  # the dashboard's error page, same message
-        public_form = request.url.path.startswith("/f/")
-        return refusal_response(exc, forms.CORS if public_form else None)
-
-    @app.get("/healthz", operation_id="health", tags=["meta"])
+    @app.get("/healthz", operation_id="health", tags=["meta"], response_model=Health)
     def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 

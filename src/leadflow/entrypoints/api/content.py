@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from leadflow.core.config import ContentSpec, ContentType, EvaluationStage
+from leadflow.core.errors import InvalidInput, NotFound
 from leadflow.entrypoints.api.contract import error_responses
 from leadflow.entrypoints.api.deps import ServicesDep
+from leadflow.entrypoints.api.responses import Asset, Assets
 from leadflow.services import content
 
 router = APIRouter(prefix="/content", tags=["content"])
@@ -41,16 +43,12 @@ def _validation_detail(exc: ValidationError) -> list[dict[str, Any]]:
     return [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
 
 
-def _refused(exc: content.ContentError) -> HTTPException:
-    return HTTPException(status_code=exc.status, detail=str(exc))
-
-
 def _sync(conn: Any, services: Any) -> None:
     now = services.clock()
     content.sync_from_model(conn, services.models.active(conn, now), now)
 
 
-@router.get("", operation_id="list_content")
+@router.get("", operation_id="list_content", response_model=Assets)
 def list_content(
     services: ServicesDep,
     stage: Literal["early", "middle", "late"] | None = None,
@@ -65,47 +63,52 @@ def list_content(
     return {"assets": content.filter_assets(rows, stage=stage, type=type, industry=industry)}
 
 
-@router.post("", status_code=201, operation_id="create_content", responses=error_responses(409))
+@router.post(
+    "",
+    status_code=201,
+    operation_id="create_content",
+    responses=error_responses(409),
+    response_model=Asset,
+)
 def create_content(body: ContentSpec, services: ServicesDep) -> dict[str, Any]:
-    try:
-        with services.engine.begin() as conn:
-            _sync(conn, services)
-            return content.create_asset(conn, body, services.clock())
-    except content.ContentError as exc:
-        raise _refused(exc) from None
+    with services.engine.begin() as conn:
+        _sync(conn, services)
+        return content.create_asset(conn, body, services.clock())
 
 
-@router.get("/{key}", operation_id="get_content", responses=error_responses(404))
+@router.get(
+    "/{key}", operation_id="get_content", responses=error_responses(404), response_model=Asset
+)
 def get_content(key: AssetKey, services: ServicesDep) -> dict[str, Any]:
     with services.engine.begin() as conn:
         _sync(conn, services)
         rows = content.list_assets(conn, active_only=False)
     found = next((r for r in rows if r["key"] == key), None)
     if found is None:
-        raise HTTPException(status_code=404, detail=f"no content asset {key[:64]!r}")
+        raise NotFound(f"no content asset {key[:64]!r}")
     return found
 
 
-@router.patch("/{key}", operation_id="update_content", responses=error_responses(404, 409))
+@router.patch(
+    "/{key}",
+    operation_id="update_content",
+    responses=error_responses(404, 409),
+    response_model=Asset,
+)
 def update_content(key: AssetKey, body: AssetUpdate, services: ServicesDep) -> dict[str, Any]:
     changes = body.model_dump(exclude_unset=True)
     try:
         with services.engine.begin() as conn:
             _sync(conn, services)
             return content.update_asset(conn, key, changes, services.clock())
-    except content.ContentError as exc:
-        raise _refused(exc) from None
     except ValidationError as exc:
-        raise HTTPException(status_code=422, detail=_validation_detail(exc)) from None
+        raise InvalidInput(str(exc), issues=_validation_detail(exc)) from None
 
 
 @router.delete(
     "/{key}", status_code=204, operation_id="delete_content", responses=error_responses(404, 409)
 )
 def delete_content(key: AssetKey, services: ServicesDep) -> None:
-    try:
-        with services.engine.begin() as conn:
-            _sync(conn, services)
-            content.delete_asset(conn, key)
-    except content.ContentError as exc:
-        raise _refused(exc) from None
+    with services.engine.begin() as conn:
+        _sync(conn, services)
+        content.delete_asset(conn, key)

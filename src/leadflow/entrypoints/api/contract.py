@@ -4,7 +4,8 @@ Every route declares the error statuses it can send with :func:`error_responses`
 body of each is what is actually sent:
 
 - :class:`ErrorBody` for the management API (/api), the forms and e-mail pages and
-  /v1/personalize: ``{"detail": "<field>: <reason>"}`` (an ``HTTPException``), or
+  /v1/personalize: ``{"detail": "<field>: <reason>"}`` (an application error mapped by
+  :mod:`leadflow.entrypoints.api.errors`), or
   FastAPI's request validation list ``{"detail": [{"loc": [...], "msg", "type"}]}`` for a
   parameter or body of the wrong type; some routes add ``field`` (the field named) or
   ``errors`` (the forms: the reason per field).

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Query
+from fastapi import APIRouter, Body, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from leadflow.adapters.csv_export import to_csv_string
+from leadflow.core.errors import InvalidInput
 from leadflow.entrypoints.api.contract import CSV_RESPONSE, declared_body, error_responses
 from leadflow.entrypoints.api.deps import Moment, ServicesDep
+from leadflow.entrypoints.api.errors import builtin_errors, error_body, status_of
+from leadflow.entrypoints.api.responses import CrmBatch, CrmResult
 from leadflow.services import crm
-from leadflow.services.lifecycle import ActionRefused
 
 router = APIRouter(tags=["crm"])
 MAX_UPDATES = 500
@@ -47,24 +49,17 @@ class CrmUpdates(BaseModel):
 
 
 def _apply_one(services: Any, update: CrmUpdate) -> dict[str, Any]:
-    """One update in its own transaction; raises HTTPException on refusal."""
-    try:
-        with services.engine.begin() as conn:
-            now = services.clock()
-            model = services.models.active(conn, now)
-            return crm.apply_update(conn, model, update.model_dump(exclude_none=True), now)
-    except ActionRefused as exc:
-        raise HTTPException(status_code=409, detail=str(exc)) from None
-    except LookupError as exc:
-        raise HTTPException(status_code=404, detail=str(exc).strip("'\"")) from None
-    except ValueError as exc:
-        raise HTTPException(status_code=422, detail=str(exc)) from None
+    """One update in its own transaction; raises an application error on refusal."""
+    with builtin_errors(), services.engine.begin() as conn:
+        now = services.clock()
+        model = services.models.active(conn, now)
+        return crm.apply_update(conn, model, update.model_dump(exclude_none=True), now)
 
 
 def _parse(body: Any) -> CrmUpdate | CrmUpdates:
     """Validate the body; 422 naming the first bad field (``updates[3].amount: ...``)."""
     if not isinstance(body, dict):
-        raise HTTPException(status_code=422, detail="body: expected a JSON object")
+        raise InvalidInput("body: expected a JSON object", field="body")
     shape: type[CrmUpdate] | type[CrmUpdates] = CrmUpdates if "updates" in body else CrmUpdate
     try:
         return shape.model_validate(body)
@@ -73,15 +68,16 @@ def _parse(body: Any) -> CrmUpdate | CrmUpdates:
         loc = ""
         for part in first["loc"]:
             loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
-        raise HTTPException(
-            status_code=422, detail=f"{loc or 'body'}: {first['msg']}".replace("Value error, ", "")
-        ) from None
+        field = loc or "body"
+        message = f"{field}: {first['msg']}".replace("Value error, ", "")
+        raise InvalidInput(message, field=field) from None
 
 
 @router.post(
     "/crm/updates",
     operation_id="apply_crm_updates",
     responses=error_responses(404, 409),
+    response_model=CrmResult | CrmBatch,
     openapi_extra=declared_body(
         CrmUpdate, CrmUpdates, description='One update, or `{"updates": [...]}` (at most 500).'
     ),
@@ -97,8 +93,11 @@ def apply_updates(services: ServicesDep, payload: Any = Body(...)) -> dict[str, 
     for i, update in enumerate(body.updates):
         try:
             results.append({"index": i, "status": 200, "result": _apply_one(services, update)})
-        except HTTPException as exc:
-            results.append({"index": i, "status": exc.status_code, "detail": exc.detail})
+        except Exception as exc:
+            status = status_of(exc)
+            if status is None:
+                raise
+            results.append({"index": i, "status": status, "detail": error_body(exc)["detail"]})
     return {
         "applied": sum(1 for r in results if r["status"] == 200),
         "refused": sum(1 for r in results if r["status"] != 200),

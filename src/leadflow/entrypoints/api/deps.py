@@ -7,10 +7,11 @@ import binascii
 from datetime import UTC, date, datetime
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 from pydantic import AfterValidator, Field
 
 from leadflow.bootstrap import Services
+from leadflow.core.errors import Unauthorized
 
 
 def get_services(request: Request) -> Services:
@@ -46,18 +47,14 @@ def require_admin(request: Request, services: ServicesDep) -> None:
     """Management API: a live admin token as ``Authorization: Bearer <token>``."""
     token = bearer_token(request)
     if token is None:
-        raise HTTPException(
-            status_code=401,
-            detail="missing admin token: send 'Authorization: Bearer <token>' "
-            "(create one with `leadflow keys create --kind admin`)",
-            headers={"WWW-Authenticate": "Bearer"},
+        raise Unauthorized(
+            "missing admin token: send 'Authorization: Bearer <token>' "
+            "(create one with `leadflow keys create --kind admin`)"
         )
     kind = services.keys.kind_of(token)
     if kind != "admin":
-        raise HTTPException(
-            status_code=401,
-            detail="invalid admin token" if kind is None else "a write key cannot use /api/",
-            headers={"WWW-Authenticate": "Bearer"},
+        raise Unauthorized(
+            "invalid admin token" if kind is None else "a write key cannot use /api/"
         )
 
 

@@ -17,15 +17,18 @@ import base64
 import logging
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from leadflow.adapters.email import DeliveryError
 from leadflow.core import email_tokens
+from leadflow.core.errors import NotFound, UpstreamFailed
 from leadflow.entrypoints.api.contract import error_responses, json_content
 from leadflow.entrypoints.api.deps import ServicesDep
-from leadflow.services import mailing, privacy
+from leadflow.entrypoints.api.errors import builtin_errors
+from leadflow.entrypoints.api.responses import BounceResult, EmailSend, EmailSends, TestEmailResult
+from leadflow.services import mailing
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +223,7 @@ class TestIn(_Body):
     template: Annotated[str, Field(min_length=1, max_length=64)] = "nurture"
 
 
-@router.get("/sends", operation_id="list_email_sends")
+@router.get("/sends", operation_id="list_email_sends", response_model=EmailSends)
 def list_sends(
     services: ServicesDep,
     lead_id: int | None = Query(default=None, ge=1, le=2**62),
@@ -235,18 +238,28 @@ def list_sends(
     return {"sends": rows}
 
 
-@router.get("/sends/{send_id}", operation_id="get_email_send", responses=error_responses(404))
+@router.get(
+    "/sends/{send_id}",
+    operation_id="get_email_send",
+    responses=error_responses(404),
+    response_model=EmailSend,
+)
 def get_send(services: ServicesDep, send_id: int = Path(..., ge=1, le=2**62)) -> dict[str, Any]:
     with services.engine.connect() as conn:
         found = mailing.get_send(conn, send_id)
     if found is None:
-        raise HTTPException(status_code=404, detail=f"no email send {send_id}")
+        raise NotFound(f"no email send {send_id}")
     return found
 
 
-@router.post("/bounces", operation_id="record_email_bounce", responses=error_responses(404))
+@router.post(
+    "/bounces",
+    operation_id="record_email_bounce",
+    responses=error_responses(404),
+    response_model=BounceResult,
+)
 def record_bounce(body: BounceIn, services: ServicesDep) -> dict[str, Any]:
-    try:
+    with builtin_errors():
         return mailing.record_bounce(
             services,
             bounce_type=body.type,
@@ -255,26 +268,24 @@ def record_bounce(body: BounceIn, services: ServicesDep) -> dict[str, Any]:
             email=str(body.email) if body.email is not None else None,
             reason=body.reason,
         )
-    except mailing.NotFound as exc:
-        raise HTTPException(status_code=404, detail=str(exc)) from None
-    except ValueError as exc:
-        raise HTTPException(status_code=422, detail=str(exc)) from None
 
 
-@router.post("/test", operation_id="send_test_email", responses=error_responses(502))
+@router.post(
+    "/test",
+    operation_id="send_test_email",
+    responses=error_responses(409, 502),
+    response_model=TestEmailResult,
+)
 def send_test(body: TestIn, services: ServicesDep) -> dict[str, Any]:
     try:
-        message_id = mailing.send_test(
-            services.settings,
-            str(body.to),
-            body.template,
-            services.clock(),
-            engine=services.engine,
-        )
-    except privacy.AddressSuppressed as exc:
-        raise HTTPException(status_code=409, detail=str(exc)) from None
-    except ValueError as exc:
-        raise HTTPException(status_code=422, detail=str(exc)) from None
+        with builtin_errors():  # a template the service does not know: ValueError, 422
+            message_id = mailing.send_test(
+                services.settings,
+                str(body.to),
+                body.template,
+                services.clock(),
+                engine=services.engine,
+            )
     except DeliveryError as exc:
-        raise HTTPException(status_code=502, detail=f"not delivered: {exc}") from None
+        raise UpstreamFailed(f"not delivered: {exc}") from exc
     return {"to": str(body.to), "template": body.template, "message_id": message_id}

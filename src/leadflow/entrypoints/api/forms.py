@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, unquote
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -46,8 +46,10 @@ from starlette.concurrency import run_in_threadpool
 from leadflow.bootstrap import Services
 from leadflow.core import forms as core
 from leadflow.core.config import ContentSpec, FormFieldSpec, FormSpec
+from leadflow.core.errors import NotFound
 from leadflow.core.inputs import declared_length_over
-from leadflow.entrypoints.api.contract import error_responses
+from leadflow.entrypoints.api.contract import error_responses, json_content
+from leadflow.entrypoints.api.responses import FormEmbed, FormSubmitted
 from leadflow.entrypoints.web.i18n import pick_locale
 from leadflow.services import content
 from leadflow.services import forms as service
@@ -212,7 +214,7 @@ def _lookup(services: Services, key: str) -> tuple[FormSpec, ContentSpec | None]
         model = services.models.active(conn, now)
         form = service.find_form(model, key)
         if form is None:
-            raise HTTPException(status_code=404, detail=f"no form {key[:64]!r}")
+            raise NotFound(f"no form {key[:64]!r}")
         asset = content.find_asset(conn, model, form.asset) if form.asset else None
     return form, asset
 
@@ -370,7 +372,7 @@ _SUBMIT = {
     "responses": {
         "200": {
             "description": "Thank-you page, or JSON `{success, asset, redirect}`.",
-            "content": {**_HTML, "application/json": {"schema": {"type": "object"}}},
+            "content": {**_HTML, **json_content("FormSubmitted")},
         },
         "400": {
             "description": "Refused fields: the form again (HTML) or `{detail, errors}`.",
@@ -412,7 +414,10 @@ async def form_page(form_key: FormKey, request: Request) -> Response:
 
 
 @router.get(
-    "/{form_key}/embed.json", operation_id="form_embed_config", responses=error_responses(404)
+    "/{form_key}/embed.json",
+    operation_id="form_embed_config",
+    responses=error_responses(404),
+    response_model=FormEmbed,
 )
 async def embed_config(form_key: FormKey, request: Request) -> JSONResponse:
     """What the embed script renders for this visitor (CORS: any site may read it)."""
@@ -460,6 +465,7 @@ async def embed_config(form_key: FormKey, request: Request) -> JSONResponse:
     operation_id="form_submit",
     response_class=Response,
     responses={**_SEE_OTHER, **error_responses(404, 413, 415)},
+    response_model=FormSubmitted,
     openapi_extra=_SUBMIT,
 )
 async def form_submit(form_key: FormKey, request: Request) -> Response:

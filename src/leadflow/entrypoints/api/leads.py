@@ -14,11 +14,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Path, Query
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from starlette.concurrency import run_in_threadpool
 
+from leadflow.core.errors import BadRequest, NotFound
 from leadflow.core.tracking import is_valid_email, normalise_email
 from leadflow.entrypoints.api.contract import error_responses
 from leadflow.entrypoints.api.deps import ServicesDep
@@ -142,10 +142,6 @@ class ErasureResult(BaseModel):
     suppressed: bool = True
 
 
-def _bad(field: str, reason: str) -> JSONResponse:
-    return JSONResponse({"detail": f"{field}: {reason}", "field": field}, status_code=400)
-
-
 @router.get(
     "/leads", operation_id="list_leads", responses=error_responses(400), response_model=LeadPage
 )
@@ -160,10 +156,7 @@ async def list_leads(
     query = lead_service.LeadFilter(
         search=search, source=source, account_domain=account, limit=limit, cursor=cursor
     )
-    try:
-        rows, next_cursor = await run_in_threadpool(lead_service.list_leads, services.engine, query)
-    except lead_service.QueryError as exc:
-        return _bad(exc.field, exc.reason)
+    rows, next_cursor = await run_in_threadpool(lead_service.list_leads, services.engine, query)
     return {"items": rows, "next_cursor": next_cursor}
 
 
@@ -176,7 +169,7 @@ async def list_leads(
 async def get_lead(services: ServicesDep, lead_id: int = LeadId) -> Any:
     lead = await run_in_threadpool(lead_service.get_lead, services.engine, lead_id)
     if lead is None:
-        raise HTTPException(status_code=404, detail=f"lead_id: no lead {lead_id}")
+        raise NotFound(f"lead_id: no lead {lead_id}", field="lead_id")
     return lead
 
 
@@ -194,13 +187,10 @@ async def list_lead_events(
 ) -> Any:
     lead = await run_in_threadpool(lead_service.get_lead, services.engine, lead_id)
     if lead is None:
-        raise HTTPException(status_code=404, detail=f"lead_id: no lead {lead_id}")
-    try:
-        rows, next_cursor = await run_in_threadpool(
-            lambda: lead_service.lead_events(services.engine, lead_id, limit=limit, cursor=cursor)
-        )
-    except lead_service.QueryError as exc:
-        return _bad(exc.field, exc.reason)
+        raise NotFound(f"lead_id: no lead {lead_id}", field="lead_id")
+    rows, next_cursor = await run_in_threadpool(
+        lambda: lead_service.lead_events(services.engine, lead_id, limit=limit, cursor=cursor)
+    )
     return {"items": rows, "next_cursor": next_cursor}
 
 
@@ -214,13 +204,13 @@ async def list_lead_events(
 async def export_person(services: ServicesDep, email: str = Query(..., max_length=320)) -> Any:
     address = normalise_email(email)
     if not is_valid_email(address):
-        return _bad("email", "not a valid e-mail address")
+        raise BadRequest("email: not a valid e-mail address", field="email")
     try:
         return await run_in_threadpool(
             lambda: privacy.export_person(services.engine, address, now=services.clock())
         )
     except privacy.PersonNotFound as exc:
-        raise HTTPException(status_code=404, detail=f"email: {exc}") from None
+        raise NotFound(f"email: {exc}", field="email") from exc
 
 
 @router.post(
@@ -236,7 +226,7 @@ async def erase_person(body: EraseRequest, services: ServicesDep) -> Any:
             lambda: privacy.erase_person(services.engine, body.email, now=services.clock())
         )
     except privacy.PersonNotFound as exc:
-        raise HTTPException(status_code=404, detail=f"email: {exc}") from None
+        raise NotFound(f"email: {exc}", field="email") from exc
     return {
         "lead_id": result.lead_id,
         "events_anonymised": result.events_anonymised,

@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from leadflow.bootstrap import Services
 from leadflow.entrypoints.api.contract import TrackingError, error_responses
 from leadflow.entrypoints.api.deps import basic_username
+from leadflow.entrypoints.api.responses import Personalisation
 from leadflow.entrypoints.api.tracking import _check_key
 from leadflow.services import content
 
@@ -59,6 +60,7 @@ _QUERY = [
 @router.get(
     "/personalize",
     operation_id="personalize",
+    response_model=Personalisation,
     responses={
         **error_responses(400),
         **error_responses(401, model=TrackingError),

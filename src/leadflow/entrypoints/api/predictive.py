@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, Path
 
+from leadflow.core.errors import NotFound
 from leadflow.entrypoints.api.contract import error_responses
 from leadflow.entrypoints.api.deps import ServicesDep
+from leadflow.entrypoints.api.responses import Prediction, PredictiveModel
 from leadflow.services import predictive_store
 from leadflow.services.leads import lead_exists
 
@@ -19,24 +21,28 @@ LeadId = Path(..., ge=1, le=2**62, description="The lead's id.")
     "/leads/{lead_id}/prediction",
     operation_id="explain_lead_prediction",
     responses=error_responses(404),
+    response_model=Prediction,
 )
 def lead_prediction(services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
     """The active model's conversion probability for the lead (the fourth score) with the
     features that raised and lowered it (signed log-odds contributions)."""
     with services.engine.connect() as conn:
         if not lead_exists(conn, lead_id):
-            raise HTTPException(status_code=404, detail=f"lead_id: no lead with id {lead_id}")
+            raise NotFound(f"lead_id: no lead with id {lead_id}", field="lead_id")
         found = predictive_store.prediction_for(conn, lead_id)
     if found is None:
-        raise HTTPException(
-            status_code=404,
-            detail=f"lead_id: lead {lead_id} has no prediction (no active model or not "
-            "refreshed yet)",
+        raise NotFound(
+            f"lead_id: lead {lead_id} has no prediction (no active model or not refreshed yet)",
+            field="lead_id",
         )
     return found
 
 
-@router.get("/predictive/models", operation_id="list_predictive_models")
+@router.get(
+    "/predictive/models",
+    operation_id="list_predictive_models",
+    response_model=list[PredictiveModel],
+)
 def list_models(services: ServicesDep) -> list[dict[str, Any]]:
     """Every stored model version, newest first."""
     with services.engine.connect() as conn:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from leadflow.core.errors import NotFound
 from leadflow.entrypoints.api.contract import error_responses
 from leadflow.entrypoints.api.deps import ServicesDep
+from leadflow.entrypoints.api.responses import Enrolment, Enrolments, Program, Programs
 from leadflow.services import nurture
 
 router = APIRouter(prefix="/programs", tags=["programs"])
@@ -37,10 +39,10 @@ def _program(services: ServicesDep, key: str) -> dict[str, Any]:
     for program in programs:
         if program["key"] == key:
             return program
-    raise HTTPException(status_code=404, detail=f"program {key!r} not found in the active model")
+    raise NotFound(f"program {key!r} not found in the active model")
 
 
-@router.get("", operation_id="list_programs")
+@router.get("", operation_id="list_programs", response_model=Programs)
 def list_programs(services: ServicesDep) -> dict[str, Any]:
     """Every program with enrolment counts and per-step sends, skips, opens and clicks."""
     with services.engine.begin() as conn:
@@ -48,13 +50,18 @@ def list_programs(services: ServicesDep) -> dict[str, Any]:
         return {"programs": nurture.program_stats(conn, model)}
 
 
-@router.get("/{key}", operation_id="get_program", responses=error_responses(404))
+@router.get(
+    "/{key}", operation_id="get_program", responses=error_responses(404), response_model=Program
+)
 def get_program(key: ProgramKey, services: ServicesDep) -> dict[str, Any]:
     return _program(services, key)
 
 
 @router.get(
-    "/{key}/enrolments", operation_id="list_program_enrolments", responses=error_responses(404)
+    "/{key}/enrolments",
+    operation_id="list_program_enrolments",
+    responses=error_responses(404),
+    response_model=Enrolments,
 )
 def list_enrolments(
     key: ProgramKey,
@@ -73,13 +80,11 @@ def list_enrolments(
     status_code=201,
     operation_id="enrol_in_program",
     responses=error_responses(404, 409),
+    response_model=Enrolment,
 )
 def enrol(key: ProgramKey, body: EnrolBody, services: ServicesDep) -> dict[str, Any]:
     """Enrol one lead now (its first step is scheduled as due work)."""
     now = services.clock()
-    try:
-        with services.engine.begin() as conn:
-            model = services.models.active(conn, now)
-            return nurture.enrol(conn, model, key, body.lead_id, now)
-    except nurture.EnrolError as exc:
-        raise HTTPException(status_code=exc.status, detail=str(exc)) from exc
+    with services.engine.begin() as conn:
+        model = services.models.active(conn, now)
+        return nurture.enrol(conn, model, key, body.lead_id, now)

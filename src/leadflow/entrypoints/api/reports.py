@@ -9,9 +9,17 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 
+from leadflow.core.errors import InvalidInput
 from leadflow.entrypoints.api.deps import EARLIEST_DAY, LATEST_DAY, ServicesDep
+from leadflow.entrypoints.api.responses import (
+    AttributionReport,
+    CampaignsReport,
+    FunnelReport,
+    KpisReport,
+    PipelineReport,
+)
 from leadflow.services import reports as svc
 
 router = APIRouter(prefix="/reports", tags=["reports"])
@@ -51,7 +59,7 @@ ToQuery = Query(
 
 def _in_range(field: str, day: date | None) -> None:
     if day is not None and not EARLIEST <= day <= LATEST:
-        raise HTTPException(422, detail=f"{field}: {day} is not between {EARLIEST} and {LATEST}")
+        raise InvalidInput(f"{field}: {day} is not between {EARLIEST} and {LATEST}", field=field)
 
 
 def _period(services: Any, start: date | None, end: date | None) -> svc.Period:
@@ -65,7 +73,7 @@ def _period(services: Any, start: date | None, end: date | None) -> svc.Period:
     )
     frm = datetime.combine(start, time(), UTC) if start else to - timedelta(days=90)
     if to <= frm:
-        raise HTTPException(422, detail=f"to: {to.date()} must be after from ({frm.date()})")
+        raise InvalidInput(f"to: {to.date()} must be after from ({frm.date()})", field="to")
     return svc.Period(frm, to)
 
 
@@ -79,10 +87,10 @@ def _run(field: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except svc.ReportError as exc:
-        raise HTTPException(422, detail=f"{field}: {exc}") from None
+        raise InvalidInput(f"{field}: {exc}", field=field) from None
 
 
-@router.get("/funnel", operation_id="report_funnel")
+@router.get("/funnel", operation_id="report_funnel", response_model=FunnelReport)
 def funnel_report(
     services: ServicesDep,
     start: date | None = FromQuery,
@@ -94,7 +102,7 @@ def funnel_report(
     return _run("by", svc.funnel_report, _store(services), period, by)
 
 
-@router.get("/attribution", operation_id="report_attribution")
+@router.get("/attribution", operation_id="report_attribution", response_model=AttributionReport)
 def attribution_report(
     services: ServicesDep,
     start: date | None = FromQuery,
@@ -122,7 +130,7 @@ def attribution_report(
     )
 
 
-@router.get("/campaigns", operation_id="report_campaigns")
+@router.get("/campaigns", operation_id="report_campaigns", response_model=CampaignsReport)
 def campaigns_report(
     services: ServicesDep,
     start: date | None = FromQuery,
@@ -133,7 +141,7 @@ def campaigns_report(
     return svc.campaigns_report(_store(services), period)
 
 
-@router.get("/kpis", operation_id="report_kpis")
+@router.get("/kpis", operation_id="report_kpis", response_model=KpisReport)
 def kpis_report(
     services: ServicesDep,
     role: Literal["executive", "department", "campaign"] = Query("executive"),
@@ -145,7 +153,7 @@ def kpis_report(
     return svc.kpis(_store(services), period, role)
 
 
-@router.get("/pipeline", operation_id="report_pipeline")
+@router.get("/pipeline", operation_id="report_pipeline", response_model=PipelineReport)
 def pipeline_report(
     services: ServicesDep,
     as_of: date | None = Query(None, description="Forecast date (UTC); default today." + _RANGE),

@@ -7,15 +7,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import Connection
 
 from leadflow.core.config import LeadModel
+from leadflow.core.errors import Conflict, InvalidInput, NotFound
 from leadflow.entrypoints.api.contract import error_responses
 from leadflow.entrypoints.api.deps import Day, ServicesDep
+from leadflow.entrypoints.api.errors import builtin_errors
+from leadflow.entrypoints.api.responses import (
+    ActionResult,
+    Assignments,
+    Opportunities,
+    OpportunityDetail,
+    ReadyQueue,
+    Rep,
+    Reps,
+    RouteResult,
+)
 from leadflow.services import handoff
-from leadflow.services.lifecycle import ActionRefused
 
 router = APIRouter(tags=["sales"])
 LeadId = Path(..., ge=1, le=2**62, description="The lead's id.")
@@ -134,22 +145,16 @@ T = TypeVar("T")
 
 
 def _run(services: Any, do: Callable[[Connection, LeadModel, Any], T], *, write: bool = True) -> T:
-    try:
-        with services.engine.begin() as conn:
-            now = services.clock()
-            return do(conn, services.models.active(conn, now), now)
-    except ActionRefused as exc:
-        raise HTTPException(status_code=409, detail=str(exc)) from None
-    except LookupError as exc:
-        raise HTTPException(status_code=404, detail=str(exc).strip("'\"")) from None
-    except ValueError as exc:
-        raise HTTPException(status_code=422, detail=str(exc)) from None
+    # The hand-off service signals with LookupError / ValueError: 404 / 422.
+    with builtin_errors(), services.engine.begin() as conn:
+        now = services.clock()
+        return do(conn, services.models.active(conn, now), now)
 
 
 # --------------------------------------------------------------------------- reps
 
 
-@router.get("/reps", operation_id="list_sales_reps")
+@router.get("/reps", operation_id="list_sales_reps", response_model=Reps)
 def list_reps(services: ServicesDep) -> dict[str, Any]:
     """The sales team with today's hand-offs."""
 
@@ -162,7 +167,11 @@ def list_reps(services: ServicesDep) -> dict[str, Any]:
 
 
 @router.post(
-    "/reps", status_code=201, operation_id="create_sales_rep", responses=error_responses(409)
+    "/reps",
+    status_code=201,
+    operation_id="create_sales_rep",
+    responses=error_responses(409),
+    response_model=Rep,
 )
 def create_rep(body: RepCreate, services: ServicesDep) -> dict[str, Any]:
     def do(conn: Connection, model: LeadModel, now: Any) -> dict[str, Any]:
@@ -172,12 +181,17 @@ def create_rep(body: RepCreate, services: ServicesDep) -> dict[str, Any]:
         try:
             return handoff.create_rep(conn, data, now)
         except ValueError as exc:
-            raise HTTPException(status_code=409, detail=str(exc)) from None
+            raise Conflict(str(exc)) from None
 
     return _run(services, do)
 
 
-@router.patch("/reps/{key}", operation_id="update_sales_rep", responses=error_responses(404))
+@router.patch(
+    "/reps/{key}",
+    operation_id="update_sales_rep",
+    responses=error_responses(404),
+    response_model=Rep,
+)
 def update_rep(key: str, body: RepUpdate, services: ServicesDep) -> dict[str, Any]:
     def do(conn: Connection, model: LeadModel, now: Any) -> dict[str, Any]:
         handoff.sync_config_reps(conn, model, now)
@@ -186,10 +200,10 @@ def update_rep(key: str, body: RepUpdate, services: ServicesDep) -> dict[str, An
             changes["territories"] = [t.model_dump(exclude_none=True) for t in body.territories]
         for k in ("name", "email", "active", "daily_capacity", "weight"):
             if k in changes and changes[k] is None:
-                raise HTTPException(status_code=422, detail=f"{k}: must not be null")
+                raise InvalidInput(f"{k}: must not be null", field=k)
         found = handoff.update_rep(conn, key, changes, now)
         if found is None:
-            raise HTTPException(status_code=404, detail=f"key: no rep with key {key!r}")
+            raise NotFound(f"key: no rep with key {key!r}", field="key")
         return found
 
     return _run(services, do)
@@ -198,14 +212,14 @@ def update_rep(key: str, body: RepUpdate, services: ServicesDep) -> dict[str, An
 # --------------------------------------------------------------------------- queue
 
 
-@router.get("/sales/queue", operation_id="list_ready_queue")
+@router.get("/sales/queue", operation_id="list_ready_queue", response_model=ReadyQueue)
 def ready_queue(services: ServicesDep, limit: int = Query(100, ge=1, le=10_000)) -> dict[str, Any]:
     """The ready queue in drain order (highest priority first)."""
     with services.engine.connect() as conn:
         return {"queue": handoff.queue(conn, limit)}
 
 
-@router.post("/sales/route", operation_id="route_sales_queue")
+@router.post("/sales/route", operation_id="route_sales_queue", response_model=RouteResult)
 def route_queue(services: ServicesDep) -> dict[str, Any]:
     """Queue new MQLs and hand off what today's capacity allows."""
     report = _run(services, lambda c, m, now: handoff.route_due(c, m, now))
@@ -216,6 +230,7 @@ def route_queue(services: ServicesDep) -> dict[str, Any]:
     "/leads/{lead_id}/assignments",
     operation_id="list_lead_assignments",
     responses=error_responses(404),
+    response_model=Assignments,
 )
 def lead_assignments(services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
     def do(conn: Connection, model: LeadModel, now: Any) -> dict[str, Any]:
@@ -229,7 +244,10 @@ def lead_assignments(services: ServicesDep, lead_id: int = LeadId) -> dict[str, 
 
 
 @router.post(
-    "/leads/{lead_id}/accept", operation_id="accept_lead", responses=error_responses(404, 409)
+    "/leads/{lead_id}/accept",
+    operation_id="accept_lead",
+    responses=error_responses(404, 409),
+    response_model=ActionResult,
 )
 def accept(services: ServicesDep, body: ActionIn | None = None, lead_id: int = LeadId) -> dict:
     b = body or ActionIn()
@@ -242,7 +260,10 @@ def accept(services: ServicesDep, body: ActionIn | None = None, lead_id: int = L
 
 
 @router.post(
-    "/leads/{lead_id}/reject", operation_id="reject_lead", responses=error_responses(404, 409)
+    "/leads/{lead_id}/reject",
+    operation_id="reject_lead",
+    responses=error_responses(404, 409),
+    response_model=ActionResult,
 )
 def reject(body: RejectIn, services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
     return _run(
@@ -254,7 +275,10 @@ def reject(body: RejectIn, services: ServicesDep, lead_id: int = LeadId) -> dict
 
 
 @router.post(
-    "/leads/{lead_id}/not-now", operation_id="not_now_lead", responses=error_responses(404, 409)
+    "/leads/{lead_id}/not-now",
+    operation_id="not_now_lead",
+    responses=error_responses(404, 409),
+    response_model=ActionResult,
 )
 def not_now(services: ServicesDep, body: NotNowIn | None = None, lead_id: int = LeadId) -> dict:
     b = body or NotNowIn()
@@ -267,7 +291,10 @@ def not_now(services: ServicesDep, body: NotNowIn | None = None, lead_id: int = 
 
 
 @router.post(
-    "/leads/{lead_id}/qualify", operation_id="qualify_lead", responses=error_responses(404, 409)
+    "/leads/{lead_id}/qualify",
+    operation_id="qualify_lead",
+    responses=error_responses(404, 409),
+    response_model=ActionResult,
 )
 def qualify(body: QualifyIn, services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
     bant = {k: getattr(body, k) for k in ("budget", "authority", "need", "timeframe")}
@@ -290,7 +317,12 @@ def qualify(body: QualifyIn, services: ServicesDep, lead_id: int = LeadId) -> di
     )
 
 
-@router.post("/leads/{lead_id}/won", operation_id="win_lead", responses=error_responses(404, 409))
+@router.post(
+    "/leads/{lead_id}/won",
+    operation_id="win_lead",
+    responses=error_responses(404, 409),
+    response_model=ActionResult,
+)
 def won(services: ServicesDep, body: WonIn | None = None, lead_id: int = LeadId) -> dict:
     b = body or WonIn()
     return _run(
@@ -301,7 +333,12 @@ def won(services: ServicesDep, body: WonIn | None = None, lead_id: int = LeadId)
     )
 
 
-@router.post("/leads/{lead_id}/lost", operation_id="lose_lead", responses=error_responses(404, 409))
+@router.post(
+    "/leads/{lead_id}/lost",
+    operation_id="lose_lead",
+    responses=error_responses(404, 409),
+    response_model=ActionResult,
+)
 def lost(body: LostIn, services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
     return _run(
         services,
@@ -314,7 +351,7 @@ def lost(body: LostIn, services: ServicesDep, lead_id: int = LeadId) -> dict[str
 # --------------------------------------------------------------------------- opportunities
 
 
-@router.get("/opportunities", operation_id="list_opportunities")
+@router.get("/opportunities", operation_id="list_opportunities", response_model=Opportunities)
 def list_opportunities(
     services: ServicesDep,
     account_id: int | None = Query(None, ge=1, le=2**62),
@@ -335,6 +372,7 @@ def list_opportunities(
     status_code=201,
     operation_id="create_opportunity",
     responses=error_responses(404, 409),
+    response_model=OpportunityDetail,
 )
 def create_opportunity(body: OpportunityCreate, services: ServicesDep) -> dict[str, Any]:
     def do(conn: Connection, model: LeadModel, now: Any) -> dict[str, Any]:
@@ -349,7 +387,10 @@ def create_opportunity(body: OpportunityCreate, services: ServicesDep) -> dict[s
 
 
 @router.get(
-    "/opportunities/{opp_id}", operation_id="get_opportunity", responses=error_responses(404)
+    "/opportunities/{opp_id}",
+    operation_id="get_opportunity",
+    responses=error_responses(404),
+    response_model=OpportunityDetail,
 )
 def get_opportunity(
     services: ServicesDep, opp_id: int = Path(..., ge=1, le=2**62)
@@ -357,5 +398,5 @@ def get_opportunity(
     with services.engine.connect() as conn:
         found = handoff.get_opportunity(conn, opp_id)
     if found is None:
-        raise HTTPException(status_code=404, detail=f"opp_id: no opportunity with id {opp_id}")
+        raise NotFound(f"opp_id: no opportunity with id {opp_id}", field="opp_id")
     return found

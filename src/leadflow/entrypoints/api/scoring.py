@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, HTTPException, Path
+from fastapi import APIRouter, Body, Path
 
 from leadflow.adapters.db.repositories.models import model_source
 from leadflow.core.config import check
+from leadflow.core.errors import NotFound
 from leadflow.entrypoints.api.contract import error_responses
 from leadflow.entrypoints.api.deps import ServicesDep
+from leadflow.entrypoints.api.responses import (
+    ActiveModel,
+    ModelCheck,
+    ScoreExplanation,
+    StageHistory,
+)
 from leadflow.services import lifecycle
 from leadflow.services.leads import lead_exists
 
@@ -20,11 +27,14 @@ MAX_MODEL_BYTES = 1024 * 1024
 
 def _require_lead(conn: Any, lead_id: int) -> None:
     if not lead_exists(conn, lead_id):
-        raise HTTPException(status_code=404, detail=f"lead_id: no lead with id {lead_id}")
+        raise NotFound(f"lead_id: no lead with id {lead_id}", field="lead_id")
 
 
 @router.get(
-    "/leads/{lead_id}/score", operation_id="explain_lead_score", responses=error_responses(404)
+    "/leads/{lead_id}/score",
+    operation_id="explain_lead_score",
+    responses=error_responses(404),
+    response_model=ScoreExplanation,
 )
 def explain_score(services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
     """Engagement, fit and BANT scores with every rule that contributed (points before and
@@ -39,6 +49,7 @@ def explain_score(services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any
     "/leads/{lead_id}/stages",
     operation_id="list_lead_stage_changes",
     responses=error_responses(404),
+    response_model=StageHistory,
 )
 def stage_history(services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
     """The lead's stage-history log and its signals (e.g. lead.returning)."""
@@ -51,7 +62,7 @@ def stage_history(services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any
         }
 
 
-@router.get("/model", operation_id="get_active_model")
+@router.get("/model", operation_id="get_active_model", response_model=ActiveModel)
 def active_model(services: ServicesDep) -> dict[str, Any]:
     """The active lead model (its YAML source), and every version applied so far."""
     with services.engine.begin() as conn:
@@ -69,7 +80,7 @@ def active_model(services: ServicesDep) -> dict[str, Any]:
         }
 
 
-@router.post("/model/check", operation_id="check_model")
+@router.post("/model/check", operation_id="check_model", response_model=ModelCheck)
 def check_model(
     source: str = Body(..., media_type="text/plain", max_length=MAX_MODEL_BYTES),
 ) -> dict[str, Any]:

@@ -13,13 +13,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from leadflow.core.tracking import is_valid_email
 from leadflow.entrypoints.api.contract import error_responses
 from leadflow.entrypoints.api.deps import Moment, ServicesDep
-from leadflow.services import segments as segment_service
+from leadflow.entrypoints.api.responses import (
+    Attendance,
+    Invited,
+    Registered,
+    Seminar,
+    SeminarDetail,
+    SeminarFunnel,
+    Seminars,
+)
 from leadflow.services import seminars as sem
 
 router = APIRouter(prefix="/seminars", tags=["seminars"])
@@ -69,80 +77,77 @@ class AttendanceBody(_Body):
     attended: list[LeadId | Annotated[str, Field(max_length=320)]] = Field(max_length=100_000)
 
 
-def _error(exc: Exception) -> HTTPException:
-    if isinstance(exc, sem.NotFound | segment_service.NotFound):
-        return HTTPException(status_code=404, detail=str(exc.args[0]))
-    if isinstance(exc, sem.CapacityFull):
-        return HTTPException(status_code=409, detail=str(exc))
-    return HTTPException(status_code=422, detail=str(exc))
-
-
 def _model(services: Any, conn: Any, now: datetime) -> Any:
     return services.models.active(conn, now)
 
 
-@router.get("", operation_id="list_seminars")
+@router.get("", operation_id="list_seminars", response_model=Seminars)
 def list_seminars(services: ServicesDep) -> dict[str, Any]:
     with services.engine.connect() as conn:
         return {"seminars": sem.list_seminars(conn)}
 
 
 @router.post(
-    "", status_code=201, operation_id="create_seminar", responses=error_responses(404, 409)
+    "",
+    status_code=201,
+    operation_id="create_seminar",
+    responses=error_responses(404, 409),
+    response_model=Seminar,
 )
 def create_seminar(body: SeminarCreate, services: ServicesDep) -> dict[str, Any]:
-    try:
-        with services.engine.begin() as conn:
-            return sem.create(conn, now=services.clock(), **body.model_dump())
-    except sem.SeminarError as exc:
-        raise _error(exc) from None
+    with services.engine.begin() as conn:
+        return sem.create(conn, now=services.clock(), **body.model_dump())
 
 
-@router.get("/funnel", operation_id="seminar_funnel")
+@router.get("/funnel", operation_id="seminar_funnel", response_model=SeminarFunnel)
 def funnel(services: ServicesDep) -> dict[str, Any]:
     with services.engine.begin() as conn:
         model = services.models.active(conn, services.clock())
         return {"seminars": sem.funnel(conn, model)}
 
 
-@router.get("/{key}", operation_id="get_seminar", responses=error_responses(404))
+@router.get(
+    "/{key}",
+    operation_id="get_seminar",
+    responses=error_responses(404),
+    response_model=SeminarDetail,
+)
 def get_seminar(key: SeminarKey, services: ServicesDep) -> dict[str, Any]:
-    try:
-        with services.engine.begin() as conn:
-            model = services.models.active(conn, services.clock())
-            row = sem.get(conn, key)
-            return {**row, "funnel": sem.funnel(conn, model, key)[0]}
-    except sem.NotFound as exc:
-        raise _error(exc) from None
-
-
-@router.post("/{key}/invite", operation_id="invite_to_seminar", responses=error_responses(404, 409))
-def invite(key: SeminarKey, body: InviteBody, services: ServicesDep) -> dict[str, Any]:
-    now = services.clock()
-    audience: list[int] | str = body.segment if body.segment is not None else body.lead_ids or []
-    try:
-        with services.engine.begin() as conn:
-            return sem.invite(conn, key, audience, _model(services, conn, now), now)
-    except (sem.NotFound, segment_service.NotFound, sem.SeminarError) as exc:
-        raise _error(exc) from None
+    with services.engine.begin() as conn:
+        model = services.models.active(conn, services.clock())
+        row = sem.get(conn, key)
+        return {**row, "funnel": sem.funnel(conn, model, key)[0]}
 
 
 @router.post(
-    "/{key}/register", operation_id="register_for_seminar", responses=error_responses(404, 409)
+    "/{key}/invite",
+    operation_id="invite_to_seminar",
+    responses=error_responses(404, 409),
+    response_model=Invited,
+)
+def invite(key: SeminarKey, body: InviteBody, services: ServicesDep) -> dict[str, Any]:
+    now = services.clock()
+    audience: list[int] | str = body.segment if body.segment is not None else body.lead_ids or []
+    with services.engine.begin() as conn:
+        return sem.invite(conn, key, audience, _model(services, conn, now), now)
+
+
+@router.post(
+    "/{key}/register",
+    operation_id="register_for_seminar",
+    responses=error_responses(404, 409),
+    response_model=Registered,
 )
 def register(key: SeminarKey, body: RegisterBody, services: ServicesDep) -> dict[str, Any]:
     now = services.clock()
-    try:
-        with services.engine.begin() as conn:
-            lead_id = body.lead_id
-            if lead_id is None:
-                found, _ = sem.lead_ids_for_emails(conn, [body.email or ""])
-                if not found:
-                    raise sem.NotFound("email: no lead with this address")
-                lead_id = found[0]
-            return sem.register(conn, key, lead_id, now, after=services.after_ingest)
-    except (sem.NotFound, sem.SeminarError) as exc:
-        raise _error(exc) from None
+    with services.engine.begin() as conn:
+        lead_id = body.lead_id
+        if lead_id is None:
+            found, _ = sem.lead_ids_for_emails(conn, [body.email or ""])
+            if not found:
+                raise sem.NotFound("email: no lead with this address")
+            lead_id = found[0]
+        return sem.register(conn, key, lead_id, now, after=services.after_ingest)
 
 
 _ATTENDANCE_BODY = {
@@ -161,6 +166,7 @@ _ATTENDANCE_BODY = {
     "/{key}/attendance",
     operation_id="mark_seminar_attendance",
     responses=error_responses(404, 409),
+    response_model=Attendance,
     openapi_extra=_ATTENDANCE_BODY,
 )
 async def attendance(key: SeminarKey, request: Request, services: ServicesDep) -> dict[str, Any]:
@@ -168,24 +174,21 @@ async def attendance(key: SeminarKey, request: Request, services: ServicesDep) -
 
     raw = await request.body()
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    try:
-        if content_type in ("text/csv", "text/plain"):
-            emails, ids = sem.emails_from_csv(raw), []
-        else:
-            try:
-                body = AttendanceBody.model_validate_json(raw or b"{}")
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                loc = ".".join(str(p) for p in first["loc"]) or "body"
-                raise sem.SeminarError(loc, first["msg"]) from None
-            ids = [v for v in body.attended if isinstance(v, int)]
-            emails = [v for v in body.attended if isinstance(v, str)]
-            for e in emails:
-                if not is_valid_email(e.strip()):
-                    raise sem.SeminarError("attended", f"not a lead id or an email: {e[:80]!r}")
-        return await run_in_threadpool(_mark, services, key, ids, emails)
-    except (sem.NotFound, sem.SeminarError) as exc:
-        raise _error(exc) from None
+    if content_type in ("text/csv", "text/plain"):
+        emails, ids = sem.emails_from_csv(raw), []
+    else:
+        try:
+            body = AttendanceBody.model_validate_json(raw or b"{}")
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"]) or "body"
+            raise sem.SeminarError(loc, first["msg"]) from None
+        ids = [v for v in body.attended if isinstance(v, int)]
+        emails = [v for v in body.attended if isinstance(v, str)]
+        for e in emails:
+            if not is_valid_email(e.strip()):
+                raise sem.SeminarError("attended", f"not a lead id or an email: {e[:80]!r}")
+    return await run_in_threadpool(_mark, services, key, ids, emails)
 
 
 def _mark(services: Any, key: str, ids: list[int], emails: list[str]) -> dict[str, Any]:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from leadflow.core.errors import Conflict
 from leadflow.entrypoints.api.contract import error_responses
 from leadflow.entrypoints.api.deps import ServicesDep
+from leadflow.entrypoints.api.responses import TargetRanking, TargetsMarked
 from leadflow.services import targets as svc
 
 router = APIRouter(prefix="/accounts", tags=["accounts"])
@@ -36,13 +38,16 @@ class MarkBody(BaseModel):
     min_deals: Annotated[StrictInt, Field(ge=1, le=1000)] = 3
 
 
-def _error(exc: Exception) -> HTTPException:
-    if isinstance(exc, svc.NoWonAccounts):
-        return HTTPException(status_code=409, detail=f"{exc}; nothing was changed")
-    return HTTPException(status_code=422, detail=str(exc))
+def _nothing_changed(exc: svc.NoWonAccounts) -> Conflict:
+    return Conflict(f"{exc}; nothing was changed")
 
 
-@router.get("/targets", operation_id="rank_target_accounts", responses=error_responses(409))
+@router.get(
+    "/targets",
+    operation_id="rank_target_accounts",
+    responses=error_responses(409),
+    response_model=TargetRanking,
+)
 def rank(
     services: ServicesDep, top: Top = 50, min_deals: MinDeals = 3, trait: Traits = None
 ) -> dict[str, Any]:
@@ -57,12 +62,17 @@ def rank(
             min_deals=min_deals,
             models=services.models,
         )
-    except (svc.NoWonAccounts, svc.TargetsError) as exc:
-        raise _error(exc) from None
+    except svc.NoWonAccounts as exc:
+        raise _nothing_changed(exc) from exc
     return {"top": top, "targets": rows}
 
 
-@router.post("/targets", operation_id="mark_target_accounts", responses=error_responses(409))
+@router.post(
+    "/targets",
+    operation_id="mark_target_accounts",
+    responses=error_responses(409),
+    response_model=TargetsMarked,
+)
 def mark(body: MarkBody, services: ServicesDep) -> dict[str, Any]:
     """Mark the top N look-alike accounts as target accounts and recompute their leads."""
     try:
@@ -75,5 +85,5 @@ def mark(body: MarkBody, services: ServicesDep) -> dict[str, Any]:
             min_deals=body.min_deals,
             models=services.models,
         )
-    except (svc.NoWonAccounts, svc.TargetsError) as exc:
-        raise _error(exc) from None
+    except svc.NoWonAccounts as exc:
+        raise _nothing_changed(exc) from exc

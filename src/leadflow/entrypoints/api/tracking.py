@@ -27,7 +27,7 @@ from starlette.types import Receive, Scope, Send
 from leadflow.bootstrap import Services
 from leadflow.core.inputs import declared_length_over
 from leadflow.core.tracking import MessageError, TrackedMessage, parse_batch, parse_message
-from leadflow.entrypoints.api.contract import tracking_operation
+from leadflow.entrypoints.api.contract import TrackingOk, tracking_operation
 from leadflow.entrypoints.api.deps import basic_username
 from leadflow.services.ingest import IngestQueue
 from leadflow.settings import Settings
@@ -201,6 +201,7 @@ for _type in ("identify", "track", "page", "screen", "group", "alias"):
         methods=["POST"],
         operation_id=f"tracking_{_type}",
         summary=f"Segment {_type} call",
+        response_model=TrackingOk,
         openapi_extra=tracking_operation(f"{_type.capitalize()}Message", "32 KB"),
     )
 for _path, _op in (("/batch", "tracking_batch"), ("/import", "tracking_import")):
@@ -210,6 +211,7 @@ for _path, _op in (("/batch", "tracking_batch"), ("/import", "tracking_import"))
         methods=["POST"],
         operation_id=_op,
         summary="Segment batch of calls (up to 500 KB)",
+        response_model=TrackingOk,
         openapi_extra=tracking_operation("BatchRequest", "500 KB, 32 KB per message"),
     )
 

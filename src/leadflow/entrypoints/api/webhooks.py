@@ -5,12 +5,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from leadflow.core.webhooks import InvalidTarget
+from leadflow.core.errors import NotFound
 from leadflow.entrypoints.api.contract import error_responses
 from leadflow.entrypoints.api.deps import ServicesDep
+from leadflow.entrypoints.api.errors import builtin_errors
+from leadflow.entrypoints.api.responses import (
+    WebhookDeliveries,
+    WebhookDeliveryDetail,
+    WebhookEndpoint,
+    WebhookEndpoints,
+    WebhookEndpointWithSecret,
+)
 from leadflow.services import webhooks
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
@@ -36,34 +44,33 @@ class EndpointUpdate(_Body):
     active: bool | None = None
 
 
-def _refused(exc: ValueError) -> HTTPException:
-    return HTTPException(status_code=422, detail=str(exc))
-
-
-@router.get("", operation_id="list_webhooks")
+@router.get("", operation_id="list_webhooks", response_model=WebhookEndpoints)
 def list_endpoints(services: ServicesDep) -> dict[str, Any]:
     with services.engine.connect() as conn:
         return {"endpoints": webhooks.list_endpoints(conn)}
 
 
-@router.post("", status_code=201, operation_id="create_webhook")
+@router.post(
+    "",
+    status_code=201,
+    operation_id="create_webhook",
+    responses=error_responses(422),
+    response_model=WebhookEndpointWithSecret,
+)
 def create_endpoint(body: EndpointCreate, services: ServicesDep) -> dict[str, Any]:
     allow = services.settings.webhooks_allow_private_targets
-    try:
-        with services.engine.begin() as conn:
-            return webhooks.create_endpoint(
-                conn,
-                body.url,
-                body.event_types,
-                services.clock(),
-                allow_private=allow,
-                description=body.description,
-            )
-    except (InvalidTarget, ValueError) as exc:
-        raise _refused(exc) from None
+    with builtin_errors(), services.engine.begin() as conn:
+        return webhooks.create_endpoint(
+            conn,
+            body.url,
+            body.event_types,
+            services.clock(),
+            allow_private=allow,
+            description=body.description,
+        )
 
 
-@router.get("/deliveries", operation_id="list_webhook_deliveries")
+@router.get("/deliveries", operation_id="list_webhook_deliveries", response_model=WebhookDeliveries)
 def list_deliveries(
     services: ServicesDep,
     status: Literal["pending", "delivered", "dead"] | None = Query(default=None),
@@ -76,7 +83,10 @@ def list_deliveries(
 
 
 @router.get(
-    "/deliveries/{delivery_id}", operation_id="get_webhook_delivery", responses=error_responses(404)
+    "/deliveries/{delivery_id}",
+    operation_id="get_webhook_delivery",
+    responses=error_responses(404),
+    response_model=WebhookDeliveryDetail,
 )
 def get_delivery(
     services: ServicesDep, delivery_id: int = Path(..., ge=1, le=2**62)
@@ -84,7 +94,7 @@ def get_delivery(
     with services.engine.connect() as conn:
         found = webhooks.get_delivery(conn, delivery_id)
     if found is None:
-        raise HTTPException(status_code=404, detail=f"no webhook delivery {delivery_id}")
+        raise NotFound(f"no webhook delivery {delivery_id}")
     return found
 
 
@@ -92,44 +102,47 @@ def get_delivery(
     "/deliveries/{delivery_id}/replay",
     operation_id="replay_webhook_delivery",
     responses=error_responses(404),
+    response_model=WebhookDeliveryDetail,
 )
 def replay(services: ServicesDep, delivery_id: int = Path(..., ge=1, le=2**62)) -> dict[str, Any]:
-    try:
-        with services.engine.begin() as conn:
-            return webhooks.replay(conn, delivery_id, services.clock())
-    except webhooks.NotFound as exc:
-        raise HTTPException(status_code=404, detail=str(exc)) from None
+    with services.engine.begin() as conn:
+        return webhooks.replay(conn, delivery_id, services.clock())
 
 
-@router.get("/{endpoint_id}", operation_id="get_webhook", responses=error_responses(404))
+@router.get(
+    "/{endpoint_id}",
+    operation_id="get_webhook",
+    responses=error_responses(404),
+    response_model=WebhookEndpoint,
+)
 def get_endpoint(
     services: ServicesDep, endpoint_id: int = Path(..., ge=1, le=2**62)
 ) -> dict[str, Any]:
     with services.engine.connect() as conn:
         found = webhooks.get_endpoint(conn, endpoint_id)
     if found is None:
-        raise HTTPException(status_code=404, detail=f"no webhook endpoint {endpoint_id}")
+        raise NotFound(f"no webhook endpoint {endpoint_id}")
     return found
 
 
-@router.patch("/{endpoint_id}", operation_id="update_webhook", responses=error_responses(404))
+@router.patch(
+    "/{endpoint_id}",
+    operation_id="update_webhook",
+    responses=error_responses(404, 422),
+    response_model=WebhookEndpoint,
+)
 def update_endpoint(
     body: EndpointUpdate, services: ServicesDep, endpoint_id: int = Path(..., ge=1, le=2**62)
 ) -> dict[str, Any]:
     allow = services.settings.webhooks_allow_private_targets
-    try:
-        with services.engine.begin() as conn:
-            return webhooks.update_endpoint(
-                conn,
-                endpoint_id,
-                body.model_dump(exclude_unset=True),
-                services.clock(),
-                allow_private=allow,
-            )
-    except webhooks.NotFound as exc:
-        raise HTTPException(status_code=404, detail=str(exc)) from None
-    except (InvalidTarget, ValueError) as exc:
-        raise _refused(exc) from None
+    with builtin_errors(), services.engine.begin() as conn:
+        return webhooks.update_endpoint(
+            conn,
+            endpoint_id,
+            body.model_dump(exclude_unset=True),
+            services.clock(),
+            allow_private=allow,
+        )
 
 
 @router.delete(
@@ -138,15 +151,15 @@ def update_endpoint(
 def delete_endpoint(services: ServicesDep, endpoint_id: int = Path(..., ge=1, le=2**62)) -> None:
     with services.engine.begin() as conn:
         if not webhooks.delete_endpoint(conn, endpoint_id):
-            raise HTTPException(status_code=404, detail=f"no webhook endpoint {endpoint_id}")
+            raise NotFound(f"no webhook endpoint {endpoint_id}")
 
 
 @router.post(
-    "/{endpoint_id}/rotate", operation_id="rotate_webhook_secret", responses=error_responses(404)
+    "/{endpoint_id}/rotate",
+    operation_id="rotate_webhook_secret",
+    responses=error_responses(404),
+    response_model=WebhookEndpointWithSecret,
 )
 def rotate(services: ServicesDep, endpoint_id: int = Path(..., ge=1, le=2**62)) -> dict[str, Any]:
-    try:
-        with services.engine.begin() as conn:
-            return webhooks.rotate_secret(conn, endpoint_id, services.clock())
-    except webhooks.NotFound as exc:
-        raise HTTPException(status_code=404, detail=str(exc)) from None
+    with services.engine.begin() as conn:
+        return webhooks.rotate_secret(conn, endpoint_id, services.clock())

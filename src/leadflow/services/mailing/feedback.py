@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, func, select, update
 
 from leadflow.adapters.db.tables import email_sends, leads, seminars
+from leadflow.core import errors
 from leadflow.core.lifecycle import withdrawal_method
 from leadflow.services.events import EMAIL_CHANNEL, LeadEvent, record_events_in
 
@@ -186,7 +187,7 @@ def send_address(conn: Connection, send_id: int) -> str | None:
     ).scalar_one_or_none()
 
 
-class NotFound(LookupError):
+class NotFound(errors.NotFound):
     pass
 
 

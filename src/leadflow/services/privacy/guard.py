@@ -16,13 +16,14 @@ from sqlalchemy import Connection, select
 
 from leadflow.adapters.db.engine import insert_ignore
 from leadflow.adapters.db.tables import suppressions
+from leadflow.core import errors
 from leadflow.core.tracking import TrackedMessage, email_hash
 from leadflow.services.privacy.scrub import addresses_in, strip_addresses, strip_text
 
 CHUNK = 500
 
 
-class AddressSuppressed(ValueError):
+class AddressSuppressed(errors.Conflict):
     """The address was erased on request: it is never contacted again."""
 
 

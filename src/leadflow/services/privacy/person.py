@@ -65,6 +65,7 @@ from leadflow.adapters.db.tables import (
     leads,
     webhook_deliveries,
 )
+from leadflow.core import errors
 from leadflow.core.tracking import normalise_email
 from leadflow.services.privacy.guard import is_suppressed, suppress
 from leadflow.services.privacy.links import Person, person_tables
@@ -85,7 +86,7 @@ DELETED = (identities, lead_predictions)
 MIN_TEXT_LENGTH = 255
 
 
-class PersonNotFound(LookupError):
+class PersonNotFound(errors.NotFound):
     """No lead has this e-mail address; the message is meant for a person."""
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from leadflow.core import attribution as attr
-from leadflow.core import funnel
+from leadflow.core import errors, funnel
 from leadflow.core.config import LeadModel
 
 SLICES = (
@@ -28,7 +28,7 @@ NOT_TOUCHES = ("email_sent", "email_bounce")
 NONE = "(none)"
 
 
-class ReportError(ValueError):
+class ReportError(errors.InvalidInput):
     """A request the reports cannot answer; the message names the option and the reason."""
 
 
