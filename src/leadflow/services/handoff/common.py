@@ -50,15 +50,17 @@ def _signal(
 
 
 def _lock(conn: Connection, *, wait: bool) -> bool:
-    """Serialise routers. SQLite writers are already serial (BEGIN IMMEDIATE)."""
+    """Serialise routers. SQLite writers are already serial (BEGIN IMMEDIATE). On
+    PostgreSQL a transaction-scoped advisory lock, keyed by the schema too: leadflow
+    installations (or test runs) in other schemas of the same database route independently
+    instead of skipping each other's routing."""
     if not is_postgres(conn.engine):
         return True
-    if wait:
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ROUTER_LOCK})
-        return True
-    return bool(
-        conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": ROUTER_LOCK}).scalar()
-    )
+    call = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+    taken = conn.execute(
+        text(f"SELECT {call}(:k, hashtext(current_schema()))"), {"k": ROUTER_LOCK}
+    ).scalar()
+    return True if wait else bool(taken)
 
 
 def require_lead(conn: Connection, lead_id: int) -> None:
