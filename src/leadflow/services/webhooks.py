@@ -8,8 +8,8 @@
   skipped). A unique key (endpoint, event type, source id) makes enqueueing idempotent.
 - The first endpoint ever created starts the outbox at the present: older history is not
   sent. While no endpoint is active, new outbox rows are marked handed over and dropped.
-- :func:`deliver_due` claims due deliveries (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, a
-  compare-and-set on SQLite) with a lease, sends them outside any transaction, and records
+- :func:`deliver_due` claims due deliveries with a lease through the claim mechanism every
+  worker uses (:mod:`leadflow.adapters.db.claims`), sends them outside any transaction, and records
   every attempt (``webhook_attempts``). A failure is retried with exponential backoff and
   full jitter until 24 h after it was queued; then the delivery is ``dead`` (the
   dead-letter list) until :func:`replay`.
@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, select, update
 
-from leadflow.adapters.db.engine import insert_ignore, is_postgres
+from leadflow.adapters.db import claims
+from leadflow.adapters.db.engine import insert_ignore
 from leadflow.adapters.db.rows import as_record
 from leadflow.adapters.db.tables import (
     accounts,
@@ -375,50 +376,42 @@ class DeliveryReport:
     dead: int = 0
 
 
-def _claim(engine: Engine, now: datetime, limit: int) -> list[dict[str, Any]]:
-    """Due deliveries, leased to this worker (their next attempt moves LEASE ahead)."""
+_d = webhook_deliveries.c
+# Pending and due, oldest due first; a claim also moves ``next_attempt_at`` to the lease
+# end, so :func:`next_due` does not report a delivery while a worker holds it.
+WORK = claims.WorkTable(
+    webhook_deliveries,
+    ready=and_(_d.status == "pending", _d.next_attempt_at <= bindparam(claims.NOW)),
+    order_by=(_d.next_attempt_at, _d.id),
+    on_claim={"next_attempt_at": bindparam(claims.UNTIL)},
+)
+_CLAIMED = (
+    select(
+        webhook_deliveries,
+        webhook_endpoints.c.url,
+        webhook_endpoints.c.secret,
+        webhook_endpoints.c.previous_secret,
+        webhook_endpoints.c.rotated_at,
+        webhook_endpoints.c.active,
+    )
+    .join(webhook_endpoints, webhook_endpoints.c.id == _d.endpoint_id)
+    .where(_d.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_d.id)
+)
+_OUTCOME = update(webhook_deliveries).where(
+    _d.id == bindparam("delivery_id"), _d.status == "pending", claims.held(webhook_deliveries)
+)
+
+
+def _claim(
+    engine: Engine, now: datetime, worker_id: str, until: datetime, limit: int
+) -> list[dict[str, Any]]:
+    """Due deliveries, leased to this worker until ``until`` (:mod:`.claims`)."""
     with engine.begin() as conn:
-        query = (
-            select(webhook_deliveries.c.id, webhook_deliveries.c.next_attempt_at)
-            .where(
-                webhook_deliveries.c.status == "pending",
-                webhook_deliveries.c.next_attempt_at <= now,
-            )
-            .order_by(webhook_deliveries.c.next_attempt_at, webhook_deliveries.c.id)
-            .limit(limit)
-        )
-        if is_postgres(engine):
-            query = query.with_for_update(skip_locked=True)
-        due = conn.execute(query).all()
-        claimed: list[int] = []
-        for row in due:
-            res = conn.execute(
-                update(webhook_deliveries)
-                .where(
-                    webhook_deliveries.c.id == row.id,
-                    webhook_deliveries.c.status == "pending",
-                    webhook_deliveries.c.next_attempt_at == row.next_attempt_at,
-                )
-                .values(next_attempt_at=now + LEASE)
-            )
-            if res.rowcount == 1:
-                claimed.append(int(row.id))
-        if not claimed:
+        ids = claims.claim_in(conn, WORK, worker_id, now, until, limit)
+        if not ids:
             return []
-        rows = conn.execute(
-            select(
-                webhook_deliveries,
-                webhook_endpoints.c.url,
-                webhook_endpoints.c.secret,
-                webhook_endpoints.c.previous_secret,
-                webhook_endpoints.c.rotated_at,
-                webhook_endpoints.c.active,
-            )
-            .join(webhook_endpoints, webhook_endpoints.c.id == webhook_deliveries.c.endpoint_id)
-            .where(webhook_deliveries.c.id.in_(claimed))
-            .order_by(webhook_deliveries.c.id)
-        ).mappings()
-        return [dict(r) for r in rows]
+        return [dict(r) for r in conn.execute(_CLAIMED, {"ids": ids}).mappings()]
 
 
 def body_of(payload: Mapping[str, Any]) -> bytes:
@@ -432,11 +425,20 @@ def deliver_due(
     *,
     limit: int = 100,
     rng: random.Random | None = None,
+    worker_id: str | None = None,
 ) -> DeliveryReport:
-    """Sends every due delivery once (up to ``limit``); records outcomes and retries."""
+    """Sends every due delivery once (up to ``limit``); records outcomes and retries.
+
+    The deliveries are claimed for ``worker_id`` (default: this process and thread) until
+    ``now`` + :data:`LEASE`; an outcome is written only while the claim still holds (a
+    worker that outlived its lease leaves the delivery to the one that took it over; its
+    attempt is still logged)."""
     rng = rng or random.Random()
     report = DeliveryReport()
-    for job in _claim(engine, now, limit):
+    worker = worker_id or claims.worker_name()
+    until = now + LEASE
+    mine = claims.mine(worker, until)
+    for job in _claim(engine, now, worker, until, limit):
         attempt = int(job["attempts"]) + 1
         started = time.perf_counter()
         status_code: int | None
@@ -457,6 +459,7 @@ def deliver_due(
             "attempts": attempt,
             "last_status_code": status_code,
             "last_error": error,
+            "lease_until": None,
         }
         report.attempted += 1
         if ok:
@@ -481,11 +484,7 @@ def deliver_due(
                     duration_ms=duration,
                 )
             )
-            conn.execute(
-                update(webhook_deliveries)
-                .where(webhook_deliveries.c.id == job["id"])
-                .values(**values)
-            )
+            conn.execute(_OUTCOME.values(**values), {"delivery_id": job["id"], **mine})
     return report
 
 
