@@ -540,7 +540,8 @@ webhook_cursors = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("last_id", BigInteger, nullable=False, default=0),
-    # Rows at or below it are never scanned (they predate the first endpoint).
+    # Rows at or below it are never scanned (they predate the first endpoint, or came
+    # while no endpoint was active: services/outbox.py).
     Column("floor_id", BigInteger, nullable=False, default=0),
     Column("updated_at", UTCDateTime, nullable=False),
 )
