@@ -2,10 +2,10 @@
 
 - :func:`schedule` is idempotent by ``key`` (insert-ignore), inside the caller's
   transaction, so the decision and its follow-up commit together.
-- :func:`claim` leases due rows to one worker: on PostgreSQL the candidates are selected
-  ``FOR UPDATE SKIP LOCKED`` (two workers never wait for or take the same row); on SQLite
-  the claim is one write transaction (``BEGIN IMMEDIATE``). A claim is a lease: a row whose
-  ``lease_until`` has passed (its worker crashed) is claimable again.
+- :func:`claim` leases due rows to one worker through the claim mechanism every worker
+  uses (:mod:`leadflow.adapters.db.claims`: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, the
+  write lock on SQLite; two workers never take the same row). A claim is a lease: a row
+  whose ``lease_until`` has passed (its worker crashed) is claimable again.
 - :func:`complete`, :func:`retry`, :func:`defer` and :func:`cancel` finish or move a row,
   inside the caller's transaction (normally the one that did the work); :func:`retry`
   waits as the one retry policy (:mod:`leadflow.core.retry`) says.
@@ -20,7 +20,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, bindparam, or_, select, update
 from sqlalchemy.sql.dml import Insert
 
-from leadflow.adapters.db.engine import insert_ignore, is_postgres
+from leadflow.adapters.db import claims
+from leadflow.adapters.db.engine import insert_ignore
 from leadflow.adapters.db.tables import due_work
 from leadflow.core.retry import DUE_WORK_RETRY, RetryPolicy
 
@@ -90,14 +91,25 @@ def schedule_many(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> int:
     return max(int(result.rowcount or 0), 0)
 
 
-def _claimable(now: datetime, kinds: Iterable[str]) -> Any:
-    return and_(
-        due_work.c.kind.in_(list(kinds)),
+# Pending and due, or claimed by a worker whose lease has passed (it crashed); the lease
+# itself is checked by the claim mechanism.
+WORK = claims.WorkTable(
+    due_work,
+    ready=and_(
+        due_work.c.kind.in_(bindparam("kinds", expanding=True)),
         or_(
-            and_(due_work.c.status == "pending", due_work.c.due_at <= now),
-            and_(due_work.c.status == "claimed", due_work.c.lease_until < now),
+            and_(due_work.c.status == "pending", due_work.c.due_at <= bindparam(claims.NOW)),
+            due_work.c.status == "claimed",
         ),
-    )
+    ),
+    order_by=(due_work.c.due_at, due_work.c.id),
+    on_claim={"status": "claimed"},
+)
+_CLAIMED = (
+    select(due_work)
+    .where(due_work.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(due_work.c.due_at, due_work.c.id)
+)
 
 
 def claim(
@@ -108,32 +120,14 @@ def claim(
     limit: int = 100,
     lease_seconds: float = 300,
 ) -> list[dict[str, Any]]:
-    """Lease up to ``limit`` due rows of ``kinds`` to ``worker_id``, oldest due first."""
-    kinds = list(kinds)
-    lease_until = now + timedelta(seconds=lease_seconds)
+    """Lease up to ``limit`` due rows of ``kinds`` to ``worker_id``, oldest due first
+    (:mod:`leadflow.adapters.db.claims`)."""
+    until = now + timedelta(seconds=lease_seconds)
     with engine.begin() as conn:
-        query = (
-            select(due_work.c.id)
-            .where(_claimable(now, kinds))
-            .order_by(due_work.c.due_at, due_work.c.id)
-            .limit(limit)
-        )
-        if is_postgres(engine):
-            query = query.with_for_update(skip_locked=True)
-        ids = list(conn.execute(query).scalars())
+        ids = claims.claim_in(conn, WORK, worker_id, now, until, limit, {"kinds": list(kinds)})
         if not ids:
             return []
-        conn.execute(
-            update(due_work)
-            .where(due_work.c.id.in_(ids))
-            .values(status="claimed", claimed_by=worker_id, lease_until=lease_until)
-        )
-        rows = conn.execute(
-            select(due_work)
-            .where(due_work.c.id.in_(ids))
-            .order_by(due_work.c.due_at, due_work.c.id)
-        ).mappings()
-        return [dict(r) for r in rows]
+        return [dict(r) for r in conn.execute(_CLAIMED, {"ids": ids}).mappings()]
 
 
 def complete(conn: Connection, work_id: int, now: datetime) -> None:

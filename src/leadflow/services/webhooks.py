@@ -1,15 +1,15 @@
 """Outbound webhooks: subscriptions, the delivery outbox, sending, retries, dead letters.
 
 - The transactional outbox is ``signals`` (written with the change that caused it) and
-  ``stage_changes`` (the stage log). :func:`enqueue_new` turns each new row into one
-  ``webhook_deliveries`` row per subscribed active endpoint and marks it handed over
-  (``signals.delivered_at``; a high-water mark in ``webhook_cursors`` for stage changes,
-  re-scanning the last :data:`LOOKBACK` ids so rows committed late on PostgreSQL are not
-  skipped). A unique key (endpoint, event type, source id) makes enqueueing idempotent.
+  ``stage_changes`` (the stage log), read through one path
+  (:func:`leadflow.services.outbox.read_new`). :func:`enqueue_new` turns each new entry
+  into one ``webhook_deliveries`` row per subscribed active endpoint; the outbox marks it
+  handed over. A unique key (endpoint, event type, source id) makes enqueueing idempotent
+  (the outbox reads the last stage changes again, see there).
 - The first endpoint ever created starts the outbox at the present: older history is not
   sent. While no endpoint is active, new outbox rows are marked handed over and dropped.
-- :func:`deliver_due` claims due deliveries (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, a
-  compare-and-set on SQLite) with a lease, sends them outside any transaction, and records
+- :func:`deliver_due` claims due deliveries with a lease through the claim mechanism every
+  worker uses (:mod:`leadflow.adapters.db.claims`), sends them outside any transaction, and records
   every attempt (``webhook_attempts``). A failure is retried with exponential backoff and
   full jitter until 24 h after it was queued; then the delivery is ``dead`` (the
   dead-letter list) until :func:`replay`.
@@ -27,18 +27,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, select, update
 
-from leadflow.adapters.db.engine import insert_ignore, is_postgres
+from leadflow.adapters.db import claims
+from leadflow.adapters.db.engine import insert_ignore
 from leadflow.adapters.db.rows import as_record
 from leadflow.adapters.db.tables import (
     accounts,
     assignments,
     leads,
-    signals,
-    stage_changes,
     webhook_attempts,
-    webhook_cursors,
     webhook_deliveries,
     webhook_endpoints,
 )
@@ -57,13 +55,12 @@ from leadflow.core.webhooks import (
     stage_events,
     subscribed,
 )
+from leadflow.services import outbox
 from leadflow.services.lifecycle import ModelCache
 
-LOOKBACK = 1000
-BATCH = 500
+BATCH = outbox.BATCH
 LEASE = timedelta(minutes=5)
 ROTATION_GRACE = timedelta(hours=24)
-STAGE_CURSOR = "stage_changes"
 STATUSES = ("pending", "delivered", "dead")
 
 
@@ -84,19 +81,6 @@ def _public(row: Mapping[str, Any]) -> dict[str, Any]:
     return found
 
 
-def _start_outbox(conn: Connection, now: datetime) -> None:
-    """The first endpoint starts the outbox at the present (history is not replayed)."""
-    if conn.execute(select(webhook_cursors.c.name)).first() is not None:
-        return
-    top = conn.execute(select(func.coalesce(func.max(stage_changes.c.id), 0))).scalar_one()
-    conn.execute(
-        insert_ignore(conn.engine, webhook_cursors, "name").values(
-            name=STAGE_CURSOR, last_id=int(top), floor_id=int(top), updated_at=now
-        )
-    )
-    conn.execute(update(signals).where(signals.c.delivered_at.is_(None)).values(delivered_at=now))
-
-
 def create_endpoint(
     conn: Connection,
     url: str,
@@ -110,7 +94,7 @@ def create_endpoint(
     """A new subscription; the result includes the secret (shown only here and on rotate)."""
     url = check_target(url, allow_private=allow_private, resolver=resolver)
     types = check_event_types(list(event_types))
-    _start_outbox(conn, now)
+    outbox.start(conn, now)
     secret = new_secret()
     key = conn.execute(
         insert(webhook_endpoints).values(
@@ -238,7 +222,6 @@ def _leads(conn: Connection, lead_ids: set[int]) -> dict[int, dict[str, Any]]:
 
 
 def _fan_out(
-    conn: Connection,
     endpoints: list[Mapping[str, Any]],
     kind: str,
     source_id: int,
@@ -276,7 +259,8 @@ def _insert_deliveries(conn: Connection, rows: list[dict[str, Any]]) -> int:
 
 
 def enqueue_new(conn: Connection, now: datetime, model: LeadModel | None = None) -> int:
-    """Hands new outbox rows to the webhook deliveries; returns the deliveries created.
+    """Hands new outbox rows (:func:`leadflow.services.outbox.read_new`: signals and stage
+    changes) to the webhook deliveries; returns the deliveries created.
 
     ``lead.mql`` fires on entering the hand-off stage of ``model`` (default: the active
     model)."""
@@ -286,83 +270,23 @@ def enqueue_new(conn: Connection, now: datetime, model: LeadModel | None = None)
             select(webhook_endpoints).where(webhook_endpoints.c.active.is_(True))
         ).mappings()
     ]
-    created = 0
-    while True:
-        batch = [
-            as_record(r)
-            for r in conn.execute(
-                select(signals)
-                .where(signals.c.delivered_at.is_(None))
-                .order_by(signals.c.id)
-                .limit(BATCH)
-            ).mappings()
-        ]
-        if not batch:
-            break
-        people = _leads(conn, {int(r["lead_id"]) for r in batch}) if endpoints else {}
-        rows: list[dict[str, Any]] = []
-        for sig in batch:
-            payload = signal_event(sig, people.get(int(sig["lead_id"])))
-            rows += _fan_out(conn, endpoints, "signal", int(sig["id"]), [payload], now)
-        created += _insert_deliveries(conn, rows)
-        conn.execute(
-            update(signals)
-            .where(signals.c.id.in_([r["id"] for r in batch]))
-            .values(delivered_at=now)
-        )
-    cursor = (
-        conn.execute(select(webhook_cursors).where(webhook_cursors.c.name == STAGE_CURSOR))
-        .mappings()
-        .first()
-    )
-    last_id = int(cursor["last_id"]) if cursor else 0
-    floor_id = int(cursor["floor_id"]) if cursor else 0
     if not endpoints:
-        top = conn.execute(select(func.coalesce(func.max(stage_changes.c.id), 0))).scalar_one()
-        _move_cursor(conn, cursor is not None, max(last_id, int(top)), floor_id, now)
-        return created
-    start = max(floor_id, last_id - LOOKBACK)
-    top_seen = last_id
+        outbox.skip(conn, now)
+        return 0
     handoff_stage = (model or ModelCache().active(conn, now)).handoff_stage
-    while True:
-        batch = [
-            as_record(r)
-            for r in conn.execute(
-                select(stage_changes)
-                .where(stage_changes.c.id > start)
-                .order_by(stage_changes.c.id)
-                .limit(BATCH)
-            ).mappings()
-        ]
-        if not batch:
-            break
-        people = _leads(conn, {int(r["lead_id"]) for r in batch})
-        rows = []
-        for change in batch:
-            payloads = stage_events(change, people.get(int(change["lead_id"])), handoff_stage)
-            rows += _fan_out(conn, endpoints, "stage", int(change["id"]), payloads, now)
+    created = 0
+    for batch in outbox.read_new(conn, now, BATCH):
+        people = _leads(conn, {e.lead_id for e in batch})
+        rows: list[dict[str, Any]] = []
+        for entry in batch:
+            person = people.get(entry.lead_id)
+            if entry.kind == outbox.SIGNAL:
+                payloads = [signal_event(entry.row, person)]
+            else:
+                payloads = stage_events(entry.row, person, handoff_stage)
+            rows += _fan_out(endpoints, entry.kind, entry.id, payloads, now)
         created += _insert_deliveries(conn, rows)
-        start = int(batch[-1]["id"])
-        top_seen = max(top_seen, start)
-    _move_cursor(conn, cursor is not None, top_seen, floor_id, now)
     return created
-
-
-def _move_cursor(
-    conn: Connection, exists: bool, last_id: int, floor_id: int, now: datetime
-) -> None:
-    if exists:
-        conn.execute(
-            update(webhook_cursors)
-            .where(webhook_cursors.c.name == STAGE_CURSOR)
-            .values(last_id=last_id, updated_at=now)
-        )
-    else:
-        conn.execute(
-            insert_ignore(conn.engine, webhook_cursors, "name").values(
-                name=STAGE_CURSOR, last_id=last_id, floor_id=floor_id, updated_at=now
-            )
-        )
 
 
 # --------------------------------------------------------------------------- delivery
@@ -376,50 +300,42 @@ class DeliveryReport:
     dead: int = 0
 
 
-def _claim(engine: Engine, now: datetime, limit: int) -> list[dict[str, Any]]:
-    """Due deliveries, leased to this worker (their next attempt moves LEASE ahead)."""
+_d = webhook_deliveries.c
+# Pending and due, oldest due first; a claim also moves ``next_attempt_at`` to the lease
+# end, so :func:`next_due` does not report a delivery while a worker holds it.
+WORK = claims.WorkTable(
+    webhook_deliveries,
+    ready=and_(_d.status == "pending", _d.next_attempt_at <= bindparam(claims.NOW)),
+    order_by=(_d.next_attempt_at, _d.id),
+    on_claim={"next_attempt_at": bindparam(claims.UNTIL)},
+)
+_CLAIMED = (
+    select(
+        webhook_deliveries,
+        webhook_endpoints.c.url,
+        webhook_endpoints.c.secret,
+        webhook_endpoints.c.previous_secret,
+        webhook_endpoints.c.rotated_at,
+        webhook_endpoints.c.active,
+    )
+    .join(webhook_endpoints, webhook_endpoints.c.id == _d.endpoint_id)
+    .where(_d.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_d.id)
+)
+_OUTCOME = update(webhook_deliveries).where(
+    _d.id == bindparam("delivery_id"), _d.status == "pending", claims.held(webhook_deliveries)
+)
+
+
+def _claim(
+    engine: Engine, now: datetime, worker_id: str, until: datetime, limit: int
+) -> list[dict[str, Any]]:
+    """Due deliveries, leased to this worker until ``until`` (:mod:`.claims`)."""
     with engine.begin() as conn:
-        query = (
-            select(webhook_deliveries.c.id, webhook_deliveries.c.next_attempt_at)
-            .where(
-                webhook_deliveries.c.status == "pending",
-                webhook_deliveries.c.next_attempt_at <= now,
-            )
-            .order_by(webhook_deliveries.c.next_attempt_at, webhook_deliveries.c.id)
-            .limit(limit)
-        )
-        if is_postgres(engine):
-            query = query.with_for_update(skip_locked=True)
-        due = conn.execute(query).all()
-        claimed: list[int] = []
-        for row in due:
-            res = conn.execute(
-                update(webhook_deliveries)
-                .where(
-                    webhook_deliveries.c.id == row.id,
-                    webhook_deliveries.c.status == "pending",
-                    webhook_deliveries.c.next_attempt_at == row.next_attempt_at,
-                )
-                .values(next_attempt_at=now + LEASE)
-            )
-            if res.rowcount == 1:
-                claimed.append(int(row.id))
-        if not claimed:
+        ids = claims.claim_in(conn, WORK, worker_id, now, until, limit)
+        if not ids:
             return []
-        rows = conn.execute(
-            select(
-                webhook_deliveries,
-                webhook_endpoints.c.url,
-                webhook_endpoints.c.secret,
-                webhook_endpoints.c.previous_secret,
-                webhook_endpoints.c.rotated_at,
-                webhook_endpoints.c.active,
-            )
-            .join(webhook_endpoints, webhook_endpoints.c.id == webhook_deliveries.c.endpoint_id)
-            .where(webhook_deliveries.c.id.in_(claimed))
-            .order_by(webhook_deliveries.c.id)
-        ).mappings()
-        return [dict(r) for r in rows]
+        return [dict(r) for r in conn.execute(_CLAIMED, {"ids": ids}).mappings()]
 
 
 def body_of(payload: Mapping[str, Any]) -> bytes:
@@ -433,11 +349,20 @@ def deliver_due(
     *,
     limit: int = 100,
     rng: random.Random | None = None,
+    worker_id: str | None = None,
 ) -> DeliveryReport:
-    """Sends every due delivery once (up to ``limit``); records outcomes and retries."""
+    """Sends every due delivery once (up to ``limit``); records outcomes and retries.
+
+    The deliveries are claimed for ``worker_id`` (default: this process and thread) until
+    ``now`` + :data:`LEASE`; an outcome is written only while the claim still holds (a
+    worker that outlived its lease leaves the delivery to the one that took it over; its
+    attempt is still logged)."""
     rng = rng or random.Random()
     report = DeliveryReport()
-    for job in _claim(engine, now, limit):
+    worker = worker_id or claims.worker_name()
+    until = now + LEASE
+    mine = claims.mine(worker, until)
+    for job in _claim(engine, now, worker, until, limit):
         attempt = int(job["attempts"]) + 1
         started = time.perf_counter()
         status_code: int | None
@@ -458,6 +383,7 @@ def deliver_due(
             "attempts": attempt,
             "last_status_code": status_code,
             "last_error": error,
+            "lease_until": None,
         }
         report.attempted += 1
         if ok:
@@ -482,11 +408,7 @@ def deliver_due(
                     duration_ms=duration,
                 )
             )
-            conn.execute(
-                update(webhook_deliveries)
-                .where(webhook_deliveries.c.id == job["id"])
-                .values(**values)
-            )
+            conn.execute(_OUTCOME.values(**values), {"delivery_id": job["id"], **mine})
     return report
 
 

@@ -491,6 +491,10 @@ webhook_deliveries = Table(
     Column("last_error", Text, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("delivered_at", UTCDateTime, nullable=True),
+    # The claim of the worker sending it (adapters.db.claims): a lease, past it another
+    # worker may take the delivery again.
+    Column("claimed_by", String(64), nullable=True),
+    Column("lease_until", UTCDateTime, nullable=True),
     CheckConstraint("status in ('pending', 'delivered', 'dead')", name="status_known"),
 )
 Index(
@@ -536,7 +540,8 @@ webhook_cursors = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("last_id", BigInteger, nullable=False, default=0),
-    # Rows at or below it are never scanned (they predate the first endpoint).
+    # Rows at or below it are never scanned (they predate the first endpoint, or came
+    # while no endpoint was active: services/outbox.py).
     Column("floor_id", BigInteger, nullable=False, default=0),
     Column("updated_at", UTCDateTime, nullable=False),
 )
@@ -643,7 +648,7 @@ Index(
     program_enrollments.c.status,
 )
 
-# Due work: rows with a due time, claimed by workers (FOR UPDATE SKIP LOCKED on PostgreSQL).
+# Due work: rows with a due time, claimed by workers (adapters.db.claims).
 # ``key`` makes scheduling idempotent (e.g. "step:<enrollment>:<step index>").
 due_work = Table(
     "due_work",

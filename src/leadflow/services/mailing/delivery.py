@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Engine, and_, bindparam, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from leadflow.adapters.db.engine import is_postgres
+from leadflow.adapters.db import claims
 from leadflow.adapters.db.tables import email_sends
 from leadflow.adapters.email import DeliveryError, Mailer
 from leadflow.core.config import LeadModel
@@ -55,28 +55,21 @@ _NOT_RECHECKED = frozenset({"frequency_cap"})
 # A claim is identified by (claimed_by, lease_until): every later write of the worker
 # checks both, so a claim that reconcile took back is never written over.
 _e = email_sends.c
-_DUE = or_(_e.next_attempt_at.is_(None), _e.next_attempt_at <= bindparam("now"))
-_SELECT_DUE = (
-    select(_e.id)
-    .where(_e.status == "planned", _DUE)
-    .order_by(_e.planned_at, _e.id)
-    .limit(bindparam("limit"))
-)
-_SELECT_DUE_LOCKED = _SELECT_DUE.with_for_update(skip_locked=True)
-_CLAIM = (
-    update(email_sends)
-    .where(_e.id.in_(bindparam("ids", expanding=True)), _e.status == "planned", _DUE)
-    .values(
-        claimed_by=bindparam("worker"),
-        lease_until=bindparam("lease"),
-        next_attempt_at=bindparam("lease"),
-    )
-    .returning(_e.id)
+# Due planned rows, oldest planned first; a claim also moves ``next_attempt_at`` to the
+# lease end (adapters.db.claims does the rest: skip held rows, the lease, the dialects).
+WORK = claims.WorkTable(
+    email_sends,
+    ready=and_(
+        _e.status == "planned",
+        or_(_e.next_attempt_at.is_(None), _e.next_attempt_at <= bindparam(claims.NOW)),
+    ),
+    order_by=(_e.planned_at, _e.id),
+    on_claim={"next_attempt_at": bindparam(claims.UNTIL)},
 )
 _CLAIMED_ROWS = (
     select(email_sends).where(_e.id.in_(bindparam("ids", expanding=True))).order_by(_e.id)
 )
-_MINE = and_(_e.claimed_by == bindparam("worker"), _e.lease_until == bindparam("lease"))
+_MINE = claims.held(email_sends)
 _SKIP = (
     update(email_sends)
     .where(_e.id == bindparam("send_id"), _e.status == "planned", _MINE)
@@ -105,11 +98,6 @@ _OUTCOME = (
         lease_until=None,
     )
 )
-_RELEASE = (
-    update(email_sends)
-    .where(_e.id.in_(bindparam("ids", expanding=True)), _e.status == "planned", _MINE)
-    .values(next_attempt_at=None, claimed_by=None, lease_until=None)
-)
 
 
 @dataclass
@@ -129,19 +117,6 @@ class DeliveryReport:
 class ReconcileReport:
     requeued: int = 0  # claimed, never handed to SMTP: planned again
     unconfirmed: int = 0  # in the middle of the hand-off: marked sent, never resent
-
-
-def _claim(engine: Engine, now: datetime, worker_id: str, lease: datetime, limit: int) -> list[int]:
-    """Due planned rows, leased to this worker until ``lease`` and committed."""
-    query = _SELECT_DUE_LOCKED if is_postgres(engine) else _SELECT_DUE
-    with engine.begin() as conn:
-        ids = list(conn.execute(query, {"now": now, "limit": limit}).scalars())
-        if not ids:
-            return []
-        claimed = conn.execute(
-            _CLAIM, {"ids": ids, "now": now, "worker": worker_id[:64], "lease": lease}
-        ).scalars()
-        return sorted(int(i) for i in claimed)
 
 
 def _blockers(
@@ -172,9 +147,9 @@ def deliver_planned(
 
     1. Claim: due rows (``planned``, ``next_attempt_at`` null or past) get ``claimed_by``
        = ``worker_id`` and ``lease_until`` = ``now`` + :data:`LEASE`, committed before
-       anything goes to SMTP; on PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several workers
-       claim disjoint rows. ``next_attempt_at`` moves to the lease end, so no other worker
-       sees the row while the lease lasts.
+       anything goes to SMTP, through the claim mechanism every worker uses
+       (:mod:`leadflow.adapters.db.claims`): several workers claim disjoint rows.
+       ``next_attempt_at`` moves to the lease end, so the row is not due while it is held.
     2. Re-check the send rules (consent, unsubscribe, bounce, stage, pause may have changed
        since planning): a blocked row is ``skipped`` with the reason.
     3. For each row: commit status ``sending`` (the hand-off), give the message to SMTP,
@@ -188,11 +163,11 @@ def deliver_planned(
     """
     report = DeliveryReport()
     lease = now + LEASE
-    ids = _claim(services.engine, now, worker_id, lease, limit)
+    ids = sorted(claims.claim(services.engine, WORK, worker_id, now, lease, limit))
     report.claimed = len(ids)
     if not ids:
         return report
-    mine = {"worker": worker_id[:64], "lease": lease}
+    mine = claims.mine(worker_id, lease)
     with services.engine.begin() as conn:
         model = services.models.active(conn, now)
         rows = list(conn.execute(_CLAIMED_ROWS, {"ids": ids}))
@@ -215,8 +190,15 @@ def deliver_planned(
             for apply in pending:
                 apply(conn)
             pending.clear()
-            if todo:
-                conn.execute(_RELEASE, {"ids": [r.id for r in todo], **mine})
+            claims.release(
+                conn,
+                WORK,
+                [r.id for r in todo],
+                worker_id,
+                lease,
+                values={"next_attempt_at": None},
+                where=_e.status == "planned",
+            )
     return report
 
 
@@ -363,9 +345,7 @@ def reconcile(
                 ),
             )
         )
-        if is_postgres(engine):
-            query = query.with_for_update(skip_locked=True)
-        for row in conn.execute(query).all():
+        for row in conn.execute(claims.lock_free(conn, query)).all():
             if row.status == "planned":
                 conn.execute(
                     update(email_sends)
