@@ -20,8 +20,6 @@ Every step is safe to run from several workers at once (row claims, SKIP LOCKED,
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -30,6 +28,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from leadflow.adapters.db import claims
 from leadflow.adapters.db.tables import lead_states
 from leadflow.adapters.email import Mailer
 from leadflow.adapters.webhooks import HttpSender
@@ -78,8 +77,8 @@ class PassReport:
 
 
 def worker_id() -> str:
-    """This process and thread, as recorded on the due work it claims."""
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"[:64]
+    """This process and thread, as recorded on the work it claims."""
+    return claims.worker_name()
 
 
 def build_mailer(services: Services) -> Mailer:

@@ -11,7 +11,8 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
-from leadflow.adapters.db.engine import insert_ignore, is_postgres
+from leadflow.adapters.db import claims
+from leadflow.adapters.db.engine import insert_ignore
 from leadflow.adapters.db.tables import accounts, assignments, lead_states, leads, ready_queue
 from leadflow.core.config import LeadModel
 from leadflow.core.routing import QueuedLead, WorkCalendar, handoff_stages, priority, route
@@ -58,9 +59,7 @@ def _claim(conn: Connection) -> list[Any]:
         )
         .order_by(ready_queue.c.id)
     )
-    if is_postgres(conn.engine):
-        query = query.with_for_update(skip_locked=True, of=ready_queue)
-    return list(conn.execute(query))
+    return list(conn.execute(claims.lock_free(conn, query, of=ready_queue)))
 
 
 def route_due(
