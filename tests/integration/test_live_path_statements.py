@@ -15,6 +15,8 @@ from sqlalchemy import event, select
 
 import leadflow.core.lifecycle as core_lifecycle
 import leadflow.services.lifecycle as service_lifecycle
+import leadflow.services.lifecycle.queries as lifecycle_queries
+import leadflow.services.lifecycle.recomputing as lifecycle_recomputing
 from leadflow.adapters.db.tables import assignments, lead_states, ready_queue
 from leadflow.bootstrap import Services
 from leadflow.core.tracking import parse_batch
@@ -70,7 +72,7 @@ def test_one_mql_track_is_at_most_15_statements_and_one_fold(services: Services)
     _known_lead(services, "u1", "acme", T0 + timedelta(minutes=5))
 
     counter = Counter()
-    real_replay, real_apply = service_lifecycle.replay, service_lifecycle.apply_events
+    real_replay, real_apply = lifecycle_recomputing.replay, lifecycle_recomputing.apply_events
     statements: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
@@ -85,8 +87,9 @@ def test_one_mql_track_is_at_most_15_statements_and_one_fold(services: Services)
         return real_apply(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(service_lifecycle, "replay", replay)
-        mp.setattr(service_lifecycle, "apply_events", apply_event)
+        mp.setattr(lifecycle_recomputing, "replay", replay)
+        mp.setattr(lifecycle_queries, "replay", replay)
+        mp.setattr(lifecycle_recomputing, "apply_events", apply_event)
         mp.setattr(core_lifecycle, "replay", replay)
         event.listen(services.engine, "before_cursor_execute", record)
         try:
