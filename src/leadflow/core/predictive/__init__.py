@@ -18,11 +18,14 @@ Steps, each recorded in the report with its reasons:
    numeric (the rest missing, counted); everything else is categorical, its most frequent
    levels kept and the rare ones pooled as ``(other)``. Constant, empty and identifier-like
    columns (a distinct text per row) are dropped with the reason.
-3. **Leakage guard** (``guard_leakage``). A column is suspected when (a) on its own it
-   predicts the outcome with a cross-validated ROC-AUC of at least 0.95, (b) half or more
-   of the conversions sit in levels where at least 98 % convert, or (c) its name says it is
-   filled in after the outcome (call duration, close date, won/lost, outcome, ...).
-   Suspected columns are excluded unless named in ``keep``.
+3. **Leakage guard** (``guard_leakage``). A column is suspected when it shows a
+   post-outcome signature: a copy of the outcome (alone ROC-AUC >= 0.95, or half the
+   conversions in levels where >= 98 % convert), a post-outcome name (call duration,
+   close date, won/lost, ...), a sales-typed name (tags, quality, last activity, ...)
+   together with outlying strength, a fill rate that differs between converters and the
+   rest, near-deterministic levels of a many-level category, or a row id. Being
+   predictive alone is not a signature. Suspected columns are excluded unless named in
+   ``keep``; the reasons are in the report.
 4. **Candidates** (``CANDIDATES``): L2-regularised logistic regression and
    scikit-learn's histogram gradient-boosted trees, compared by cross-validated ROC-AUC
    (stratified K-fold; expanding time-ordered folds when a time order is given). The
@@ -61,6 +64,7 @@ from leadflow.core.predictive.common import (
     FORMAT,
     ISOTONIC_FROM_ROWS,
     LEAKAGE_AUC,
+    LEAKAGE_DROP,
     MAX_LEVELS,
     MIN_PER_CLASS,
     MISSING_LEVEL,
@@ -80,6 +84,7 @@ from leadflow.core.predictive.leakage import (
     guard_leakage,
     post_outcome_reason,
     single_column_auc,
+    soft_post_outcome_reason,
 )
 from leadflow.core.predictive.metrics import (
     Decile,
@@ -105,6 +110,7 @@ __all__ = [
     "FORMAT",
     "ISOTONIC_FROM_ROWS",
     "LEAKAGE_AUC",
+    "LEAKAGE_DROP",
     "MAX_LEVELS",
     "MIN_PER_CLASS",
     "MISSING_LEVEL",
@@ -145,6 +151,7 @@ __all__ = [
     "post_outcome_reason",
     "report_json",
     "single_column_auc",
+    "soft_post_outcome_reason",
     "time_order",
     "train",
 ]

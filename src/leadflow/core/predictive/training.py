@@ -29,6 +29,7 @@ from leadflow.core.predictive.common import (
     CANDIDATES,
     FORMAT,
     ISOTONIC_FROM_ROWS,
+    LEAKAGE_DROP,
     YES,
     ModelName,
     PredictiveError,
@@ -277,8 +278,11 @@ def _train(
 
     leakage = guard_leakage(X, y, schema, target=target, keep=keep, folds=k, seed=seed)
     step("leakage guard")
-    excluded = [f.column for f in leakage if f.excluded]
-    schema_used = schema.without(excluded, "suspected leakage")
+    schema_used = schema
+    for finding in leakage:
+        if finding.excluded:
+            reason = f"{LEAKAGE_DROP}: {'; '.join(finding.reasons)}"
+            schema_used = schema_used.without([finding.column], reason)
     if not schema_used.columns:
         raise PredictiveError("every feature column is suspected leakage; use --keep to keep some")
     keep_idx = [schema.names.index(n) for n in schema_used.names]

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from leadflow.core.predictive import PredictiveError, Report, report_json, train
+from leadflow.core.predictive import LEAKAGE_DROP, PredictiveError, Report, report_json, train
 from leadflow.entrypoints.cli.common import DatabaseOption, fail, services_for
 from leadflow.entrypoints.cli.output import Format, render
 from leadflow.services.predictive import (
@@ -70,7 +70,9 @@ def train_command(
         [], "--exclude", help="Column(s) to leave out; repeatable or comma-separated."
     ),
     keep: list[str] = typer.Option(
-        [], "--keep", help="Suspected-leakage column(s) to keep anyway."
+        [],
+        "--keep",
+        help="Suspected-leakage column(s) to keep anyway; repeatable or comma-separated.",
     ),
     time_column: str | None = typer.Option(
         None, "--time-column", help="Date/time column: cross-validate in time order."
@@ -239,7 +241,7 @@ def print_report(report: Report, console: Console) -> None:
         table.add_column("column")
         table.add_column("what happened")
         for dropped in report.dropped:
-            if dropped.reason != "suspected leakage":
+            if not dropped.reason.startswith(LEAKAGE_DROP):
                 table.add_row(dropped.column, f"dropped: {dropped.reason}")
         for name, notes in report.cleaning.items():
             table.add_row(name, "; ".join(notes))
@@ -314,6 +316,12 @@ def _leakage_table(report: Report, console: Console) -> None:
             "excluded (--keep to keep)" if f.excluded else "kept (--keep)",
         )
     console.print(table)
+    excluded = [f.column for f in report.leakage if f.excluded]
+    if excluded:
+        console.print(
+            f"trained without {len(excluded)} suspected column(s): {', '.join(excluded)} "
+            "(--keep COLUMN to train with one)"
+        )
 
 
 # --------------------------------------------------------------------------- the store
