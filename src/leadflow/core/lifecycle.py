@@ -107,6 +107,14 @@ ACCOUNT_RETURN_RULE = "return_alert.account"
 HISTORY_REVISED = "lead.history_revised"
 FASTPASS_RULE = "fastpass"
 STAGE_RULE = "stages"
+OPEN_DEAL = "open_deal"
+"""A built-in sales action (unless the model defines one of that name): a deal was opened
+for the lead, which moves it to the stage with role ``opportunity`` from any stage before
+it (or a recycle box). History backfill and CRM updates use it so that a deal's own open
+date puts the lead at the opportunity stage before its past win or loss."""
+OPEN_DEAL_FROM_ROLES = frozenset(
+    {"entry", "acquired", "nurture", "handoff", "sales_accepted", "recycle", "lost"}
+)
 _EMAIL = re.compile(r"^[^@\s]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")
 
 InputKey = tuple[datetime, int, str]
@@ -483,7 +491,12 @@ class _Machine:
         if reason is not None:
             self.refusals[action.action_id] = reason
             return reason
-        spec = self.model.spec.actions[action.name]
+        spec = self.model.spec.actions.get(action.name)
+        if spec is None:  # the built-in OPEN_DEAL (refuse() checked it)
+            target = self.model.stage_for("opportunity")
+            assert target is not None
+            self.move(target, action.at, f"actions.{action.name}", action.action_id)
+            return None
         if action.bant is not None:
             self.profile = replace(self.profile, bant=action.bant)
         self.move(spec.to, action.at, f"actions.{action.name}", action.action_id)
@@ -491,6 +504,8 @@ class _Machine:
 
     def refuse(self, action: SalesAction) -> str | None:
         spec = self.model.spec.actions.get(action.name)
+        if spec is None and action.name == OPEN_DEAL:
+            return self._refuse_open_deal()
         if spec is None:
             return f"unknown action '{action.name}'"
         if self.stage not in spec.from_:
@@ -506,6 +521,15 @@ class _Machine:
                 return str(exc)
             if not q.ready_for_handoff:
                 return f"BANT score {q.score:g} is below the hand-off threshold {q.threshold:g}"
+        return None
+
+    def _refuse_open_deal(self) -> str | None:
+        target = self.model.stage_for("opportunity")
+        if target is None:
+            return "the model names no stage with role 'opportunity'"
+        role = self.model.role_of(self.stage)
+        if role not in OPEN_DEAL_FROM_ROLES:
+            return f"cannot {OPEN_DEAL} a lead in stage '{self.stage}' (role {role})"
         return None
 
 

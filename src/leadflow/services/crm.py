@@ -2,9 +2,14 @@
 
 - :func:`apply_update` takes one update from the CRM (HubSpot, Salesforce...) keyed by the
   CRM's opportunity id (``external_id``) and an idempotency key (``update_id``): amount,
-  currency, owner and close date are copied; ``won``/``lost`` go through
-  :func:`leadflow.services.handoff.win` / :func:`~leadflow.services.handoff.lose`, so the
-  stage machine, signals and webhooks follow. A transition the stage machine refuses raises
+  currency, owner, open date (``created_at``, the CRM's create/engaged date) and close date
+  (``closed_at``) are copied to that opportunity and no other; ``won``/``lost`` go through
+  :func:`leadflow.services.handoff.win` / :func:`~leadflow.services.handoff.lose` naming
+  the opportunity and stamped at the close date, so the stage machine, signals and webhooks
+  follow and the stage log reads the history as it happened (a past win for a lead not yet
+  at the opportunity stage is accepted as history: the deal's open date moves it there
+  first). A close before the open date, or a date outside 1900-2999, is refused naming the
+  field. A transition the stage machine refuses raises
   :class:`~leadflow.services.lifecycle.ActionRefused`; the caller's transaction then rolls
   back and nothing is stored. An opportunity with no lead (CRM-only) is stored but touches
   no lead stage.
@@ -45,6 +50,7 @@ UPDATE_FIELDS = (
     "currency",
     "owner",
     "lost_reason",
+    "created_at",
     "closed_at",
 )
 ACTOR = "crm"
@@ -107,23 +113,27 @@ def clean_update(update: Mapping[str, Any]) -> dict[str, Any]:
     reason = _text(update, "lost_reason")
     if reason is not None:
         clean["lost_reason"] = reason
-    closed = update.get("closed_at")
-    if closed is not None:
-        clean["closed_at"] = _when(closed)
+    for key in ("created_at", "closed_at"):
+        if update.get(key) is not None:
+            clean[key] = _when(update[key], key)
+    if "created_at" in clean and "closed_at" in clean:
+        handoff.check_close(clean["created_at"], clean["closed_at"])
     return clean
 
 
-def _when(value: Any) -> datetime:
+def _when(value: Any, field: str) -> datetime:
     if isinstance(value, datetime):
         found = value
+    elif isinstance(value, date):
+        found = datetime(value.year, value.month, value.day)
     elif isinstance(value, str):
         try:
             found = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
-            raise ValueError("closed_at: expected an ISO 8601 date or time") from None
+            raise ValueError(f"{field}: expected an ISO 8601 date or time") from None
     else:
-        raise ValueError("closed_at: expected an ISO 8601 date or time")
-    return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
+        raise ValueError(f"{field}: expected an ISO 8601 date or time")
+    return handoff.check_moment(field, found.replace(tzinfo=found.tzinfo or UTC))
 
 
 # --------------------------------------------------------------------------- updates
@@ -157,7 +167,10 @@ def _attach_or_create(
         return found, False
     lead_id = _lead_by_email(conn, u["lead_email"]) if "lead_email" in u else None
     if lead_id is not None:
-        opp = handoff._open_opportunity(conn, lead_id)
+        # The lead's one open deal not yet linked to the CRM; with several open deals the
+        # update cannot tell which one it is about: a new opportunity is opened.
+        open_ = handoff.open_deals(conn, lead_id)
+        opp = open_[0] if len(open_) == 1 else None
         if opp is not None and opp["external_id"] is None:
             conn.execute(
                 update(opportunities)
@@ -181,6 +194,7 @@ def _attach_or_create(
             "amount": u.get("amount"),
             "currency": u.get("currency"),
             "owner": u.get("owner"),
+            "created_at": u.get("created_at"),
             "contacts": [{"lead_id": lead_id, "role": "contact"}] if lead_id else [],
         },
         now,
@@ -189,6 +203,12 @@ def _attach_or_create(
     created = handoff.get_opportunity(conn, opp_id)
     assert created is not None
     return created, True
+
+
+def _same_moment(a: datetime | None, b: datetime | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.replace(tzinfo=a.tzinfo or UTC) == b.replace(tzinfo=b.tzinfo or UTC)
 
 
 def _lost_reason(model: LeadModel, given: str | None) -> str:
@@ -225,51 +245,76 @@ def apply_update(
     opp, created = _attach_or_create(conn, model, u, now)
     lead_id = opp["lead_id"]
     stage = u.get("stage")
-    at = u.get("closed_at") or now
-    action: str | None = None
-    if stage is not None and stage != opp["stage"]:
-        if opp["stage"] != "open":
-            raise ActionRefused(
-                f"stage: opportunity {u['external_id']!r} is already {opp['stage']}; "
-                "a closed deal cannot be reopened or closed again"
-            )
-        if lead_id is not None and stage in ("won", "lost"):
-            # Through the stage machine: refused transitions raise and nothing is stored.
-            if stage == "won":
-                handoff.win(
-                    conn,
-                    model,
-                    lead_id,
-                    now,
-                    amount=u.get("amount"),
-                    actor=ACTOR,
-                    action_id=f"crm:{u['update_id']}"[:255],
-                )
-            else:
-                handoff.lose(
-                    conn,
-                    model,
-                    lead_id,
-                    _lost_reason(model, u.get("lost_reason")),
-                    now,
-                    actor=ACTOR,
-                    action_id=f"crm:{u['update_id']}"[:255],
-                )
-            action = "win" if stage == "won" else "lose"
     values: dict[str, Any] = {}
     for key in ("amount", "currency", "owner"):
         if key in u and u[key] != opp[key]:
             values[key] = u[key]
-    if stage is not None and stage != opp["stage"]:
-        values["stage"] = stage
-        values["closed_at"] = at
-        if stage == "lost":
-            values["lost_reason"] = (u.get("lost_reason") or "other")[:64]
-    elif "closed_at" in u and opp["stage"] != "open":
-        values["closed_at"] = at
+    if "created_at" in u and not _same_moment(u["created_at"], opp["created_at"]):
+        values["created_at"] = u["created_at"]
+    opened = values.get("created_at", opp["created_at"])
+    closing = stage is not None and stage != opp["stage"]
+    if closing and opp["stage"] != "open":
+        raise ActionRefused(
+            f"stage: opportunity {u['external_id']!r} is already {opp['stage']}; "
+            "a closed deal cannot be reopened or closed again"
+        )
+    if closing and stage == "open":
+        closing = False
+    at = u.get("closed_at") or (now if closing else opp["closed_at"])
+    if at is not None and (closing or opp["stage"] != "open"):
+        handoff.check_close(opened, at)
     if values:
         values["updated_at"] = now
         conn.execute(update(opportunities).where(opportunities.c.id == opp["id"]).values(values))
+    action: str | None = None
+    if closing and lead_id is not None:
+        # Through the stage machine, on this deal only: refused transitions raise and
+        # nothing is stored.
+        action_id = f"crm:{u['update_id']}"[:255]
+        if stage == "won":
+            handoff.win(
+                conn,
+                model,
+                lead_id,
+                now,
+                actor=ACTOR,
+                action_id=action_id,
+                opportunity_id=opp["id"],
+                at=u.get("closed_at"),
+            )
+        else:
+            handoff.lose(
+                conn,
+                model,
+                lead_id,
+                _lost_reason(model, u.get("lost_reason")),
+                now,
+                actor=ACTOR,
+                action_id=action_id,
+                opportunity_id=opp["id"],
+                at=u.get("closed_at"),
+            )
+        action = "win" if stage == "won" else "lose"
+        values.update(stage=stage, closed_at=at)
+        if stage == "lost":
+            values["lost_reason"] = True
+    elif closing:
+        closed = {"stage": stage, "closed_at": at, "updated_at": now}
+        if stage == "lost":
+            closed["lost_reason"] = (u.get("lost_reason") or "other")[:64]
+        conn.execute(update(opportunities).where(opportunities.c.id == opp["id"]).values(closed))
+        values.update(closed)
+    elif (
+        "closed_at" in u
+        and opp["stage"] != "open"
+        and not _same_moment(u["closed_at"], opp["closed_at"])
+    ):
+        values.update(closed_at=u["closed_at"], updated_at=now)
+        conn.execute(
+            update(opportunities)
+            .where(opportunities.c.id == opp["id"])
+            .values(closed_at=u["closed_at"], updated_at=now)
+        )
     stored = handoff.get_opportunity(conn, opp["id"])
     assert stored is not None
     lead_stage = None

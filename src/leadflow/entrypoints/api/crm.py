@@ -39,7 +39,10 @@ class CrmUpdate(BaseModel):
     currency: Annotated[str, Field(pattern=r"^[A-Za-z]{3}$")] | None = None
     owner: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     lost_reason: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    created_at: Moment | None = None
+    """When the deal opened (the CRM's create/engaged date)."""
     closed_at: Moment | None = None
+    """The close date: a won/lost is recorded at it (not before ``created_at``)."""
 
 
 class CrmUpdates(BaseModel):

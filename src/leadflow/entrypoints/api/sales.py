@@ -14,7 +14,7 @@ from sqlalchemy import Connection
 from leadflow.core.config import LeadModel
 from leadflow.core.errors import Conflict, InvalidInput, NotFound
 from leadflow.entrypoints.api.contract import error_responses
-from leadflow.entrypoints.api.deps import Day, ServicesDep
+from leadflow.entrypoints.api.deps import Day, Moment, ServicesDep
 from leadflow.entrypoints.api.errors import builtin_errors
 from leadflow.entrypoints.api.responses import (
     ActionResult,
@@ -116,11 +116,18 @@ class QualifyIn(ActionIn):
     role: Role = "contact"
 
 
-class WonIn(ActionIn):
+class DealActionIn(ActionIn):
+    opportunity_id: int | None = Field(default=None, ge=1, le=2**62)
+    """The deal that closed; required when the lead has several open deals."""
+    closed_at: Moment | None = None
+    """The close date (default: now); a past one is recorded as history at that date."""
+
+
+class WonIn(DealActionIn):
     amount: float | None = Field(default=None, gt=0, le=1e15)
 
 
-class LostIn(ActionIn):
+class LostIn(DealActionIn):
     reason: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")]
 
 
@@ -139,6 +146,12 @@ class OpportunityCreate(_Body):
     expected_close: Day | None = None
     owner: RepKey | None = None
     contacts: list[ContactIn] = Field(default_factory=list, max_length=100)
+    created_at: Moment | None = None
+    """When the deal opened (the CRM's create/engaged date; default: now)."""
+    stage: Literal["open", "won", "lost"] = "open"
+    """A deal already closed in the source: won or lost at ``closed_at``."""
+    closed_at: Moment | None = None
+    lost_reason: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")] | None = None
 
 
 T = TypeVar("T")
@@ -328,7 +341,15 @@ def won(services: ServicesDep, body: WonIn | None = None, lead_id: int = LeadId)
     return _run(
         services,
         lambda c, m, now: handoff.win(
-            c, m, lead_id, now, amount=b.amount, actor=b.actor, action_id=b.action_id
+            c,
+            m,
+            lead_id,
+            now,
+            amount=b.amount,
+            actor=b.actor,
+            action_id=b.action_id,
+            opportunity_id=b.opportunity_id,
+            at=b.closed_at,
         ).as_dict(),
     )
 
@@ -343,7 +364,15 @@ def lost(body: LostIn, services: ServicesDep, lead_id: int = LeadId) -> dict[str
     return _run(
         services,
         lambda c, m, now: handoff.lose(
-            c, m, lead_id, body.reason, now, actor=body.actor, action_id=body.action_id
+            c,
+            m,
+            lead_id,
+            body.reason,
+            now,
+            actor=body.actor,
+            action_id=body.action_id,
+            opportunity_id=body.opportunity_id,
+            at=body.closed_at,
         ).as_dict(),
     )
 
@@ -376,9 +405,15 @@ def list_opportunities(
 )
 def create_opportunity(body: OpportunityCreate, services: ServicesDep) -> dict[str, Any]:
     def do(conn: Connection, model: LeadModel, now: Any) -> dict[str, Any]:
-        data = body.model_dump()
+        data = body.model_dump(exclude={"stage", "closed_at", "lost_reason"})
         data["currency"] = body.currency.upper()
+        if body.stage == "open" and (body.closed_at or body.lost_reason):
+            raise InvalidInput("closed_at: only for a deal created won or lost", field="closed_at")
         opp_id = handoff.create_opportunity(conn, data, now, model=model)
+        if body.stage != "open":
+            handoff.close_opportunity(
+                conn, model, opp_id, body.stage, now, at=body.closed_at, reason=body.lost_reason
+            )
         found = handoff.get_opportunity(conn, opp_id)
         assert found is not None
         return found

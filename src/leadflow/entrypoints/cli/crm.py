@@ -77,7 +77,9 @@ def apply(
     database_url: str | None = DatabaseOption,
 ) -> None:
     """Apply CRM updates, each in its own transaction; refused ones are listed with the
-    reason and change nothing. Exit status 1 when any was refused."""
+    reason and change nothing. Each changes only the deal its external_id names; a past
+    closed_at (with the deal's created_at) is recorded as history at that date. Exit status
+    1 when any was refused."""
     updates = _updates(file)
     applied = refused = duplicates = 0
     with services_for(database_url) as services:

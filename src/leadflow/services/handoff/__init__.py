@@ -46,13 +46,17 @@ from leadflow.services.handoff.common import (
     require_lead,
     sales_spec,
 )
-from leadflow.services.handoff.deals import lose, qualify, win
+from leadflow.services.handoff.deals import close_opportunity, lose, qualify, win
 from leadflow.services.handoff.opportunities import (
     BUYING_ROLES,
     _open_opportunity,
+    check_close,
+    check_moment,
     create_opportunity,
+    deal_for,
     get_opportunity,
     list_opportunities,
+    open_deals,
 )
 from leadflow.services.handoff.queueing import drop_stale, enqueue, queue
 from leadflow.services.handoff.reps import (
@@ -95,8 +99,12 @@ __all__ = [
     "active_assignment",
     "assignments_for",
     "calendar_for",
+    "check_close",
+    "check_moment",
+    "close_opportunity",
     "create_opportunity",
     "create_rep",
+    "deal_for",
     "drop_stale",
     "engagement_summary",
     "enqueue",
@@ -108,6 +116,7 @@ __all__ = [
     "lose",
     "not_now",
     "on_leads_recomputed",
+    "open_deals",
     "process_sla",
     "qualify",
     "queue",

@@ -73,11 +73,13 @@ def _record(
     *,
     action_id: str | None,
     actor: str | None,
+    at: datetime | None = None,
     **extra: Any,
 ) -> tuple[str, bool]:
-    """Record the action; returns (action_id, duplicate). Sales acted on the lead, so it
-    leaves the ready queue (e.g. one fast-passed to the appointment stage that a rep
-    qualified before routing reached it)."""
+    """Record the action (taking effect ``at``, default ``now``: a past one is replayed in
+    its place); returns (action_id, duplicate). Sales acted on the lead, so it leaves the
+    ready queue (e.g. one fast-passed to the appointment stage that a rep qualified before
+    routing reached it)."""
     require_lead(conn, lead_id)
     action_id = action_id or f"{name}:{uuid.uuid4()}"
     if _seen(conn, action_id, lead_id):
@@ -87,7 +89,9 @@ def _record(
         actor, extra["reason"] = privacy.without_suppressed(conn, actor, extra.get("reason"))
     lifecycle.record_action(
         conn,
-        SalesAction(action_id=action_id, name=name, at=now, lead_id=lead_id, actor=actor, **extra),
+        SalesAction(
+            action_id=action_id, name=name, at=at or now, lead_id=lead_id, actor=actor, **extra
+        ),
         model,
         now,
     )

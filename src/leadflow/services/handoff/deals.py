@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, select, update
 
 from leadflow.adapters.db.tables import accounts, lead_states, leads, opportunities
+from leadflow.core import lifecycle as lifecycle_core
 from leadflow.core.config import LeadModel
 from leadflow.core.model import Bant
 from leadflow.core.routing import check_lost_reason
@@ -26,8 +27,14 @@ from leadflow.services.handoff.common import (
 from leadflow.services.handoff.opportunities import (
     BUYING_ROLES,
     _open_opportunity,
+    check_close,
+    check_moment,
     create_opportunity,
+    deal_for,
+    get_opportunity,
+    open_deals,
 )
+from leadflow.services.lifecycle import ActionRefused
 
 
 def _check_bant(model: LeadModel, bant: Mapping[str, Any]) -> dict[str, Any]:
@@ -150,6 +157,103 @@ def qualify(
     )
 
 
+AFTER_WIN_ROLES = frozenset({"won", "customer", "expansion"})
+
+
+def _close_deal(
+    conn: Connection,
+    model: LeadModel,
+    lead_id: int,
+    name: str,
+    opp: dict[str, Any] | None,
+    at: datetime,
+    now: datetime,
+    *,
+    action_id: str | None,
+    actor: str | None,
+    history: bool = False,
+    **extra: Any,
+) -> tuple[bool, bool]:
+    """The lead's side of a deal's win or loss at ``at``; returns (lead moved, duplicate).
+
+    - A loss while the lead has another deal open at ``at`` closes only the deal.
+    - A past close (``history``) of a lead not (yet) at the opportunity stage is history:
+      the deal's own open date moves the lead there first (the built-in ``open_deal``
+      action, replayed in its place), then the win or loss. A close happening now is a
+      live sales action: the lead must be at the opportunity stage.
+    - A win for a lead already won (a second deal of a customer), and a past loss the stage
+      machine has no place for, close only the deal; any other refusal raises
+      :class:`~leadflow.services.lifecycle.ActionRefused`."""
+    if action_id is not None and _seen(conn, action_id, lead_id):
+        return False, True
+    if opp is not None and name == "lose" and open_deals(conn, lead_id, at=at, besides=opp["id"]):
+        return False, False
+    try:
+        _record(conn, model, lead_id, name, now, at=at, action_id=action_id, actor=actor, **extra)
+        return True, False
+    except ActionRefused as refused:
+        if opp is None:
+            raise
+        first = refused
+    if not history:
+        if (
+            name == "win"
+            and model.role_of(_stage(conn, lead_id, model.initial_stage)) in AFTER_WIN_ROLES
+        ):
+            return False, False
+        raise first
+    # The deal's open date; else (the lead left the opportunity stage in between, e.g.
+    # another deal lost first) just before the close.
+    tries = (
+        (min(_utc(opp["created_at"]), _utc(at)), f"open_deal:{opp['id']}"),
+        (_utc(at) - timedelta(microseconds=1), f"reopen_deal:{opp['id']}"),
+    )
+    for when, open_id in tries:
+        try:
+            _record(
+                conn,
+                model,
+                lead_id,
+                lifecycle_core.OPEN_DEAL,
+                now,
+                at=when,
+                action_id=open_id,
+                actor=actor,
+            )
+        except ActionRefused:
+            continue
+        try:
+            _record(
+                conn, model, lead_id, name, now, at=at, action_id=action_id, actor=actor, **extra
+            )
+            return True, False
+        except ActionRefused:
+            continue
+    role = model.role_of(_stage(conn, lead_id, model.initial_stage))
+    if name == "lose" or role in AFTER_WIN_ROLES:
+        return False, False
+    raise first
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _named_deal(
+    conn: Connection, lead_id: int, opportunity_id: int | None, at: datetime, outcome: str
+) -> dict[str, Any] | None:
+    opp = deal_for(conn, lead_id, opportunity_id)
+    if opp is None:
+        return None
+    if opp["stage"] != "open":
+        raise ActionRefused(
+            f"opportunity_id: opportunity {opp['id']} is already {opp['stage']}; "
+            f"a closed deal cannot be {outcome} again"
+        )
+    check_close(opp["created_at"], at)
+    return opp
+
+
 def win(
     conn: Connection,
     model: LeadModel,
@@ -159,19 +263,36 @@ def win(
     amount: float | None = None,
     actor: str | None = None,
     action_id: str | None = None,
+    opportunity_id: int | None = None,
+    at: datetime | None = None,
 ) -> ActionResult:
-    """The deal closed: opportunity -> won; the lead's open opportunity is won."""
+    """The deal closed won at ``at`` (its close date, default ``now``): the named
+    opportunity (else the lead's only open one) is won, and the lead goes opportunity ->
+    won (see :func:`_close_deal`). Another deal of the lead is never touched."""
     if amount is not None and not amount > 0:
         raise ValueError("amount: must be greater than 0")
-    _, duplicate = _record(
-        conn, model, lead_id, "win", now, action_id=action_id, actor=actor, amount=amount
-    )
-    if duplicate:
+    require_lead(conn, lead_id)
+    when = now if at is None else check_moment("closed_at", at)
+    history = when < now
+    if action_id is not None and _seen(conn, action_id, lead_id):
         return ActionResult(
             lead_id, "win", _stage(conn, lead_id, model.initial_stage), duplicate=True
         )
-    opp = _open_opportunity(conn, lead_id)
-    values: dict[str, Any] = {"stage": "won", "closed_at": now, "updated_at": now}
+    opp = _named_deal(conn, lead_id, opportunity_id, when, "won")
+    _close_deal(
+        conn,
+        model,
+        lead_id,
+        "win",
+        opp,
+        when,
+        now,
+        action_id=action_id,
+        actor=actor,
+        history=history,
+        amount=amount,
+    )
+    values: dict[str, Any] = {"stage": "won", "closed_at": when, "updated_at": now}
     if amount is not None:
         values["amount"] = float(amount)
     if opp is not None:
@@ -187,6 +308,7 @@ def win(
                 "opportunity_id": opp["id"],
                 "amount": values.get("amount", opp["amount"]),
                 "currency": opp["currency"],
+                "closed_at": when.isoformat(),
                 "actor": actor,
             },
         )
@@ -210,22 +332,39 @@ def lose(
     *,
     actor: str | None = None,
     action_id: str | None = None,
+    opportunity_id: int | None = None,
+    at: datetime | None = None,
 ) -> ActionResult:
-    """The deal was lost (a configured reason): opportunity -> recycle B."""
+    """The deal was lost at ``at`` (a configured reason): the named opportunity (else the
+    lead's only open one) is lost; the lead goes opportunity -> recycle B unless another of
+    its deals is still open then (see :func:`_close_deal`)."""
     check_lost_reason(sales_spec(model), reason)
-    _, duplicate = _record(
-        conn, model, lead_id, "lose", now, action_id=action_id, actor=actor, reason=reason
-    )
-    if duplicate:
+    require_lead(conn, lead_id)
+    when = now if at is None else check_moment("closed_at", at)
+    history = when < now
+    if action_id is not None and _seen(conn, action_id, lead_id):
         return ActionResult(
             lead_id, "lose", _stage(conn, lead_id, model.initial_stage), duplicate=True
         )
-    opp = _open_opportunity(conn, lead_id)
+    opp = _named_deal(conn, lead_id, opportunity_id, when, "lost")
+    moved, _ = _close_deal(
+        conn,
+        model,
+        lead_id,
+        "lose",
+        opp,
+        when,
+        now,
+        action_id=action_id,
+        actor=actor,
+        history=history,
+        reason=reason,
+    )
     if opp is not None:
         conn.execute(
             update(opportunities)
             .where(opportunities.c.id == opp["id"])
-            .values(stage="lost", lost_reason=reason, closed_at=now, updated_at=now)
+            .values(stage="lost", lost_reason=reason, closed_at=when, updated_at=now)
         )
         _signal(
             conn,
@@ -234,8 +373,85 @@ def lose(
             now,
             "actions.lose",
             model,
-            {"opportunity_id": opp["id"], "reason": reason, "actor": actor},
+            {
+                "opportunity_id": opp["id"],
+                "reason": reason,
+                "closed_at": when.isoformat(),
+                "actor": actor,
+            },
+        )
+    if not moved:
+        return ActionResult(
+            lead_id,
+            "lose",
+            _stage(conn, lead_id, model.initial_stage),
+            opportunity_id=opp["id"] if opp else None,
+            detail="the deal closed; the lead's stage is unchanged",
         )
     result = _recycled(conn, model, lead_id, now, "lose", reason, actor)
     result.opportunity_id = opp["id"] if opp else None
     return result
+
+
+def close_opportunity(
+    conn: Connection,
+    model: LeadModel,
+    opp_id: int,
+    stage: str,
+    now: datetime,
+    *,
+    at: datetime | None = None,
+    reason: str | None = None,
+    amount: float | None = None,
+    actor: str | None = None,
+    action_id: str | None = None,
+) -> None:
+    """Close the opportunity ``opp_id`` (and no other) ``won`` or ``lost`` at ``at``: through
+    :func:`win` / :func:`lose` when it has a lead, else on the deal alone."""
+    opp = get_opportunity(conn, opp_id)
+    if opp is None:
+        raise LookupError(f"opportunity_id: no opportunity with id {opp_id}")
+    if stage not in ("won", "lost"):
+        raise ValueError("stage: expected won or lost")
+    if stage == "lost" and reason is None:
+        raise ValueError("lost_reason: required to mark a deal lost")
+    lead_id = opp["lead_id"] or (opp["contacts"][0]["lead_id"] if opp["contacts"] else None)
+    if lead_id is not None and stage == "won":
+        win(
+            conn,
+            model,
+            lead_id,
+            now,
+            amount=amount,
+            actor=actor,
+            action_id=action_id,
+            opportunity_id=opp_id,
+            at=at,
+        )
+        return
+    if lead_id is not None:
+        assert reason is not None
+        lose(
+            conn,
+            model,
+            lead_id,
+            reason,
+            now,
+            actor=actor,
+            action_id=action_id,
+            opportunity_id=opp_id,
+            at=at,
+        )
+        return
+    if opp["stage"] != "open":
+        raise ActionRefused(f"opportunity_id: opportunity {opp_id} is already {opp['stage']}")
+    when = now if at is None else check_moment("closed_at", at)
+    check_close(opp["created_at"], when)
+    if stage == "lost":
+        check_lost_reason(sales_spec(model), reason or "")
+    values: dict[str, Any] = {"stage": stage, "closed_at": when, "updated_at": now}
+    if stage == "lost":
+        values["lost_reason"] = reason
+    if amount is not None:
+        values["amount"] = float(amount)
+    conn.execute(update(opportunities).where(opportunities.c.id == opp_id).values(values))

@@ -1,9 +1,10 @@
-"""Opportunities: open one (with contacts and their buying roles), read and list them."""
+"""Opportunities: open one (with contacts and their buying roles, opened at the source's
+date), read and list them; find the deal a sales action or a CRM update names."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, insert, or_, select
@@ -44,6 +45,78 @@ def _open_opportunity(conn: Connection, lead_id: int) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+
+
+def check_moment(field: str, value: datetime) -> datetime:
+    """A source's date, in UTC, within 1900-2999; ``ValueError`` naming ``field``."""
+    found = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if not EARLIEST <= found < LATEST:
+        raise ValueError(f"{field}: must be between 1900 and 2999 (got {found.date()})")
+    return found
+
+
+def check_close(opened: datetime, closed: datetime, field: str = "closed_at") -> None:
+    """A deal cannot close before it opened."""
+    if _utc(closed) < _utc(opened):
+        raise ValueError(
+            f"{field}: {closed.date()} is before the opportunity opened ({opened.date()})"
+        )
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def open_deals(
+    conn: Connection, lead_id: int, *, at: datetime | None = None, besides: int | None = None
+) -> list[dict[str, Any]]:
+    """The lead's deals (as primary lead or contact) open now, or open at ``at`` by their
+    open and close dates; without the deal ``besides``."""
+    as_contact = select(opportunity_contacts.c.opportunity_id).where(
+        opportunity_contacts.c.lead_id == lead_id
+    )
+    query = select(opportunities).where(
+        or_(opportunities.c.lead_id == lead_id, opportunities.c.id.in_(as_contact))
+    )
+    if besides is not None:
+        query = query.where(opportunities.c.id != besides)
+    rows = [dict(r) for r in conn.execute(query.order_by(opportunities.c.id)).mappings()]
+    if at is None:
+        return [r for r in rows if r["stage"] == "open"]
+    moment = _utc(at)
+    return [
+        r
+        for r in rows
+        if _utc(r["created_at"]) <= moment
+        and (r["stage"] == "open" or r["closed_at"] is None or _utc(r["closed_at"]) > moment)
+    ]
+
+
+def deal_for(conn: Connection, lead_id: int, opportunity_id: int | None) -> dict[str, Any] | None:
+    """The deal a sales action on ``lead_id`` changes: the one it names (it must be the
+    lead's), else the lead's only open deal; a lead with several open deals must name one."""
+    if opportunity_id is not None:
+        found = get_opportunity(conn, opportunity_id)
+        if found is None:
+            raise LookupError(f"opportunity_id: no opportunity with id {opportunity_id}")
+        contacts = {c["lead_id"] for c in found["contacts"]}
+        if found["lead_id"] != lead_id and lead_id not in contacts:
+            raise ValueError(
+                f"opportunity_id: opportunity {opportunity_id} is not lead {lead_id}'s"
+            )
+        return found
+    found_open = open_deals(conn, lead_id)
+    if len(found_open) > 1:
+        ids = ", ".join(str(r["id"]) for r in found_open)
+        raise ValueError(
+            f"opportunity_id: required, lead {lead_id} has {len(found_open)} open "
+            f"opportunities ({ids})"
+        )
+    return found_open[0] if found_open else None
+
+
 def create_opportunity(
     conn: Connection,
     data: Mapping[str, Any],
@@ -52,7 +125,10 @@ def create_opportunity(
     model: LeadModel | None = None,
 ) -> int:
     """Open an opportunity (amount, currency, close date, owner, account, contacts with
-    buying roles). References to unknown leads or accounts raise ``LookupError``."""
+    buying roles), opened at ``data["created_at"]`` (the source's open/engaged date,
+    default ``now``). References to unknown leads or accounts raise ``LookupError``."""
+    opened = data.get("created_at")
+    opened = now if opened is None else check_moment("created_at", opened)
     account_id = data.get("account_id")
     if (
         account_id is not None
@@ -88,7 +164,7 @@ def create_opportunity(
             expected_close=data.get("expected_close"),
             stage="open",
             owner=data.get("owner"),
-            created_at=now,
+            created_at=opened,
             updated_at=now,
         )
     )
@@ -118,6 +194,7 @@ def create_opportunity(
                 "currency": (data.get("currency") or "KRW").upper(),
                 "owner": data.get("owner"),
                 "account_id": account_id,
+                "created_at": opened.isoformat(),
             },
         )
     return opp_id
