@@ -20,7 +20,7 @@ from leadflow.adapters.db.tables import (
     sales_actions,
     stage_changes,
 )
-from leadflow.services.reports import pipeline_report
+from leadflow.services.reports import Period, kpis, load_store, pipeline_report
 
 T0 = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
 STAGES = {"Closed Won": "won", "Closed Lost": "lost", "Prospecting": "open", "Negotiation": "open"}
@@ -284,6 +284,15 @@ def test_export_loads_as_history_and_each_update_changes_only_its_deal(api, writ
     overall = report["win_rates"][0]
     assert (overall["won"], overall["closed"]) == (n_won, n_closed)
     assert overall["win_rate"] == pytest.approx(n_won / n_closed)
+    # The executive KPIs count each won deal once, by its own close date: a person with
+    # two won deals counts both, a person whose last deal was lost counts none of it.
+    with services.engine.connect() as conn:
+        model = services.models.active(conn, T0)
+    store = load_store(services.engine, model)
+    period = Period(datetime(first.year, first.month, 1, tzinfo=UTC), T0 + timedelta(days=1))
+    exe = kpis(store, period, "executive")["kpis"]
+    assert exe["won_revenue"] == pytest.approx(won_revenue)
+    assert exe["won_deals"] == n_won
 
 
 def test_sales_actions_name_the_deal_and_past_wins_are_history(api, write_key, services):

@@ -44,6 +44,31 @@ def _amounts(store: Store) -> pl.DataFrame:
     )
 
 
+def _qualify_amounts(store: Store) -> pl.DataFrame:
+    """lead_id, amount: the lead's latest qualify action's amount."""
+    return (
+        store.actions.filter((pl.col("name") == "qualify") & pl.col("amount").is_not_null())
+        .group_by("lead_id")
+        .agg(amount=pl.col("amount").last())
+    )
+
+
+def _won_deals(store: Store, period: Period) -> tuple[int, float, set[int]]:
+    """Deals won in the period (by their own close date, each deal once: a person with two
+    won deals counts both), their revenue, and every lead with a won deal at any time."""
+    opps = store.opportunities
+    if opps.height == 0 or "stage" not in opps.columns:
+        return 0, 0.0, set()
+    won = opps.filter(pl.col("stage") == "won")
+    covered = {int(i) for i in won["lead_id"].drop_nulls().to_list()}
+    in_period = won.filter(
+        pl.col("closed_at").is_not_null()
+        & (pl.col("closed_at") >= period.start)
+        & (pl.col("closed_at") < period.end)
+    )
+    return in_period.height, float(in_period["amount"].fill_null(0).sum()), covered
+
+
 def kpis(store: Store, period: Period, role: str) -> dict[str, Any]:
     _check_choice(role, ROLES, "--role")
     if role == "campaign":
@@ -73,7 +98,13 @@ def _executive(store: Store, period: Period) -> dict[str, Any]:
         first_channel=pl.col("channel").fill_null(NONE)
     )
     sourced = won_rows.filter(~pl.col("first_channel").is_in(["direct", NONE]))
-    has_amount = won.join(_amounts(store), on="lead_id", how="inner")
+    deals, revenue, covered = _won_deals(store, period)
+    # Won leads with no won deal on record: their qualify amount stands in (as before).
+    by_qualify = won.filter(~pl.col("lead_id").is_in(list(covered))).join(
+        _qualify_amounts(store), on="lead_id", how="inner"
+    )
+    won_revenue = revenue + (float(by_qualify["amount"].sum()) if by_qualify.height else 0.0)
+    without_amount = won.filter(~pl.col("lead_id").is_in(list(covered))).height - by_qualify.height
     opportunity = store.model.stages_for("opportunity")
     in_opportunity = _stage_at(store.history, period.end).filter(pl.col("stage").is_in(opportunity))
     pipeline = in_opportunity.join(_amounts(store), on="lead_id", how="left")
@@ -88,8 +119,9 @@ def _executive(store: Store, period: Period) -> dict[str, Any]:
         "period": period.as_dict(),
         "kpis": {
             "won_leads": won.height,
-            "won_revenue": float(has_amount["amount"].sum()) if has_amount.height else 0.0,
-            "won_without_amount": won.height - has_amount.height,
+            "won_deals": deals,
+            "won_revenue": won_revenue,
+            "won_without_amount": without_amount,
             "pipeline_leads": in_opportunity.height,
             "pipeline_value": float(pipeline["amount"].fill_null(0).sum()),
             "marketing_sourced_won": sourced.height,
@@ -102,7 +134,9 @@ def _executive(store: Store, period: Period) -> dict[str, Any]:
         "revenue_by_first_channel": by_channel.to_dicts(),
         "definitions": {
             "won_leads": f"leads whose first entry into {won_stage!r} is in the period",
-            "won_revenue": "sum of those leads' opportunity amounts (else their qualify amounts)",
+            "won_deals": "opportunities won (closed as won) in the period, each deal once",
+            "won_revenue": "sum of the amounts of the deals won in the period; a won lead with "
+            "no won deal on record counts its qualify amount",
             "pipeline_value": "opportunity (else qualify) amounts of leads in stage "
             f"{', '.join(opportunity) or '(none)'} at the period end",
             "marketing_sourced": "won leads whose first touch channel is a marketing channel "
