@@ -7,6 +7,7 @@ close lands in the stage log at its date."""
 from __future__ import annotations
 
 import random
+import statistics
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -293,6 +294,33 @@ def test_export_loads_as_history_and_each_update_changes_only_its_deal(api, writ
     exe = kpis(store, period, "executive")["kpis"]
     assert exe["won_revenue"] == pytest.approx(won_revenue)
     assert exe["won_deals"] == n_won
+
+    # The sales cycle (open -> close, days) of the won and lost deals, from the file.
+    def days(opened: str, closed: str) -> float:
+        start = datetime.strptime(opened[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+        end = datetime.fromisoformat(closed).replace(tzinfo=UTC)
+        return (end - start).total_seconds() / 86_400
+
+    twin = {a: ("2024-02-05T10:00:00", "2024-06-28"), b: ("2024-03-11T10:00:00", "2024-07-15")}
+    for outcome, extra in (("won", [twin[a]]), ("lost", [twin[b]])):
+        cycles = [
+            days(row["CreatedDate"], row["CloseDate"])
+            for row in closed
+            if STAGES[row["StageName"]] == outcome
+        ] + [days(*pair) for pair in extra]
+        got = report["sales_cycle"][outcome]
+        assert got["deals"] == len(cycles)
+        assert got["median_days"] == pytest.approx(statistics.median(cycles))
+        assert got["mean_days"] == pytest.approx(statistics.fmean(cycles))
+        p90 = statistics.quantiles(cycles, n=10, method="inclusive")[8]
+        assert got["p90_days"] == pytest.approx(p90)
+        assert min(cycles) > 0
+    per_stage = {r["stage"]: r["deals"] for r in report["deals_per_stage"]}
+    assert per_stage == {
+        "won": n_won,
+        "lost": n_closed - n_won,
+        "open": len(rows) - len(closed) - 2,
+    }
 
 
 def test_sales_actions_name_the_deal_and_past_wins_are_history(api, write_key, services):

@@ -95,6 +95,38 @@ def win_rates(
     return rows
 
 
+def sales_cycle(opportunities: pl.DataFrame, as_of: datetime) -> dict[str, Any]:
+    """Days from a deal's open date to its close date, for the deals closed before
+    ``as_of``: per outcome (won, lost) the count, mean, median and 90th percentile (linear
+    interpolation, as numpy's default); and the deals per stage with their amounts."""
+    closed = opportunities.filter(
+        pl.col("stage").is_in(["won", "lost"])
+        & pl.col("closed_at").is_not_null()
+        & (pl.col("closed_at") < as_of)
+    ).with_columns(days=_days(pl.col("closed_at") - pl.col("created_at")))
+    cycle: dict[str, Any] = {}
+    for outcome in ("won", "lost"):
+        days = closed.filter(pl.col("stage") == outcome).select(
+            deals=pl.len(),
+            mean_days=pl.col("days").mean(),
+            median_days=pl.col("days").median(),
+            p90_days=pl.col("days").quantile(0.9, "linear"),
+        )
+        cycle[outcome] = days.to_dicts()[0]
+    per_stage = (
+        opportunities.group_by("stage")
+        .agg(deals=pl.len(), amount=pl.col("amount").fill_null(0).sum())
+        .sort("stage")
+    )
+    return {
+        "sales_cycle": cycle,
+        "deals_per_stage": [
+            {"stage": r["stage"], "deals": int(r["deals"]), "amount": float(r["amount"])}
+            for r in per_stage.to_dicts()
+        ],
+    }
+
+
 def _rate_expr(rates: list[dict[str, Any]]) -> pl.Expr:
     expr: pl.Expr = pl.lit(None, dtype=pl.Float64)
     for row in rates:  # later bands override earlier ones

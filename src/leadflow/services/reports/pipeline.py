@@ -28,5 +28,6 @@ def pipeline_report(engine: Engine, as_of: datetime, months: int = 6) -> dict[st
     return {
         "report": "pipeline",
         **forecast.forecast(frame, as_of, backtest_months=months),
+        **forecast.sales_cycle(frame, as_of),
         "addressable_market": market,
     }
