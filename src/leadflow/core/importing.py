@@ -71,6 +71,9 @@ FIELDS = (*FIELD_LIMITS, IGNORE)
 MAX_ATTRIBUTE_LENGTH = 2048
 MAX_ATTRIBUTE_KEY_LENGTH = 100
 MAX_SOURCE_LENGTH = FIELD_LIMITS["source"]
+MAX_RECORD_ID_LENGTH = 251
+"""A record id that identifies a lead without an e-mail is kept as ``crm:<id>`` in an
+identity (255 characters)."""
 # Cells a spreadsheet would run as a formula (OWASP CSV injection); the same rule as the
 # CLI's output module, kept here so services need not import an entrypoint.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -83,6 +86,8 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "emailaddress",
         "mail",
         "work email",
+        "person - email",
+        "person - email - work",
         "business email",
         "이메일",
         "이메일주소",
@@ -96,6 +101,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "full name",
         "fullname",
         "contact name",
+        "person - name",
         "contact",
         "이름",
         "성명",
@@ -112,6 +118,8 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "telephone",
         "tel",
         "work phone",
+        "person - phone",
+        "person - phone - work",
         "business phone",
         "전화",
         "전화번호",
@@ -141,6 +149,8 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "account",
         "organization",
         "organisation",
+        "person - organization",
+        "organization - name",
         "회사",
         "회사명",
         "기업명",
@@ -542,6 +552,8 @@ def read_row(
     if email_raw is None:
         if not (allow_without_email and "crm_id" in data):
             return RowRejected("missing email")
+        if len(data["crm_id"]) > MAX_RECORD_ID_LENGTH:
+            return RowRejected(f"record id: longer than {MAX_RECORD_ID_LENGTH} characters")
     else:
         email = normalise_email(email_raw)
         if not is_valid_email(email):
