@@ -452,3 +452,24 @@ def test_the_lead_source_can_be_set_through_identify(services, trait):
     with services.engine.connect() as conn:
         lead = conn.execute(select(leads).where(leads.c.user_id == f"u-{trait}")).mappings().one()
     assert lead["source"] == "Trade Show"
+
+
+def test_the_lead_source_is_on_the_api_lead_detail(
+    services, client, write_key, admin_token, tmp_path
+):
+    r = client.post(
+        "/v1/identify",
+        json={"userId": "u-api", "traits": {"email": "api@x.example", "Lead Source": "Webinar"}},
+        auth=(write_key, ""),
+    )
+    assert r.status_code < 300, r.text
+    rows = people(31, 8, EXPORTS["hubspot"][1])
+    via_service(services)(write_hubspot(tmp_path / "hs.csv", rows), T0)
+    stored = stored_leads(services)
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    body = client.get(f"/api/leads/{stored['api@x.example']['id']}", headers=admin).json()
+    assert body["source"] == "Webinar"
+    for p in rows:
+        lead = stored[p.email or f"crm:{p.record_id}"]
+        body = client.get(f"/api/leads/{lead['id']}", headers=admin).json()
+        assert body["source"] == p.source
