@@ -302,3 +302,87 @@ def test_any_row_is_either_a_record_or_a_reason(values):
         assert result.first_name is None or len(result.first_name) <= FIELD_LIMITS["first_name"]
     else:
         assert isinstance(result, RowRejected) and result.reason
+
+
+# --------------------------------------------------------------------------- issue 14
+
+
+@pytest.mark.parametrize(
+    "cell", ["Select", "-", "--", "N/A", "n/a", "none", "NULL", "(none)", "--None--", " - "]
+)
+def test_placeholders_are_read_as_empty(cell):
+    rec = read(["Email", "Industry", "Job Title", "Plan"], ["a@b.example", cell, cell, cell])
+    assert isinstance(rec, LeadRecord)
+    assert (rec.industry, rec.title) == (None, None)
+    assert "plan" not in rec.attributes
+
+
+def test_unknown_is_empty_only_in_a_choice_column():
+    rec = read(["Email", "Industry", "Job Title"], ["a@b.example", "Unknown", "Unknown"])
+    assert isinstance(rec, LeadRecord)
+    assert (rec.industry, rec.title) == (None, "Unknown")
+
+
+def test_free_columns_are_typed_per_column():
+    from leadflow.core.importing import ColumnTypes
+
+    headers = ["Email", "Revenue", "Created", "Webinar", "Zip", "Mixed", "SF Date"]
+    rows = [
+        ["a@b.example", "1,200", "2024-03-05 14:22", "true", "01234", "12", "3/5/2024"],
+        ["c@b.example", "-", "2024-03-06 09:00", "Select", "02345", "abc", "12/31/2025"],
+        ["d@b.example", "3.5", "", "No", "", "", ""],
+    ]
+    plan = plan_columns(headers)
+    inference = ColumnTypes(plan)
+    for row in rows:
+        inference.observe(row)
+    types = inference.types()
+    assert [types[i] for i in sorted(plan.attributes)] == [
+        "number",
+        "date",
+        "boolean",
+        "text",
+        "text",
+        "date",
+    ]
+    recs = [read_row(plan, row, types=types) for row in rows]
+    assert all(isinstance(r, LeadRecord) for r in recs)
+    first, second, third = (r.attributes for r in recs)  # type: ignore[union-attr]
+    assert first == {
+        "revenue": 1200,
+        "created": "2024-03-05T14:22:00",
+        "webinar": True,
+        "zip": "01234",
+        "mixed": "12",
+        "sf_date": "2024-03-05",
+    }
+    assert second == {
+        "created": "2024-03-06T09:00:00",
+        "zip": "02345",
+        "mixed": "abc",
+        "sf_date": "2025-12-31",
+    }
+    assert third == {"revenue": 3.5, "webinar": False}
+
+
+def test_a_row_without_email_needs_the_option_and_a_record_id():
+    headers = ["Record ID", "Email", "First Name"]
+    plan = plan_columns(headers)
+    assert read_row(plan, ["7", "", "Ann"]) == RowRejected("missing email")
+    rec = read_row(plan, ["7", "", "Ann"], allow_without_email=True)
+    assert isinstance(rec, LeadRecord) and (rec.email, rec.crm_id, rec.key) == (None, "7", "crm:7")
+    assert read_row(plan, ["", "", "Ann"], allow_without_email=True) == RowRejected("missing email")
+    # A file with a record id but no e-mail column at all.
+    plan = plan_columns(["Person - ID", "Person - Name"], allow_without_email=True)
+    rec = read_row(plan, ["42", "Ann Lee"], allow_without_email=True)
+    assert isinstance(rec, LeadRecord) and (rec.crm_id, rec.first_name) == ("42", "Ann")
+
+
+def test_company_facts_without_a_company_stay_on_the_lead():
+    headers = ["Email", "Company Name", "Industry", "Country/Region", "Number of Employees"]
+    alone = read(headers, ["a@b.example", "", "Software", "KR", "1,200"])
+    assert isinstance(alone, LeadRecord)
+    assert alone.attributes == {"industry": "Software", "country": "KR", "employees": 1200}
+    employed = read(headers, ["a@b.example", "Acme", "Software", "KR", "1,200"])
+    assert isinstance(employed, LeadRecord) and employed.attributes == {}
+    assert (employed.industry, employed.employee_count) == ("Software", 1200)

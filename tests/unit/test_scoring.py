@@ -220,3 +220,19 @@ def test_bant_weights_can_favour_budget_need_and_authority():
 def test_unknown_bant_level_is_refused_by_name():
     with pytest.raises(ValueError, match=r"bant\.budget: unknown level 'huge'"):
         score_qualification(Bant(budget="huge"), MODEL)
+
+
+def test_fit_attribute_rules_match_values_and_ranges():
+    from leadflow.core.config import AttributeFitRule
+    from leadflow.core.scoring import attribute_matches
+
+    revenue = AttributeFitRule(name="annual_revenue", min=1_000_000, points=10)
+    assert attribute_matches(revenue, 1_500_000)
+    assert not attribute_matches(revenue, 999_999)
+    assert not attribute_matches(revenue, "1500000")  # text is not a number
+    assert not attribute_matches(revenue, None)
+    assert not attribute_matches(revenue, True)
+    plan = AttributeFitRule(name="plan", values=["Enterprise"], points=5)
+    assert attribute_matches(plan, "enterprise") and not attribute_matches(plan, "Pro")
+    flag = AttributeFitRule(name="webinar", values=[True], points=3)
+    assert attribute_matches(flag, True) and not attribute_matches(flag, False)

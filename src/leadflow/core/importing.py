@@ -18,7 +18,21 @@ Decisions:
   name. A full name with a space is split into first and last name (Hangul: family name
   first); without a space it is stored whole as the first name.
 - Columns that are not lead fields are kept as free attributes under their header
-  (``--map column=ignore`` drops one).
+  (``--map column=ignore`` drops one), typed per column (:class:`ColumnTypes`): a column
+  whose every filled cell is a number is stored as numbers, likewise dates (ISO
+  ``2024-03-05``, HubSpot ``2024-03-05 14:22``, Salesforce ``3/5/2024`` and ``3/5/2024,
+  2:22 PM``; stored as ISO text) and yes/no (``true``/``false``/``yes``/``no``, stored as
+  booleans); anything else is text. Numbers with a leading zero (``01234``) stay text.
+- Placeholder cells (:data:`PLACEHOLDERS`: ``Select``, ``-``, ``--``, ``N/A``, ``none``,
+  ``null``, ``(none)``, ``(blank)``, ``#N/A``, Salesforce's ``--None--`` and ``[not
+  provided]``, case-insensitive; ``Unknown`` too in choice
+  columns, :data:`CHOICE_FIELDS`) are read as empty: they never fill or replace a value.
+- A row without an e-mail is rejected unless ``allow_without_email`` (``--without-email``)
+  is set and the row has a record id (HubSpot ``Record ID``, Salesforce ``Lead ID`` /
+  ``Id``, Pipedrive ``Person - ID``...): the record id is then the lead's identity.
+- Country, industry and employees describe the company. With a company (or a domain) they go
+  to its account; without one they are kept on the lead (attributes ``industry``,
+  ``country``, ``employees``) and given to the profile by the import's ``identify``.
 """
 
 from __future__ import annotations
@@ -26,7 +40,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import date, datetime
+from typing import Any, Literal
 
 from leadflow.core.tracking import is_valid_email, normalise_email
 
@@ -56,6 +71,9 @@ FIELDS = (*FIELD_LIMITS, IGNORE)
 MAX_ATTRIBUTE_LENGTH = 2048
 MAX_ATTRIBUTE_KEY_LENGTH = 100
 MAX_SOURCE_LENGTH = FIELD_LIMITS["source"]
+MAX_RECORD_ID_LENGTH = 251
+"""A record id that identifies a lead without an e-mail is kept as ``crm:<id>`` in an
+identity (255 characters)."""
 # Cells a spreadsheet would run as a formula (OWASP CSV injection); the same rule as the
 # CLI's output module, kept here so services need not import an entrypoint.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -68,6 +86,8 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "emailaddress",
         "mail",
         "work email",
+        "person - email",
+        "person - email - work",
         "business email",
         "이메일",
         "이메일주소",
@@ -81,6 +101,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "full name",
         "fullname",
         "contact name",
+        "person - name",
         "contact",
         "이름",
         "성명",
@@ -97,6 +118,8 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "telephone",
         "tel",
         "work phone",
+        "person - phone",
+        "person - phone - work",
         "business phone",
         "전화",
         "전화번호",
@@ -119,12 +142,15 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "company": (
         "company",
         "company name",
+        "company / account",
         "companyname",
         "account name",
         "accountname",
         "account",
         "organization",
         "organisation",
+        "person - organization",
+        "organization - name",
         "회사",
         "회사명",
         "기업명",
@@ -138,6 +164,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "employees",
         "number of employees",
         "numberofemployees",
+        "no. of employees",
         "company size",
         "직원수",
         "임직원수",
@@ -164,8 +191,35 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "개인정보수집동의",
     ),
     "lead_status": ("lead status", "leadstatus", "status", "리드상태"),
-    "crm_id": ("record id", "recordid", "id", "lead id", "leadid", "contact id", "contactid"),
+    "crm_id": (
+        "record id",
+        "recordid",
+        "id",
+        "lead id",
+        "leadid",
+        "contact id",
+        "contactid",
+        "person - id",
+        "person id",
+    ),
 }
+
+PLACEHOLDERS = frozenset(
+    {
+        *("select", "-", "--", "---", "n/a", "#n/a", "none", "null", "nil"),
+        *("(none)", "(blank)", "--none--", "[not provided]"),
+    }
+)
+"""Cells CRM exports write for "nothing chosen" (case-insensitive): read as empty."""
+CHOICE_FIELDS = frozenset({"industry", "country", "source", "lead_status", "employee_count"})
+"""Fields filled from a choice list, where ``Unknown`` also means nothing was chosen."""
+CHOICE_PLACEHOLDERS = frozenset({"unknown"})
+
+
+def is_placeholder(text: str, *, choice: bool = False) -> bool:
+    """True for a cell that says nothing (see :data:`PLACEHOLDERS`)."""
+    key = text.strip().casefold()
+    return not key or key in PLACEHOLDERS or (choice and key in CHOICE_PLACEHOLDERS)
 
 
 def neutralise_cell(value: Any) -> Any:
@@ -222,7 +276,12 @@ def parse_map_options(options: Sequence[str]) -> dict[str, str]:
     return mapping
 
 
-def plan_columns(headers: Sequence[str], overrides: Mapping[str, str] | None = None) -> ColumnPlan:
+def plan_columns(
+    headers: Sequence[str],
+    overrides: Mapping[str, str] | None = None,
+    *,
+    allow_without_email: bool = False,
+) -> ColumnPlan:
     """Recognise the header row; ``overrides`` (column → field) win over recognition."""
     clean = tuple(h.replace("\ufeff", "").strip() for h in headers)
     if not any(clean):
@@ -261,7 +320,7 @@ def plan_columns(headers: Sequence[str], overrides: Mapping[str, str] | None = N
         elif header:
             attributes[index] = _attribute_key(header)
     fields = {i: t for i, t in fields.items() if t != IGNORE}
-    if "email" not in fields.values():
+    if "email" not in fields.values() and not (allow_without_email and "crm_id" in fields.values()):
         raise MappingError(
             "no e-mail column: name one with --map COLUMN=email "
             f"(columns: {', '.join(repr(h) for h in clean if h)})"
@@ -274,11 +333,106 @@ def _attribute_key(header: str) -> str:
     return (key or "column")[:MAX_ATTRIBUTE_KEY_LENGTH]
 
 
+ColumnType = Literal["number", "date", "boolean", "text"]
+_NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+_TRUE = frozenset({"true", "yes"})
+_FALSE = frozenset({"false", "no"})
+_DATE_FORMATS = (
+    ("%Y-%m-%d", False),
+    ("%m/%d/%Y", False),
+    ("%Y-%m-%d %H:%M", True),
+    ("%Y-%m-%d %H:%M:%S", True),
+    ("%Y-%m-%dT%H:%M:%S", True),
+    ("%Y-%m-%dT%H:%M:%SZ", True),
+    ("%m/%d/%Y %H:%M", True),
+    ("%m/%d/%Y, %I:%M %p", True),
+    ("%m/%d/%Y %I:%M %p", True),
+)
+
+
+def as_number(text: str) -> int | float | None:
+    """``1,200`` → 1200, ``3.5`` → 3.5; None for anything else (``01234`` stays text)."""
+    t = text.strip()
+    if not _NUMBER.fullmatch(t):
+        return None
+    digits = t.lstrip("-")
+    if len(digits) > 1 and digits[0] == "0" and digits[1] != ".":
+        return None  # a code (zip, id) with a leading zero
+    plain = t.replace(",", "")
+    if "." in plain:
+        return float(plain)
+    return int(plain) if len(plain.lstrip("-")) <= 15 else None
+
+
+def as_date(text: str) -> str | None:
+    """A date (or date and time) in a CRM export's format, as ISO text; None otherwise."""
+    t = text.strip()
+    for fmt, has_time in _DATE_FORMATS:
+        try:
+            parsed = datetime.strptime(t, fmt)
+        except ValueError:
+            continue
+        return parsed.isoformat() if has_time else date.isoformat(parsed.date())
+    return None
+
+
+def as_boolean(text: str) -> bool | None:
+    key = text.strip().casefold()
+    return True if key in _TRUE else False if key in _FALSE else None
+
+
+_CONVERT = {"number": as_number, "date": as_date, "boolean": as_boolean}
+
+
+class ColumnTypes:
+    """The type of each free (attribute) column, inferred from every filled cell: a column
+    is a number, date or boolean column when every filled, non-placeholder cell reads as
+    one; else text. Feed it every row (:meth:`observe`), then read :meth:`types`."""
+
+    def __init__(self, plan: ColumnPlan) -> None:
+        self.plan = plan
+        self._open: dict[int, set[str]] = {
+            i: {"number", "date", "boolean"} for i in plan.attributes
+        }
+        self._seen: set[int] = set()
+
+    def observe(self, values: Sequence[str]) -> None:
+        for index, kinds in self._open.items():
+            if not kinds or index >= len(values) or is_placeholder(values[index]):
+                continue
+            self._seen.add(index)
+            text = values[index]
+            for kind in list(kinds):
+                if _CONVERT[kind](text) is None:
+                    kinds.discard(kind)
+
+    def types(self) -> dict[int, ColumnType]:
+        found: dict[int, ColumnType] = {}
+        for index, kinds in self._open.items():
+            kind: ColumnType = "text"
+            if index in self._seen:
+                for candidate in ("number", "date", "boolean"):
+                    if candidate in kinds:
+                        kind = candidate
+                        break
+            found[index] = kind
+        return found
+
+
+def typed_value(text: str, kind: ColumnType) -> Any:
+    """A cell as its column's type (text when it does not read as one)."""
+    if kind == "text":
+        return text
+    value = _CONVERT[kind](text)
+    return text if value is None else value
+
+
 @dataclass(frozen=True, slots=True)
 class LeadRecord:
-    """One good row, normalised; ``None`` means "the file says nothing"."""
+    """One good row, normalised; ``None`` means "the file says nothing". A record without
+    an e-mail is identified by ``crm_id`` (its export's record id)."""
 
-    email: str
+    email: str | None
     first_name: str | None = None
     last_name: str | None = None
     title: str | None = None
@@ -291,6 +445,18 @@ class LeadRecord:
     source: str | None = None
     consent: str | None = None  # 'granted' | 'denied' | None
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    crm_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        """What the lead is matched by: its e-mail, else its record id."""
+        return self.email if self.email is not None else f"crm:{self.crm_id}"
+
+    @property
+    def has_account(self) -> bool:
+        """True when the row names a company (or domain): the account holds its industry,
+        country and employees."""
+        return bool(self.company or self.domain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,9 +520,16 @@ def check_source(source: str) -> str:
 
 
 def read_row(
-    plan: ColumnPlan, values: Sequence[str], *, source: str | None = None
+    plan: ColumnPlan,
+    values: Sequence[str],
+    *,
+    source: str | None = None,
+    types: Mapping[int, ColumnType] | None = None,
+    allow_without_email: bool = False,
 ) -> LeadRecord | RowRejected:
-    """Validate one data row against the plan; ``source`` (``--source``) wins over the file."""
+    """Validate one data row against the plan; ``source`` (``--source``) wins over the file.
+    ``types`` (from :class:`ColumnTypes`) types the free columns; without it they are text.
+    Placeholder cells are read as empty."""
     if len(values) > len(plan.headers) and any(v.strip() for v in values[len(plan.headers) :]):
         return RowRejected(
             f"row has {len(values)} fields but the header has {len(plan.headers)} columns"
@@ -365,7 +538,7 @@ def read_row(
     for index, target in plan.fields.items():
         raw = values[index] if index < len(values) else ""
         text = raw.strip()
-        if not text:
+        if is_placeholder(text, choice=target in CHOICE_FIELDS):
             continue
         if "\x00" in text:
             return RowRejected(f"{plan.headers[index]}: contains a NUL character")
@@ -375,16 +548,21 @@ def read_row(
             )
         data[target] = text
     email_raw = data.get("email")
+    email: str | None = None
     if email_raw is None:
-        return RowRejected("missing email")
-    email = normalise_email(email_raw)
-    if not is_valid_email(email):
-        return RowRejected(f"invalid email: {email_raw[:80]!r}")
+        if not (allow_without_email and "crm_id" in data):
+            return RowRejected("missing email")
+        if len(data["crm_id"]) > MAX_RECORD_ID_LENGTH:
+            return RowRejected(f"record id: longer than {MAX_RECORD_ID_LENGTH} characters")
+    else:
+        email = normalise_email(email_raw)
+        if not is_valid_email(email):
+            return RowRejected(f"invalid email: {email_raw[:80]!r}")
 
     attributes: dict[str, Any] = {}
     for index, key in plan.attributes.items():
         text = values[index].strip() if index < len(values) else ""
-        if not text:
+        if is_placeholder(text):
             continue
         if "\x00" in text:
             return RowRejected(f"{plan.headers[index]}: contains a NUL character")
@@ -392,7 +570,7 @@ def read_row(
             return RowRejected(
                 f"{plan.headers[index]}: longer than {MAX_ATTRIBUTE_LENGTH} characters"
             )
-        attributes[key] = text
+        attributes[key] = typed_value(text, types.get(index, "text") if types else "text")
     for target in ("department", "lead_status", "crm_id"):
         if target in data:
             attributes[target] = data[target]
@@ -432,6 +610,15 @@ def read_row(
         employees = parse_employee_count(data["employee_count"])
         if employees is None:  # "51-200", "10K+": kept as written
             attributes["employees"] = data["employee_count"]
+    if not (data.get("company") or domain):
+        # No account to hold them: the lead keeps what the file says about its company.
+        for key, value in (
+            ("industry", data.get("industry")),
+            ("country", data.get("country")),
+            ("employees", employees),
+        ):
+            if value is not None:
+                attributes[key] = value
 
     return LeadRecord(
         email=email,
@@ -447,4 +634,5 @@ def read_row(
         source=source if source is not None else data.get("source"),
         consent=consent,
         attributes=attributes,
+        crm_id=data.get("crm_id"),
     )

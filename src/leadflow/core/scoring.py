@@ -38,7 +38,13 @@ from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import Any
 
-from leadflow.core.config import BANT_CRITERIA, EngagementRule, EventMatch, LeadModel
+from leadflow.core.config import (
+    BANT_CRITERIA,
+    AttributeFitRule,
+    EngagementRule,
+    EventMatch,
+    LeadModel,
+)
 from leadflow.core.model import (
     Bant,
     EngagementScore,
@@ -243,6 +249,24 @@ def _normal_key(value: str) -> str:
     return re.sub(r"[^0-9a-z가-힣]+", "_", value.strip().lower()).strip("_")
 
 
+def attribute_matches(rule: AttributeFitRule, value: Any) -> bool:
+    """Whether an attribute's value meets a ``fit.attributes`` rule."""
+    if value is None:
+        return False
+    if rule.values is not None:
+        wanted = {str(v).casefold() for v in rule.values}
+        if str(value).casefold() not in wanted:
+            return False
+    if rule.min is not None or rule.max is not None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if rule.min is not None and value < rule.min:
+            return False
+        if rule.max is not None and value > rule.max:
+            return False
+    return True
+
+
 def score_fit(profile: LeadProfile, model: LeadModel) -> FitScore:
     """ICP fit from lead and account attributes: 0-100 and a grade."""
     spec = model.spec.fit
@@ -300,6 +324,16 @@ def score_fit(profile: LeadProfile, model: LeadModel) -> FitScore:
                 criterion="target_account",
                 value="yes" if profile.is_target_account else "no",
                 points=spec.target_account if profile.is_target_account else 0.0,
+            )
+        )
+    for rule in spec.attributes:
+        value = profile.attributes.get(rule.name)
+        hit = attribute_matches(rule, value)
+        parts.append(
+            FitContribution(
+                criterion=f"attributes.{rule.name}",
+                value=None if value is None else str(value),
+                points=rule.points if hit else 0.0,
             )
         )
     score = round(min(100.0, max(0.0, sum(p.points for p in parts))), 9)

@@ -34,9 +34,16 @@ PERSON_TEXT = {
     "last_name": "last_name",
     "title": "title",
     "phone": "phone",
+    "Original Source": "source",
+    "Lead Source": "source",
+    "leadSource": "source",
+    "lead_source": "source",
     "source": "source",
 }
-"""Identify traits kept in a text column of the lead (trait -> column)."""
+"""Identify traits kept in a text column of the lead (trait -> column). The lead source may
+be given as ``source``, ``lead_source``/``leadSource``, HubSpot's ``Original Source`` or
+Salesforce's ``Lead Source``; when several are given, the last in this order wins (a later
+key overwrites an earlier one, as ``first_name`` does ``firstName``)."""
 PERSON_LENGTHS = {"first_name": 255, "last_name": 255, "title": 255, "phone": 64, "source": 100}
 """The lead columns' lengths (``adapters.db.tables.leads``): longer text is cut to fit, on
 the lead and in the profile alike."""

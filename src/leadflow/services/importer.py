@@ -6,17 +6,27 @@
 - Delimiter: ``,``, ``;`` or tab, whichever the header line uses most.
 - Rows are stored in batches (default 1,000 per transaction), so memory stays bounded
   whatever the file size; every good row is stored even when others are rejected.
-- Upsert by e-mail (lower-cased). A value in the file replaces the stored one; an empty cell
-  never erases. ``source`` only fills a blank (where a lead first came from is kept).
+- Upsert by e-mail (lower-cased); with ``allow_without_email`` (``--without-email``) a row
+  without an e-mail is matched by its record id instead, kept as the lead's identity
+  (``identities``: ``anonymous`` ``crm:<record id>``), so a re-import updates that lead.
+  A value in the file replaces the stored one; an empty or placeholder cell
+  (:data:`leadflow.core.importing.PLACEHOLDERS`) never erases. ``source`` only fills a
+  blank (where a lead first came from is kept).
+- Free columns are typed per column (number, date, boolean, text) by a first pass over the
+  file (:class:`leadflow.core.importing.ColumnTypes`) and stored as lead attributes, which
+  fit rules (``fit.attributes``) and segment criteria (``attributes``) read.
   Consent is set from a consent column; a stored ``denied`` is never turned into ``granted``
   by an import (only the person can grant again).
 - Accounts are matched or created by company domain (the domain column, the website, or the
   e-mail's domain when a company is named), then by name.
 - An address on the suppression list (an erased person) is never imported again.
 - Every created or changed lead gets one ``identify`` event through the ingestion service,
-  so the event log shows where the lead came from. Its messageId is derived from the row and
-  the lead's previous state, so a re-run of the same file stores nothing new: unchanged rows
-  cause no write at all, and ``updated_at`` only moves when a value changed.
+  so the event log shows where the lead came from; it carries the lead ``source`` when the
+  import sets it, and, for a row without a company, its ``industry``, ``country`` and
+  ``employees`` (the profile that fit rules read learns them from it). Its messageId is
+  derived from the row and the lead's previous state, so a re-run of the same file stores
+  nothing new: unchanged rows cause no write at all, and ``updated_at`` only moves when a
+  value changed.
 - Rejects go to a CSV (same encoding as the input) holding the original row plus ``reason``
   and ``line``; formula-like cells are neutralised. A fixed rejects file can be imported
   again: trailing ``reason`` and ``line`` columns are ignored.
@@ -42,10 +52,12 @@ from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from leadflow import __version__
-from leadflow.adapters.db.tables import accounts, leads
+from leadflow.adapters.db.tables import accounts, identities, leads
 from leadflow.core.importing import (
     IGNORE,
     ColumnPlan,
+    ColumnType,
+    ColumnTypes,
     LeadRecord,
     MappingError,
     RowRejected,
@@ -89,6 +101,10 @@ class ImportSummary:
     unchanged: int = 0
     rejected: int = 0
     accounts_created: int = 0
+    without_email: int = 0
+    """Rows stored without an e-mail, matched by their record id."""
+    company_on_lead: int = 0
+    """Rows without a company whose industry, country or employees were kept on the lead."""
     rejects_path: str | None = None
     columns: dict[str, str] = field(default_factory=dict)
 
@@ -220,6 +236,8 @@ class _Store:
             s.updated += outcome.updated
             s.unchanged += outcome.unchanged
             s.accounts_created += outcome.accounts_created
+            s.without_email += outcome.without_email
+            s.company_on_lead += outcome.company_on_lead
             for line, values, reason in outcome.rejects:
                 self.reject(line, values, reason)
             return
@@ -229,7 +247,7 @@ class _Store:
         self.rejects.write(line, values, reason)
 
     def _store(self, conn: Connection, batch: list[_Row], out: _BatchOutcome) -> None:
-        emails = list({row.record.email for row in batch})
+        emails = list({row.record.email for row in batch if row.record.email is not None})
         # Erased addresses: as a row's e-mail (rejected) or anywhere else in it (taken out).
         suppressed = privacy.suppressed_among(
             conn, {*emails, *privacy.addresses_in([r.values for r in batch])}
@@ -238,6 +256,16 @@ class _Store:
             row["email"]: dict(row)
             for row in conn.execute(select(leads).where(leads.c.email.in_(emails))).mappings()
         }
+        by_record_id = list({r.record.key for r in batch if r.record.email is None})
+        if by_record_id:
+            query = (
+                select(identities.c.value, leads)
+                .join(leads, leads.c.id == identities.c.lead_id)
+                .where(identities.c.kind == "anonymous", identities.c.value.in_(by_record_id))
+            )
+            for found in conn.execute(query).mappings():
+                lead = dict(found)
+                current[lead.pop("value")] = lead
         new_rows: dict[str, dict[str, Any]] = {}
         messages: list[TrackedMessage] = []
         known_accounts = self._preload_accounts(conn, batch)
@@ -257,14 +285,19 @@ class _Store:
                     rec, attributes=privacy.strip_addresses(dict(rec.attributes), suppressed)
                 )
             account_id = self._account(conn, rec, out, known_accounts)
-            stored = current.get(rec.email)
+            stored = current.get(rec.key)
             if stored is None:
                 values = self._new_lead(rec, account_id)
-                new_rows[rec.email] = values
-                current[rec.email] = values
+                if rec.email is None:
+                    values["id"] = self._insert_by_record_id(conn, rec, values)
+                else:
+                    new_rows[rec.key] = values
+                current[rec.key] = values
                 out.created += 1
-                messages.append(self._identify(row, None))
+                self._count(rec, out)
+                messages.append(self._identify(row, None, set_source=rec.source is not None))
                 continue
+            set_source = bool(rec.source and not stored["source"])
             changes = self._changes(stored, rec, account_id)
             if not changes:
                 out.unchanged += 1
@@ -272,16 +305,40 @@ class _Store:
             previous = stored.get("updated_at")
             changes["updated_at"] = self.now
             stored.update(changes)
-            if rec.email not in new_rows:
+            if rec.email is None:
+                conn.execute(update(leads).where(leads.c.id == stored["id"]).values(**changes))
+            elif rec.key not in new_rows:
                 conn.execute(update(leads).where(leads.c.email == rec.email).values(**changes))
             out.updated += 1
-            messages.append(self._identify(row, previous))
+            self._count(rec, out)
+            messages.append(self._identify(row, previous, set_source=set_source))
         if new_rows:
             conn.execute(leads.insert(), list(new_rows.values()))
         if messages:
             result = ingest_in(conn, messages, self.now)
             for hook in self.after:
                 hook(conn, result.leads_touched, self.now)
+
+    @staticmethod
+    def _count(rec: LeadRecord, out: _BatchOutcome) -> None:
+        out.without_email += rec.email is None
+        out.company_on_lead += not rec.has_account and any(
+            k in rec.attributes for k in ("industry", "country", "employees")
+        )
+
+    def _insert_by_record_id(
+        self, conn: Connection, rec: LeadRecord, values: dict[str, Any]
+    ) -> int:
+        """A lead without an e-mail, and its record id as its identity."""
+        lead_id = int(
+            conn.execute(leads.insert().values(**values).returning(leads.c.id)).scalar_one()
+        )
+        conn.execute(
+            identities.insert().values(
+                kind="anonymous", value=rec.key, lead_id=lead_id, created_at=self.now
+            )
+        )
+        return lead_id
 
     def _new_lead(self, rec: LeadRecord, account_id: int | None) -> dict[str, Any]:
         return {
@@ -425,7 +482,9 @@ class _Store:
                 out.accounts.setdefault(name_key, account_id)
         return account_id
 
-    def _identify(self, row: _Row, previous: datetime | None) -> TrackedMessage:
+    def _identify(
+        self, row: _Row, previous: datetime | None, *, set_source: bool
+    ) -> TrackedMessage:
         rec = row.record
         fingerprint = json.dumps(
             [asdict(rec), previous.isoformat() if previous else "new"],
@@ -434,19 +493,26 @@ class _Store:
             ensure_ascii=False,
         )
         message_id = "import-" + hashlib.sha256(fingerprint.encode()).hexdigest()[:40]
-        traits: dict[str, Any] = {"email": rec.email}
+        traits: dict[str, Any] = {"email": rec.email} if rec.email is not None else {}
         for key, value in (
             ("firstName", rec.first_name),
             ("lastName", rec.last_name),
             ("title", rec.title),
             ("phone", rec.phone),
+            ("source", rec.source if set_source else None),
         ):
             if value is not None:
                 traits[key] = value
+        if not rec.has_account:
+            # No account holds them: the profile (which fit rules read) learns them here.
+            for key in ("industry", "country", "employees"):
+                if key in rec.attributes:
+                    traits[key] = rec.attributes[key]
         return TrackedMessage(
             message_id=message_id,
             type="identify",
             occurred_at=self.now,
+            anonymous_id=rec.key if rec.email is None else None,
             traits=traits,
             context={
                 "library": {"name": "leadflow-import", "version": __version__},
@@ -461,6 +527,8 @@ class _BatchOutcome:
     updated: int = 0
     unchanged: int = 0
     accounts_created: int = 0
+    without_email: int = 0
+    company_on_lead: int = 0
     accounts: dict[tuple[str, str], int] = field(default_factory=dict)
     rejects: list[tuple[int, list[str], str]] = field(default_factory=list)
 
@@ -493,6 +561,7 @@ def import_leads(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Progress | None = None,
     after: Iterable[AfterIngest] = (),
+    allow_without_email: bool = False,
 ) -> ImportSummary:
     """Import one CSV file; see the module docstring for the rules."""
     path = Path(path)
@@ -519,6 +588,22 @@ def import_leads(
                 raise ImportFileError(f"--encoding: unknown encoding {encoding!r}") from None
         first_line = sample.decode(encoding, errors="surrogateescape").split("\n", 1)[0]
         delimiter = sniff_delimiter(first_line)
+
+        def column_types(plan: ColumnPlan) -> dict[int, ColumnType]:
+            """First pass: the type of each free column, from all its cells."""
+            if not plan.attributes:
+                return {}
+            inference = ColumnTypes(plan)
+            with open(path, encoding=encoding, errors="surrogateescape", newline="") as f:
+                rows = csv.reader(f, delimiter=delimiter)
+                next(rows, None)
+                try:
+                    for values in rows:
+                        inference.observe(values)
+                except csv.Error:
+                    pass  # the second pass rejects the malformed rows; types from the rest
+            return inference.types()
+
         raw.seek(0)
         counter = _CountingReader(raw)
         text = io.TextIOWrapper(
@@ -542,6 +627,8 @@ def import_leads(
             batch_size=batch_size,
             progress=progress,
             after=list(after),
+            column_types=column_types,
+            allow_without_email=allow_without_email,
         )
 
 
@@ -561,6 +648,8 @@ def _run(
     batch_size: int,
     progress: Progress | None,
     after: list[AfterIngest],
+    column_types: Callable[[ColumnPlan], dict[int, ColumnType]],
+    allow_without_email: bool,
 ) -> ImportSummary:
     csv.field_size_limit(MAX_FIELD_BYTES)
     reader = csv.reader(text, delimiter=delimiter, strict=True)
@@ -575,11 +664,12 @@ def _run(
     mapping = dict(mapping or {})
     headers = _drop_reject_columns(headers, mapping)
     try:
-        plan = plan_columns(headers, mapping)
+        plan = plan_columns(headers, mapping, allow_without_email=allow_without_email)
     except MappingError as exc:
         raise ImportFileError(str(exc)) from None
+    types = column_types(plan)
     summary = ImportSummary(
-        file=name, encoding=encoding, delimiter=delimiter, columns=_describe(plan)
+        file=name, encoding=encoding, delimiter=delimiter, columns=_describe(plan, types)
     )
     rejects = RejectsFile(
         rejects_target,
@@ -608,7 +698,9 @@ def _run(
             if _has_undecodable(values):
                 store.reject(row_line, values, f"cannot be decoded as {encoding}")
                 continue
-            record = read_row(plan, values, source=source)
+            record = read_row(
+                plan, values, source=source, types=types, allow_without_email=allow_without_email
+            )
             if isinstance(record, RowRejected):
                 store.reject(row_line, values, record.reason)
                 continue
@@ -637,9 +729,24 @@ def _drop_reject_columns(headers: list[str], mapping: dict[str, str]) -> list[st
     return headers
 
 
-def _describe(plan: ColumnPlan) -> dict[str, str]:
-    described = {plan.headers[i]: target for i, target in sorted(plan.fields.items())}
+_COMPANY_FIELDS = {
+    "industry": "account.industry, else attributes.industry",
+    "country": "account.country, else attributes.country",
+    "employee_count": "account.employee_count, else attributes.employees",
+}
+"""Where company fields go: the row's account, or the lead when the row has no company."""
+
+
+def _describe(plan: ColumnPlan, types: dict[int, ColumnType]) -> dict[str, str]:
+    """Each column and where it is stored (free columns with their inferred type)."""
+    described = {
+        plan.headers[i]: _COMPANY_FIELDS.get(target, target)
+        for i, target in sorted(plan.fields.items())
+    }
     described.update(
-        {plan.headers[i]: f"attributes.{key}" for i, key in sorted(plan.attributes.items())}
+        {
+            plan.headers[i]: f"attributes.{key} ({types.get(i, 'text')})"
+            for i, key in sorted(plan.attributes.items())
+        }
     )
     return described

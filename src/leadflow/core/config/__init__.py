@@ -84,6 +84,7 @@ from leadflow.core.config.sales import (
 )
 from leadflow.core.config.schema import (
     ActionSpec,
+    AttributeFitRule,
     BantWeights,
     Condition,
     DeadEndRule,
@@ -118,6 +119,7 @@ __all__ = [
     "STAGE_ROLES",
     "WEEKDAYS",
     "ActionSpec",
+    "AttributeFitRule",
     "BantWeights",
     "CheckReport",
     "Clock",

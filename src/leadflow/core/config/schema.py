@@ -120,12 +120,25 @@ class SeniorityRule(_Spec):
     points: float
 
 
+class AttributeFitRule(_Spec):
+    """Points when a lead attribute (an imported custom column, a form field) matches:
+    ``values`` (any of them; text compared case-insensitively) and/or a number range
+    ``min``..``max`` (inclusive). A lead without the attribute gets no points."""
+
+    name: NonEmptyStr
+    values: ScalarList | None = None
+    min: float | None = None
+    max: float | None = None
+    points: float
+
+
 class FitSpec(_Spec):
     industry: dict[str, float] = Field(default_factory=dict)
     company_size: list[SizeBand] = Field(default_factory=list)
     title_seniority: list[SeniorityRule] = Field(default_factory=list)
     country: dict[str, float] = Field(default_factory=dict)
     target_account: float = 0
+    attributes: list[AttributeFitRule] = Field(default_factory=list)
     grades: dict[str, Annotated[float, Field(ge=0, le=100)]] = Field(
         default_factory=lambda: {"A": 75.0, "B": 50.0, "C": 25.0, "D": 0.0}
     )

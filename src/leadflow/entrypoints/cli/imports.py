@@ -1,4 +1,5 @@
-"""``leadflow import leads FILE.csv [--source S] [--map COLUMN=FIELD ...] [--rejects PATH]``."""
+"""``leadflow import leads FILE.csv [--source S] [--map COLUMN=FIELD ...] [--rejects PATH]
+[--without-email]``."""
 
 from __future__ import annotations
 
@@ -40,6 +41,12 @@ def leads(
     encoding: str | None = typer.Option(
         None, "--encoding", help="Force an encoding (default: detect utf-8 / cp949)."
     ),
+    without_email: bool = typer.Option(
+        False,
+        "--without-email",
+        help="Import rows without an e-mail by their record id (Record ID, Lead ID, "
+        "Person - ID...), kept as the lead's identity so a re-import updates it.",
+    ),
     fmt: Format = typer.Option(Format.table, "--format", help="Summary format."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     database_url: str | None = DatabaseOption,
@@ -79,6 +86,7 @@ def leads(
                     encoding=encoding,
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
                     after=services.after_ingest,
+                    allow_without_email=without_email,
                 )
             except ImportFileError as exc:
                 fail(str(exc))
@@ -93,6 +101,8 @@ def leads(
         "unchanged": summary.unchanged,
         "rejected": summary.rejected,
         "accounts_created": summary.accounts_created,
+        "without_email": summary.without_email,
+        "company_on_lead": summary.company_on_lead,
         "rejects_file": summary.rejects_path or "",
     }
     if fmt is Format.json:
