@@ -1,4 +1,4 @@
-"""``leadflow model check|show|history|apply|backtest`` and ``leadflow score explain``."""
+"""``leadflow model check|show|history|apply|backtest|calibrate`` and ``leadflow score explain``."""
 
 from __future__ import annotations
 
@@ -217,6 +217,97 @@ def backtest(
     weekly = report.weekly.tail(12).to_dicts()
     if weekly:
         render(weekly, ["week", "current", "candidate"], fmt, title="MQLs per week (sales load)")
+
+
+@app.command("calibrate")
+def calibrate(
+    outcome: str = typer.Option(
+        "won", "--outcome", help="won|opportunity|handoff: the stage role that counts as converted."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Write the proposed leadflow.yaml here."),
+    min_support: int = typer.Option(
+        10, "--min-support", min=1, help="Rules/values fewer leads have keep their points."
+    ),
+    fmt: Format = FormatOption,
+    database_url: str | None = DatabaseOption,
+) -> None:
+    """Propose engagement points, fit points and the MQL threshold from the stored outcomes
+    (which behaviours and attributes separate converters), show the model diff and its
+    backtest. Nothing is applied: `leadflow model apply FILE` does that."""
+    from leadflow.core.calibrate_points import CalibrationError
+    from leadflow.services.calibration import OUTCOMES
+    from leadflow.services.calibration import calibrate as run_calibration
+
+    if outcome not in OUTCOMES:
+        fail(f"--outcome: {outcome!r} is not one of {', '.join(OUTCOMES)}")
+    if out is not None and not out.parent.exists():
+        fail(f"--out: directory {out.parent} does not exist")
+    with services_for(database_url) as services:
+        try:
+            result = run_calibration(
+                services.engine,
+                services.models,
+                outcome,
+                services.clock(),
+                min_support=min_support,
+            )
+        except (CalibrationError, ModelConfigError) as exc:
+            fail(f"calibrate: {exc}")
+    if out is not None:
+        out.write_text(result.proposed_source, encoding="utf-8")
+    p, report = result.proposal, result.backtest
+    rows = [
+        {
+            "kind": r.kind,
+            "rule": r.key,
+            "points": r.current,
+            "proposed": r.proposed,
+            "leads": r.support,
+            "converters": r.converters,
+            "lift": None if r.lift is None or r.lift == float("inf") else round(r.lift, 3),
+            "reason": r.reason,
+        }
+        for r in p.rows
+    ]
+    summary = {
+        "outcome": result.outcome,
+        "stages": list(result.stages),
+        "leads": p.leads,
+        "converters": p.converters,
+        "threshold": {"current": p.threshold_current, "proposed": p.threshold_proposed},
+        "mql_on_history": {"current": p.mql_current, "proposed": p.mql_proposed},
+        "roc_auc": {"current": p.auc_current, "proposed": p.auc_proposed},
+        "backtest": {
+            "current": {"version": report.current.version, "mql": report.current.mql},
+            "candidate": {"version": report.candidate.version, "mql": report.candidate.mql},
+        },
+    }
+    if fmt is Format.json:
+        typer.echo(
+            json.dumps({**summary, "rows": rows, "diff": result.diff}, ensure_ascii=False, indent=2)
+        )
+        return
+    typer.echo(
+        f"{p.leads:,} leads, {p.converters:,} reached {outcome} ({', '.join(result.stages)}); "
+        f"MQL threshold {p.threshold_current:g} -> {p.threshold_proposed:g} "
+        f"({p.mql_current:,} -> {p.mql_proposed:,} MQLs on this history); engagement score "
+        f"ROC-AUC against {outcome}: current {p.auc_current:.3f}, proposed {p.auc_proposed:.3f}"
+    )
+    shown = rows if fmt is not Format.table else [r for r in rows if r["leads"]]
+    render(
+        shown,
+        ["kind", "rule", "points", "proposed", "leads", "converters", "lift", "reason"],
+        fmt,
+        title=f"points calibrated on {outcome}",
+    )
+    if len(shown) < len(rows):
+        typer.echo(f"{len(rows) - len(shown)} rules and fit values no lead has kept their points")
+    if fmt is Format.table:
+        typer.echo(result.diff or "(no change to the model)")
+        for line in report.lines():
+            typer.echo(line)
+        if out is not None:
+            typer.echo(f"wrote {out}; apply it with `leadflow model apply {out}`")
 
 
 @app.command("recompute")
