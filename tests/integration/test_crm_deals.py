@@ -294,6 +294,12 @@ def test_export_loads_as_history_and_each_update_changes_only_its_deal(api, writ
     exe = kpis(store, period, "executive")["kpis"]
     assert exe["won_revenue"] == pytest.approx(won_revenue)
     assert exe["won_deals"] == n_won
+    still_open = [row for row in rows if STAGES[row["StageName"]] == "open"]
+    still_open = [row for row in still_open if row["Id"] not in (a, b)]  # A won, B lost
+    assert exe["pipeline_deals"] == len(still_open)
+    assert exe["pipeline_value"] == pytest.approx(
+        sum(float(row["Amount"].replace(",", "")) for row in still_open)
+    )
 
     # The sales cycle (open -> close, days) of the won and lost deals, from the file.
     def days(opened: str, closed: str) -> float:

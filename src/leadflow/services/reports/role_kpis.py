@@ -20,30 +20,6 @@ def _stage_at(history: pl.DataFrame, t: datetime) -> pl.DataFrame:
     return history.filter(pl.col("at") < t).group_by("lead_id").agg(stage=pl.col("to_stage").last())
 
 
-def _amounts(store: Store) -> pl.DataFrame:
-    """lead_id, amount: the lead's latest opportunity's amount, else its latest qualify
-    action's amount."""
-    qualify = (
-        store.actions.filter((pl.col("name") == "qualify") & pl.col("amount").is_not_null())
-        .group_by("lead_id")
-        .agg(q_amount=pl.col("amount").last())
-    )
-    opps = store.opportunities
-    if opps.height == 0 or "lead_id" not in opps.columns:
-        return qualify.rename({"q_amount": "amount"})
-    latest = (
-        opps.filter(pl.col("lead_id").is_not_null() & pl.col("amount").is_not_null())
-        .sort("lead_id", "created_at")
-        .group_by("lead_id")
-        .agg(o_amount=pl.col("amount").last())
-    )
-    return (
-        qualify.join(latest, on="lead_id", how="full", coalesce=True)
-        .with_columns(amount=pl.coalesce("o_amount", "q_amount"))
-        .select("lead_id", "amount")
-    )
-
-
 def _qualify_amounts(store: Store) -> pl.DataFrame:
     """lead_id, amount: the lead's latest qualify action's amount."""
     return (
@@ -67,6 +43,21 @@ def _won_deals(store: Store, period: Period) -> tuple[int, float, set[int]]:
         & (pl.col("closed_at") < period.end)
     )
     return in_period.height, float(in_period["amount"].fill_null(0).sum()), covered
+
+
+def _open_deals(store: Store, period: Period) -> tuple[int, float, set[int]]:
+    """Deals open at the period end (opened before it, not closed by then), their amount,
+    and every lead that has a deal opened before the end."""
+    opps = store.opportunities
+    if opps.height == 0 or "stage" not in opps.columns:
+        return 0, 0.0, set()
+    opened = opps.filter(pl.col("created_at") < period.end)
+    with_deal = {int(i) for i in opened["lead_id"].drop_nulls().to_list()}
+    still_open = opened.filter(
+        (pl.col("stage") == "open")
+        | (pl.col("closed_at").is_not_null() & (pl.col("closed_at") >= period.end))
+    )
+    return still_open.height, float(still_open["amount"].fill_null(0).sum()), with_deal
 
 
 def kpis(store: Store, period: Period, role: str) -> dict[str, Any]:
@@ -107,7 +98,12 @@ def _executive(store: Store, period: Period) -> dict[str, Any]:
     without_amount = won.filter(~pl.col("lead_id").is_in(list(covered))).height - by_qualify.height
     opportunity = store.model.stages_for("opportunity")
     in_opportunity = _stage_at(store.history, period.end).filter(pl.col("stage").is_in(opportunity))
-    pipeline = in_opportunity.join(_amounts(store), on="lead_id", how="left")
+    open_deals, open_value, with_deal = _open_deals(store, period)
+    # Leads in the opportunity stage with no deal on record: their qualify amount stands in.
+    by_qualify_open = in_opportunity.filter(~pl.col("lead_id").is_in(list(with_deal))).join(
+        _qualify_amounts(store), on="lead_id", how="inner"
+    )
+    pipeline_value = open_value + float(by_qualify_open["amount"].sum())
     by_channel = (
         won_rows.group_by("first_channel")
         .agg(won=pl.len(), revenue=pl.col("value").sum())
@@ -123,7 +119,8 @@ def _executive(store: Store, period: Period) -> dict[str, Any]:
             "won_revenue": won_revenue,
             "won_without_amount": without_amount,
             "pipeline_leads": in_opportunity.height,
-            "pipeline_value": float(pipeline["amount"].fill_null(0).sum()),
+            "pipeline_deals": open_deals,
+            "pipeline_value": pipeline_value,
             "marketing_sourced_won": sourced.height,
             "marketing_sourced_revenue": float(sourced["value"].sum()),
             "marketing_influenced_won": influenced.height,
@@ -137,8 +134,11 @@ def _executive(store: Store, period: Period) -> dict[str, Any]:
             "won_deals": "opportunities won (closed as won) in the period, each deal once",
             "won_revenue": "sum of the amounts of the deals won in the period; a won lead with "
             "no won deal on record counts its qualify amount",
-            "pipeline_value": "opportunity (else qualify) amounts of leads in stage "
-            f"{', '.join(opportunity) or '(none)'} at the period end",
+            "pipeline_deals": "opportunities open at the period end (opened before it, not "
+            "closed by then)",
+            "pipeline_value": "amounts of the deals open at the period end; a lead in stage "
+            f"{', '.join(opportunity) or '(none)'} at the period end with no deal on record "
+            "counts its qualify amount",
             "marketing_sourced": "won leads whose first touch channel is a marketing channel "
             "(not direct)",
             "marketing_influenced": "won leads with any non-direct touch before winning",
