@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, select, update
@@ -27,6 +27,7 @@ from leadflow.services.handoff.common import (
 from leadflow.services.handoff.opportunities import (
     BUYING_ROLES,
     _open_opportunity,
+    _utc,
     check_close,
     check_moment,
     create_opportunity,
@@ -173,8 +174,9 @@ def _close_deal(
     actor: str | None,
     history: bool = False,
     **extra: Any,
-) -> tuple[bool, bool]:
-    """The lead's side of a deal's win or loss at ``at``; returns (lead moved, duplicate).
+) -> bool:
+    """The lead's side of a deal's win or loss at ``at``; returns whether the lead moved
+    (the caller has already answered a repeated ``action_id``).
 
     - A loss while the lead has another deal open at ``at`` closes only the deal.
     - A past close (``history``) of a lead not (yet) at the opportunity stage is history:
@@ -184,13 +186,11 @@ def _close_deal(
     - A win for a lead already won (a second deal of a customer), and a past loss the stage
       machine has no place for, close only the deal; any other refusal raises
       :class:`~leadflow.services.lifecycle.ActionRefused`."""
-    if action_id is not None and _seen(conn, action_id, lead_id):
-        return False, True
     if opp is not None and name == "lose" and open_deals(conn, lead_id, at=at, besides=opp["id"]):
-        return False, False
+        return False
     try:
         _record(conn, model, lead_id, name, now, at=at, action_id=action_id, actor=actor, **extra)
-        return True, False
+        return True
     except ActionRefused as refused:
         if opp is None:
             raise
@@ -200,7 +200,7 @@ def _close_deal(
             name == "win"
             and model.role_of(_stage(conn, lead_id, model.initial_stage)) in AFTER_WIN_ROLES
         ):
-            return False, False
+            return False
         raise first
     # The deal's open date; else (the lead left the opportunity stage in between, e.g.
     # another deal lost first) just before the close.
@@ -226,17 +226,13 @@ def _close_deal(
             _record(
                 conn, model, lead_id, name, now, at=at, action_id=action_id, actor=actor, **extra
             )
-            return True, False
+            return True
         except ActionRefused:
             continue
     role = model.role_of(_stage(conn, lead_id, model.initial_stage))
     if name == "lose" or role in AFTER_WIN_ROLES:
-        return False, False
+        return False
     raise first
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _named_deal(
@@ -347,7 +343,7 @@ def lose(
             lead_id, "lose", _stage(conn, lead_id, model.initial_stage), duplicate=True
         )
     opp = _named_deal(conn, lead_id, opportunity_id, when, "lost")
-    moved, _ = _close_deal(
+    moved = _close_deal(
         conn,
         model,
         lead_id,
