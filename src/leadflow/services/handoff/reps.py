@@ -173,12 +173,3 @@ def _today_counts(conn: Connection, cal: WorkCalendar, now: datetime) -> Counter
         .group_by(assignments.c.rep_key)
     )
     return Counter({k: n for k, n in rows})
-
-
-def _recent_counts(conn: Connection, now: datetime) -> Counter[str]:
-    rows = conn.execute(
-        select(assignments.c.rep_key, func.count())
-        .where(assignments.c.assigned_at >= now - ROUND_ROBIN_WINDOW)
-        .group_by(assignments.c.rep_key)
-    )
-    return Counter({k: n for k, n in rows})

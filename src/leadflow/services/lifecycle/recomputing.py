@@ -139,7 +139,9 @@ def recompute(
     result = RecomputeResult()
     ids = sorted(set(lead_ids))
     for chunk in _chunks(ids):
-        known = {i: e for i in chunk if (e := cache.get(i)) is not None} if cache else {}
+        known = (
+            {i: e for i in chunk if (e := cache.get(i)) is not None} if cache is not None else {}
+        )
         profiles, rows = _load_leads(conn, chunk, model, now, known)
         usable: dict[int, _Cached] = {}
         if cache is not None:
