@@ -477,3 +477,79 @@ def test_deal_funnel_counts_deals_per_stage_with_conversions_and_amounts(
     assert "deal funnel" in out and "where they stand" in out and "amounts per currency" in out
     assert run_guarded(app, ["report", "funnel", "--unit", "people", "--database-url", db_url]) == 1
     assert "--unit" in capsys.readouterr().err
+
+
+def _sign_in(client, services, monkeypatch) -> None:
+    from argon2 import PasswordHasher
+
+    from leadflow.services import users as user_service
+
+    monkeypatch.setattr(
+        user_service, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    )
+    user_service.create_user(
+        services.engine,
+        email="exec@example.com",
+        password="correct horse battery",
+        role="executive",
+        name="Exec",
+        now=T0,
+    )
+    client.headers.pop("Authorization", None)
+    login = client.get("/login").text
+    token = login.split('name="csrf_token" value="')[1].split('"')[0]
+    r = client.post(
+        "/login",
+        data={
+            "email": "exec@example.com",
+            "password": "correct horse battery",
+            "csrf_token": token,
+        },
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+
+
+def _cell(html: str, row: str, col: str) -> str:
+    part = html.split(row, 1)[1].split(f'data-col="{col}">', 1)[1]
+    return part.removeprefix("<strong>").split("<", 1)[0]
+
+
+def test_kpi_page_shows_the_same_deal_figures_and_no_cross_currency_sum(
+    history, client, services, monkeypatch
+):
+    _sign_in(client, services, monkeypatch)
+    page = client.get(
+        "/kpis", params={"role": "executive", "from": "2025-01-01", "to": "2025-09-30"}
+    )
+    assert page.status_code == 200, page.text[:500]
+    text = " ".join(page.text.split())
+    # Two currencies: the won revenue and pipeline tiles show no summed amount.
+    won_tile = text.split("Won revenue")[1].split('kpi-value">')[1].split("<")[0]
+    assert won_tile == "–"
+    # The forecast's open deals are the deals open now, as the API and CLI count them.
+    open_now = sum(d["closed_at"] is None for d in history)
+    assert f"{open_now} open deals · – · weighted –" in text
+
+
+def test_funnel_page_counts_deals_like_the_api(history, api, client, services, monkeypatch):
+    params = {"from": FROM.date().isoformat(), "to": TO.date().isoformat(), "unit": "deal"}
+    body = api.get("/api/reports/funnel", params=params).json()
+    _sign_in(client, services, monkeypatch)
+    # The page's "to" day is included: the same period is from .. TO - 1 day.
+    shown = {**params, "to": (TO - timedelta(days=1)).date().isoformat()}
+    page = client.get("/funnel", params=shown)
+    assert page.status_code == 200, page.text[:500]
+    html = page.text
+    for row in body["stages"]:
+        mark = f'<tr data-stage="{row["stage"]}">'
+        for col in ("balance_start", "flow_in", "flow_out", "balance_end"):
+            assert _cell(html, mark, col).strip() == f"{row[col]:,}"
+        assert _cell(html, mark, "amount_end").strip() == "–"  # two currencies
+    assert 'id="deal-currencies"' in html
+    for code in ("EUR", "USD"):
+        assert f'<tr data-currency="{code}">' in html
+    # An unknown unit is refused with its reason; the lead funnel is shown.
+    page = client.get("/funnel", params={**shown, "unit": "<b>x"})
+    assert page.status_code == 400 and "&lt;b&gt;x" in page.text and "<b>x" not in page.text
+    assert 'id="funnel-table"' in page.text
