@@ -25,6 +25,8 @@ from typing import Any
 
 import polars as pl
 
+from leadflow.core import deals as deal_figures
+
 # Lower bounds (days) of the age bands.
 AGE_BANDS: tuple[int, ...] = (0, 30, 60, 90, 180)
 # Closed deals a band needs before its own rate is used; below, the previous band's.
@@ -95,10 +97,13 @@ def win_rates(
     return rows
 
 
-def sales_cycle(opportunities: pl.DataFrame, as_of: datetime) -> dict[str, Any]:
+def sales_cycle(
+    opportunities: pl.DataFrame, as_of: datetime, *, money: bool = True
+) -> dict[str, Any]:
     """Days from a deal's open date to its close date, for the deals closed before
     ``as_of``: per outcome (won, lost) the count, mean, median and 90th percentile (linear
-    interpolation, as numpy's default); and the deals per stage with their amounts."""
+    interpolation, as numpy's default); and the deals per stage at ``as_of`` with their
+    amounts (:func:`leadflow.core.deals.deals_per_stage`)."""
     closed = opportunities.filter(
         pl.col("stage").is_in(["won", "lost"])
         & pl.col("closed_at").is_not_null()
@@ -113,17 +118,9 @@ def sales_cycle(opportunities: pl.DataFrame, as_of: datetime) -> dict[str, Any]:
             p90_days=pl.col("days").quantile(0.9, "linear"),
         )
         cycle[outcome] = days.to_dicts()[0]
-    per_stage = (
-        opportunities.group_by("stage")
-        .agg(deals=pl.len(), amount=pl.col("amount").fill_null(0).sum())
-        .sort("stage")
-    )
     return {
         "sales_cycle": cycle,
-        "deals_per_stage": [
-            {"stage": r["stage"], "deals": int(r["deals"]), "amount": float(r["amount"])}
-            for r in per_stage.to_dicts()
-        ],
+        "deals_per_stage": deal_figures.deals_per_stage(opportunities, as_of, money=money),
     }
 
 
@@ -147,11 +144,14 @@ def open_at(opportunities: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
 
 
 def weighted_pipeline(
-    opportunities: pl.DataFrame, as_of: datetime, bands: Sequence[int] = AGE_BANDS
+    opportunities: pl.DataFrame,
+    as_of: datetime,
+    bands: Sequence[int] = AGE_BANDS,
+    rates_from: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
     """Open deals at ``as_of`` with their age, band win rate and weighted amount, and the
-    rates used."""
-    rates = win_rates(opportunities, as_of, bands)
+    rates used (measured from ``rates_from``, default the same deals)."""
+    rates = win_rates(opportunities if rates_from is None else rates_from, as_of, bands)
     deals = open_at(opportunities, as_of).with_columns(
         age=_days(pl.lit(as_of) - pl.col("created_at")),
         amount=pl.col("amount").fill_null(0.0),
@@ -178,10 +178,13 @@ def forecast(
     *,
     backtest_months: int = 6,
     bands: Sequence[int] = AGE_BANDS,
+    rates_from: pl.DataFrame | None = None,
 ) -> dict[str, Any]:
     """The pipeline report: open pipeline by expected close month (count, amount, weighted),
-    the win rates used, and the forecast's error on the ``backtest_months`` past months."""
-    deals, rates = weighted_pipeline(opportunities, as_of, bands)
+    the win rates used, and the forecast's error on the ``backtest_months`` past months.
+    The win rates are measured from ``rates_from`` (default: the same deals), so a forecast
+    of the deals of one currency can use the rates of every deal."""
+    deals, rates = weighted_pipeline(opportunities, as_of, bands, rates_from)
     by_month = (
         _bucket(deals, as_of)
         .group_by("month")
@@ -202,7 +205,7 @@ def forecast(
             for row in by_month.to_dicts()
         ],
         "win_rates": rates,
-        "backtest": backtest(opportunities, as_of, backtest_months, bands),
+        "backtest": backtest(opportunities, as_of, backtest_months, bands, rates_from),
         "definitions": {
             "win_rate": "won / closed among deals closed before the forecast time that were "
             "still open at the band's age (measured, not typed in)",
@@ -220,8 +223,12 @@ def backtest(
     as_of: datetime,
     months: int,
     bands: Sequence[int] = AGE_BANDS,
+    rates_from: pl.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """Forecast vs actual for each of the ``months`` whole months before ``as_of``."""
+    """Forecast vs actual for each of the ``months`` whole months before ``as_of``: the
+    forecast made at the month's start with only the deals opened and closed before it (win
+    rates measured then, from ``rates_from`` or the same deals), against the amount of the
+    deals won in the month at their true close dates."""
     current = _month_start(as_of.date())
     rows: list[dict[str, Any]] = []
     for k in range(months, 0, -1):
@@ -229,7 +236,7 @@ def backtest(
         end = _add_months(start, 1)
         at = datetime(start.year, start.month, 1, tzinfo=UTC)
         until = datetime(end.year, end.month, 1, tzinfo=UTC)
-        deals, _ = weighted_pipeline(opportunities, at, bands)
+        deals, _ = weighted_pipeline(opportunities, at, bands, rates_from)
         due = deals.filter(
             pl.col("expected_close").is_not_null() & (pl.col("expected_close") < pl.lit(end))
         )
@@ -256,3 +263,19 @@ def backtest(
         "mape": sum(scored) / len(scored) if scored else None,
         "bias": sum(r["error"] for r in rows) / len(rows) if rows else None,
     }
+
+
+def without_amounts(report: dict[str, Any]) -> dict[str, Any]:
+    """The forecast with every amount set to ``None`` (deals in several currencies: their
+    amounts are not summed; counts and win rates stay)."""
+    out = dict(report)
+    out["open_amount"] = out["weighted_amount"] = None
+    out["by_month"] = [{**r, "amount": None, "weighted": None} for r in report["by_month"]]
+    bt = dict(report["backtest"])
+    bt["months"] = [
+        {**r, "forecast": None, "actual": None, "error": None, "abs_pct_error": None}
+        for r in bt["months"]
+    ]
+    bt["mape"] = bt["bias"] = None
+    out["backtest"] = bt
+    return out

@@ -1,4 +1,4 @@
-"""``GET /api/reports/funnel|attribution|campaigns|kpis``: the CLI's reports as JSON.
+"""``GET /api/reports/funnel|attribution|campaigns|kpis|pipeline``: the CLI's reports as JSON.
 
 Query parameters are validated by FastAPI (422 naming the field); choices the service
 refuses (an unknown stage, ``to`` not after ``from``) are 422 with the field named too.
@@ -87,7 +87,17 @@ def _run(field: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except svc.ReportError as exc:
-        raise InvalidInput(f"{field}: {exc}", field=field) from None
+        named = exc.field or field
+        raise InvalidInput(f"{named}: {exc}", field=named) from None
+
+
+CurrencyQuery = Query(
+    None,
+    pattern=r"^[A-Za-z]{3}$",
+    description="Only the deals in this currency (ISO 4217). Amounts are never summed across "
+    "currencies: without it, deals in several currencies give null amounts and figures per "
+    "currency.",
+)
 
 
 @router.get("/funnel", operation_id="report_funnel", response_model=FunnelReport)
@@ -96,10 +106,16 @@ def funnel_report(
     start: date | None = FromQuery,
     end: date | None = ToQuery,
     by: Slice | None = Query(None, description="Slice every figure by this lead attribute."),
+    unit: Literal["lead", "deal"] = Query(
+        "lead", description="Count leads through the lead stages, or deals (open -> won/lost)."
+    ),
+    currency: str | None = CurrencyQuery,
 ) -> dict[str, Any]:
-    """Flow & balance per stage, Sankey links, bottleneck and velocity for the period."""
+    """Flow & balance per stage, Sankey links, bottleneck and velocity for the period; with
+    ``unit=deal`` the deals per deal stage, the period's opened deals step by step with
+    conversions and amounts, and the loss reasons."""
     period = _period(services, start, end)
-    return _run("by", svc.funnel_report, _store(services), period, by)
+    return _run("by", svc.funnel_report, _store(services), period, by, unit=unit, currency=currency)
 
 
 @router.get("/attribution", operation_id="report_attribution", response_model=AttributionReport)
@@ -147,10 +163,11 @@ def kpis_report(
     role: Literal["executive", "department", "campaign"] = Query("executive"),
     start: date | None = FromQuery,
     end: date | None = ToQuery,
+    currency: str | None = CurrencyQuery,
 ) -> dict[str, Any]:
     """The KPIs of one role."""
     period = _period(services, start, end)
-    return svc.kpis(_store(services), period, role)
+    return _run("currency", svc.kpis, _store(services), period, role, currency)
 
 
 @router.get("/pipeline", operation_id="report_pipeline", response_model=PipelineReport)
@@ -158,9 +175,25 @@ def pipeline_report(
     services: ServicesDep,
     as_of: date | None = Query(None, description="Forecast date (UTC); default today." + _RANGE),
     months: int = Query(6, ge=0, le=36, description="Past months to backtest the forecast on."),
+    by: str | None = Query(
+        None, min_length=1, max_length=64, description="Segment: " + svc.SEGMENT_HELP + "."
+    ),
+    currency: str | None = CurrencyQuery,
 ) -> dict[str, Any]:
     """Open pipeline by expected close month, weighted by win rates measured from the
-    history, with the forecast's error on past months."""
+    history, with the forecast's error on past months, the sales cycle, deals per stage,
+    loss reasons, and with ``by`` deals, win rate, won amount and sales cycle per segment."""
     _in_range("as_of", as_of)
     at = datetime.combine(as_of, time(), UTC) if as_of else services.clock()
-    return _run("months", svc.pipeline_report, services.engine, at, months)
+    with services.engine.begin() as conn:
+        model = services.models.active(conn, services.clock())
+    return _run(
+        "months",
+        svc.pipeline_report,
+        services.engine,
+        at,
+        months,
+        by=by,
+        currency=currency,
+        model=model,
+    )

@@ -179,8 +179,9 @@ class PipelineReport(Out):
     report: str
     as_of: str
     open_deals: int
-    open_amount: float
-    weighted_amount: float
+    # Null when the deals are in several currencies and none was chosen (never summed).
+    open_amount: float | None
+    weighted_amount: float | None
     by_month: list[Json]
     win_rates: list[Json]
     backtest: Json

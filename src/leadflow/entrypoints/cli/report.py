@@ -1,4 +1,4 @@
-"""``leadflow report funnel|attribution|campaigns|kpis``: revenue analytics from the store.
+"""``leadflow report funnel|attribution|campaigns|kpis|pipeline``: revenue analytics from the store.
 
 Numbers come from :mod:`leadflow.services.reports`; this module parses options, prints
 tables (``--format table|json|csv``) and draws charts (``--chart FILE.html|FILE.png``).
@@ -35,6 +35,13 @@ ToOption = typer.Option(
 FormatOption = typer.Option(Format.table, "--format", help="Output format.")
 ChartOption = typer.Option(
     None, "--chart", help="Also write a chart: FILE.html (self-contained) or FILE.png."
+)
+CurrencyOption = typer.Option(
+    None,
+    "--currency",
+    help="Only the deals in this currency (ISO 4217). Amounts are never summed across "
+    "currencies: without it, deals in several currencies show amounts per currency.",
+    show_default=False,
 )
 
 
@@ -125,17 +132,37 @@ def funnel_cmd(
     by: str | None = typer.Option(
         None, "--by", help=f"Slice: {', '.join(svc.SLICES)}.", show_default=False
     ),
+    unit: str = typer.Option(
+        "lead", "--unit", help="lead (stages of the lead model) or deal (open -> won/lost)."
+    ),
+    currency: str | None = CurrencyOption,
     fmt: Format = FormatOption,
     chart: Path | None = ChartOption,
     database_url: str | None = DatabaseOption,
 ) -> None:
     """Flow & balance per stage: flow in, flow out by destination, balances, CVR, time in
-    stage, the bottleneck and a Sankey of the period's stage flows."""
+    stage, the bottleneck and a Sankey of the period's stage flows. With --unit deal: deals
+    per deal stage, the period's opened deals step by step with conversions and amounts."""
     period = _period(start, end, _now())
-    _guard(svc._check_choice, by, svc.SLICES, "--by")
+    _guard(svc._check_choice, unit, svc.UNITS, "--unit")
+    if unit == "lead":
+        _guard(svc._check_choice, by, svc.SLICES, "--by")
+    else:
+        _guard(svc.check_currency, currency)
     _check_chart(chart)
-    store = _load(database_url)
-    data = _guard(svc.funnel_report, store, period, by)
+    store = _load(database_url, events=unit == "lead")
+    data = _guard(svc.funnel_report, store, period, by, unit=unit, currency=currency)
+    if unit == "deal":
+        _print_deal_funnel(data, fmt, period)
+        if chart is not None:
+            _write_chart(
+                chart,
+                "sankey",
+                data["sankey"],
+                _title("deal flows", period, None),
+                order=svc.DEAL_STAGES,
+            )
+        return
     columns = ([by] if by else []) + FUNNEL_COLUMNS
     if fmt is Format.json:
         _echo_json(data)
@@ -152,6 +179,64 @@ def funnel_cmd(
             _title("stage flows", period, None),
             order=store.stage_model.stages,
         )
+
+
+DEAL_FUNNEL_COLUMNS = [
+    "stage",
+    "balance_start",
+    "flow_in",
+    "flow_out",
+    "out_won",
+    "out_lost",
+    "balance_end",
+    "amount_in",
+    "amount_end",
+    "cvr",
+    "win_rate",
+    "median_days_open",
+    "p90_days_open",
+]
+
+
+def _money_line(data: Mapping[str, Any]) -> str | None:
+    if data.get("amounts_summed", True):
+        return None
+    return (
+        f"deals in {', '.join(data['currencies'])}: amounts are not summed across currencies "
+        "(see the per-currency table, or choose one with --currency)"
+    )
+
+
+def _print_deal_funnel(data: Mapping[str, Any], fmt: Format, period: svc.Period) -> None:
+    if fmt is Format.json:
+        _echo_json(data)
+        return
+    cur = f" ({data['currency']})" if data.get("currency") else ""
+    render(
+        _rows(data["stages"]),
+        DEAL_FUNNEL_COLUMNS,
+        fmt,
+        title=_title(f"deal funnel{cur}", period, None),
+    )
+    if fmt is Format.csv:
+        return
+    render(
+        _rows(data["steps"]),
+        ["step", "deals", "amount", "conversion"],
+        fmt,
+        title="deals opened in the period, where they stand at its end",
+    )
+    render(_rows(data["lost_reasons"]), ["reason", "deals", "amount"], fmt, title="lost deals")
+    if data["money_by_currency"]:
+        render(
+            _rows(data["money_by_currency"]),
+            ["currency", "won_deals", "won_amount", "lost_deals", "open_deals", "open_amount"],
+            fmt,
+            title="amounts per currency",
+        )
+    note = _money_line(data)
+    if note:
+        typer.echo(note)
 
 
 @app.command("attribution")
@@ -352,13 +437,15 @@ def kpis_cmd(
     role: str = typer.Option("executive", "--role", help="executive|department|campaign."),
     start: str | None = FromOption,
     end: str | None = ToOption,
+    currency: str | None = CurrencyOption,
     fmt: Format = FormatOption,
     database_url: str | None = DatabaseOption,
 ) -> None:
     """The KPIs each role looks at."""
     period = _period(start, end, _now())
     _guard(svc._check_choice, role, svc.ROLES, "--role")
-    data = _guard(svc.kpis, _load(database_url), period, role)
+    _guard(svc.check_currency, currency)
+    data = _guard(svc.kpis, _load(database_url), period, role, currency)
     if fmt is Format.json:
         _echo_json(data)
         return
@@ -370,6 +457,24 @@ def kpis_cmd(
     if fmt is Format.csv:
         return
     if role == "executive":
+        if data["money_by_currency"]:
+            render(
+                _rows(data["money_by_currency"]),
+                [
+                    "currency",
+                    "won_deals",
+                    "won_revenue",
+                    "lost_deals",
+                    "win_rate",
+                    "pipeline_deals",
+                    "pipeline_value",
+                ],
+                fmt,
+                title="deals per currency",
+            )
+        note = _money_line(data)
+        if note:
+            typer.echo(note)
         render(
             _rows(data["revenue_by_first_channel"]),
             ["first_channel", "won", "revenue"],
@@ -404,18 +509,39 @@ def kpis_cmd(
 def pipeline_cmd(
     as_of: str | None = typer.Option(None, "--as-of", help="Forecast date YYYY-MM-DD (UTC)."),
     months: int = typer.Option(6, "--months", help="Past months to backtest (0-36)."),
+    by: str | None = typer.Option(
+        None, "--by", help=f"Segment: {svc.SEGMENT_HELP}.", show_default=False
+    ),
+    currency: str | None = CurrencyOption,
     fmt: Format = FormatOption,
     database_url: str | None = DatabaseOption,
 ) -> None:
     """Open pipeline by expected close month, weighted by measured win rates, with the
-    forecast's error on past months."""
+    forecast's error on past months, the sales cycle, deals per stage and loss reasons;
+    with --by, deals, win rate, won amount and sales cycle (median, p90) per segment."""
     at = _guard(svc.parse_day, as_of, "--as-of") if as_of else _now()
     if not 0 <= months <= 36:
         fail(f"--months: {months} must be between 0 and 36")
+    _guard(svc.check_segment, by)
+    _guard(svc.check_currency, currency)
     with services_for(database_url) as services:
-        data = _guard(svc.pipeline_report, services.engine, at, months)
+        with services.engine.begin() as conn:
+            model = services.models.active(conn, services.clock())
+        data = _guard(
+            svc.pipeline_report,
+            services.engine,
+            at,
+            months,
+            by=by,
+            currency=currency,
+            model=model,
+        )
     if fmt is Format.json:
         _echo_json(data)
+        return
+    if by is not None and fmt is Format.csv:
+        # One CSV table: the segments (use --format json for every section).
+        render(_rows(_segment_rows(data, by)), [by, *SEGMENT_COLUMNS[1:]], fmt)
         return
     render(
         _rows(data["by_month"]),
@@ -439,6 +565,29 @@ def pipeline_cmd(
         fmt,
         title=f"forecast vs actual (MAPE {_fmt(bt['mape'])})",
     )
+    cycle_rows = [{"outcome": k, **v} for k, v in data["sales_cycle"].items()]
+    render(
+        _rows(cycle_rows),
+        ["outcome", "deals", "mean_days", "median_days", "p90_days"],
+        fmt,
+        title="sales cycle (days from open to close)",
+    )
+    render(_rows(data["deals_per_stage"]), ["stage", "deals", "amount"], fmt, title="deals")
+    if by is not None:
+        render(
+            _rows(_segment_rows(data, by)),
+            [by, *SEGMENT_COLUMNS[1:]],
+            fmt,
+            title=f"deals, win rate and sales cycle by {by}",
+        )
+    for row in data.get("by_currency", []):
+        typer.echo(
+            f"{row['currency']}: {row['open_deals']} open deals, weighted "
+            f"{_fmt(row['weighted_amount'])} of {_fmt(row['open_amount'])}"
+        )
+    note = _money_line(data)
+    if note:
+        typer.echo(note)
     market = data["addressable_market"]
     render(
         _rows(market["by_industry"]),
@@ -447,6 +596,25 @@ def pipeline_cmd(
         title=f"addressable market: {market['accounts']} target accounts, "
         f"value {_fmt(market['value'])}",
     )
+
+
+SEGMENT_COLUMNS = [
+    "segment",
+    "deals",
+    "open",
+    "won",
+    "lost",
+    "win_rate",
+    "won_amount",
+    "won_median_days",
+    "won_p90_days",
+    "closed_median_days",
+    "closed_p90_days",
+]
+
+
+def _segment_rows(data: Mapping[str, Any], by: str) -> list[dict[str, Any]]:
+    return [{**r, by: r["segment"]} for r in data["by_segment"]]
 
 
 ACCEPTANCE_COLUMNS = [

@@ -1,4 +1,6 @@
-"""The funnel page: flow & balance per stage for a period and slice, bottleneck, Sankey.
+"""The funnel page: flow & balance per stage for a period and slice, bottleneck, Sankey;
+with ``unit=deal`` the deal funnel (deals per deal stage, the period's opened deals step by
+step, amounts per currency: :func:`leadflow.services.reports.deal_funnel_report`).
 
 The figures come from :func:`leadflow.services.reports.funnel_report` (the same numbers as
 ``leadflow report funnel``). A slice *value* narrows the report to the leads with that
@@ -226,6 +228,28 @@ def narrowed(store: reports.Store, ids: pl.Series) -> reports.Store:
     )
 
 
+def deal_view(services: Services, cache: TTLCache, period: reports.Period) -> dict[str, Any]:
+    """The deal funnel of the period (the same figures as ``report funnel --unit deal``)."""
+    model = services.active_model()
+
+    def compute() -> dict[str, Any]:
+        return reports.funnel_report(_store(services, cache), period, None, unit="deal")
+
+    report = cache.get(("funnel", model.content_hash, "deals", period.start, period.end), compute)
+    stages = {r["stage"]: r for r in report["stages"]}
+    opened = stages[reports.DEAL_STAGES[0]]
+    return {
+        "deals": report,
+        "deal_figs": {
+            "opened": opened["flow_in"],
+            "won": opened["out_won"],
+            "win_rate": report["win_rate"],
+            "median_days": opened["median_days_open"],
+        },
+        "model_version": model.version,
+    }
+
+
 def funnel_view(
     services: Services,
     cache: TTLCache,
@@ -278,6 +302,7 @@ async def funnel_page(
     end: Annotated[str, Query(alias="to", max_length=40)] = "",
     by: Annotated[str, Query(max_length=40)] = "",
     value: Annotated[str, Query(max_length=200)] = "",
+    unit: Annotated[str, Query(max_length=10)] = "lead",
 ) -> HTMLResponse:
     services = services_of(request)
     cache = cache_of(request)
@@ -285,6 +310,24 @@ async def funnel_page(
     newest = await run_in_threadpool(dashboard.newest_stage_change, services.engine)
     default = default_period(newest, services.clock())
     period, errors = choose_period(start, end, default)
+    if unit not in reports.UNITS:
+        errors.append(("funnel.error.unit", {"value": unit[:10]}))
+        unit = "lead"
+    if unit == "deal":
+        data = await run_in_threadpool(deal_view, services, cache, period)
+        data.update(
+            {
+                "period": period,
+                "period_to": period.end - timedelta(days=1),
+                "unit": unit,
+                "units": reports.UNITS,
+                "by": "",
+                "errors": errors,
+            }
+        )
+        return render(
+            request, "funnel.html", data, status_code=400 if errors else 200, active="funnel"
+        )
     if by and by not in reports.SLICES:
         errors.append(("funnel.error.slice", {"value": by[:40]}))
         by = ""
@@ -300,6 +343,8 @@ async def funnel_page(
             "by": by,
             "value": value,
             "slices": reports.SLICES,
+            "unit": unit,
+            "units": reports.UNITS,
             "errors": errors,
         }
     )

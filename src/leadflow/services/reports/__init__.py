@@ -2,7 +2,8 @@
 
 One module per report family: ``common`` (choices, period, error), ``loading`` (one query per
 table), ``store`` (stage history, slices, :func:`load_store`), ``flow`` (funnel),
-``attribution``, ``points`` (suggest points), ``campaigns``, ``role_kpis`` and ``pipeline``.
+``attribution``, ``points`` (suggest points), ``campaigns``, ``role_kpis`` and ``pipeline``
+(deal figures come from :mod:`leadflow.core.deals`).
 Import the names from this package (``from leadflow.services import reports``).
 
 This package only *loads* plain tables and hands them to the pure analytics core
@@ -41,6 +42,7 @@ Definitions the reports share (also in ``docs/reports.md``):
 from __future__ import annotations
 
 from leadflow.core import funnel
+from leadflow.core.deals import DEAL_STAGES
 from leadflow.services.reports.attribution import (
     attribution_inputs,
     attribution_report,
@@ -59,14 +61,17 @@ from leadflow.services.reports.common import (
     ROLES,
     SLICES,
     TOUCH_KEYS,
+    UNITS,
     Period,
     ReportError,
     _check_choice,
+    check_currency,
     parse_day,
     stage_model_for,
 )
-from leadflow.services.reports.flow import funnel_report
+from leadflow.services.reports.flow import deal_funnel_report, funnel_report
 from leadflow.services.reports.loading import (
+    DEAL_SEGMENTS,
     active_model_source,
     load_actions,
     load_events,
@@ -76,21 +81,30 @@ from leadflow.services.reports.loading import (
     load_sends,
     load_stage_log,
 )
-from leadflow.services.reports.pipeline import pipeline_report
+from leadflow.services.reports.pipeline import (
+    SEGMENT_HELP,
+    check_segment,
+    load_deals,
+    pipeline_report,
+)
 from leadflow.services.reports.points import SUGGEST_FORMULA, PointsSuggestion, suggest_points
 from leadflow.services.reports.role_kpis import kpis
 from leadflow.services.reports.store import Store, lead_attributes, load_store, stage_history
 
 __all__ = [
+    "DEAL_SEGMENTS",
+    "DEAL_STAGES",
     "FORM_AFTER_EMAIL",
     "LEVELS",
     "MODEL_CHOICES",
     "NONE",
     "NOT_TOUCHES",
     "ROLES",
+    "SEGMENT_HELP",
     "SLICES",
     "SUGGEST_FORMULA",
     "TOUCH_KEYS",
+    "UNITS",
     "Period",
     "PointsSuggestion",
     "ReportError",
@@ -100,12 +114,16 @@ __all__ = [
     "attribution_inputs",
     "attribution_report",
     "campaigns_report",
+    "check_currency",
+    "check_segment",
     "conversions",
+    "deal_funnel_report",
     "funnel",
     "funnel_report",
     "kpis",
     "lead_attributes",
     "load_actions",
+    "load_deals",
     "load_events",
     "load_form_submissions",
     "load_leads",

@@ -3,11 +3,15 @@ model."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import polars as pl
+
 from leadflow.core import attribution as attr
+from leadflow.core import deals as deal_figures
 from leadflow.core import errors, funnel
 from leadflow.core.config import LeadModel
 
@@ -22,6 +26,7 @@ SLICES = (
 )
 MODEL_CHOICES = (*attr.HEURISTIC_MODELS, "markov", "shapley", "all")
 LEVELS = ("lead", "account")
+UNITS = ("lead", "deal")
 TOUCH_KEYS = ("channel", "campaign", "content")
 ROLES = ("executive", "department", "campaign")
 NOT_TOUCHES = ("email_sent", "email_bounce")
@@ -71,3 +76,29 @@ def stage_model_for(model: LeadModel, extra: Sequence[str] = ()) -> funnel.Stage
     """The analytics core's stage model from the active leadflow.yaml (see
     :meth:`funnel.StageModel.from_lead_model`)."""
     return funnel.StageModel.from_lead_model(model, extra)
+
+
+# --------------------------------------------------------------------------- currency
+
+
+def check_currency(currency: str | None) -> str | None:
+    if currency is None:
+        return None
+    code = currency.strip().upper()
+    if not re.fullmatch(r"[A-Z]{3}", code):
+        raise ReportError(
+            f"--currency: {currency[:20]!r} is not a three-letter ISO 4217 code",
+            field="currency",
+        )
+    return code
+
+
+def scope(frame: pl.DataFrame, currency: str | None) -> deal_figures.CurrencyScope:
+    """The deals of ``currency`` (see :func:`leadflow.core.deals.currency_scope`); an empty
+    or column-less frame reads as no deals."""
+    if "currency" not in frame.columns:
+        frame = pl.DataFrame(schema=deal_figures.DEAL_SCHEMA)
+    try:
+        return deal_figures.currency_scope(frame, check_currency(currency))
+    except ValueError as exc:
+        raise ReportError(f"--currency: {exc}", field="currency") from None

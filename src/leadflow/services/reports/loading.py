@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, DateTime, select, type_coerce
+from sqlalchemy import Connection, DateTime, String, cast, func, select, type_coerce
 
 from leadflow.adapters.db.tables import (
     accounts,
@@ -213,27 +213,91 @@ def _seminar_funnel(conn: Connection, model: LeadModel) -> list[dict[str, Any]]:
     return seminar_funnel(conn, model)
 
 
-def load_opportunities(conn: Connection) -> pl.DataFrame:
-    """``opportunities`` as a frame: id, lead_id, account_id, amount, stage, created_at,
-    closed_at, expected_close."""
-    stmt = select(
+def _text(value: Any) -> Any:
+    """A JSON member as text on both backends (SQLite's json_extract keeps numbers)."""
+    return cast(value.as_string(), String)
+
+
+# Segment columns every deal carries (see :func:`load_opportunities`).
+DEAL_SEGMENTS = ("industry", "country", "source", "owner", "size", "currency", "product")
+
+
+def load_opportunities(conn: Connection, attribute: str | None = None) -> pl.DataFrame:
+    """``opportunities`` as a frame, one row per deal: id, lead_id, account_id, amount,
+    currency, stage, lost_reason, owner, created_at, closed_at, expected_close, and the
+    segment columns of the deal's account (its own, else its contact's) and contact:
+    ``industry`` and ``country`` (the account's, else the lead attribute of that name),
+    ``employee_count`` (the account's, else the lead attribute ``employees``), ``source``
+    (the lead's), ``product`` (when the table stores one). With ``attribute``, also that
+    custom attribute as text (``attr``: the lead attribute, else the account trait)."""
+    own = accounts.alias("deal_account")
+    via_lead = accounts.alias("lead_account")
+    attrs = leads.c.attributes
+    columns: list[Any] = [
         opportunities.c.id,
         opportunities.c.lead_id,
-        opportunities.c.account_id,
+        func.coalesce(opportunities.c.account_id, leads.c.account_id).label("account_id"),
         opportunities.c.amount,
+        opportunities.c.currency,
         opportunities.c.stage,
+        opportunities.c.lost_reason,
+        opportunities.c.owner,
         _ts(opportunities.c.created_at, "created_at"),
         _ts(opportunities.c.closed_at, "closed_at"),
         opportunities.c.expected_close,
-    ).order_by(opportunities.c.id)
-    schema = {
+        func.coalesce(own.c.industry, via_lead.c.industry, _text(attrs["industry"])).label(
+            "industry"
+        ),
+        func.coalesce(own.c.country, via_lead.c.country, _text(attrs["country"])).label("country"),
+        func.coalesce(own.c.employee_count, via_lead.c.employee_count).label("employee_count"),
+        _text(attrs["employees"]).label("lead_employees"),
+        leads.c.source,
+    ]
+    schema: dict[str, Any] = {
         "id": pl.Int64,
         "lead_id": pl.Int64,
         "account_id": pl.Int64,
         "amount": pl.Float64,
+        "currency": pl.String,
         "stage": pl.String,
+        "lost_reason": pl.String,
+        "owner": pl.String,
         "created_at": pl.Datetime("us"),
         "closed_at": pl.Datetime("us"),
         "expected_close": pl.Date,
+        "industry": pl.String,
+        "country": pl.String,
+        "employee_count": pl.Int64,
+        "lead_employees": pl.String,
+        "source": pl.String,
     }
-    return _utc_cols(_read(conn, stmt, schema), "created_at", "closed_at")
+    if "product" in opportunities.c:  # a deal's product, when the store keeps one
+        columns.append(opportunities.c["product"].label("product"))
+        schema["product"] = pl.String
+    if attribute is not None:
+        columns.append(
+            func.coalesce(
+                _text(attrs[attribute]),
+                _text(own.c.traits[attribute]),
+                _text(via_lead.c.traits[attribute]),
+            ).label("attr")
+        )
+        schema["attr"] = pl.String
+    stmt = (
+        select(*columns)
+        .select_from(
+            opportunities.outerjoin(leads, leads.c.id == opportunities.c.lead_id)
+            .outerjoin(own, own.c.id == opportunities.c.account_id)
+            .outerjoin(via_lead, via_lead.c.id == leads.c.account_id)
+        )
+        .order_by(opportunities.c.id)
+    )
+    frame = _utc_cols(_read(conn, stmt, schema), "created_at", "closed_at")
+    # The lead attribute ``employees`` when the account has no head count (text in JSON).
+    employees = pl.col("lead_employees").str.strip_chars().cast(pl.Float64, strict=False)
+    frame = frame.with_columns(
+        employee_count=pl.coalesce(pl.col("employee_count"), employees.cast(pl.Int64, strict=False))
+    ).drop("lead_employees")
+    if "product" not in frame.columns:
+        frame = frame.with_columns(product=pl.lit(None, pl.String))
+    return frame

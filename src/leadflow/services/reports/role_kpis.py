@@ -7,10 +7,18 @@ from typing import Any
 
 import polars as pl
 
+from leadflow.core import deals as deal_figures
 from leadflow.core import funnel
 from leadflow.services.reports.attribution import conversions
 from leadflow.services.reports.campaigns import campaigns_report
-from leadflow.services.reports.common import NONE, NOT_TOUCHES, ROLES, Period, _check_choice
+from leadflow.services.reports.common import (
+    NONE,
+    NOT_TOUCHES,
+    ROLES,
+    Period,
+    _check_choice,
+    scope,
+)
 from leadflow.services.reports.store import Store, lead_attributes
 
 # --------------------------------------------------------------------------- KPIs
@@ -29,47 +37,27 @@ def _qualify_amounts(store: Store) -> pl.DataFrame:
     )
 
 
-def _won_deals(store: Store, period: Period) -> tuple[int, float, set[int]]:
-    """Deals won in the period (by their own close date, each deal once: a person with two
-    won deals counts both), their revenue, and every lead with a won deal at any time."""
-    opps = store.opportunities
+def _deal_leads(opps: pl.DataFrame, period: Period) -> tuple[set[int], set[int]]:
+    """Leads with a won deal at any time, and leads with a deal opened before the end."""
     if opps.height == 0 or "stage" not in opps.columns:
-        return 0, 0.0, set()
-    won = opps.filter(pl.col("stage") == "won")
-    covered = {int(i) for i in won["lead_id"].drop_nulls().to_list()}
-    in_period = won.filter(
-        pl.col("closed_at").is_not_null()
-        & (pl.col("closed_at") >= period.start)
-        & (pl.col("closed_at") < period.end)
-    )
-    return in_period.height, float(in_period["amount"].fill_null(0).sum()), covered
+        return set(), set()
+    won = opps.filter(pl.col("stage") == "won")["lead_id"].drop_nulls().to_list()
+    opened = opps.filter(pl.col("created_at") < period.end)["lead_id"].drop_nulls().to_list()
+    return {int(i) for i in won}, {int(i) for i in opened}
 
 
-def _open_deals(store: Store, period: Period) -> tuple[int, float, set[int]]:
-    """Deals open at the period end (opened before it, not closed by then), their amount,
-    and every lead that has a deal opened before the end."""
-    opps = store.opportunities
-    if opps.height == 0 or "stage" not in opps.columns:
-        return 0, 0.0, set()
-    opened = opps.filter(pl.col("created_at") < period.end)
-    with_deal = {int(i) for i in opened["lead_id"].drop_nulls().to_list()}
-    still_open = opened.filter(
-        (pl.col("stage") == "open")
-        | (pl.col("closed_at").is_not_null() & (pl.col("closed_at") >= period.end))
-    )
-    return still_open.height, float(still_open["amount"].fill_null(0).sum()), with_deal
-
-
-def kpis(store: Store, period: Period, role: str) -> dict[str, Any]:
+def kpis(store: Store, period: Period, role: str, currency: str | None = None) -> dict[str, Any]:
+    """The KPIs of one role; the executive's deal figures are the deals of ``currency``
+    (default: every deal; amounts then only when the deals share one currency)."""
     _check_choice(role, ROLES, "--role")
     if role == "campaign":
         return {**campaigns_report(store, period), "report": "kpis", "role": role}
     if role == "department":
         return _department(store, period)
-    return _executive(store, period)
+    return _executive(store, period, currency)
 
 
-def _executive(store: Store, period: Period) -> dict[str, Any]:
+def _executive(store: Store, period: Period, currency: str | None = None) -> dict[str, Any]:
     won_stage = store.stage_model.won_stage or store.model.won_stage
     won = conversions(store, period, won_stage)
     attrs = lead_attributes(store.history, store.lead_rows, store.events, store.model, period.end)
@@ -89,21 +77,27 @@ def _executive(store: Store, period: Period) -> dict[str, Any]:
         first_channel=pl.col("channel").fill_null(NONE)
     )
     sourced = won_rows.filter(~pl.col("first_channel").is_in(["direct", NONE]))
-    deals, revenue, covered = _won_deals(store, period)
+    chosen = scope(store.opportunities, currency)
+    figures = deal_figures.totals(chosen.deals, period.start, period.end)
+    covered, with_deal = _deal_leads(store.opportunities, period)
     # Won leads with no won deal on record: their qualify amount stands in (as before).
     by_qualify = won.filter(~pl.col("lead_id").is_in(list(covered))).join(
         _qualify_amounts(store), on="lead_id", how="inner"
     )
-    won_revenue = revenue + (float(by_qualify["amount"].sum()) if by_qualify.height else 0.0)
+    won_revenue = figures["won_amount"] + (
+        float(by_qualify["amount"].sum()) if by_qualify.height else 0.0
+    )
     without_amount = won.filter(~pl.col("lead_id").is_in(list(covered))).height - by_qualify.height
     opportunity = store.model.stages_for("opportunity")
     in_opportunity = _stage_at(store.history, period.end).filter(pl.col("stage").is_in(opportunity))
-    open_deals, open_value, with_deal = _open_deals(store, period)
     # Leads in the opportunity stage with no deal on record: their qualify amount stands in.
     by_qualify_open = in_opportunity.filter(~pl.col("lead_id").is_in(list(with_deal))).join(
         _qualify_amounts(store), on="lead_id", how="inner"
     )
-    pipeline_value = open_value + float(by_qualify_open["amount"].sum())
+    pipeline_value = figures["open_amount"] + float(by_qualify_open["amount"].sum())
+    # Lead-level values (a lead's opportunity amount) carry no currency filter: shown only
+    # when every deal is in one currency.
+    lead_money = len(chosen.currencies) <= 1
     by_channel = (
         won_rows.group_by("first_channel")
         .agg(won=pl.len(), revenue=pl.col("value").sum())
@@ -115,25 +109,46 @@ def _executive(store: Store, period: Period) -> dict[str, Any]:
         "period": period.as_dict(),
         "kpis": {
             "won_leads": won.height,
-            "won_deals": deals,
-            "won_revenue": won_revenue,
+            "won_deals": figures["won_deals"],
+            "won_revenue": chosen.amount(won_revenue),
             "won_without_amount": without_amount,
+            "lost_deals": figures["lost_deals"],
+            "win_rate": figures["win_rate"],
             "pipeline_leads": in_opportunity.height,
-            "pipeline_deals": open_deals,
-            "pipeline_value": pipeline_value,
+            "pipeline_deals": figures["open_deals"],
+            "pipeline_value": chosen.amount(pipeline_value),
             "marketing_sourced_won": sourced.height,
-            "marketing_sourced_revenue": float(sourced["value"].sum()),
+            "marketing_sourced_revenue": float(sourced["value"].sum()) if lead_money else None,
             "marketing_influenced_won": influenced.height,
-            "marketing_influenced_revenue": float(
-                won.join(influenced, on="lead_id")["value"].sum()
-            ),
+            "marketing_influenced_revenue": float(won.join(influenced, on="lead_id")["value"].sum())
+            if lead_money
+            else None,
         },
-        "revenue_by_first_channel": by_channel.to_dicts(),
+        **chosen.as_dict(),
+        "money_by_currency": [
+            {
+                "currency": r["currency"],
+                "won_deals": r["won_deals"],
+                "won_revenue": r["won_amount"],
+                "lost_deals": r["lost_deals"],
+                "win_rate": r["win_rate"],
+                "pipeline_deals": r["open_deals"],
+                "pipeline_value": r["open_amount"],
+            }
+            for r in deal_figures.money_by_currency(chosen.deals, period.start, period.end)
+        ],
+        "revenue_by_first_channel": by_channel.to_dicts()
+        if lead_money
+        else [{**r, "revenue": None} for r in by_channel.to_dicts()],
         "definitions": {
             "won_leads": f"leads whose first entry into {won_stage!r} is in the period",
             "won_deals": "opportunities won (closed as won) in the period, each deal once",
             "won_revenue": "sum of the amounts of the deals won in the period; a won lead with "
             "no won deal on record counts its qualify amount",
+            "win_rate": "won_deals / (won_deals + lost_deals): the deals closed in the period",
+            "currency": "amounts are summed within one currency only; with deals in several "
+            "currencies and none chosen, the money KPIs are null and money_by_currency gives "
+            "each currency's figures",
             "pipeline_deals": "opportunities open at the period end (opened before it, not "
             "closed by then)",
             "pipeline_value": "amounts of the deals open at the period end; a lead in stage "

@@ -63,6 +63,12 @@ def _band(model: LeadModel) -> pl.Expr:
     return expr
 
 
+def employee_band(model: LeadModel) -> pl.Expr:
+    """The ``employee_count`` column as the model's company-size band label (null outside
+    every band or unknown)."""
+    return _band(model)
+
+
 def lead_attributes(
     history: pl.DataFrame,
     lead_rows: pl.DataFrame,
