@@ -114,6 +114,11 @@ def attribution_report(
     to_stage: str | None = Query(
         None, max_length=64, description="The conversion stage (default: the won role's)."
     ),
+    allocation: Literal["removal", "path"] = Query(
+        "removal",
+        description="Markov credits: removal (ChannelAttribution's) or path (per converted "
+        "path, mam's).",
+    ),
 ) -> dict[str, Any]:
     """Attribution of conversions into ``to_stage`` and their value, per model."""
     period = _period(services, start, end)
@@ -127,6 +132,7 @@ def attribution_report(
         touch=touch,
         order=order,
         to_stage=to_stage,
+        allocation=allocation,
     )
 
 

@@ -186,6 +186,12 @@ def attribution_inputs(
     return touchpoints, conv_table, conv
 
 
+ALLOCATIONS = {"removal": "removal_share", "path": "per_touch"}
+"""``--allocation``: ``removal`` splits all conversions (value) in proportion to the normalised
+removal effects (ChannelAttribution's ``markov_model``); ``path`` splits each converted path
+over its touches by their removal effects (mam's ``MAM.attribution_markov``; per person too)."""
+
+
 def _models(model: str, order: int) -> list[tuple[str, int]]:
     if model == "all":
         return (
@@ -206,9 +212,12 @@ def attribution_report(
     order: int = 1,
     to_stage: str | None = None,
     half_life_days: float = 7.0,
+    allocation: str = "removal",
 ) -> dict[str, Any]:
-    """Credits per touch-key value for one model or all side by side."""
+    """Credits per touch-key value for one model or all side by side. ``allocation`` is how
+    Markov removal effects become credits (see :data:`ALLOCATIONS`)."""
     _check_choice(model, MODEL_CHOICES, "--model")
+    _check_choice(allocation, tuple(ALLOCATIONS), "--allocation")
     to_stage = to_stage or store.model.won_stage
     if order not in (1, 2, 3):
         raise ReportError(f"--order: {order} is not 1, 2 or 3")
@@ -226,7 +235,7 @@ def attribution_report(
                     touch_key="touch",
                     order=k,
                     half_life_days=half_life_days,
-                    allocation="per_touch" if name == "markov" else "removal_share",
+                    allocation=ALLOCATIONS[allocation],
                 )
             )
     credits: list[dict[str, Any]] = []
@@ -245,6 +254,7 @@ def attribution_report(
         "level": level,
         "touch": touch,
         "to_stage": to_stage,
+        "allocation": allocation,
         "conversions": conv.height,
         "conversion_value": float(conv["value"].sum()) if conv.height else 0.0,
         "converted_paths_with_touches": credited_paths,
@@ -268,6 +278,14 @@ def attribution_report(
             "of its latest qualify action at or before it, else 1 (a count)",
             "touchpoints": "track/page events up to the conversion (or before the period end), "
             "email_sent and email_bounce excluded",
+            "allocation": "markov credits: "
+            + (
+                "all conversions (value) split in proportion to the normalised removal "
+                "effects, as ChannelAttribution's markov_model"
+                if allocation == "removal"
+                else "each converted path split over its touches by their removal effects, "
+                "as mam's attribution_markov"
+            ),
             "level": "lead: one path per lead; account: one path per account with every "
             "member's touches before the account's first conversion",
         },
