@@ -1,5 +1,6 @@
-"""``report attribution --allocation removal|path`` through the CLI and the API (both
-backends): Markov credits equal the core's on the same journeys, written out here by hand."""
+"""``report attribution --allocation removal|path`` through the CLI and the API, and
+``--touch channel`` with the company's own channels (both backends): Markov credits equal the
+core's on the same journeys, written out here by hand."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ from typing import Any
 
 import polars as pl
 import pytest
+import yaml
 from sqlalchemy import insert
 
 from leadflow.adapters.db.tables import events, leads, stage_changes
 from leadflow.bootstrap import Services
 from leadflow.core.attribution import attribute
+from leadflow.core.config import load_model
 from leadflow.entrypoints.cli import app
 from leadflow.entrypoints.cli.common import run_guarded
+from leadflow.services.lifecycle.models import default_source, install_model
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 RANGE = ["--from", "2026-03-01", "--to", "2026-03-16"]
@@ -158,3 +162,73 @@ def test_api_allocation(journeys_world: Services, client: Any, admin_token: str)
         "/api/reports/attribution", params={**params, "allocation": "both"}, headers=auth
     )
     assert bad.status_code == 422 and "allocation" in bad.text
+
+
+OWN_CHANNELS = [
+    {"name": "partner", "match": [{"utm_source": ["partnerco"]}]},
+    {"name": "g2", "match": [{"referrer": ["g2.com"]}]},
+]
+
+
+@pytest.fixture
+def own_channels_world(journeys_world: Services) -> Services:
+    """Two more touches the built-in grouping calls direct and referral; the company's own
+    taxonomy calls them partner and g2."""
+    extra = [
+        (1, "partnerco", None, "direct"),
+        (3, None, "https://www.g2.com/products/x", "referral"),
+    ]
+    with journeys_world.engine.begin() as conn:
+        conn.execute(
+            insert(events),
+            [
+                {
+                    "message_id": f"extra-{lead}",
+                    "type": "page",
+                    "name": None,
+                    "lead_id": lead,
+                    "properties": {},
+                    "context": {},
+                    "page_url": "https://x.example/pricing",
+                    "referrer": referrer,
+                    "utm_source": source,
+                    "channel": stored,
+                    "occurred_at": day(2.5),
+                    "received_at": day(2.5),
+                }
+                for lead, source, referrer, stored in extra
+            ],
+        )
+    return journeys_world
+
+
+def linear_by_channel(data: dict) -> dict[str, float]:
+    return {r["touch"]: r["conversions"] for r in data["credits"] if r["model"] == "linear"}
+
+
+def test_touch_channel_reports_the_companys_own_channels(
+    own_channels_world: Services, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = (*RANGE, "--model", "linear", "--format", "json")
+    code, out, _ = cli(capsys, db_url, *args)
+    assert code == 0
+    before = linear_by_channel(json.loads(out))
+    # built-in grouping: lead 1 = paid_search, email, direct; lead 3 = email, social, referral
+    assert before["direct"] == pytest.approx(1 / 3) and before["referral"] == pytest.approx(1 / 3)
+    assert "partner" not in before
+
+    data = yaml.safe_load(default_source())
+    data["channels"] = OWN_CHANNELS
+    data["version"] = data["version"] + "-channels"
+    source = yaml.safe_dump(data)
+    with own_channels_world.engine.begin() as conn:
+        install_model(conn, load_model(source), source, day(0), activate=True)
+    code, out, _ = cli(capsys, db_url, *args)
+    assert code == 0
+    after = linear_by_channel(json.loads(out))
+    assert after["partner"] == pytest.approx(1 / 3) and after["g2"] == pytest.approx(1 / 3)
+    assert "direct" not in after and "referral" not in after
+    # every other touch keeps its built-in channel and credit
+    same = {k: v for k, v in before.items() if k not in ("direct", "referral")}
+    assert {k: after[k] for k in same} == pytest.approx(same)
+    assert sum(after.values()) == pytest.approx(4.0)

@@ -8,6 +8,7 @@ from typing import Any
 import polars as pl
 
 from leadflow.core import attribution as attr
+from leadflow.core.config import channels as channel_config
 from leadflow.services.reports.common import (
     LEVELS,
     MODEL_CHOICES,
@@ -81,11 +82,11 @@ def _touch_frame(store: Store, period: Period, conv: pl.DataFrame, touch: str) -
         .then(pl.col("at") < period.end)
         .otherwise(pl.col("at") <= pl.col("conv_at"))
     )
-    key = {
-        "channel": pl.col("channel").fill_null("direct"),
-        "campaign": pl.col("campaign").fill_null(NONE),
-        "content": pl.col("content"),
-    }[touch]
+    key = (
+        _channel(ev, store)
+        if touch == "channel"
+        else {"campaign": pl.col("campaign").fill_null(NONE), "content": pl.col("content")}[touch]
+    )
     ev = ev.with_columns(touch=key).filter(pl.col("touch").is_not_null())
     milestones = store.history.group_by("lead_id").agg(
         lead_created=pl.col("at").filter(pl.col("to_stage") == _acquired_stage(store)).min(),
@@ -102,6 +103,49 @@ def _touch_frame(store: Store, period: Period, conv: pl.DataFrame, touch: str) -
         is_lead_creation=last_before("lead_created").fill_null(False),
         is_opportunity_creation=last_before("opp_created").fill_null(False),
     )
+
+
+_HOST = r"^[a-zA-Z][a-zA-Z0-9+.-]*://(?:[^@/?#]*@)?([^/?#:]+)"
+
+
+def _channel(ev: pl.DataFrame, store: Store) -> pl.Expr:
+    """The touch's channel: the company's own (the model's ``channels:``) when one matches,
+    else the built-in grouping stored at ingestion (no channel: ``direct``). Each distinct
+    (source, medium, referrer host, page host, event) is classified once."""
+    stored = pl.col("channel").fill_null("direct")
+    own = channel_config.taxonomy(store.model.spec.channels)
+    if not own.channels or ev.height == 0:
+        return stored
+    host = lambda col: (  # noqa: E731
+        pl.col(col).str.extract(_HOST, 1).str.to_lowercase().str.strip_prefix("www.")
+    )
+    fields = ev.select(
+        "utm_source",
+        "utm_medium",
+        ref_host=host("referrer") if "referrer" in ev.columns else pl.lit(None, pl.String),
+        page_host=host("page_url"),
+        event=pl.when(pl.col("type") == "track").then(pl.col("name")),
+    )
+    combos = fields.unique()
+    combos = combos.with_columns(
+        own_channel=pl.Series(
+            [
+                own.match(
+                    utm_source=r["utm_source"],
+                    utm_medium=r["utm_medium"],
+                    referrer_host=r["ref_host"],
+                    page_host=r["page_host"],
+                    event=r["event"],
+                )
+                for r in combos.iter_rows(named=True)
+            ],
+            dtype=pl.String,
+        )
+    )
+    matched = fields.join(
+        combos, on=fields.columns, how="left", nulls_equal=True, maintain_order="left"
+    )
+    return pl.coalesce(pl.lit(matched["own_channel"]), stored)
 
 
 def _acquired_stage(store: Store) -> str:
