@@ -33,9 +33,9 @@ Models
   or not: ``(start) -> touch states -> (conversion) | (null)``. A state of order ``k`` is the
   tuple of the last ``k`` touches (shorter at the start of a path, no padding state). The
   conversion probability ``P`` and the expected conversion value ``V`` from ``(start)`` are
-  solved from ``(I - Q) x = r`` (no simulation): exactly by a dense inverse up to
-  ``DENSE_STATE_LIMIT`` (4,000) states; above it (order 2-3 over hundreds of touches: 42k and
-  146k states at 250 channels) by sparse Jacobi sweeps on the observed transitions only, all
+  solved from ``(I - Q) x = r`` (no simulation): at order 1 exactly by a dense inverse up to
+  ``DENSE_STATE_LIMIT`` (4,000) states; otherwise (order 2-3: 42k and 146k states at 250
+  channels) by sparse Jacobi sweeps on the observed transitions only, all
   removals of a block of touches at once, to 1e-13 of the largest entry -- no LU (its fill-in
   ran to gigabytes) and no dense matrix. Removing channel ``c`` sends every
   transition into a state containing ``c`` to ``(null)``; removal effect ``RE_c = 1 - P_c /
@@ -603,9 +603,9 @@ def _iterative_removal(
 def removal_effects(paths: PathSummary, order: int = 1, *, solver: str = "auto") -> RemovalEffects:
     """Removal effects for conversions and for value (absorbing-chain linear algebra).
 
-    ``solver``: ``"auto"`` (dense inverse up to :data:`DENSE_STATE_LIMIT` states, sparse
-    iteration above), ``"dense"``, ``"iterative"`` or ``"lu"`` (one sparse LU per touch:
-    exact but only for small chains; kept as a cross-check)."""
+    ``solver``: ``"auto"`` (order 1 up to :data:`DENSE_STATE_LIMIT` states: dense inverse
+    and Sherman-Morrison; otherwise sparse iteration), ``"dense"``, ``"iterative"`` or
+    ``"lu"`` (one sparse LU per touch: exact but only for small chains; a cross-check)."""
     if order < 1:
         raise ValueError("markov: order must be >= 1")
     if solver not in ("auto", "dense", "iterative", "lu"):
@@ -628,7 +628,9 @@ def removal_effects(paths: PathSummary, order: int = 1, *, solver: str = "auto")
     n_touch = len(paths.touches)
     p_removed = np.empty(n_touch)
     v_removed = np.empty(n_touch)
-    dense = solver == "dense" or (solver == "auto" and n_states <= DENSE_STATE_LIMIT)
+    # auto: the dense inverse only where Sherman-Morrison makes it one step (order 1); the
+    # sparse sweeps beat a dense inverse already at order 2-3 over a dozen touches
+    dense = solver == "dense" or (solver == "auto" and order == 1 and n_states <= DENSE_STATE_LIMIT)
     # I - Q: a dense ndarray, or a scipy.sparse CSC matrix (scipy ships no types)
     a: Any
     if dense:
@@ -918,11 +920,18 @@ def attribute(
     shapley_method: str = "auto",
     n_permutations: int = 2000,
     seed: int = 0,
+    _prepared: dict[str, Any] | None = None,
 ) -> Attribution:
-    """Credit converted paths' conversions and value to touch-key values with one model."""
+    """Credit converted paths' conversions and value to touch-key values with one model.
+
+    ``_prepared`` (see :func:`attribute_models`) keeps the ordered touch table and the
+    grouped paths between calls on the same input."""
     if model not in MODELS:
         raise ValueError(f"unknown attribution model {model!r}; choose one of {MODELS}")
-    t = _touch_table(touchpoints, conversions, touch_key)
+    prepared = {} if _prepared is None else _prepared
+    if "t" not in prepared:
+        prepared["t"] = _touch_table(touchpoints, conversions, touch_key)
+    t = prepared["t"]
     total_conv = float(t.filter(pl.col("pos") == 0)["converted"].sum())
     total_value = float(t.filter(pl.col("pos") == 0)["value"].sum())
     if model in HEURISTIC_MODELS:
@@ -944,7 +953,9 @@ def attribute(
             parameters=params,
             definition=f"{model} heuristic (see leadflow.core.attribution)",
         )
-    paths = group_paths(touchpoints, conversions, touch_key=touch_key)
+    if "paths" not in prepared:
+        prepared["paths"] = group_paths(touchpoints, conversions, touch_key=touch_key)
+    paths = prepared["paths"]
     if model == "markov":
         return markov(paths, order=order, allocation=allocation, touch_table=t)
     return shapley(
@@ -954,6 +965,21 @@ def attribute(
         n_permutations=n_permutations,
         seed=seed,
     )
+
+
+def attribute_models(
+    touchpoints: pl.DataFrame,
+    conversions: pl.DataFrame,
+    runs: Sequence[tuple[str, int]],
+    **options: Any,
+) -> list[Attribution]:
+    """:func:`attribute` for each ``(model, order)`` in ``runs``, the touch table and the
+    grouped paths built once for all of them."""
+    prepared: dict[str, Any] = {}
+    return [
+        attribute(touchpoints, conversions, model=m, order=k, _prepared=prepared, **options)
+        for m, k in runs
+    ]
 
 
 def attribute_all(

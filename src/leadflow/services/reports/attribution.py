@@ -270,18 +270,14 @@ def attribution_report(
     )
     results: list[attr.Attribution] = []
     if touchpoints.height:
-        for name, k in _models(model, order):
-            results.append(
-                attr.attribute(
-                    touchpoints,
-                    conv_table,
-                    model=name,
-                    touch_key="touch",
-                    order=k,
-                    half_life_days=half_life_days,
-                    allocation=ALLOCATIONS[allocation],
-                )
-            )
+        results = attr.attribute_models(
+            touchpoints,
+            conv_table,
+            _models(model, order),
+            touch_key="touch",
+            half_life_days=half_life_days,
+            allocation=ALLOCATIONS[allocation],
+        )
     credits: list[dict[str, Any]] = []
     people: list[dict[str, Any]] = []
     for res in results:
