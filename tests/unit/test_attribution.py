@@ -461,3 +461,18 @@ def test_sampled_shapley_is_used_above_the_exact_size_and_states_its_error():
     closed = shapley(paths)
     assert closed.parameters["method"] == "closed_form"
     assert closed.parameters["max_std_error_conversions"] == 0.0
+
+
+def test_attribute_models_equals_one_call_per_model():
+    tp, cv = _random_journeys(np.random.default_rng(11), 120, 6)
+    tp = tp.with_columns(is_lead_creation=False, is_opportunity_creation=False)
+    runs = [("linear", 1), ("markov", 1), ("markov", 2), ("markov", 3), ("shapley", 1)]
+    together = attr.attribute_models(tp, cv, runs, allocation="per_touch")
+    for (model, order), got in zip(runs, together, strict=True):
+        alone = attribute(tp, cv, model=model, order=order, allocation="per_touch")
+        assert got.model == alone.model
+        assert got.credits.equals(alone.credits)
+    markov_3 = together[3]
+    assert markov_3.parameters["solver"] == "iterative"
+    assert "sparse sweeps" in markov_3.definition
+    assert together[1].parameters["solver"] == "dense"

@@ -493,6 +493,7 @@ class RemovalEffects:
     removal_conversions: np.ndarray
     removal_value: np.ndarray
     n_states: int
+    solver: str = "dense"
 
     def to_frame(self) -> pl.DataFrame:
         return pl.DataFrame(
@@ -700,6 +701,7 @@ def removal_effects(paths: PathSummary, order: int = 1, *, solver: str = "auto")
         removal_conversions=np.clip(re_conv, 0.0, 1.0),
         removal_value=np.clip(re_val, 0.0, 1.0),
         n_states=n_states,
+        solver="dense" if dense else solver if solver == "lu" else "iterative",
     )
 
 
@@ -758,10 +760,16 @@ def markov(
         per_person=per_person,
         total_conversions=total_conv,
         total_value=total_value,
-        parameters={"order": order, "allocation": allocation, "states": re.n_states},
+        parameters={
+            "order": order,
+            "allocation": allocation,
+            "states": re.n_states,
+            "solver": re.solver,
+        },
         details=re.to_frame(),
-        definition=f"order-{order} absorbing Markov chain, exact removal effects, "
-        f"{allocation} allocation",
+        definition=f"order-{order} absorbing Markov chain, removal effects "
+        + ("by sparse sweeps to 1e-13" if re.solver == "iterative" else "exact")
+        + f", {allocation} allocation",
     )
 
 
