@@ -14,7 +14,18 @@ the order-1 removal effects (one inverse, Sherman-Morrison for every channel) ag
 other exact route, one sparse LU solve of the reduced chain per channel (about 9 s at 500
 channels). At 500 channels ChannelAttribution's time hardly depends on the number of paths
 (it simulates per removed channel) and exceeds 400 s on all 1,000,000, so it gets the first
-``--ca-paths-500`` (5,000) paths: about 80-190 s. The default run takes about 2 minutes.
+``--ca-paths-500`` (5,000) paths: about 80-190 s.
+
+Attribution from the store (issue 14): ``--journeys`` (100,000) seeded journeys over 12 and
+over 250 channels are written to a fresh SQLite database (one lead per journey, one page
+event per touch, acquired -> won for converted journeys); a fresh process loads the store
+and runs ``report attribution --model all`` (7 heuristics, Markov orders 1-3, Shapley) and
+reports its time and peak RSS; the Markov order-2/3 removal effects are timed alone with
+their traced allocations. ChannelAttribution (heuristics + ``markov_model`` orders 1-3 on
+the grouped paths) and mam (first/last/linear + ``run_markov``, order 1 only) run on the
+same journeys in child processes stopped after ``--ca-timeout`` s, and leadflow's order-1
+``--allocation removal`` credits are compared per channel with ChannelAttribution's.
+``--only-store`` runs only this part. The default run takes about 20 minutes.
 """
 
 from __future__ import annotations
