@@ -49,7 +49,6 @@ import polars as pl
 from rich.console import Console
 from rich.progress import Progress
 
-from leadflow.core import attribution
 from leadflow.core.attribution import PathSummary, group_paths, markov, removal_effects
 from leadflow.core.funnel import StageModel, flow_and_balance
 
@@ -297,12 +296,7 @@ def check_exact(paths: PathSummary) -> None:
     """Order 1 takes every removal effect from one inverse (Sherman-Morrison); compare with
     the other exact route, one sparse LU solve of the reduced chain per channel."""
     dense = removal_effects(paths, order=1)
-    limit = attribution.DENSE_STATE_LIMIT
-    attribution.DENSE_STATE_LIMIT = 0
-    try:
-        sparse, took = timed(lambda: removal_effects(paths, order=1))
-    finally:
-        attribution.DENSE_STATE_LIMIT = limit
+    sparse, took = timed(lambda: removal_effects(paths, order=1, solver="lu"))
     rel = max(
         float(np.max(np.abs(d - s) / np.maximum(np.abs(s), 1e-300)))
         for d, s in (
