@@ -232,3 +232,19 @@ def test_touch_channel_reports_the_companys_own_channels(
     same = {k: v for k, v in before.items() if k not in ("direct", "referral")}
     assert {k: after[k] for k in same} == pytest.approx(same)
     assert sum(after.values()) == pytest.approx(4.0)
+
+
+def test_cli_shapley_game_conversion_rate(
+    journeys_world: Services, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = (*RANGE, "--model", "shapley", "--format", "json")
+    code, out, _ = cli(capsys, db_url, *args, "--shapley-game", "conversion_rate")
+    assert code == 0
+    (model,) = json.loads(out)["models"]
+    assert model["model"] == "shapley_conversion_rate"
+    assert model["parameters"]["method"] == "coalitions"  # 3 channels: exact, no error
+    assert model["parameters"]["max_std_error_conversions"] == 0.0
+    credits = [r["conversions"] for r in json.loads(out)["credits"]]
+    assert sum(credits) == pytest.approx(4.0)
+    code, _, err = cli(capsys, db_url, *RANGE, "--shapley-game", "vibes")
+    assert code == 1 and "--shapley-game: unknown value" in err

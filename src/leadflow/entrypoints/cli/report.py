@@ -169,6 +169,12 @@ def attribution_cmd(
         "as ChannelAttribution) | path (each converted path split by its touches' removal "
         "effects, as mam).",
     ),
+    shapley_game: str = typer.Option(
+        "conversions",
+        "--shapley-game",
+        help="conversions (exact at any size) | conversion_rate (sampled above 15 channels, "
+        "with its standard error).",
+    ),
     to_stage: str | None = typer.Option(
         None,
         "--to-stage",
@@ -191,6 +197,7 @@ def attribution_cmd(
     _guard(svc._check_choice, level, svc.LEVELS, "--level")
     _guard(svc._check_choice, touch, svc.TOUCH_KEYS, "--touch")
     _guard(svc._check_choice, allocation, ("removal", "path"), "--allocation")
+    _guard(svc._check_choice, shapley_game, ("conversions", "conversion_rate"), "--shapley-game")
     if order not in (1, 2, 3):
         fail(f"--order: {order} is not 1, 2 or 3")
     if out is not None and not suggest:
@@ -212,6 +219,7 @@ def attribution_cmd(
         order=order,
         to_stage=to_stage,
         allocation=allocation,
+        shapley_game=shapley_game,
     )
     if fmt is Format.json:
         _echo_json(data)

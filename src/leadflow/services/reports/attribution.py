@@ -236,6 +236,11 @@ removal effects (ChannelAttribution's ``markov_model``); ``path`` splits each co
 over its touches by their removal effects (mam's ``MAM.attribution_markov``; per person too)."""
 
 
+SHAPLEY_GAMES = ("conversions", "conversion_rate")
+"""``--shapley-game``: ``conversions`` (exact closed form at any size) or ``conversion_rate``
+(exact up to 15 channels, sampled permutations with a standard error above)."""
+
+
 def _models(model: str, order: int) -> list[tuple[str, int]]:
     if model == "all":
         return (
@@ -257,11 +262,13 @@ def attribution_report(
     to_stage: str | None = None,
     half_life_days: float = 7.0,
     allocation: str = "removal",
+    shapley_game: str = "conversions",
 ) -> dict[str, Any]:
     """Credits per touch-key value for one model or all side by side. ``allocation`` is how
     Markov removal effects become credits (see :data:`ALLOCATIONS`)."""
     _check_choice(model, MODEL_CHOICES, "--model")
     _check_choice(allocation, tuple(ALLOCATIONS), "--allocation")
+    _check_choice(shapley_game, SHAPLEY_GAMES, "--shapley-game")
     to_stage = to_stage or store.model.won_stage
     if order not in (1, 2, 3):
         raise ReportError(f"--order: {order} is not 1, 2 or 3")
@@ -277,6 +284,7 @@ def attribution_report(
             touch_key="touch",
             half_life_days=half_life_days,
             allocation=ALLOCATIONS[allocation],
+            characteristic=shapley_game,
         )
     credits: list[dict[str, Any]] = []
     people: list[dict[str, Any]] = []
