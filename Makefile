@@ -65,6 +65,7 @@ e2e: install-test pg-up
 	$(PY) -m pytest tests/e2e -q
 
 bench: install-test pg-up
+	$(PIP) install -e '.[bench]'
 	@for f in benchmarks/[!_]*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 lint: install-test

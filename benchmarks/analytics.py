@@ -14,7 +14,18 @@ the order-1 removal effects (one inverse, Sherman-Morrison for every channel) ag
 other exact route, one sparse LU solve of the reduced chain per channel (about 9 s at 500
 channels). At 500 channels ChannelAttribution's time hardly depends on the number of paths
 (it simulates per removed channel) and exceeds 400 s on all 1,000,000, so it gets the first
-``--ca-paths-500`` (5,000) paths: about 80-190 s. The default run takes about 2 minutes.
+``--ca-paths-500`` (5,000) paths: about 80-190 s.
+
+Attribution from the store (issue 14): ``--journeys`` (100,000) seeded journeys over 12 and
+over 250 channels are written to a fresh SQLite database (one lead per journey, one page
+event per touch, acquired -> won for converted journeys); a fresh process loads the store
+and runs ``report attribution --model all`` (7 heuristics, Markov orders 1-3, Shapley) and
+reports its time and peak RSS; the Markov order-2/3 removal effects are timed alone with
+their traced allocations. ChannelAttribution (heuristics + ``markov_model`` orders 1-3 on
+the grouped paths) and mam (first/last/linear + ``run_markov``, order 1 only) run on the
+same journeys in child processes stopped after ``--ca-timeout`` s, and leadflow's order-1
+``--allocation removal`` credits are compared per channel with ChannelAttribution's.
+``--only-store`` runs only this part. The default run takes about 20 minutes.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import io
 import multiprocessing as mp
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -37,7 +49,6 @@ import polars as pl
 from rich.console import Console
 from rich.progress import Progress
 
-from leadflow.core import attribution
 from leadflow.core.attribution import PathSummary, group_paths, markov, removal_effects
 from leadflow.core.funnel import StageModel, flow_and_balance
 
@@ -285,12 +296,7 @@ def check_exact(paths: PathSummary) -> None:
     """Order 1 takes every removal effect from one inverse (Sherman-Morrison); compare with
     the other exact route, one sparse LU solve of the reduced chain per channel."""
     dense = removal_effects(paths, order=1)
-    limit = attribution.DENSE_STATE_LIMIT
-    attribution.DENSE_STATE_LIMIT = 0
-    try:
-        sparse, took = timed(lambda: removal_effects(paths, order=1))
-    finally:
-        attribution.DENSE_STATE_LIMIT = limit
+    sparse, took = timed(lambda: removal_effects(paths, order=1, solver="lu"))
     rel = max(
         float(np.max(np.abs(d - s) / np.maximum(np.abs(s), 1e-300)))
         for d, s in (
@@ -372,6 +378,290 @@ def bench_markov(
         )
 
 
+# --------------------------------------------------------------------------- from the store
+
+
+def _ts(value: datetime) -> str:
+    return value.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def build_store(path: Path, touches: pl.DataFrame, conversions: pl.DataFrame) -> None:
+    """A migrated SQLite database holding the journeys: lead = path, one page event per
+    touch with its channel, anonymous -> acquired at the first touch and acquired -> won one
+    hour after the last touch for converted journeys (value 1: a count)."""
+    import sqlite3
+
+    from leadflow.adapters.db import migrate
+    from leadflow.adapters.db.engine import create_db_engine
+
+    engine = create_db_engine(f"sqlite:///{path}")
+    migrate.upgrade(engine)
+    engine.dispose()
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=OFF")
+    span = touches.group_by("path_id").agg(first=pl.col("at").min(), last=pl.col("at").max())
+    span = span.join(conversions, on="path_id").sort("path_id")
+    con.executemany(
+        "INSERT INTO leads (id, email, consent_status, attributes, created_at, updated_at) "
+        "VALUES (?,?,'unknown','{}',?,?)",
+        (
+            (pid + 1, f"j{pid}@bench.example", _ts(first), _ts(first))
+            for pid, first in span.select("path_id", "first").iter_rows()
+        ),
+    )
+    rows = []
+    for pid, first, last, converted in span.select(
+        "path_id", "first", "last", "converted"
+    ).iter_rows():
+        rows.append((pid + 1, "anonymous", "acquired", _ts(first)))
+        if converted:
+            rows.append((pid + 1, "acquired", "won", _ts(last + timedelta(hours=1))))
+    con.executemany(
+        "INSERT INTO stage_changes (lead_id, from_stage, to_stage, at, rule, model_version, "
+        "recorded_at) VALUES (?,?,?,?,'bench','bench',?)",
+        ((lead, a, b, at, at) for lead, a, b, at in rows),
+    )
+    con.executemany(
+        "INSERT INTO events (message_id, type, lead_id, properties, context, page_url, channel, "
+        "occurred_at, received_at) VALUES (?,'page',?,'{}','{}','https://x.example/',?,?,?)",
+        (
+            (f"e{i}", pid + 1, ch, _ts(at), _ts(at))
+            for i, (pid, at, ch) in enumerate(
+                touches.select("path_id", "at", "channel").iter_rows()
+            )
+        ),
+    )
+    con.commit()
+    con.close()
+
+
+def _store_run(url: str, queue: Any) -> None:
+    """In a fresh process (its peak memory is its own): load the store, then every model."""
+    import resource
+
+    from leadflow.adapters.db.engine import create_db_engine
+    from leadflow.core.config import load_default_model
+    from leadflow.services import reports as svc
+
+    engine = create_db_engine(url)
+    t0 = time.perf_counter()
+    store = svc.load_store(engine, load_default_model())
+    t_load = time.perf_counter() - t0
+    period = svc.Period(START - timedelta(days=1), START + timedelta(days=400))
+    t0 = time.perf_counter()
+    report = svc.attribution_report(store, period, model="all")
+    t_all = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
+    queue.put((t_load, t_all, peak, report))
+
+
+def _in_child(target: Callable[..., Any], args: tuple[Any, ...], timeout: float, how: str) -> Any:
+    """``target(*args, queue)`` in a child process; its answer, or a message on timeout."""
+    ctx = mp.get_context(how)
+    queue = ctx.Queue()
+    child = ctx.Process(target=target, args=(*args, queue))
+    child.start()
+    try:
+        return queue.get(timeout=timeout)
+    except Empty:
+        child.terminate()
+        return f"did not finish within {timeout:.0f} s (stopped)"
+    finally:
+        child.join()
+
+
+def _ca_all(frame: Any, queue: Any) -> None:
+    """ChannelAttribution's heuristics and markov_model orders 1-3 (1 core, seeded)."""
+    import resource
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        import ChannelAttribution as ca
+
+        kw = {"var_value": "total_conversion_value", "sep": ">", "flg_pro": False}
+        took: dict[str, float] = {}
+        t0 = time.perf_counter()
+        ca.heuristic_models(frame, "path", "total_conversions", **kw)
+        took["heuristics"] = time.perf_counter() - t0
+        first = None
+        for order in (1, 2, 3):
+            t0 = time.perf_counter()
+            out = ca.markov_model(
+                frame,
+                "path",
+                "total_conversions",
+                var_null="total_null",
+                order=order,
+                verbose=False,
+                seed=1,
+                **kw,
+            )
+            took[f"markov{order}"] = time.perf_counter() - t0
+            if order == 1:
+                first = out
+            queue.put(("partial", dict(took), first))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    queue.put(("done", took, first, peak))
+
+
+def channel_attribution_all(paths: PathSummary, timeout: float) -> Any:
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            import ChannelAttribution  # noqa: F401
+    except ImportError:
+        return "ChannelAttribution not installed: no comparison"
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_ca_all, args=(paths.to_frame().to_pandas(), queue))
+    child.start()
+    last: Any = None
+    deadline = time.perf_counter() + timeout
+    try:
+        while True:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                raise Empty
+            last = queue.get(timeout=left)
+            if last[0] == "done":
+                return last
+    except Empty:
+        child.terminate()
+        return last if last is not None else f"did not finish within {timeout:.0f} s (stopped)"
+    finally:
+        child.join()
+
+
+def _mam_all(touches: pl.DataFrame, conversions: pl.DataFrame, queue: Any) -> None:
+    """mam (marketing_attribution_models): its heuristics and run_markov (order 1 only)."""
+    from mam import MAM
+
+    t0 = time.perf_counter()
+    journeys = (
+        touches.sort("path_id", "at")
+        .group_by("path_id", maintain_order=True)
+        .agg(pl.col("channel"))
+        .join(conversions, on="path_id")
+        .select(
+            journey_id=pl.col("path_id").cast(pl.String),
+            path=pl.col("channel").list.join(" > "),
+            time_till_conv=pl.col("channel").list.eval(pl.lit("0")).list.join(" > "),
+            converted=pl.col("converted"),
+            value=pl.col("value"),
+        )
+    )
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = MAM(
+            journeys,
+            format_type="journey",
+            channels_colname="path",
+            journey_with_conv_colname="converted",
+            user_id_colname="journey_id",
+            time_till_conv_colname="time_till_conv",
+            conversion_value_colname="value",
+        )
+        model.run_first_click()
+        model.run_last_click()
+        model.run_linear()
+        t_heur = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        model.run_markov()
+    queue.put((t_heur, time.perf_counter() - t0))
+
+
+def bench_store_attribution(n_journeys: int, n_channels: int, timeout: float, quick: bool) -> None:
+    console.rule(f"attribution from the store: {n_journeys:,} journeys, {n_channels} channels")
+    touches, conversions = synthetic_paths(n_journeys, n_channels, seed=3)
+    conversions = conversions.with_columns(value=pl.col("converted").cast(pl.Float64))
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "attr.db"
+        with Progress(console=console, transient=True) as progress:
+            progress.add_task("writing the journeys to SQLite", total=None)
+            _, took = timed(lambda: build_store(db, touches, conversions))
+        console.print(
+            f"wrote {touches.height:,} touches of {n_journeys:,} journeys in {took:.0f} s"
+        )
+        out = _in_child(_store_run, (f"sqlite:///{db}",), 1800, "spawn")
+    if isinstance(out, str):
+        console.print(f"leadflow: {out}")
+        return
+    t_load, t_all, peak, report = out
+    ours = t_load + t_all
+    console.print(
+        f"leadflow: load {t_load:.1f} s + all models (7 heuristics, Markov 1-3, Shapley) "
+        f"{t_all:.1f} s = {ours:.1f} s; peak memory of that process {peak:,.0f} MiB {load()}"
+    )
+    for m in report["models"]:
+        console.print(
+            f"  {m['model']}: {m['definition']}"
+            + (f" ({m['parameters']['states']:,} states)" if "states" in m["parameters"] else "")
+        )
+    paths = group_paths(touches, conversions)
+    for order in (2, 3):
+        import tracemalloc
+
+        tracemalloc.start()
+        _, t_m = timed(lambda order=order: removal_effects(paths, order))
+        _, heap = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        console.print(
+            f"  Markov order {order} removal effects alone: {t_m:.1f} s, "
+            f"peak traced allocations {heap / 2**20:,.0f} MiB"
+        )
+    if quick:
+        console.print("ChannelAttribution and mam skipped (--quick)")
+        return
+    theirs = channel_attribution_all(paths, timeout)
+    if isinstance(theirs, str):
+        console.print(f"ChannelAttribution: {theirs}")
+    else:
+        took, first = theirs[1], theirs[2]
+        total = sum(took.values())
+        done = "done" if theirs[0] == "done" else f"stopped at {timeout:.0f} s"
+        console.print(
+            f"ChannelAttribution (paths given grouped, 1 core; {done}): "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in took.items())
+            + f" = {total:.1f} s"
+            + (f", peak {theirs[3]:,.0f} MiB" if len(theirs) > 3 else "")
+        )
+        console.print(
+            f"-> ratio ChannelAttribution / leadflow (load from the store included): "
+            f"{(total if theirs[0] == 'done' else max(total, timeout)) / ours:.2f}x"
+            + ("" if theirs[0] == "done" else " at least")
+        )
+        if first is not None:
+            ours_c = {
+                r["touch"]: r["conversions"]
+                for r in report["credits"]
+                if r["model"] == "markov_order_1"
+            }
+            total_conv = sum(ours_c.values())
+            rel = []
+            for r in first.itertuples():
+                mine = ours_c.get(r.channel_name, 0.0)
+                if mine >= 0.01 * total_conv:
+                    rel.append(abs(r.total_conversions - mine) / mine)
+            absdiff = sum(
+                abs(r.total_conversions - ours_c.get(r.channel_name, 0.0))
+                for r in first.itertuples()
+            )
+            console.print(
+                f"Markov order 1, --allocation removal vs ChannelAttribution markov_model: "
+                f"sum |difference| {absdiff / total_conv:.2%} of conversions; per channel "
+                f"with >= 1% of credit: median {np.median(rel):.2%}, max {max(rel):.2%} "
+                f"({len(rel)} channels)"
+            )
+    mam_out = _in_child(_mam_all, (touches, conversions), timeout, "spawn")
+    if isinstance(mam_out, str):
+        console.print(f"mam: {mam_out}")
+    else:
+        t_heur, t_markov = mam_out
+        console.print(
+            f"mam: first/last/linear {t_heur:.1f} s, run_markov (order 1 only) {t_markov:.1f} s "
+            f"= {t_heur + t_markov:.1f} s -> ratio mam / leadflow "
+            f"{(t_heur + t_markov) / ours:.2f}x"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--leads", type=int, default=1_000_000)
@@ -384,14 +674,23 @@ def main() -> None:
     )
     parser.add_argument("--ca-timeout", type=float, default=180.0)
     parser.add_argument("--quick", action="store_true", help="skip the ChannelAttribution runs")
+    parser.add_argument("--journeys", type=int, default=100_000, help="store attribution size")
+    parser.add_argument(
+        "--only-store", action="store_true", help="run only the attribution-from-the-store part"
+    )
     parser.add_argument(
         "--no-before", action="store_true", help="skip timing the pre-issue-6 flow implementation"
     )
     args = parser.parse_args()
     t0 = time.perf_counter()
-    bench_flow(args.leads, before=not args.no_before)
-    bench_markov(args.paths, 12, args.paths, args.ca_timeout, args.quick)
-    bench_markov(args.paths, 500, min(args.paths, args.ca_paths_500), args.ca_timeout, args.quick)
+    if not args.only_store:
+        bench_flow(args.leads, before=not args.no_before)
+        bench_markov(args.paths, 12, args.paths, args.ca_timeout, args.quick)
+        bench_markov(
+            args.paths, 500, min(args.paths, args.ca_paths_500), args.ca_timeout, args.quick
+        )
+    for n_channels in (12, 250):
+        bench_store_attribution(args.journeys, n_channels, args.ca_timeout, args.quick)
     console.rule(f"total {time.perf_counter() - t0:.0f} s")
 
 

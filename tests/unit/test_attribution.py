@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import polars as pl
 import pytest
 from hypothesis import given, settings
@@ -383,3 +384,95 @@ def test_every_model_credits_exactly_the_converted_value(paths, lc, oc):
         assert frame["conversions"].sum() == pytest.approx(total_conv, abs=1e-9), result.model
         if result.per_person is not None:
             assert result.per_person["value"].sum() == pytest.approx(total_value, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- at scale (issue 14)
+
+
+def _random_journeys(rng: np.random.Generator, n_paths: int, n_channels: int):
+    rows = []
+    for _ in range(n_paths):
+        seq = [f"c{int(c)}" for c in rng.integers(0, n_channels, int(rng.integers(1, 6)))]
+        did = bool(rng.random() < 0.1 + 0.1 * len(set(seq)))
+        rows.append((seq, did, float(rng.integers(1, 100)) if did else 0.0))
+    return journeys(rows)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), n_channels=st.integers(2, 7), order=st.integers(1, 3))
+def test_markov_sparse_iteration_equals_the_dense_inverse(seed, n_channels, order):
+    tp, cv = _random_journeys(np.random.default_rng(seed), 60, n_channels)
+    paths = group_paths(tp, cv)
+    dense = removal_effects(paths, order, solver="dense")
+    it = removal_effects(paths, order, solver="iterative")
+    assert it.conversion_probability == pytest.approx(dense.conversion_probability, abs=1e-11)
+    assert it.removal_conversions == pytest.approx(dense.removal_conversions, abs=1e-10)
+    assert it.removal_value == pytest.approx(dense.removal_value, abs=1e-10)
+
+
+def test_markov_order_3_at_many_channels_runs_sparse_and_agrees_with_lu():
+    # 40 channels, order 3: thousands of states (above the dense limit is forced here)
+    tp, cv = _random_journeys(np.random.default_rng(3), 400, 40)
+    paths = group_paths(tp, cv)
+    it = removal_effects(paths, 3, solver="iterative")
+    lu = removal_effects(paths, 3, solver="lu")
+    assert it.n_states > 500
+    assert it.removal_conversions == pytest.approx(lu.removal_conversions, abs=1e-10)
+    assert it.removal_value == pytest.approx(lu.removal_value, abs=1e-10)
+
+
+def test_markov_unknown_solver_is_refused():
+    tp, cv = journeys(TEXTBOOK)
+    with pytest.raises(ValueError, match="solver"):
+        removal_effects(group_paths(tp, cv), 1, solver="magic")
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), n_channels=st.integers(3, 7))
+def test_sampled_shapley_agrees_with_exact_within_its_stated_error(seed, n_channels):
+    """The permutation estimator's mean is unbiased; its stated standard error (from the
+    samples) must cover the exact value: |estimate - exact| <= 5 SE (+ float slack)."""
+    tp, cv = _random_journeys(np.random.default_rng(seed), 80, n_channels)
+    paths = group_paths(tp, cv)
+    exact = shapley(paths, characteristic="conversion_rate", method="coalitions")
+    est = shapley(
+        paths, characteristic="conversion_rate", method="sampled", n_permutations=400, seed=seed
+    )
+    assert est.parameters["method"] == "sampled_permutations"
+    ex = dict(exact.credits.select("touch", "conversions").iter_rows())
+    got = dict(est.credits.select("touch", "conversions").iter_rows())
+    se = dict(est.details.select("touch", "std_error_conversions").iter_rows())
+    assert est.parameters["max_std_error_conversions"] == pytest.approx(max(se.values()))
+    for touch, value in ex.items():
+        assert abs(got[touch] - value) <= 5 * se[touch] + 1e-9, (touch, value, got[touch])
+    # exact methods state no sampling error
+    assert exact.parameters["max_std_error_conversions"] == 0.0
+
+
+def test_sampled_shapley_is_used_above_the_exact_size_and_states_its_error():
+    tp, cv = _random_journeys(np.random.default_rng(5), 300, 20)
+    paths = group_paths(tp, cv)
+    res = shapley(paths, characteristic="conversion_rate", n_permutations=200)
+    assert res.parameters["players"] == 20 > 15
+    assert res.parameters["method"] == "sampled_permutations"
+    assert res.parameters["max_std_error_conversions"] > 0
+    assert res.credits["conversions"].sum() == pytest.approx(res.total_conversions)
+    # the conversions game has an exact closed form at any size: no error to state
+    closed = shapley(paths)
+    assert closed.parameters["method"] == "closed_form"
+    assert closed.parameters["max_std_error_conversions"] == 0.0
+
+
+def test_attribute_models_equals_one_call_per_model():
+    tp, cv = _random_journeys(np.random.default_rng(11), 120, 6)
+    tp = tp.with_columns(is_lead_creation=False, is_opportunity_creation=False)
+    runs = [("linear", 1), ("markov", 1), ("markov", 2), ("markov", 3), ("shapley", 1)]
+    together = attr.attribute_models(tp, cv, runs, allocation="per_touch")
+    for (model, order), got in zip(runs, together, strict=True):
+        alone = attribute(tp, cv, model=model, order=order, allocation="per_touch")
+        assert got.model == alone.model
+        assert got.credits.equals(alone.credits)
+    markov_3 = together[3]
+    assert markov_3.parameters["solver"] == "iterative"
+    assert "sparse sweeps" in markov_3.definition
+    assert together[1].parameters["solver"] == "dense"

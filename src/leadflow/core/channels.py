@@ -1,14 +1,21 @@
 """Which marketing channel a touch came through, from its UTM tags and referrer.
 
-The channels are the ones the demo world and the reports use: organic_search, paid_search,
-social, email, events, webinar, referral, direct. The rules follow the common
+The built-in channels are the ones the demo world and the reports use: organic_search,
+paid_search, social, email, events, webinar, referral, direct. The rules follow the common
 "default channel grouping" of web analytics tools: the event itself when it can only
 happen in one channel (an ``email_open`` is e-mail), then explicit UTM medium, then the
 referring host, then direct.
+
+A company's own channels are a :class:`ChannelTaxonomy`: channels in order, each with match
+rules on ``utm_source``, ``utm_medium``, referrer host and event name. The first channel one
+of whose rules matches wins; a touch no custom channel matches falls back to the built-in
+grouping above.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from urllib.parse import urlsplit
 
 CHANNELS = (
@@ -122,3 +129,117 @@ def classify_channel(
     if source and _source_matches(source, SOCIAL_HOSTS):
         return "social"
     return "direct"
+
+
+# --------------------------------------------------------------------------- custom taxonomy
+
+
+@dataclass(frozen=True)
+class ChannelRule:
+    """Every key given must match (AND); a key's values are alternatives (OR). ``utm_source``,
+    ``utm_medium`` and ``event`` are case-insensitive globs (``paid_*``); ``referrer`` holds
+    host patterns as in the built-in grouping (``partner.com`` matches it and its subdomains,
+    ``google.`` a ``google`` label) or globs (``*.partner.*``). A missing value never
+    matches; a referrer from the page's own host (a self-referral) is no referrer."""
+
+    utm_source: tuple[str, ...] | None = None
+    utm_medium: tuple[str, ...] | None = None
+    referrer: tuple[str, ...] | None = None
+    event: tuple[str, ...] | None = None
+
+    def matches(self, *, utm_source: str, utm_medium: str, referrer_host: str, event: str) -> bool:
+        checks = (
+            (self.utm_source, utm_source),
+            (self.utm_medium, utm_medium),
+            (self.event, event),
+        )
+        for patterns, value in checks:
+            if patterns is not None and not (
+                value and any(fnmatchcase(value, p.lower()) for p in patterns)
+            ):
+                return False
+        if self.referrer is not None:
+            if not referrer_host:
+                return False
+            globs = tuple(p.lower() for p in self.referrer if "*" in p or "?" in p)
+            hosts = tuple(p.lower() for p in self.referrer if p not in globs)
+            if not (
+                _host_matches(referrer_host, hosts)
+                or any(fnmatchcase(referrer_host, g) for g in globs)
+            ):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class CustomChannel:
+    name: str
+    rules: tuple[ChannelRule, ...]
+
+
+@dataclass(frozen=True)
+class ChannelTaxonomy:
+    """A company's channels in order; empty = the built-in grouping alone."""
+
+    channels: tuple[CustomChannel, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every channel a touch can get: the custom ones, then the built-in ones."""
+        own = tuple(c.name for c in self.channels)
+        return own + tuple(c for c in CHANNELS if c not in own)
+
+    def match(
+        self,
+        *,
+        utm_source: str | None,
+        utm_medium: str | None,
+        referrer_host: str | None,
+        page_host: str | None = None,
+        event: str | None = None,
+    ) -> str | None:
+        """The first custom channel matching the touch, or None (hosts already lower-case,
+        without ``www.``)."""
+        ref = (referrer_host or "").strip().lower().removeprefix("www.")
+        if ref and ref == (page_host or "").strip().lower().removeprefix("www."):
+            ref = ""
+        fields = {
+            "utm_source": (utm_source or "").strip().lower(),
+            "utm_medium": (utm_medium or "").strip().lower(),
+            "referrer_host": ref,
+            "event": (event or "").strip().lower(),
+        }
+        for channel in self.channels:
+            if any(rule.matches(**fields) for rule in channel.rules):
+                return channel.name
+        return None
+
+    def classify(
+        self,
+        *,
+        utm_medium: str | None,
+        utm_source: str | None,
+        referrer: str | None,
+        page_url: str | None = None,
+        event: str | None = None,
+    ) -> str:
+        """A custom channel when one matches, else the built-in :func:`classify_channel`."""
+        own = self.match(
+            utm_source=utm_source,
+            utm_medium=utm_medium,
+            referrer_host=_host(referrer),
+            page_host=_host(page_url),
+            event=event,
+        )
+        if own is not None:
+            return own
+        return classify_channel(
+            utm_medium=utm_medium,
+            utm_source=utm_source,
+            referrer=referrer,
+            page_url=page_url,
+            event=event,
+        )
+
+
+DEFAULT_TAXONOMY = ChannelTaxonomy()

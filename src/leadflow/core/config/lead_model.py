@@ -10,6 +10,7 @@ from typing import Annotated
 from pydantic import Field
 
 from leadflow.core.config.base import NonEmptyStr, _Spec
+from leadflow.core.config.channels import ChannelsSection
 from leadflow.core.config.nurture import NurtureSpec
 from leadflow.core.config.roles import MULTI_ROLES, ROLE_CONTENT_STAGES, STAGE_ROLES
 from leadflow.core.config.sales import SalesSpec
@@ -41,6 +42,8 @@ class ModelSpec(_Spec):
     return_alert: ReturnAlertSpec | None = None
     sales: SalesSpec | None = None
     nurture: NurtureSpec | None = None
+    channels: ChannelsSection | None = None
+    """The company's own channel taxonomy (:mod:`leadflow.core.config.channels`)."""
 
 
 @dataclass(frozen=True)

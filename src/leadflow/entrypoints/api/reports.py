@@ -130,6 +130,11 @@ def attribution_report(
     to_stage: str | None = Query(
         None, max_length=64, description="The conversion stage (default: the won role's)."
     ),
+    allocation: Literal["removal", "path"] = Query(
+        "removal",
+        description="Markov credits: removal (ChannelAttribution's) or path (per converted "
+        "path, mam's).",
+    ),
 ) -> dict[str, Any]:
     """Attribution of conversions into ``to_stage`` and their value, per model."""
     period = _period(services, start, end)
@@ -143,6 +148,7 @@ def attribution_report(
         touch=touch,
         order=order,
         to_stage=to_stage,
+        allocation=allocation,
     )
 
 

@@ -147,6 +147,7 @@ class AttributionReport(Out):
     level: str
     touch: str
     to_stage: str
+    allocation: str
     conversions: int
     conversion_value: float
     models: list[Json]

@@ -247,6 +247,19 @@ def attribution_cmd(
     level: str = typer.Option("lead", "--level", help="lead|account."),
     touch: str = typer.Option("channel", "--touch", help="channel|campaign|content."),
     order: int = typer.Option(1, "--order", help="Markov chain order, 1..3."),
+    allocation: str = typer.Option(
+        "removal",
+        "--allocation",
+        help="Markov credits: removal (all conversions split by normalised removal effects, "
+        "as ChannelAttribution) | path (each converted path split by its touches' removal "
+        "effects, as mam).",
+    ),
+    shapley_game: str = typer.Option(
+        "conversions",
+        "--shapley-game",
+        help="conversions (exact at any size) | conversion_rate (sampled above 15 channels, "
+        "with its standard error).",
+    ),
     to_stage: str | None = typer.Option(
         None,
         "--to-stage",
@@ -268,6 +281,8 @@ def attribution_cmd(
     _guard(svc._check_choice, model, svc.MODEL_CHOICES, "--model")
     _guard(svc._check_choice, level, svc.LEVELS, "--level")
     _guard(svc._check_choice, touch, svc.TOUCH_KEYS, "--touch")
+    _guard(svc._check_choice, allocation, ("removal", "path"), "--allocation")
+    _guard(svc._check_choice, shapley_game, ("conversions", "conversion_rate"), "--shapley-game")
     if order not in (1, 2, 3):
         fail(f"--order: {order} is not 1, 2 or 3")
     if out is not None and not suggest:
@@ -288,6 +303,8 @@ def attribution_cmd(
         level=level,
         order=order,
         to_stage=to_stage,
+        allocation=allocation,
+        shapley_game=shapley_game,
     )
     if fmt is Format.json:
         _echo_json(data)
@@ -295,8 +312,15 @@ def attribution_cmd(
         if fmt is Format.table:
             typer.echo(
                 f"{data['conversions']:,} conversions into {data['to_stage']} worth "
-                f"{data['conversion_value']:,.2f}; {data['paths']:,} {level} paths"
+                f"{data['conversion_value']:,.2f}; {data['paths']:,} {level} paths; "
+                f"markov allocation: {allocation}"
             )
+            for m in data["models"]:
+                if m["parameters"].get("max_std_error_conversions"):
+                    typer.echo(
+                        f"{m['model']}: sampled, standard error up to "
+                        f"{m['parameters']['max_std_error_conversions']:,.3f} conversions"
+                    )
         render(
             _rows(data["credits"]),
             ["model", "touch_key", "touch", "conversions", "value", "share_of_value"],

@@ -85,7 +85,7 @@ def attribution_figures(
                 touch_key="touch",
                 order=1,
                 half_life_days=7.0,
-                allocation="per_touch" if name == "markov" else "removal_share",
+                allocation="removal_share",  # the report's default (ChannelAttribution's)
             )
             tops[name] = result.top_touch()
             for row in result.to_rows():

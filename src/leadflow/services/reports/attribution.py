@@ -8,6 +8,7 @@ from typing import Any
 import polars as pl
 
 from leadflow.core import attribution as attr
+from leadflow.core.config import channels as channel_config
 from leadflow.services.reports.common import (
     LEVELS,
     MODEL_CHOICES,
@@ -81,11 +82,11 @@ def _touch_frame(store: Store, period: Period, conv: pl.DataFrame, touch: str) -
         .then(pl.col("at") < period.end)
         .otherwise(pl.col("at") <= pl.col("conv_at"))
     )
-    key = {
-        "channel": pl.col("channel").fill_null("direct"),
-        "campaign": pl.col("campaign").fill_null(NONE),
-        "content": pl.col("content"),
-    }[touch]
+    key = (
+        _channel(ev, store)
+        if touch == "channel"
+        else {"campaign": pl.col("campaign").fill_null(NONE), "content": pl.col("content")}[touch]
+    )
     ev = ev.with_columns(touch=key).filter(pl.col("touch").is_not_null())
     milestones = store.history.group_by("lead_id").agg(
         lead_created=pl.col("at").filter(pl.col("to_stage") == _acquired_stage(store)).min(),
@@ -102,6 +103,49 @@ def _touch_frame(store: Store, period: Period, conv: pl.DataFrame, touch: str) -
         is_lead_creation=last_before("lead_created").fill_null(False),
         is_opportunity_creation=last_before("opp_created").fill_null(False),
     )
+
+
+_HOST = r"^[a-zA-Z][a-zA-Z0-9+.-]*://(?:[^@/?#]*@)?([^/?#:]+)"
+
+
+def _channel(ev: pl.DataFrame, store: Store) -> pl.Expr:
+    """The touch's channel: the company's own (the model's ``channels:``) when one matches,
+    else the built-in grouping stored at ingestion (no channel: ``direct``). Each distinct
+    (source, medium, referrer host, page host, event) is classified once."""
+    stored = pl.col("channel").fill_null("direct")
+    own = channel_config.taxonomy(store.model.spec.channels)
+    if not own.channels or ev.height == 0:
+        return stored
+    host = lambda col: (  # noqa: E731
+        pl.col(col).str.extract(_HOST, 1).str.to_lowercase().str.strip_prefix("www.")
+    )
+    fields = ev.select(
+        "utm_source",
+        "utm_medium",
+        ref_host=host("referrer") if "referrer" in ev.columns else pl.lit(None, pl.String),
+        page_host=host("page_url"),
+        event=pl.when(pl.col("type") == "track").then(pl.col("name")),
+    )
+    combos = fields.unique()
+    combos = combos.with_columns(
+        own_channel=pl.Series(
+            [
+                own.match(
+                    utm_source=r["utm_source"],
+                    utm_medium=r["utm_medium"],
+                    referrer_host=r["ref_host"],
+                    page_host=r["page_host"],
+                    event=r["event"],
+                )
+                for r in combos.iter_rows(named=True)
+            ],
+            dtype=pl.String,
+        )
+    )
+    matched = fields.join(
+        combos, on=fields.columns, how="left", nulls_equal=True, maintain_order="left"
+    )
+    return pl.coalesce(pl.lit(matched["own_channel"]), stored)
 
 
 def _acquired_stage(store: Store) -> str:
@@ -186,6 +230,17 @@ def attribution_inputs(
     return touchpoints, conv_table, conv
 
 
+ALLOCATIONS = {"removal": "removal_share", "path": "per_touch"}
+"""``--allocation``: ``removal`` splits all conversions (value) in proportion to the normalised
+removal effects (ChannelAttribution's ``markov_model``); ``path`` splits each converted path
+over its touches by their removal effects (mam's ``MAM.attribution_markov``; per person too)."""
+
+
+SHAPLEY_GAMES = ("conversions", "conversion_rate")
+"""``--shapley-game``: ``conversions`` (exact closed form at any size) or ``conversion_rate``
+(exact up to 15 channels, sampled permutations with a standard error above)."""
+
+
 def _models(model: str, order: int) -> list[tuple[str, int]]:
     if model == "all":
         return (
@@ -206,9 +261,14 @@ def attribution_report(
     order: int = 1,
     to_stage: str | None = None,
     half_life_days: float = 7.0,
+    allocation: str = "removal",
+    shapley_game: str = "conversions",
 ) -> dict[str, Any]:
-    """Credits per touch-key value for one model or all side by side."""
+    """Credits per touch-key value for one model or all side by side. ``allocation`` is how
+    Markov removal effects become credits (see :data:`ALLOCATIONS`)."""
     _check_choice(model, MODEL_CHOICES, "--model")
+    _check_choice(allocation, tuple(ALLOCATIONS), "--allocation")
+    _check_choice(shapley_game, SHAPLEY_GAMES, "--shapley-game")
     to_stage = to_stage or store.model.won_stage
     if order not in (1, 2, 3):
         raise ReportError(f"--order: {order} is not 1, 2 or 3")
@@ -217,18 +277,15 @@ def attribution_report(
     )
     results: list[attr.Attribution] = []
     if touchpoints.height:
-        for name, k in _models(model, order):
-            results.append(
-                attr.attribute(
-                    touchpoints,
-                    conv_table,
-                    model=name,
-                    touch_key="touch",
-                    order=k,
-                    half_life_days=half_life_days,
-                    allocation="per_touch" if name == "markov" else "removal_share",
-                )
-            )
+        results = attr.attribute_models(
+            touchpoints,
+            conv_table,
+            _models(model, order),
+            touch_key="touch",
+            half_life_days=half_life_days,
+            allocation=ALLOCATIONS[allocation],
+            characteristic=shapley_game,
+        )
     credits: list[dict[str, Any]] = []
     people: list[dict[str, Any]] = []
     for res in results:
@@ -245,6 +302,7 @@ def attribution_report(
         "level": level,
         "touch": touch,
         "to_stage": to_stage,
+        "allocation": allocation,
         "conversions": conv.height,
         "conversion_value": float(conv["value"].sum()) if conv.height else 0.0,
         "converted_paths_with_touches": credited_paths,
@@ -268,6 +326,14 @@ def attribution_report(
             "of its latest qualify action at or before it, else 1 (a count)",
             "touchpoints": "track/page events up to the conversion (or before the period end), "
             "email_sent and email_bounce excluded",
+            "allocation": "markov credits: "
+            + (
+                "all conversions (value) split in proportion to the normalised removal "
+                "effects, as ChannelAttribution's markov_model"
+                if allocation == "removal"
+                else "each converted path split over its touches by their removal effects, "
+                "as mam's attribution_markov"
+            ),
             "level": "lead: one path per lead; account: one path per account with every "
             "member's touches before the account's first conversion",
         },
