@@ -13,7 +13,9 @@ demo``'s own sales play stamps every decision on the world's last day, which wou
 split by time meaningless.) Then ``train_from_store`` (target ``opportunity``, horizon 90
 days) trains on the earlier 80 % of labelled leads and prints the ROC-AUC on the latest
 20 % next to the rule-based MQL decision's precision/recall at the same number of
-hand-offs, plus the training time.
+hand-offs, plus the training time - once with the event aggregates only (``--features
+events``, before) and once with everything known before the labelling time (lead and
+account attributes, custom fields, fit and engagement as of the cut-off; after).
 
 **Bank Marketing** (``--part bank``): the leakage report, the cross-validated ROC-AUC of
 each candidate without and with ``duration`` (the call length, known only after the call),
@@ -192,19 +194,40 @@ def demo_world(n_leads: int, seed: int, gaps: list[float]) -> None:
             + ", ".join(f"{k} {v:,}" for k, v in counts.items())
             + " (refused: the lead had already moved on)"
         )
+        summary = []
         for gap in gaps:
-            started = time.perf_counter()
-            training = train_from_store(
-                services.engine, services.models, config.until, gap_days=gap
+            for attributes in (False, True):
+                started = time.perf_counter()
+                training = train_from_store(
+                    services.engine,
+                    services.models,
+                    config.until,
+                    gap_days=gap,
+                    attributes=attributes,
+                )
+                _print_store(training, gap, time.perf_counter() - started, attributes)
+                h = training.holdout
+                summary.append((gap, attributes, h.roc_auc if h else None, h.pr_auc if h else None))
+        print("\n-- hold-out ROC-AUC / PR-AUC: events only (before) vs everything known (after)")
+        for gap in gaps:
+            before = next(r for r in summary if r[0] == gap and not r[1])
+            after = next(r for r in summary if r[0] == gap and r[1])
+            print(
+                f"   --gap-days {gap:g}: events only {_fmt(before[2])} / {_fmt(before[3])}  "
+                f"->  with attributes and scores {_fmt(after[2])} / {_fmt(after[3])}"
             )
-            _print_store(training, gap, time.perf_counter() - started)
         services.close()
 
 
-def _print_store(training: StoreTraining, gap: float, seconds: float) -> None:
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _print_store(training: StoreTraining, gap: float, seconds: float, attributes: bool) -> None:
     s, r = training.store, training.model.report
     when = "just before the outcome" if gap == 0 else f"{gap:g} days before the outcome"
-    print(f"\n-- features as of {when} (--gap-days {gap:g})")
+    kind = "everything known (--features all)" if attributes else "events only (--features events)"
+    print(f"\n-- {kind}, as of {when} (--gap-days {gap:g})")
     print(
         f"   labelled leads {s['labelled']:,} ({s['positives']:,} reached opportunity), "
         f"trained on {s['train_rows']:,}, time hold-out {s['holdout_rows']:,} "
@@ -236,6 +259,10 @@ def _print_store(training: StoreTraining, gap: float, seconds: float) -> None:
             )
     top = ", ".join(f"{name} {value:.2f}" for name, value in r.importance[:6])
     print(f"   strongest features (mean |log-odds|): {top}")
+    used = set(r.columns_used)
+    attrs = [c for c in s["features"]["attributes"] if c in used]
+    print(f"   attribute features used ({len(attrs)}): {', '.join(attrs) or '-'}")
+    print(f"   dropped by the leakage guard: {', '.join(s['features']['leakage_dropped']) or '-'}")
     print(f"   training from the store took {seconds:.1f} s")
 
 

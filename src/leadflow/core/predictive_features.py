@@ -99,6 +99,7 @@ ACCOUNT_PREFIX = "account."
 NEVER_FEATURES: Mapping[str, str] = {
     "bant": "sales' BANT assessment, recorded at qualification (after the hand-off)",
     "demo_true_intent": "the demo world's simulator truth, never known to a company",
+    "lead_status": "the CRM's lead status moves as the lead is worked (the stage itself)",
 }
 """Custom-field keys that are never features, with the reason (reported with the model)."""
 BUILT_IN_KEYS = frozenset(
@@ -107,9 +108,14 @@ BUILT_IN_KEYS = frozenset(
         *traits.COUNT_KEYS,
         *traits.TARGET_KEYS,
         *traits.PERSON_KEYS,
+        "full_name",
+        "mobile",
+        "website",
+        "crm_id",
     }
 )
-"""Keys an attribute column already covers (industry, employees, target flag...)."""
+"""Keys an attribute column already covers (industry, employees, target flag...) and
+identifying keys an import keeps (names, phone, website, the CRM's record id)."""
 MAX_CUSTOM_KEYS = 40
 MIN_KEY_SHARE = 0.01
 
