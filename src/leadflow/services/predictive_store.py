@@ -14,10 +14,10 @@ corruption, not tampering.
 
 **Refresh** (``refresh_predictions``, called by the worker on every pass, and by
 ``leadflow predict refresh``) is incremental: it scores only leads that have no prediction
-from the active version, or whose events, lead row or lead state changed after their last
-scoring, or whose prediction is older than ``STALE_AFTER`` (the 7/30/90-day windows and
-the recency slide with time even without new events). With no active model it is a
-single query.
+from the active version, or whose events, lead row, lead state or account row changed after
+their last scoring, or whose prediction is older than ``STALE_AFTER`` (the 7/30/90-day
+windows, the recency and the decayed engagement slide with time even without new events).
+With no active model it is a single query.
 """
 
 from __future__ import annotations
@@ -654,9 +654,9 @@ def _stale_leads(conn: Connection, version: str, now: datetime) -> list[int]:
     stmt = (
         select(leads.c.id)
         .select_from(
-            leads.outerjoin(lp, lp.c.lead_id == leads.c.id).outerjoin(
-                lead_states, lead_states.c.lead_id == leads.c.id
-            )
+            leads.outerjoin(lp, lp.c.lead_id == leads.c.id)
+            .outerjoin(lead_states, lead_states.c.lead_id == leads.c.id)
+            .outerjoin(accounts, accounts.c.id == leads.c.account_id)
         )
         .where(
             leads.c.erased_at.is_(None),
@@ -666,6 +666,7 @@ def _stale_leads(conn: Connection, version: str, now: datetime) -> list[int]:
                 lp.c.scored_at < now - STALE_AFTER,
                 leads.c.updated_at > lp.c.scored_at,
                 lead_states.c.updated_at > lp.c.scored_at,
+                accounts.c.updated_at > lp.c.scored_at,
                 newer_event,
             ),
         )
