@@ -367,6 +367,9 @@ def _print_store(training: StoreTraining, gap: float, seconds: float, attributes
     attrs = [c for c in s["features"]["attributes"] if c in used]
     print(f"   attribute features used ({len(attrs)}): {', '.join(attrs) or '-'}")
     print(f"   dropped by the leakage guard: {', '.join(s['features']['leakage_dropped']) or '-'}")
+    for finding in r.leakage:
+        if finding.excluded:
+            print(f"      {finding.column}: {finding.reasons[0][:110]}")
     print(f"   training from the store took {seconds:.1f} s")
 
 
