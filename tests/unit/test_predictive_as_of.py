@@ -150,11 +150,15 @@ def test_a_target_mark_counts_from_the_time_discovery_set_it():
 
 
 def test_custom_keys_are_chosen_from_the_stored_fields_never_bant_nor_simulator_truth():
+    """Never: BANT (given at qualification), the CRM's lead status, simulator truth,
+    identifying keys, over-long keys or keys with control characters."""
     leads = [
         StoredLead(
             lead_id=i,
             attributes={"budget_band": "s", "bant": {"b": 1}, "industry": "x",
-                        "rare": "y" if i == 0 else None, "nested": {"a": 1}},
+                        "rare": "y" if i == 0 else None, "nested": {"a": 1},
+                        "k" * 65: "long key", "bad\nkey": "control character",
+                        "lead_status": "Closed", "full_name": f"Kim {i}"},
             account_traits={"demo_true_intent": 0.4, "segment": "smb", "target_account": True},
         )
         for i in range(200)

@@ -117,6 +117,7 @@ BUILT_IN_KEYS = frozenset(
 """Keys an attribute column already covers (industry, employees, target flag...) and
 identifying keys an import keeps (names, phone, website, the CRM's record id)."""
 MAX_CUSTOM_KEYS = 40
+MAX_KEY_LENGTH = 64
 MIN_KEY_SHARE = 0.01
 
 
@@ -418,7 +419,8 @@ def choose_attribute_keys(
     """(lead keys, account keys): the custom fields that become features. The keys the fit
     model's ``fit.attributes`` rules read, then the most frequent ones held by at least
     ``min_share`` of the leads (up to ``limit`` each); never ``NEVER_FEATURES`` nor keys a
-    built-in column covers; only keys with a plain value (text, number, yes/no)."""
+    built-in column covers, nor keys longer than ``MAX_KEY_LENGTH`` or with control
+    characters; only keys with a plain value (text, number, yes/no)."""
     lead_counts: Counter[str] = Counter()
     account_counts: Counter[str] = Counter()
     n = 0
@@ -433,7 +435,13 @@ def choose_attribute_keys(
         for key, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
             if len(out) >= limit:
                 break
-            usable = key not in NEVER_FEATURES and key not in BUILT_IN_KEYS and key not in out
+            usable = (
+                key not in NEVER_FEATURES
+                and key not in BUILT_IN_KEYS
+                and key not in out
+                and len(key) <= MAX_KEY_LENGTH
+                and key.isprintable()
+            )
             if count >= floor and usable:
                 out.append(key)
         return tuple(out)

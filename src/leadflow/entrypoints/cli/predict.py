@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -308,7 +309,7 @@ def print_report(report: Report, console: Console) -> None:
     table.add_column("column")
     table.add_column("mean |log-odds|", justify="right")
     for name, value in report.importance[:10]:
-        table.add_row(name, f"{value:.3f}")
+        table.add_row(escape(name), f"{value:.3f}")
     console.print(table)
 
 
@@ -321,9 +322,9 @@ def _leakage_table(report: Report, console: Console) -> None:
         table.add_column(c)
     for f in report.leakage:
         table.add_row(
-            f.column,
+            escape(f.column),
             f"{f.single_column_auc:.3f}",
-            "; ".join(f.reasons),
+            escape("; ".join(f.reasons)),
             "excluded (--keep to keep)" if f.excluded else "kept (--keep)",
         )
     console.print(table)
@@ -470,7 +471,8 @@ def print_features(report: dict[str, Any], console: Console) -> None:
     ]
 
     def names(columns: Sequence[str]) -> str:
-        return ", ".join(c if c in used else f"{c} (not used)" for c in columns) or "-"
+        shown = (c if c in used else f"{c} (not used)" for c in columns)
+        return escape(", ".join(shown)) or "-"
 
     table.add_row("attributes and rule scores", names(attributes))
     table.add_row("custom fields", names(custom))
@@ -481,7 +483,7 @@ def print_features(report: dict[str, Any], console: Console) -> None:
     for key, why in (features.get("never_used") or {}).items():
         table.add_row("never used", f"{key}: {why}")
     dropped = features.get("leakage_dropped") or []
-    table.add_row("dropped by the leakage guard", ", ".join(dropped) or "-")
+    table.add_row("dropped by the leakage guard", escape(", ".join(dropped)) or "-")
     console.print(table)
 
 
@@ -528,7 +530,7 @@ def show_command(
     table.add_column("column")
     table.add_column("mean |log-odds|", justify="right")
     for name, value in (report.get("importance") or [])[:10]:
-        table.add_row(str(name), f"{value:.3f}")
+        table.add_row(escape(str(name)), f"{value:.3f}")
     out.print(table)
 
 
@@ -582,7 +584,9 @@ def explain_command(
         table.add_column(c)
     for direction, key in (("raised", "raised_by"), ("lowered", "lowered_by")):
         for c in found[key]:
-            table.add_row(direction, c["column"], str(c["value"]), f"{c['log_odds']:+.3f}")
+            table.add_row(
+                direction, escape(c["column"]), escape(str(c["value"])), f"{c['log_odds']:+.3f}"
+            )
     out.print(table)
 
 
