@@ -1,6 +1,8 @@
 """Training sets from leadflow's own store: outcomes, point-in-time features, drift.
 
-Pure and vectorised (polars): frames in, frames out; no database, no clock. The service
+Pure: frames and plain values in, frames out; no database, no clock. Behaviour aggregates
+are vectorised (polars); attributes and rule scores are replayed per lead with the core's
+own trait reading and scoring functions. The service
 (``leadflow.services.predictive_store``) reads the tables into the frames described below
 and hands the result to ``leadflow.core.predictive.train``.
 
