@@ -13,7 +13,20 @@ demo``'s own sales play stamps every decision on the world's last day, which wou
 split by time meaningless.) Then ``train_from_store`` (target ``opportunity``, horizon 90
 days) trains on the earlier 80 % of labelled leads and prints the ROC-AUC on the latest
 20 % next to the rule-based MQL decision's precision/recall at the same number of
-hand-offs, plus the training time.
+hand-offs, plus the training time - once with the event aggregates only (``--features
+events``, before) and once with everything known before the labelling time (lead and
+account attributes, custom fields, fit and engagement as of the cut-off; after).
+
+**Lead export in the store** (``--part export``): the generated lead export of the
+leakage-guard tests (``tests/lead_export.py``, ``--rows`` rows shaped like an online-education
+company's CRM export, planted post-outcome columns included) loaded as history: each row
+signs up by an ``identify`` (lead source, origin and country as traits) at a time spread
+over a year in the export's row order, visits the site ``TotalVisits`` times in its first
+week, and converts (``open_deal``) or is disqualified ten days after sign-up; then the
+export's other columns (the honest ones and the planted ones) are imported with ``leadflow
+import leads`` semantics. Prints the ``--csv`` model on the same export (leakage guard
+default) next to the store model with events only (before) and with everything known
+before the labelling time (after).
 
 **Bank Marketing** (``--part bank``): the leakage report, the cross-validated ROC-AUC of
 each candidate without and with ``duration`` (the call length, known only after the call),
@@ -30,7 +43,7 @@ import argparse
 import random
 import tempfile
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -192,19 +205,133 @@ def demo_world(n_leads: int, seed: int, gaps: list[float]) -> None:
             + ", ".join(f"{k} {v:,}" for k, v in counts.items())
             + " (refused: the lead had already moved on)"
         )
+        summary = []
         for gap in gaps:
-            started = time.perf_counter()
-            training = train_from_store(
-                services.engine, services.models, config.until, gap_days=gap
+            for attributes in (False, True):
+                started = time.perf_counter()
+                training = train_from_store(
+                    services.engine,
+                    services.models,
+                    config.until,
+                    gap_days=gap,
+                    attributes=attributes,
+                )
+                _print_store(training, gap, time.perf_counter() - started, attributes)
+                h = training.holdout
+                summary.append((gap, attributes, h.roc_auc if h else None, h.pr_auc if h else None))
+        print("\n-- hold-out ROC-AUC / PR-AUC: events only (before) vs everything known (after)")
+        for gap in gaps:
+            before = next(r for r in summary if r[0] == gap and not r[1])
+            after = next(r for r in summary if r[0] == gap and r[1])
+            print(
+                f"   --gap-days {gap:g}: events only {_fmt(before[2])} / {_fmt(before[3])}  "
+                f"->  with attributes and scores {_fmt(after[2])} / {_fmt(after[3])}"
             )
-            _print_store(training, gap, time.perf_counter() - started)
         services.close()
 
 
-def _print_store(training: StoreTraining, gap: float, seconds: float) -> None:
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+IMPORTED = (
+    "Do Not Email", "Total Time Spent on Website", "Page Views Per Visit", "Last Activity",
+    "Specialization", "What is your current occupation", "Asymmetrique Activity Index",
+    "Tags", "Lead Quality", "Lead Profile", "Last Notable Activity", "Lead Number",
+)  # fmt: skip
+
+
+def export_in_store(rows: int, seed: int) -> None:
+    import csv
+    import sys
+
+    from sqlalchemy import select
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.lead_export import PLANTED, TARGET, lead_export  # the tests' generator
+
+    from leadflow.core.tracking import parse_message
+    from leadflow.services.importer import import_leads
+    from leadflow.services.ingest import ingest
+
+    frame = lead_export(rows=rows, seed=seed).sort("Lead Number")
+    until = datetime(2025, 1, 1, tzinfo=UTC)
+    start = until - timedelta(days=400)
+    step = timedelta(days=360) / frame.height
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(database_url=f"sqlite:///{Path(tmp) / 'export.db'}")
+        services = build_services(settings)
+        migrate.upgrade(services.engine)
+        started = time.perf_counter()
+        messages: list[dict[str, object]] = []
+        for n, row in enumerate(frame.iter_rows(named=True)):
+            t = start + n * step
+            user = f"lead{n}"
+            traits: dict[str, object] = {"email": f"{user}@example.com", "consent": "granted"}
+            for column, trait in (("Lead Source", "Lead Source"), ("Lead Origin", "lead_origin"),
+                                  ("Country", "country")):  # fmt: skip
+                if row[column]:
+                    traits[trait] = row[column]
+            messages.append({"type": "identify", "userId": user, "messageId": f"id-{user}",
+                             "timestamp": t.isoformat(), "traits": traits})  # fmt: skip
+            visits = int(row["TotalVisits"] or 0)
+            messages += [
+                {"type": "page", "userId": user, "messageId": f"v{k}-{user}",
+                 "timestamp": (t + timedelta(hours=6 + 30 * k)).isoformat(),
+                 "properties": {"url": f"https://school.example/courses/{k % 7}"}}
+                for k in range(min(visits, 30))
+            ]  # fmt: skip
+        for i in range(0, len(messages), 2000):
+            part = [parse_message(m, received_at=until) for m in messages[i : i + 2000]]
+            ingest(services.engine, part, until, after=services.after_ingest)
+        with services.engine.connect() as conn:
+            ids = {e.split("@")[0]: i for i, e in conn.execute(select(leads.c.id, leads.c.email))}
+        for n, row in enumerate(frame.iter_rows(named=True)):
+            lead_id = ids[f"lead{n}"]
+            at = start + n * step + timedelta(days=10)
+            converted = str(row[TARGET]) == "1"
+            action = SalesAction(
+                action_id=f"outcome-{lead_id}",
+                name="open_deal" if converted else "disqualify",
+                at=at,
+                lead_id=lead_id,
+                reason=None if converted else "not_interested",
+            )
+            with services.engine.begin() as conn:
+                record_action(conn, action, services.models.active(conn, until), until)
+        path = Path(tmp) / "Leads.csv"
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["Email", *IMPORTED])
+            for n, row in enumerate(frame.iter_rows(named=True)):
+                writer.writerow([f"lead{n}@example.com", *(row[c] for c in IMPORTED)])
+        summary = import_leads(services.engine, path, now=until, after=services.after_ingest)
+        print(
+            f"export: {frame.height:,} rows, {int((frame[TARGET] == '1').sum()):,} converted; "
+            f"{len(messages):,} events and outcomes stored, {summary.updated:,} leads updated by "
+            f"the import, in {time.perf_counter() - started:.0f} s"
+        )
+        csv_model, _ = _run(frame.drop(TARGET).with_columns(frame[TARGET].alias("y")),
+                            "--csv on the same export (leakage guard default)",
+                            id_column="Prospect ID")  # fmt: skip
+        excluded = [f.column for f in csv_model.report.leakage if f.excluded]
+        print(
+            f"   --csv leakage guard dropped: {', '.join(excluded)} (planted: {', '.join(PLANTED)})"
+        )
+        for attributes in (False, True):
+            began = time.perf_counter()
+            training = train_from_store(
+                services.engine, services.models, until, attributes=attributes
+            )
+            _print_store(training, 0.0, time.perf_counter() - began, attributes)
+        services.close()
+
+
+def _print_store(training: StoreTraining, gap: float, seconds: float, attributes: bool) -> None:
     s, r = training.store, training.model.report
     when = "just before the outcome" if gap == 0 else f"{gap:g} days before the outcome"
-    print(f"\n-- features as of {when} (--gap-days {gap:g})")
+    kind = "everything known (--features all)" if attributes else "events only (--features events)"
+    print(f"\n-- {kind}, as of {when} (--gap-days {gap:g})")
     print(
         f"   labelled leads {s['labelled']:,} ({s['positives']:,} reached opportunity), "
         f"trained on {s['train_rows']:,}, time hold-out {s['holdout_rows']:,} "
@@ -227,21 +354,29 @@ def _print_store(training: StoreTraining, gap: float, seconds: float) -> None:
             f"{top.lift:.1f}); ROC-AUC among the rule's hand-offs: "
             f"{s['holdout_roc_auc_within_handoffs']}"
         )
-        if h.rule is not None:
+        if h.rule is not None and h.rule.handoffs:
             q = h.rule
             print(
                 f"   at the same {q.handoffs} hand-offs: rule-based MQL precision "
                 f"{q.rule_precision:.1%} recall {q.rule_recall:.1%} | model top-k precision "
                 f"{q.model_precision:.1%} recall {q.model_recall:.1%}"
             )
-    top = ", ".join(f"{name} {value:.2f}" for name, value in r.importance[:6])
-    print(f"   strongest features (mean |log-odds|): {top}")
+    strongest = ", ".join(f"{name} {value:.2f}" for name, value in r.importance[:6])
+    print(f"   strongest features (mean |log-odds|): {strongest}")
+    used = set(r.columns_used)
+    attrs = [c for c in s["features"]["attributes"] if c in used]
+    print(f"   attribute features used ({len(attrs)}): {', '.join(attrs) or '-'}")
+    print(f"   dropped by the leakage guard: {', '.join(s['features']['leakage_dropped']) or '-'}")
+    for finding in r.leakage:
+        if finding.excluded:
+            print(f"      {finding.column}: {finding.reasons[0][:110]}")
     print(f"   training from the store took {seconds:.1f} s")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("all", "demo", "bank"), default="all")
+    parser.add_argument("--part", choices=("all", "demo", "export", "bank"), default="all")
+    parser.add_argument("--rows", type=int, default=5000, help="export: rows of the export")
     parser.add_argument("--leads", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
@@ -254,6 +389,9 @@ def main() -> None:
     if args.part in ("all", "demo"):
         print("== demo world, trained from the store")
         demo_world(args.leads, args.seed, args.gap_days)
+    if args.part in ("all", "export"):
+        print("\n== a lead export loaded into the store as history")
+        export_in_store(args.rows, args.seed)
     if args.part in ("all", "bank"):
         bank(args)
 

@@ -1,6 +1,8 @@
 """Training sets from leadflow's own store: outcomes, point-in-time features, drift.
 
-Pure and vectorised (polars): frames in, frames out; no database, no clock. The service
+Pure: frames and plain values in, frames out; no database, no clock. Behaviour aggregates
+are vectorised (polars); attributes and rule scores are replayed per lead with the core's
+own trait reading and scoring functions. The service
 (``leadflow.services.predictive_store``) reads the tables into the frames described below
 and hands the result to ``leadflow.core.predictive.train``.
 
@@ -14,20 +16,31 @@ time, the first of these decides its outcome, and its time is the *labelling tim
 
 A lead whose outcome is not known yet at ``now`` is left out (it is neither).
 
-**No look-ahead** (``behaviour_features``): only events that occurred strictly *before* the
-labelling time are counted, so nothing that happened at or after the outcome can enter a
-training row. The same function scores current leads with ``as_of = now``.
+**No look-ahead.** Every feature is taken as of a cut-off (the labelling time, or
+``gap_days`` before it; ``now`` when scoring current leads) and sees only what was known
+strictly *before* it:
 
-**Rule scores.** Fit (ICP) does not depend on events, so the lead's current fit score and
-grade are used as they are. The engagement score as of the labelling time would need a
-replay of every lead's history; it is not computed here - the behaviour aggregates (counts
-per event over 7/30/90 days, recency) carry the same information without look-ahead.
+- behaviour (``behaviour_features``): counts of events per window, recency, distinct pages
+  and content, over the events that occurred before the cut-off;
+- attributes (``attributes_as_of``): title and its seniority, lead source, first-touch
+  channel and UTM source/medium, industry, employees, country, target flag and the custom
+  fields of the lead (``attributes.<key>``) and of its account (``account.<key>``),
+  replayed from the identify/group events before the cut-off with the stage machine's own
+  trait reading; values no event carries (an import's custom columns, an account import's
+  facts) have no date in the store and are used as stored;
+- rule scores: the fit score and grade of that profile and the engagement score of the
+  events before the cut-off (the core scoring functions, replayed per lead).
+
+What only changes after the outcome - the stage, the owner, deal fields, BANT, the stored
+scores and predictions - is never read. The same functions score current leads with
+``as_of = now``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,7 +48,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from leadflow.core.scoring import has_term
+from leadflow.core import traits
+from leadflow.core.config import LeadModel
+from leadflow.core.lifecycle import merge_traits
+from leadflow.core.model import Event, LeadProfile
+from leadflow.core.scoring import dedupe, has_term, score_engagement, score_fit
 
 WINDOWS: tuple[int, ...] = (7, 30, 90)
 KNOWN_EVENT_NAMES: tuple[str, ...] = (
@@ -63,15 +80,47 @@ RULE = "rule_mql"
 ACQUIRED_AT = "acquired_at"
 PROBABILITY = "probability"
 ATTRIBUTES: tuple[str, ...] = (
+    "title",
+    "title_seniority",
+    "source",
+    "first_touch_channel",
+    "first_touch_utm_source",
+    "first_touch_utm_medium",
     "industry",
     "employee_count",
     "country",
-    "title_seniority",
-    "source",
     "is_target",
     "fit",
     "fit_grade",
+    "engagement",
 )
+"""Built-in attribute columns, every one as of the cut-off (see ``attributes_as_of``)."""
+NUMERIC_ATTRIBUTES = frozenset({"employee_count", "is_target", "fit", "engagement"})
+LEAD_PREFIX = "attributes."
+ACCOUNT_PREFIX = "account."
+NEVER_FEATURES: Mapping[str, str] = {
+    "bant": "sales' BANT assessment, recorded at qualification (after the hand-off)",
+    "demo_true_intent": "the demo world's simulator truth, never known to a company",
+    "lead_status": "the CRM's lead status moves as the lead is worked (the stage itself)",
+}
+"""Custom-field keys that are never features, with the reason (reported with the model)."""
+BUILT_IN_KEYS = frozenset(
+    {
+        *traits.ACCOUNT_COLUMN_TRAITS,
+        *traits.COUNT_KEYS,
+        *traits.TARGET_KEYS,
+        *traits.PERSON_KEYS,
+        "full_name",
+        "mobile",
+        "website",
+        "crm_id",
+    }
+)
+"""Keys an attribute column already covers (industry, employees, target flag...) and
+identifying keys an import keeps (names, phone, website, the CRM's record id)."""
+MAX_CUSTOM_KEYS = 40
+MAX_KEY_LENGTH = 64
+MIN_KEY_SHARE = 0.01
 
 
 def _utc(frame: pl.DataFrame, *columns: str) -> pl.DataFrame:
@@ -178,20 +227,47 @@ def label_outcomes(
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """Which behaviour columns a model uses; stored with the model to score the same way."""
+    """Which columns a model uses; stored with the model to score the same way.
+
+    ``event_names`` and ``windows``: the behaviour aggregates. ``attributes``: whether the
+    lead and account attributes and the rule scores as of the cut-off are features (False:
+    events only). ``lead_keys`` / ``account_keys``: the custom fields (``leads.attributes``,
+    ``accounts.traits``) that become ``attributes.<key>`` / ``account.<key>`` columns."""
 
     event_names: tuple[str, ...] = KNOWN_EVENT_NAMES
     windows: tuple[int, ...] = WINDOWS
+    attributes: bool = True
+    lead_keys: tuple[str, ...] = ()
+    account_keys: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"event_names": list(self.event_names), "windows": list(self.windows)}
+        return {
+            "event_names": list(self.event_names),
+            "windows": list(self.windows),
+            "attributes": self.attributes,
+            "lead_keys": list(self.lead_keys),
+            "account_keys": list(self.account_keys),
+        }
 
     @staticmethod
     def from_dict(data: Mapping[str, Any]) -> FeatureSpec:
         return FeatureSpec(
             tuple(str(n) for n in data.get("event_names", KNOWN_EVENT_NAMES)),
             tuple(int(w) for w in data.get("windows", WINDOWS)),
+            bool(data.get("attributes", True)),
+            tuple(str(k) for k in data.get("lead_keys", ())),
+            tuple(str(k) for k in data.get("account_keys", ())),
         )
+
+    def attribute_columns(self) -> list[str]:
+        """The attribute columns this spec adds (none for an events-only spec)."""
+        if not self.attributes:
+            return []
+        return [
+            *ATTRIBUTES,
+            *(lead_column(k) for k in self.lead_keys),
+            *(account_column(k) for k in self.account_keys),
+        ]
 
 
 def choose_event_names(events: pl.DataFrame, limit: int = MAX_EVENT_NAMES) -> FeatureSpec:
@@ -293,38 +369,240 @@ def title_seniority(titles: pl.Series, rules: Sequence[tuple[str, Sequence[str]]
     )
 
 
-def attribute_features(
-    profiles: pl.DataFrame, seniority_rules: Sequence[tuple[str, Sequence[str]]]
-) -> pl.DataFrame:
-    """``lead_id`` plus lead and account attributes; ``title`` becomes its seniority level.
+# --------------------------------------------------------------------------- attributes
 
-    ``profiles``: ``lead_id``, ``industry``, ``employee_count``, ``country``, ``title``,
-    ``source``, ``is_target``, ``fit``, ``fit_grade``.
-    """
-    return profiles.select(
-        ID,
-        pl.col("industry").cast(pl.Utf8),
-        pl.col("employee_count").cast(pl.Float64),
-        pl.col("country").cast(pl.Utf8),
-        title_seniority(profiles["title"].cast(pl.Utf8), seniority_rules),
-        pl.col("source").cast(pl.Utf8),
-        pl.col("is_target").cast(pl.Float64).fill_null(0.0),
-        pl.col("fit").cast(pl.Float64),
-        pl.col("fit_grade").cast(pl.Utf8),
+
+def lead_column(key: str) -> str:
+    return f"{LEAD_PREFIX}{key}"
+
+
+def account_column(key: str) -> str:
+    return f"{ACCOUNT_PREFIX}{key}"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLead:
+    """What the store holds about a lead and its account *now*: the values no event dates.
+
+    ``targeted_at``: when target discovery marked the account (None: marked by other means,
+    or not a target)."""
+
+    lead_id: int
+    title: str | None = None
+    source: str | None = None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    industry: str | None = None
+    employee_count: int | None = None
+    country: str | None = None
+    is_target: bool = False
+    targeted_at: datetime | None = None
+    account_traits: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _scalar(value: Any) -> str | None:
+    """A custom field's value as text (cleaning types it), None for nothing or a structure."""
+    if value is None or isinstance(value, dict | list):
+        return None
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return text[:200] or None
+
+
+def choose_attribute_keys(
+    stored: Iterable[StoredLead],
+    fit_keys: Sequence[str] = (),
+    *,
+    limit: int = MAX_CUSTOM_KEYS,
+    min_share: float = MIN_KEY_SHARE,
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(lead keys, account keys): the custom fields that become features. The keys the fit
+    model's ``fit.attributes`` rules read, then the most frequent ones held by at least
+    ``min_share`` of the leads (up to ``limit`` each); never ``NEVER_FEATURES`` nor keys a
+    built-in column covers, nor keys longer than ``MAX_KEY_LENGTH`` or with control
+    characters; only keys with a plain value (text, number, yes/no)."""
+    lead_counts: Counter[str] = Counter()
+    account_counts: Counter[str] = Counter()
+    n = 0
+    for lead in stored:
+        n += 1
+        lead_counts.update(k for k, v in lead.attributes.items() if _scalar(v) is not None)
+        account_counts.update(k for k, v in lead.account_traits.items() if _scalar(v) is not None)
+
+    def pick(counts: Counter[str], first: Sequence[str]) -> tuple[str, ...]:
+        out = [k for k in dict.fromkeys(first) if k not in NEVER_FEATURES]
+        floor = max(1, math.ceil(min_share * n))
+        for key, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            if len(out) >= limit:
+                break
+            usable = (
+                key not in NEVER_FEATURES
+                and key not in BUILT_IN_KEYS
+                and key not in out
+                and len(key) <= MAX_KEY_LENGTH
+                and key.isprintable()
+            )
+            if count >= floor and usable:
+                out.append(key)
+        return tuple(out)
+
+    return pick(lead_counts, fit_keys), pick(account_counts, ())
+
+
+@dataclass(frozen=True, slots=True)
+class _Dated:
+    """Which of a lead's values its events carry (at any time): those are read from the
+    events as of the cut-off, never from the stored row."""
+
+    person: frozenset[str]
+    attributes: frozenset[str]
+    account: frozenset[str]
+    account_traits: frozenset[str]
+
+
+_BLANK = LeadProfile(id=0)
+_PROFILE_FIELDS = ("title", "industry", "employee_count", "country", "is_target_account")
+
+
+def _dated(events: Sequence[Event]) -> _Dated:
+    person: set[str] = set()
+    attributes: set[str] = set()
+    account: set[str] = set()
+    account_traits: set[str] = set()
+    for event in events:
+        if event.type not in ("identify", "group") or not event.properties:
+            continue
+        seen = merge_traits(_BLANK, event)
+        for name in _PROFILE_FIELDS:
+            if getattr(seen, name) != getattr(_BLANK, name):
+                (person if name == "title" else account).add(name)
+        attributes.update(seen.attributes)
+        if event.type == "identify":
+            if "source" in traits.read_traits(event.properties).person:
+                person.add("source")
+        else:
+            account_traits.update(traits.read_group(event.properties, None).extra)
+    return _Dated(
+        frozenset(person), frozenset(attributes), frozenset(account), frozenset(account_traits)
     )
+
+
+def attributes_as_of(
+    stored: StoredLead,
+    events: Iterable[Event],
+    cutoffs: Sequence[datetime],
+    model: LeadModel,
+    spec: FeatureSpec,
+) -> list[dict[str, Any]]:
+    """The attribute features of one lead at each cut-off: only what was known *strictly
+    before* it.
+
+    - Values the lead's events carry (identify and group traits: title, lead source,
+      industry, employees, country, target flag, custom traits) are replayed from the
+      events before the cut-off with the stage machine's own reading
+      (:func:`leadflow.core.lifecycle.merge_traits`): a value given later is not seen, a
+      value changed later is seen as it was.
+    - Values no event carries (custom columns of an import, account facts from an account
+      import or the CRM) have no date in the store: they are used as stored (the leakage
+      guard screens them). An account marked a target by target discovery counts only
+      from ``targeted_at``.
+    - First touch: the channel, UTM source and medium of the lead's earliest event.
+    - ``fit``/``fit_grade``: :func:`leadflow.core.scoring.score_fit` of that profile;
+      ``engagement``: :func:`leadflow.core.scoring.score_engagement` of the events before
+      the cut-off, evaluated at the cut-off (decay included).
+    """
+    ordered = dedupe(events)
+    dated = _dated(ordered)
+    rules = [(r.label, list(r.patterns)) for r in (model.spec.fit.title_seniority or [])]
+    rows = []
+    for cut in cutoffs:
+        before = [e for e in ordered if e.occurred_at < cut]
+        profile = LeadProfile(
+            id=stored.lead_id,
+            title=None if "title" in dated.person else stored.title,
+            industry=None if "industry" in dated.account else stored.industry,
+            employee_count=None if "employee_count" in dated.account else stored.employee_count,
+            country=None if "country" in dated.account else stored.country,
+            is_target_account=stored.is_target
+            and (
+                stored.targeted_at < cut
+                if stored.targeted_at is not None
+                else "is_target_account" not in dated.account
+            ),
+            attributes={k: v for k, v in stored.attributes.items() if k not in dated.attributes},
+        )
+        source = None if "source" in dated.person else stored.source
+        account_traits = {
+            k: v for k, v in stored.account_traits.items() if k not in dated.account_traits
+        }
+        for event in before:
+            if event.type not in ("identify", "group") or not event.properties:
+                continue
+            profile = merge_traits(profile, event)
+            if event.type == "identify":
+                source = traits.read_traits(event.properties).person.get("source", source)
+            else:
+                account_traits.update(traits.read_group(event.properties, None).extra)
+        first = before[0] if before else None
+        touch = next((e for e in before if e.utm_source or e.utm_medium), None)
+        fit = score_fit(profile, model)
+        row: dict[str, Any] = {
+            "title": profile.title,
+            "title_seniority": next(
+                (
+                    label
+                    for label, patterns in rules
+                    if any(has_term(profile.title, p) for p in patterns)
+                ),
+                None,
+            ),
+            "source": source,
+            "first_touch_channel": first.channel if first else None,
+            "first_touch_utm_source": touch.utm_source if touch else None,
+            "first_touch_utm_medium": touch.utm_medium if touch else None,
+            "industry": profile.industry,
+            "employee_count": profile.employee_count,
+            "country": profile.country.strip().upper() if profile.country else None,
+            "is_target": 1.0 if profile.is_target_account else 0.0,
+            "fit": fit.score,
+            "fit_grade": fit.grade,
+            "engagement": score_engagement(before, cut, model).total,
+        }
+        for key in spec.lead_keys:
+            row[lead_column(key)] = _scalar(profile.attributes.get(key))
+        for key in spec.account_keys:
+            row[account_column(key)] = _scalar(account_traits.get(key))
+        rows.append(row)
+    return rows
+
+
+def attribute_schema(spec: FeatureSpec) -> dict[str, Any]:
+    """The polars schema of the attribute columns: numbers as floats, the rest as text
+    (``leadflow.core.predictive.infer_schema`` types them, as it does a CSV's)."""
+    return {
+        name: pl.Float64 if name in NUMERIC_ATTRIBUTES else pl.Utf8
+        for name in spec.attribute_columns()
+    }
 
 
 def feature_frame(
     as_of: pl.DataFrame,
-    attributes: pl.DataFrame,
+    attributes: pl.DataFrame | None,
     events: pl.DataFrame,
     spec: FeatureSpec,
 ) -> pl.DataFrame:
-    """``as_of`` (``lead_id``, ``as_of`` and any extra columns) with every feature added."""
+    """``as_of`` (``lead_id``, ``as_of`` and any extra columns) with every feature added.
+
+    ``attributes``: ``lead_id`` and the attribute columns as of that lead's ``as_of`` (one
+    row per lead; None for an events-only spec)."""
     behaviour = behaviour_features(events, as_of.select(ID, "as_of"), spec)
-    return as_of.join(attributes, on=ID, how="left").join(
-        behaviour.drop("as_of", strict=False), on=ID, how="left"
-    )
+    out = as_of.join(behaviour.drop("as_of", strict=False), on=ID, how="left")
+    if attributes is None or not spec.attributes:
+        return out
+    out = out.join(attributes.drop("as_of", strict=False), on=ID, how="left")
+    return out.select(*as_of.columns, *spec.attribute_columns(), *behaviour_columns(spec))
 
 
 def time_holdout(
@@ -437,9 +715,12 @@ __all__ = [
     "RULE",
     "DriftRow",
     "FeatureSpec",
-    "attribute_features",
+    "StoredLead",
+    "attribute_schema",
+    "attributes_as_of",
     "behaviour_columns",
     "behaviour_features",
+    "choose_attribute_keys",
     "choose_event_names",
     "drift",
     "feature_frame",

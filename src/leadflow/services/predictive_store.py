@@ -14,17 +14,17 @@ corruption, not tampering.
 
 **Refresh** (``refresh_predictions``, called by the worker on every pass, and by
 ``leadflow predict refresh``) is incremental: it scores only leads that have no prediction
-from the active version, or whose events, lead row or lead state changed after their last
-scoring, or whose prediction is older than ``STALE_AFTER`` (the 7/30/90-day windows and
-the recency slide with time even without new events). With no active model it is a
-single query.
+from the active version, or whose events, lead row, lead state or account row changed after
+their last scoring, or whose prediction is older than ``STALE_AFTER`` (the 7/30/90-day
+windows, the recency and the decayed engagement slide with time even without new events).
+With no active model it is a single query.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -58,19 +58,26 @@ from leadflow.core.predictive_features import (
     CONVERTED,
     ID,
     LABEL_AT,
+    NEVER_FEATURES,
     PROBABILITY,
     RULE,
     DriftRow,
     FeatureSpec,
-    attribute_features,
+    StoredLead,
+    account_column,
+    attribute_schema,
+    attributes_as_of,
+    behaviour_columns,
+    choose_attribute_keys,
     choose_event_names,
     drift,
     feature_frame,
     label_outcomes,
+    lead_column,
     reference_of,
     time_holdout,
 )
-from leadflow.services.lifecycle import ModelCache
+from leadflow.services.lifecycle import ModelCache, load_events
 
 STALE_AFTER = timedelta(days=1)
 CHUNK = 5000
@@ -152,45 +159,66 @@ def _content_key(props: Any) -> str | None:
     return None
 
 
-def read_profiles(
-    conn: Connection, model: LeadModel, lead_ids: Sequence[int] | None = None
-) -> pl.DataFrame:
-    """Attribute features of non-erased leads (current fit: it does not depend on events)."""
+def read_stored(conn: Connection, lead_ids: Sequence[int] | None = None) -> list[StoredLead]:
+    """What the lead and account rows of non-erased leads hold now (the undated values;
+    the events say which of them were known when)."""
     stmt = (
         select(
             leads.c.id,
+            leads.c.title,
+            leads.c.source,
+            leads.c.attributes,
             accounts.c.industry,
             accounts.c.employee_count,
             accounts.c.country,
-            leads.c.title,
-            leads.c.source,
             accounts.c.is_target,
-            lead_states.c.fit,
-            lead_states.c.fit_grade,
+            accounts.c.targeted_at,
+            accounts.c.traits,
         )
-        .select_from(
-            leads.outerjoin(accounts, accounts.c.id == leads.c.account_id).outerjoin(
-                lead_states, lead_states.c.lead_id == leads.c.id
-            )
-        )
+        .select_from(leads.outerjoin(accounts, accounts.c.id == leads.c.account_id))
         .where(leads.c.erased_at.is_(None))
+        .order_by(leads.c.id)
     )
-    raw = _frame(
-        _rows(conn, stmt, lead_ids, leads.c.id),
-        {
-            ID: pl.Int64,
-            "industry": pl.Utf8,
-            "employee_count": pl.Float64,
-            "country": pl.Utf8,
-            "title": pl.Utf8,
-            "source": pl.Utf8,
-            "is_target": pl.Boolean,
-            "fit": pl.Float64,
-            "fit_grade": pl.Utf8,
-        },
-    )
-    rules = [(r.label, list(r.patterns)) for r in (model.spec.fit.title_seniority or [])]
-    return attribute_features(raw, rules)
+    return [
+        StoredLead(
+            lead_id=int(r.id),
+            title=r.title,
+            source=r.source,
+            attributes=r.attributes if isinstance(r.attributes, dict) else {},
+            industry=r.industry,
+            employee_count=r.employee_count,
+            country=r.country,
+            is_target=bool(r.is_target),
+            targeted_at=r.targeted_at,
+            account_traits=r.traits if isinstance(r.traits, dict) else {},
+        )
+        for r in _rows(conn, stmt, lead_ids, leads.c.id)
+    ]
+
+
+def attribute_frame(
+    conn: Connection,
+    model: LeadModel,
+    spec: FeatureSpec,
+    stored: Sequence[StoredLead],
+    as_of: Mapping[int, datetime],
+    progress: Progress | None = None,
+) -> pl.DataFrame:
+    """``lead_id`` and the attribute features of each lead in ``as_of`` at its time,
+    replayed from its events (read per chunk of leads) by the core."""
+    by_id = {s.lead_id: s for s in stored}
+    ids = [i for i in as_of if i in by_id]
+    rows: list[dict[str, Any]] = []
+    for done, part in enumerate(_chunks(ids, IN_CHUNK), start=1):
+        found = load_events(conn, part)
+        for lead_id in part:
+            (row,) = attributes_as_of(
+                by_id[lead_id], found.get(lead_id, ()), [as_of[lead_id]], model, spec
+            )
+            rows.append({ID: lead_id, **row})
+        if progress:
+            progress("replaying attributes and scores", done, -(-len(ids) // IN_CHUNK))
+    return pl.DataFrame(rows, schema={ID: pl.Int64, **attribute_schema(spec)}, orient="row")
 
 
 def read_changes(conn: Connection) -> pl.DataFrame:
@@ -224,9 +252,17 @@ def population(
     lead_ids: Sequence[int] | None = None,
 ) -> pl.DataFrame:
     """Features of (the given, or every) non-erased lead as of ``now``."""
-    profiles = read_profiles(conn, model, lead_ids)
-    as_of = profiles.select(ID).with_columns(pl.lit(now).cast(TS).alias("as_of"))
-    return feature_frame(as_of, profiles, read_events(conn, lead_ids), spec)
+    stored = read_stored(conn, lead_ids)
+    as_of = pl.DataFrame(
+        {ID: [s.lead_id for s in stored], "as_of": [now] * len(stored)},
+        schema={ID: pl.Int64, "as_of": TS},
+    )
+    attributes = (
+        attribute_frame(conn, model, spec, stored, dict.fromkeys(as_of[ID].to_list(), now))
+        if spec.attributes
+        else None
+    )
+    return feature_frame(as_of, attributes, read_events(conn, lead_ids), spec)
 
 
 # --------------------------------------------------------------------------- training
@@ -276,10 +312,18 @@ def train_from_store(
     gap_days: float = 0.0,
     folds: int = 5,
     seed: int = 0,
+    attributes: bool = True,
+    keep: Sequence[str] = (),
+    exclude: Sequence[str] = (),
     progress: Progress | None = None,
 ) -> StoreTraining:
     """Label outcomes, build point-in-time features, train on the earlier ~80 % (by
     labelling time), evaluate on the latest ~20 % next to the rule-based hand-off.
+
+    ``attributes``: lead and account attributes, custom fields and the fit and engagement
+    scores as of the cut-off are features (False: the event aggregates only). ``keep`` /
+    ``exclude``: feature columns to keep although the leakage guard suspects them / to
+    leave out (an unknown name is refused, naming it).
 
     ``gap_days``: features are taken as of the labelling time minus this gap (0: just
     before the outcome). A gap asks the model to see the outcome coming earlier, and
@@ -325,20 +369,35 @@ def train_from_store(
                 f"{horizon_days:g} days)"
             )
         evs = read_events(conn)
-        profiles = read_profiles(conn, model)
-        spec = choose_event_names(evs)
-        labels = labels.join(profiles.select(ID), on=ID, how="inner")  # no erased leads
-        frame = feature_frame(
-            labels.with_columns((pl.col(LABEL_AT) - timedelta(days=gap_days)).alias("as_of")),
-            profiles,
-            evs,
-            spec,
-        ).drop(ACQUIRED_AT, "as_of")
-        current = feature_frame(
-            profiles.select(ID).with_columns(pl.lit(now).cast(TS).alias("as_of")),
-            profiles,
-            evs,
-            spec,
+        stored = read_stored(conn)
+        lead_keys, account_keys = choose_attribute_keys(
+            stored, [r.name for r in model.spec.fit.attributes]
+        )
+        spec = replace(
+            choose_event_names(evs),
+            attributes=attributes,
+            lead_keys=lead_keys if attributes else (),
+            account_keys=account_keys if attributes else (),
+        )
+        known = {s.lead_id for s in stored}
+        labels = labels.filter(pl.col(ID).is_in(list(known)))  # no erased leads
+        as_of = labels.with_columns((pl.col(LABEL_AT) - timedelta(days=gap_days)).alias("as_of"))
+        now_of = pl.DataFrame(
+            {ID: sorted(known), "as_of": [now] * len(known)}, schema={ID: pl.Int64, "as_of": TS}
+        )
+        labelled_attributes = current_attributes = None
+        if attributes:
+            cutoffs = dict(zip(as_of[ID].to_list(), as_of["as_of"].to_list(), strict=True))
+            labelled_attributes = attribute_frame(conn, model, spec, stored, cutoffs, progress)
+            current_attributes = attribute_frame(
+                conn, model, spec, stored, dict.fromkeys(known, now), progress
+            )
+        frame = feature_frame(as_of, labelled_attributes, evs, spec).drop(ACQUIRED_AT, "as_of")
+        current = feature_frame(now_of, current_attributes, evs, spec)
+        never = sorted(
+            k
+            for k in NEVER_FEATURES
+            if any(k in s.attributes or k in s.account_traits for s in stored)
         )
     earlier, latest = time_holdout(frame, LABEL_AT, holdout)
     if earlier.height == 0:
@@ -350,6 +409,8 @@ def train_from_store(
         time_column=LABEL_AT,
         rule_column=RULE,
         positive="1",
+        keep=keep,
+        exclude=exclude,
         folds=folds,
         seed=seed,
         progress=progress,
@@ -389,11 +450,32 @@ def train_from_store(
         "holdout_share": holdout,
         "holdout_from": holdout_from.isoformat() if holdout_from is not None else None,
         "holdout_roc_auc_within_handoffs": within,
-        "rule_scores": "current fit score and grade (fit does not depend on events); "
-        "engagement score as of the labelling time is not computed - the behaviour "
-        "aggregates stand in for it",
-        "attributes": "lead and account attributes are their current values (the store "
-        "keeps no attribute history); events are strictly before the labelling time",
+        "features": {
+            "as_of": "each lead's labelling time"
+            + (f" minus {gap_days:g} days" if gap_days else "")
+            + ": only what was known strictly before it",
+            "attributes": spec.attribute_columns(),
+            "custom_fields": [
+                *map(lead_column, spec.lead_keys),
+                *map(account_column, spec.account_keys),
+            ],
+            "behaviour": len(behaviour_columns(spec)),
+            "never_used": {k: NEVER_FEATURES[k] for k in never},
+            "leakage_dropped": [f.column for f in trained.report.leakage if f.excluded],
+        },
+        "rule_scores": (
+            "fit score and grade of the profile as of the cut-off, engagement score of the "
+            "events before it (the core scoring functions, replayed per lead)"
+            if attributes
+            else "none: events only (--features events)"
+        ),
+        "attributes": (
+            "replayed from identify/group events before the cut-off; values no event "
+            "carries (import custom columns, account facts) have no date and are used as "
+            "stored; stage, owner, deal fields, BANT and stored scores are never read"
+            if attributes
+            else "none: events only (--features events)"
+        ),
         "trained_at": now.isoformat(),
         "training_seconds": round(time.perf_counter() - started, 2),
         "notes": notes,
@@ -572,9 +654,9 @@ def _stale_leads(conn: Connection, version: str, now: datetime) -> list[int]:
     stmt = (
         select(leads.c.id)
         .select_from(
-            leads.outerjoin(lp, lp.c.lead_id == leads.c.id).outerjoin(
-                lead_states, lead_states.c.lead_id == leads.c.id
-            )
+            leads.outerjoin(lp, lp.c.lead_id == leads.c.id)
+            .outerjoin(lead_states, lead_states.c.lead_id == leads.c.id)
+            .outerjoin(accounts, accounts.c.id == leads.c.account_id)
         )
         .where(
             leads.c.erased_at.is_(None),
@@ -584,6 +666,7 @@ def _stale_leads(conn: Connection, version: str, now: datetime) -> list[int]:
                 lp.c.scored_at < now - STALE_AFTER,
                 leads.c.updated_at > lp.c.scored_at,
                 lead_states.c.updated_at > lp.c.scored_at,
+                accounts.c.updated_at > lp.c.scored_at,
                 newer_event,
             ),
         )

@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -109,6 +110,12 @@ def train_command(
     gap_days: float = typer.Option(
         0.0, "--gap-days", help="Store: features as of this many days before the outcome."
     ),
+    features: str = typer.Option(
+        "all",
+        "--features",
+        help="Store: all (attributes, custom fields, fit and engagement as of the cut-off, "
+        "and event aggregates) or events (event aggregates only).",
+    ),
     save: bool = typer.Option(
         False, "--save", help="With --csv: also store the model as a version in the database."
     ),
@@ -122,7 +129,12 @@ def train_command(
     if csv_file is None:
         if target is not None or save or model_out is not None:
             fail("--target, --save and --model-out go with --csv (store models are versioned)")
+        if features not in ("all", "events"):
+            fail(f"--features {features!r}: use all or events")
         _train_from_store(
+            attributes=features == "all",
+            keep=_names(keep, []),
+            exclude=_names(exclude, []),
             target_stage=target_stage,
             handoff_stage=handoff_stage,
             horizon_days=horizon_days,
@@ -297,7 +309,7 @@ def print_report(report: Report, console: Console) -> None:
     table.add_column("column")
     table.add_column("mean |log-odds|", justify="right")
     for name, value in report.importance[:10]:
-        table.add_row(name, f"{value:.3f}")
+        table.add_row(escape(name), f"{value:.3f}")
     console.print(table)
 
 
@@ -310,9 +322,9 @@ def _leakage_table(report: Report, console: Console) -> None:
         table.add_column(c)
     for f in report.leakage:
         table.add_row(
-            f.column,
+            escape(f.column),
             f"{f.single_column_auc:.3f}",
-            "; ".join(f.reasons),
+            escape("; ".join(f.reasons)),
             "excluded (--keep to keep)" if f.excluded else "kept (--keep)",
         )
     console.print(table)
@@ -341,6 +353,9 @@ def _bar(err: Console, enabled: bool) -> Progress:
 
 def _train_from_store(
     *,
+    attributes: bool,
+    keep: list[str],
+    exclude: list[str],
     target_stage: str | None,
     handoff_stage: str | None,
     horizon_days: float,
@@ -368,6 +383,9 @@ def _train_from_store(
                     holdout=holdout,
                     gap_days=gap_days,
                     folds=folds,
+                    attributes=attributes,
+                    keep=keep,
+                    exclude=exclude,
                     progress=lambda label, done, total: bar.update(
                         task, description=label, completed=done, total=total
                     ),
@@ -390,6 +408,7 @@ def _train_from_store(
         )
         print_report(training.model.report, out)
         print_holdout(report, out)
+        print_features(report, out)
         out.print(f"note: rule scores: {store['rule_scores']}")
         out.print(f"trained in {store['training_seconds']:.1f} s")
     typer.echo(
@@ -433,6 +452,41 @@ def print_holdout(report: dict[str, Any], console: Console) -> None:
         console.print(table)
 
 
+def print_features(report: dict[str, Any], console: Console) -> None:
+    """Which features a store model was trained on, by kind, and what it left out."""
+    store = report.get("store") or {}
+    features = store.get("features")
+    if not features:
+        return
+    used = set(report.get("columns_used") or [])
+    table = Table(title=f"Features as of {features.get('as_of', 'the labelling time')}")
+    table.add_column("kind")
+    table.add_column("columns")
+    attributes = [
+        c for c in features.get("attributes", []) if c not in features.get("custom_fields", [])
+    ]
+    custom = features.get("custom_fields", [])
+    behaviour = [
+        c for c in report.get("columns_used") or [] if c not in attributes and c not in custom
+    ]
+
+    def names(columns: Sequence[str]) -> str:
+        shown = (c if c in used else f"{c} (not used)" for c in columns)
+        return escape(", ".join(shown)) or "-"
+
+    table.add_row("attributes and rule scores", names(attributes))
+    table.add_row("custom fields", names(custom))
+    table.add_row(
+        f"event aggregates ({len(behaviour)} used)",
+        ", ".join(behaviour[:12]) + (", ..." if len(behaviour) > 12 else ""),
+    )
+    for key, why in (features.get("never_used") or {}).items():
+        table.add_row("never used", f"{key}: {why}")
+    dropped = features.get("leakage_dropped") or []
+    table.add_row("dropped by the leakage guard", escape(", ".join(dropped)) or "-")
+    console.print(table)
+
+
 @app.command("list")
 def list_command(fmt: Format = ListFormat, database_url: str | None = DatabaseOption) -> None:
     """Every stored model version, newest first, with its ROC-AUC and whether it is active."""
@@ -471,11 +525,12 @@ def show_command(
         f"Brier {e.get('brier')}, ECE {e.get('ece')}"
     )
     print_holdout(report, out)
+    print_features(report, out)
     table = Table(title="Strongest columns")
     table.add_column("column")
     table.add_column("mean |log-odds|", justify="right")
     for name, value in (report.get("importance") or [])[:10]:
-        table.add_row(str(name), f"{value:.3f}")
+        table.add_row(escape(str(name)), f"{value:.3f}")
     out.print(table)
 
 
@@ -529,7 +584,9 @@ def explain_command(
         table.add_column(c)
     for direction, key in (("raised", "raised_by"), ("lowered", "lowered_by")):
         for c in found[key]:
-            table.add_row(direction, c["column"], str(c["value"]), f"{c['log_odds']:+.3f}")
+            table.add_row(
+                direction, escape(c["column"]), escape(str(c["value"])), f"{c['log_odds']:+.3f}"
+            )
     out.print(table)
 
 
