@@ -143,6 +143,9 @@ class _Batch:
     closed_alone: int = 0
     rejects: list[tuple[int, list[str], str]] = field(default_factory=list)
     accounts: dict[str, int] = field(default_factory=dict)
+    deal_ids: set[int] = field(default_factory=set)
+    changed_ids: set[int] = field(default_factory=set)
+    created_leads: set[int] = field(default_factory=set)
 
 
 # --------------------------------------------------------------------------- reading
@@ -290,6 +293,7 @@ def import_backfill(
                     if progress is not None:
                         progress(counter.count, total)
             store.flush(batch)
+            store.finish()
         finally:
             rejects.close()
     if progress is not None:
@@ -383,6 +387,12 @@ class _Store:
         self.rejects = rejects
         self.after = after
         self.accounts: dict[str, int] = {}
+        # Deals of this file, those it created or changed, and the people it created: the
+        # stage log is written once every deal is stored (finish), so that each person's
+        # deals are decided together wherever they are in the file.
+        self.deal_ids: set[int] = set()
+        self.changed_ids: set[int] = set()
+        self.created_leads: set[int] = set()
 
     def reject(self, line: int, values: Sequence[str], reason: str) -> None:
         self.summary.rejected += 1
@@ -407,22 +417,55 @@ class _Store:
                 log.info("backfill: unique-key race with another writer, retrying the batch")
                 continue
             self.accounts.update(out.accounts)
-            s = self.summary
-            for name in (
-                "created",
-                "updated",
-                "unchanged",
-                "accounts_created",
-                "leads_created",
-                "contacts_added",
-                "stage_actions",
-                "stage_refused",
-                "closed_alone",
-            ):
-                setattr(s, name, getattr(s, name) + getattr(out, name))
+            self.deal_ids |= out.deal_ids
+            self.changed_ids |= out.changed_ids
+            self.created_leads |= out.created_leads
+            self._count(out)
             for line, values, reason in out.rejects:
                 self.reject(line, values, reason)
             return
+
+    def _count(self, out: _Batch) -> None:
+        s = self.summary
+        for name in (
+            "created",
+            "updated",
+            "unchanged",
+            "accounts_created",
+            "leads_created",
+            "contacts_added",
+            "stage_actions",
+            "stage_refused",
+            "closed_alone",
+        ):
+            setattr(s, name, getattr(s, name) + getattr(out, name))
+
+    def finish(self, chunk: int = 500) -> None:
+        """The stage logs of the people whose deals this file holds, ``chunk`` people per
+        transaction: each changed deal, and each deal of the file whose opening is not in
+        its person's log yet (an import interrupted before this step), is decided in core
+        with all the person's deals (:func:`leadflow.core.backfill.deal_actions`)."""
+        if self.kind != "opportunities" or not (self.deal_ids or self.created_leads):
+            return
+        people: set[int] = set(self.created_leads)
+        ids = sorted(self.deal_ids)
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 1000):
+                people |= {
+                    int(r.lead_id)
+                    for r in conn.execute(
+                        select(opportunities.c.lead_id).where(
+                            opportunities.c.id.in_(ids[start : start + 1000]),
+                            opportunities.c.lead_id.is_not(None),
+                        )
+                    )
+                }
+        ordered = sorted(people)
+        for start in range(0, len(ordered), chunk):
+            out = _Batch()
+            with self.engine.begin() as conn:
+                self._stage_log(conn, self.model_for(conn), ordered[start : start + chunk], out)
+            self._count(out)
 
     # -- accounts
 
@@ -733,27 +776,16 @@ class _Store:
                 .where(leads.c.id == lead_id, leads.c.account_id.is_(None))
                 .values(account_id=account_id)
             )
-        self._stage_log(conn, model, changed_ids, created_leads, out)
+        out.deal_ids |= {int(o["id"]) for o in stored.values()}
+        out.changed_ids |= changed_ids
+        out.created_leads |= created_leads
 
     def _stage_log(
-        self,
-        conn: Connection,
-        model: LeadModel,
-        changed: set[int],
-        created_leads: set[int],
-        out: _Batch,
+        self, conn: Connection, model: LeadModel, people: list[int], out: _Batch
     ) -> None:
-        """Decide (core) and store the sales actions that put the changed deals in their
-        people's stage logs, then recompute those people."""
-        people = {
-            int(r.lead_id)
-            for r in conn.execute(
-                select(opportunities.c.lead_id).where(
-                    opportunities.c.id.in_(changed), opportunities.c.lead_id.is_not(None)
-                )
-            )
-        }
-        touched = set(created_leads)
+        """Decide (core) and store the sales actions that put the deals in their people's
+        stage logs, then recompute the people that changed (and the people created)."""
+        touched = {p for p in people if p in self.created_leads}
         if people:
             spans: dict[int, list[core.DealSpan]] = {}
             for r in conn.execute(
@@ -774,8 +806,17 @@ class _Store:
                     model,
                     actions=actions.get(lead_id, ()),
                 )
+                known = {a.action_id for a in state.actions}
+                pending = {
+                    d.id
+                    for d in spans.get(lead_id, [])
+                    if d.id in self.changed_ids
+                    or (d.id in self.deal_ids and core.open_action_id(d.id) not in known)
+                }
+                if not pending:
+                    continue
                 decided = core.deal_actions(
-                    state, spans.get(lead_id, []), changed, model, actor=ACTOR
+                    state, spans.get(lead_id, []), pending, model, actor=ACTOR
                 )
                 out.stage_refused += len(decided.refused)
                 out.closed_alone += len(decided.closed_alone)
