@@ -560,6 +560,7 @@ _WHEN_FORMATS = (
     "%m/%d/%Y, %I:%M %p",
     "%m/%d/%Y %I:%M %p",
 )
+_ISO_START = re.compile(r"\d{4}-\d{2}-\d{2}(?:$|[T ])")
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST = datetime(3000, 1, 1, tzinfo=UTC)
 
@@ -567,6 +568,14 @@ LATEST = datetime(3000, 1, 1, tzinfo=UTC)
 def parse_when(text: str) -> datetime | None:
     """A CRM export's date or time as an aware UTC datetime; None when it is none."""
     t = text.strip()
+    if _ISO_START.match(t):
+        try:  # the common case, fast: ISO 8601 with or without time, offset or "Z"
+            found = datetime.fromisoformat(t)
+        except ValueError:
+            pass
+        else:
+            found = found.replace(tzinfo=UTC) if found.tzinfo is None else found.astimezone(UTC)
+            return found if EARLIEST <= found < LATEST else None
     if t.endswith("Z"):
         t = t[:-1] + "+0000"
     for fmt in _WHEN_FORMATS:

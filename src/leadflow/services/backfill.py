@@ -11,8 +11,9 @@ second import of the same file changes nothing, and a changed row changes only i
   country and owner are columns; revenue and every other column go to ``traits``, typed.
 - **opportunities**: matched by the source id (``opportunities.external_id``). A deal's
   account is matched by its source id, else by name, and created when missing; each contact
-  e-mail is matched to its lead, and a person not yet known is created through the ingestion
-  path (one ``identify``, at the earliest created date of its deals). Amount, currency, owner,
+  e-mail is matched to its lead, and a person not yet known is created (in one statement per
+  batch, as of the earliest created date of its deals; no ``identify`` event is invented for
+  it, since nothing about it was tracked). Amount, currency, owner,
   product, dates, outcome and every other column (``attributes``) are stored on the deal;
   contacts and their roles in ``opportunity_contacts`` (a contact is never removed by an
   import). The primary contact's stage log is written at the deal's own dates by sales
@@ -617,8 +618,10 @@ class _Store:
     def _contacts(
         self, conn: Connection, deals: list[core.DealRecord], model: LeadModel, out: _Batch
     ) -> tuple[dict[str, int], set[int], set[str]]:
-        """Lead ids by e-mail (people not known yet are created by an ``identify`` at the
-        earliest created date of their deals), the new leads, and the erased addresses."""
+        """Lead ids by e-mail, the leads created, and the erased addresses. A person known
+        only from the deal export is created directly, in one statement per batch, as of
+        the earliest created date of its deals: nothing about it was tracked, so it gets no
+        ``identify`` event (its deals are its first inputs)."""
         first: dict[str, datetime] = {}
         for deal in deals:
             for email in deal.contacts:
@@ -638,8 +641,20 @@ class _Store:
         missing = [e for e in emails if e not in known]
         created: set[int] = set()
         if missing:
-            messages = [_identify(email, first[email]) for email in missing]
-            ingest_in(conn, messages, self.now)
+            conn.execute(
+                leads.insert(),
+                [
+                    {
+                        "email": email,
+                        "user_id": None,
+                        "consent_status": "unknown",
+                        "attributes": {},
+                        "created_at": first[email],
+                        "updated_at": self.now,
+                    }
+                    for email in missing
+                ],
+            )
             for row in conn.execute(
                 select(leads.c.id, leads.c.email).where(leads.c.email.in_(missing))
             ):
