@@ -443,8 +443,8 @@ class _Store:
 
     def finish(self, chunk: int = 500) -> None:
         """The stage logs of the people whose deals this file holds, ``chunk`` people per
-        transaction: each changed deal, and each deal of the file whose opening is not in
-        its person's log yet (an import interrupted before this step), is decided in core
+        transaction: each changed deal, and every deal of the file of a person with no
+        backfill action yet (an import interrupted before this step), is decided in core
         with all the person's deals (:func:`leadflow.core.backfill.deal_actions`)."""
         if self.kind != "opportunities" or not (self.deal_ids or self.created_leads):
             return
@@ -815,21 +815,22 @@ class _Store:
             for lead_id in ids:
                 if lead_id not in profiles:
                     continue
+                # A person with none of a backfill's actions never had its deals decided
+                # (an import stopped before this step): all its deals of the file are.
+                undecided = not any(a.actor == ACTOR for a in actions.get(lead_id, ()))
+                pending = {
+                    d.id
+                    for d in spans.get(lead_id, [])
+                    if d.id in self.changed_ids or (undecided and d.id in self.deal_ids)
+                }
+                if not pending:
+                    continue
                 state = replay(
                     profiles[lead_id],
                     events.get(lead_id, ()),
                     model,
                     actions=actions.get(lead_id, ()),
                 )
-                known = {a.action_id for a in state.actions}
-                pending = {
-                    d.id
-                    for d in spans.get(lead_id, [])
-                    if d.id in self.changed_ids
-                    or (d.id in self.deal_ids and core.open_action_id(d.id) not in known)
-                }
-                if not pending:
-                    continue
                 decided = core.deal_actions(
                     state, spans.get(lead_id, []), pending, model, actor=ACTOR
                 )
