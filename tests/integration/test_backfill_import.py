@@ -1015,3 +1015,30 @@ def test_crm_update_of_a_deal_opened_in_the_past_moves_its_person_then(
     assert (model.stage_for("opportunity"), datetime(2024, 2, 5, 10, tzinfo=UTC)) in [
         (to, at) for to, at, _ in log
     ]
+
+
+def test_a_report_with_a_row_per_contact_role_is_one_deal(services, db_url, tmp_path, capsys):
+    path = tmp_path / "contact-roles.csv"
+    head = ["Id", "Amount", "CurrencyIsoCode", "StageName", "CreatedDate", "CloseDate"]
+    deal = ["006R", "9,000", "USD", "Closed Won", "2024-01-09T09:30:00.000+0000", "2024-03-01"]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow([*head, "ContactEmail", "Role"])
+        w.writerow([*deal, "cfo@r.example", "Economic Buyer"])
+        w.writerow([*deal, "it@r.example", "Technical Buyer"])
+        w.writerow([*deal[:1], "9,999", *deal[2:], "x@r.example", "User"])  # not the same deal
+    summary = cli(db_url, capsys, "opportunities", path)
+    assert (summary["created"], summary["rejected"], summary["contacts_added"]) == (1, 1, 2)
+    with services.engine.connect() as conn:
+        roles = {
+            r.email: r.role
+            for r in conn.execute(
+                select(leads.c.email, opportunity_contacts.c.role).join(
+                    leads, leads.c.id == opportunity_contacts.c.lead_id
+                )
+            )
+        }
+    assert roles == {"cfo@r.example": "economic_buyer", "it@r.example": "technical_evaluator"}
+    assert stored_deals(services)["006R"]["lead_id"] == lead_id(services, "cfo@r.example")
+    again = cli(db_url, capsys, "opportunities", path)
+    assert (again["created"], again["updated"], again["contacts_added"]) == (0, 0, 0)

@@ -616,16 +616,15 @@ class _Store:
         return found
 
     def _contacts(
-        self, conn: Connection, deals: list[core.DealRecord], model: LeadModel, out: _Batch
+        self, conn: Connection, named: list[tuple[str, datetime]], out: _Batch
     ) -> tuple[dict[str, int], set[int], set[str]]:
         """Lead ids by e-mail, the leads created, and the erased addresses. A person known
         only from the deal export is created directly, in one statement per batch, as of
         the earliest created date of its deals: nothing about it was tracked, so it gets no
         ``identify`` event (its deals are its first inputs)."""
         first: dict[str, datetime] = {}
-        for deal in deals:
-            for email in deal.contacts:
-                first[email] = min(first.get(email, deal.created_at), deal.created_at)
+        for email, opened in named:
+            first[email] = min(first.get(email, opened), opened)
         if not first:
             return {}, set(), set()
         suppressed = privacy.suppressed_among(conn, first)
@@ -664,7 +663,6 @@ class _Store:
         return known, created, suppressed
 
     def _deals(self, conn: Connection, batch: list[_Row], out: _Batch) -> None:
-        model = self.model_for(conn)
         # Rows of one deal (a report with a row per contact role) are one deal.
         groups: dict[str, list[_Row]] = {}
         for row in batch:
@@ -690,7 +688,8 @@ class _Store:
             deals.append((rows[0], head, contacts))
         records = [d for _, d, _ in deals]
         account_ids = self._deal_accounts(conn, records, out)
-        lead_ids, created_leads, suppressed = self._contacts(conn, records, model, out)
+        named = [(e, d.created_at) for _, d, contacts in deals for e, _ in contacts]
+        lead_ids, created_leads, suppressed = self._contacts(conn, named, out)
         stored = {
             row["external_id"]: dict(row)
             for row in conn.execute(
