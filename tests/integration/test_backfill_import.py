@@ -936,8 +936,18 @@ def test_activities_are_touches_at_their_dates(services, db_url, tmp_path, capsy
         )
         w.writerow(["2/5/2024", "Ad Click", "cpc", "Brand", "", "bo@beta.example", ""])
         w.writerow(["2024-02-06", "Meeting", "", "", "Demo", "", ""])
+        w.writerow(["soon", "Meeting", "", "", "Demo", "cy@c.example", ""])
+        w.writerow(["2024-02-07", "Meeting", "", "", "=cmd|' /C calc'!A0", "not-mail", ""])
     summary = cli(db_url, capsys, "activities", path)
-    assert (summary["created"], summary["rejected"], summary["leads_created"]) == (3, 1, 2)
+    assert (summary["created"], summary["rejected"], summary["leads_created"]) == (3, 3, 2)
+    with open(summary["rejects_file"], encoding="utf-8", newline="") as f:
+        rejected = list(csv.DictReader(f))
+    assert [r["reason"] for r in rejected] == [
+        "Email: missing email",
+        "Activity Date: 'soon' is not a date (or not between 1900 and 2999)",
+        "Email: invalid email 'not-mail'",
+    ]
+    assert rejected[2]["Subject"].startswith("'=cmd")  # neutralised in the rejects file
     with services.engine.connect() as conn:
         rows = conn.execute(
             select(
