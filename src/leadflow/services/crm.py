@@ -9,7 +9,9 @@
   follow and the stage log reads the history as it happened (a past win for a lead not yet
   at the opportunity stage is accepted as history: the deal's open date moves it there
   first). A close before the open date, or a date outside 1900-2999, is refused naming the
-  field. A transition the stage machine refuses raises
+  field. A deal that stays open but opened in the past (``created_at``) moves its person to
+  the opportunity stage at that date, when the stage machine has a place for it then (the
+  built-in ``open_deal`` action). A transition the stage machine refuses raises
   :class:`~leadflow.services.lifecycle.ActionRefused`; the caller's transaction then rolls
   back and nothing is stored. An opportunity with no lead (CRM-only) is stored but touches
   no lead stage.
@@ -21,6 +23,7 @@ Every function works inside the caller's transaction.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
@@ -35,9 +38,12 @@ from leadflow.adapters.db.tables import (
     leads,
     opportunities,
 )
+from leadflow.core.backfill import open_action_id
 from leadflow.core.config import LeadModel
+from leadflow.core.lifecycle import OPEN_DEAL
+from leadflow.core.model import SalesAction
 from leadflow.core.routing import check_lost_reason
-from leadflow.services import handoff, privacy
+from leadflow.services import handoff, lifecycle, privacy
 from leadflow.services.lifecycle import ActionRefused
 
 STAGES = ("open", "won", "lost")
@@ -221,6 +227,35 @@ def _lost_reason(model: LeadModel, given: str | None) -> str:
     raise ValueError(f"lost_reason: required to mark a deal lost (known: {', '.join(known)})")
 
 
+def _open_in_history(
+    conn: Connection,
+    model: LeadModel,
+    lead_id: int,
+    opportunity_id: int,
+    opened: datetime | None,
+    now: datetime,
+) -> None:
+    """A deal still open that the CRM says opened in the past puts its person at the
+    opportunity stage at that date (the built-in ``open_deal`` action, with the id a later
+    close of the deal and the backfill use), when the stage machine has a place for it
+    then; a person already at or past the opportunity stage is left as it is."""
+    if opened is None or opened >= now:
+        return
+    with contextlib.suppress(ActionRefused):
+        lifecycle.record_action(
+            conn,
+            SalesAction(
+                action_id=open_action_id(opportunity_id),
+                name=OPEN_DEAL,
+                at=opened,
+                lead_id=lead_id,
+                actor=ACTOR,
+            ),
+            model,
+            now,
+        )
+
+
 def apply_update(
     conn: Connection, model: LeadModel, update_: Mapping[str, Any], now: datetime
 ) -> dict[str, Any]:
@@ -315,6 +350,8 @@ def apply_update(
             .where(opportunities.c.id == opp["id"])
             .values(closed_at=u["closed_at"], updated_at=now)
         )
+    elif lead_id is not None and opp["stage"] == "open" and stage in (None, "open"):
+        _open_in_history(conn, model, lead_id, opp["id"], u.get("created_at"), now)
     stored = handoff.get_opportunity(conn, opp["id"])
     assert stored is not None
     lead_stage = None

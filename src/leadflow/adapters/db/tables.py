@@ -419,6 +419,10 @@ opportunities = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("closed_at", UTCDateTime, nullable=True),
+    # What a CRM backfill gives besides the deal's own fields: the product, and every other
+    # column of the export, typed (migration 0015).
+    Column("product", String(255), nullable=True),
+    Column("attributes", JSONType, nullable=True),
     CheckConstraint("stage in ('open', 'won', 'lost')", name="stage_known"),
     CheckConstraint("amount is null or amount >= 0", name="amount_not_negative"),
 )
