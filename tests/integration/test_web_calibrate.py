@@ -11,6 +11,7 @@ import hashlib
 import html
 import random
 import re
+import threading
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -24,6 +25,7 @@ from leadflow.services import lifecycle
 from leadflow.services import users as user_service
 from leadflow.services.calibration import calibrate
 from leadflow.services.handoff import sales_spec
+from leadflow.services.lifecycle.bulk import StaleModel
 
 PASSWORD = "correct horse battery"
 INDUSTRIES = ("Manufacturing", "Education", "Retail")
@@ -407,3 +409,44 @@ def test_korean_user_sees_the_calibration_in_korean(client, services, world):
     text = post_calibrate(client, token).text
     for label in ("성과 기반 보정", "제안 점수", "영업 처리 용량 기준 정밀도", "이 모델 적용"):
         assert label in text
+
+
+def test_two_admins_applying_proposals_of_the_same_model_at_once_apply_one(services, world):
+    """The stale check runs under a lock in the switch's own transaction: of two applies
+    against the same active model, exactly one switches and the other is refused."""
+    before = _active(services)
+    sources = [
+        before["source"].replace(f'version: "{before["version"]}"', f'version: "{name}"')
+        for name in ("left", "right")
+    ]
+    barrier = threading.Barrier(2)
+    outcomes: dict[str, str] = {}
+
+    def run(source: str) -> None:
+        model = load_model(source)
+        barrier.wait()
+        try:
+            lifecycle.apply_model(
+                services.engine,
+                services.models,
+                model,
+                source,
+                services.clock(),
+                expected_active=before["content_hash"],
+            )
+            outcomes[model.version] = "applied"
+        except StaleModel as exc:
+            assert exc.expected == before["content_hash"]
+            outcomes[model.version] = "stale"
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in sources]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes.values()) == ["applied", "stale"]
+    winner = next(v for v, o in outcomes.items() if o == "applied")
+    assert _active(services)["version"] == winner
+    with services.engine.connect() as conn:
+        versions = set(conn.execute(select(lead_models.c.version)).scalars())
+    assert versions == {before["version"], winner}  # the refused one stored nothing

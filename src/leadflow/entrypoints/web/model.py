@@ -41,6 +41,7 @@ from leadflow.entrypoints.web.state import services_of
 from leadflow.services.backtest import run_backtest
 from leadflow.services.calibration import OUTCOMES, Calibration, calibrate
 from leadflow.services.lifecycle import ApplyReport, apply_model, model_history
+from leadflow.services.lifecycle.bulk import StaleModel
 
 router = APIRouter(include_in_schema=False)
 ModelViewer = Annotated[auth.WebUser, auth.require("model.view")]
@@ -313,11 +314,15 @@ async def calibrate_form(request: Request, user: ModelViewer) -> HTMLResponse:
 Problems = list[tuple[str, dict[str, str]]]
 
 
-def _decode_proposal(
-    services: Services, form: Any, active_hash_now: str
-) -> tuple[str | None, Problems, int]:
-    """The proposed YAML the form carries, or why it is refused (message keys and values)
-    with the status: 422 tampered, 409 stale."""
+@dataclass(frozen=True, slots=True)
+class PostedProposal:
+    source: str
+    active_hash: str
+
+
+def _decode_proposal(services: Services, form: Any) -> PostedProposal | Problems:
+    """The proposed YAML the apply form carries and the model it was proposed against, or
+    why it is refused (message keys and values): not this dashboard's proposal."""
     raw = _form_text(form, "proposed_source", limit=2 * MAX_UPLOAD)
     proposed_hash = _form_text(form, "proposed_hash", limit=100)
     active_hash = _form_text(form, "active_hash", limit=100)
@@ -325,39 +330,47 @@ def _decode_proposal(
     try:
         source = base64.b64decode(raw.encode("ascii"), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeError, ValueError):
-        return None, [("calib.apply_bad_source", {})], 422
+        return [("calib.apply_bad_source", {})]
     actual = hashlib.sha256(source.encode("utf-8")).hexdigest()
     if not hmac.compare_digest(actual.encode(), proposed_hash.encode()):
-        return None, [("calib.apply_bad_hash", {})], 422
+        return [("calib.apply_bad_hash", {})]
 
     def verified(key: bytes) -> bool | None:
         expected = _mac(key, proposed_hash, active_hash).encode()
         return hmac.compare_digest(expected, signature.encode()) or None
 
     if not signature or services.signing.verify(verified, services.clock()) is None:
-        return None, [("calib.apply_bad_signature", {})], 422
-    if active_hash != active_hash_now:
-        stale = {"then": active_hash[:12], "now": active_hash_now[:12]}
-        return None, [("calib.apply_stale", stale)], 409
-    return source, [], 200
+        return [("calib.apply_bad_signature", {})]
+    return PostedProposal(source=source, active_hash=active_hash)
 
 
 @router.post("/model/calibrate/apply", dependencies=[auth.CsrfProtected])
 async def apply_calibration(request: Request, user: ModelAdmin) -> HTMLResponse:
+    """Apply the shown proposal, only while the model it was proposed against is active
+    (checked under a lock in the switch's transaction)."""
     services = services_of(request)
     form = await request.form(max_files=0, max_fields=8, max_part_size=3 * MAX_UPLOAD)
-    row = await run_in_threadpool(models.active_model_row, services.engine)
-    source, problems, status = _decode_proposal(
-        services, form, row["content_hash"] if row is not None else ""
-    )
-    if source is None:
-        return await _page_async(request, status=status, extra={"apply_errors": problems})
+    posted = _decode_proposal(services, form)
+    if not isinstance(posted, PostedProposal):
+        return await _page_async(request, status=422, extra={"apply_errors": posted})
     try:
-        model = load_model(source)
+        model = load_model(posted.source)
     except ModelConfigError as exc:
         problems = [("calib.apply_invalid", {"reason": m}) for m in exc.messages]
         return await _page_async(request, status=422, extra={"apply_errors": problems})
-    report: ApplyReport = await run_in_threadpool(
-        apply_model, services.engine, services.models, model, source, services.clock()
-    )
+    try:
+        report: ApplyReport = await run_in_threadpool(
+            lambda: apply_model(
+                services.engine,
+                services.models,
+                model,
+                posted.source,
+                services.clock(),
+                expected_active=posted.active_hash,
+            )
+        )
+    except StaleModel as exc:
+        stale = {"then": exc.expected[:12], "now": (exc.active or "none")[:12]}
+        problems = [("calib.apply_stale", stale)]
+        return await _page_async(request, status=409, extra={"apply_errors": problems})
     return await _page_async(request, extra={"applied": report})
