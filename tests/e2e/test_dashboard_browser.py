@@ -759,10 +759,14 @@ def test_model_page_calibrates_from_outcomes_and_shows_the_diff(session: Session
     assert session.page.locator("#calibration-rows tbody tr").count() >= 1
     assert session.page.locator("#calibration-backtest").count() == 1
     assert session.page.locator("#apply-form button[type=submit]").is_visible()
-    session.page.locator("#calibration").scroll_into_view_if_needed()
+    added = session.page.locator("#calibration-diff .diff-add").first
+    added.scroll_into_view_if_needed()
+    background = added.evaluate("e => getComputedStyle(e).backgroundColor")
+    assert background not in ("", "rgba(0, 0, 0, 0)")  # the page's stylesheet applies
     session.shot("19b-model-calibrate")
     assert session.page.locator("#model-status dd code").first.inner_text() == version
     assert session.dialogs == []
+    assert [e for e in session.console_errors if "Content Security Policy" in e] == []
 
 
 def test_screenshots_of_the_marketing_and_report_pages(
