@@ -745,6 +745,30 @@ def test_screenshots_of_the_funnel_model_and_backtest_pages(
     assert [e for e in session.console_errors if "Content Security Policy" in e] == []
 
 
+def test_model_page_calibrates_from_outcomes_and_shows_the_diff(session: Session) -> None:
+    """The seeded queue qualified one lead to an opportunity: calibrate on that outcome
+    (min. support 5) and see the proposal, its diff and backtest; nothing is applied."""
+    session.sign_in("admin")
+    assert session.open("/model") == 200
+    version = session.page.locator("#model-status dd code").first.inner_text()
+    session.page.select_option("#calibrate-outcome", "opportunity")
+    session.page.fill("#calibrate-min-support", "5")
+    session.page.click("#calibrate-form button[type=submit]")
+    session.page.wait_for_selector("#calibration-diff .diff-add")
+    assert "+version: " in session.page.locator("#calibration-diff").inner_text()
+    assert session.page.locator("#calibration-rows tbody tr").count() >= 1
+    assert session.page.locator("#calibration-backtest").count() == 1
+    assert session.page.locator("#apply-form button[type=submit]").is_visible()
+    added = session.page.locator("#calibration-diff .diff-add").first
+    added.scroll_into_view_if_needed()
+    background = added.evaluate("e => getComputedStyle(e).backgroundColor")
+    assert background not in ("", "rgba(0, 0, 0, 0)")  # the page's stylesheet applies
+    session.shot("19b-model-calibrate")
+    assert session.page.locator("#model-status dd code").first.inner_text() == version
+    assert session.dialogs == []
+    assert [e for e in session.console_errors if "Content Security Policy" in e] == []
+
+
 def test_screenshots_of_the_marketing_and_report_pages(
     session: Session, server: tuple[str, dict[str, int]]
 ) -> None:

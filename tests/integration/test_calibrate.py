@@ -162,6 +162,9 @@ def test_calibrate_proposes_points_from_outcomes(services, db_url, tmp_path, cap
     assert data["mql_on_history"]["proposed"] >= data["mql_on_history"]["current"]
     assert proposed.mql_threshold == data["threshold"]["proposed"]
     assert data["backtest"]["candidate"]["version"] == proposed.version
+    # Nobody in the reps table, the model's reps: capacity covers every lead here.
+    assert data["at_capacity"]["capacity"] >= 400
+    assert data["at_capacity"]["current"] == {"precision": won / 400, "recall": 1.0}
 
     # Only points, the threshold and the version changed; comments and the rest survive.
     old_lines, new_lines = source.splitlines(), proposed_source.splitlines()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from leadflow.core.calibrate_points import CalibrationError, LeadRecord, propose
+from leadflow.core.calibrate_points import CalibrationError, LeadRecord, at_capacity, propose
 from leadflow.core.config import load_default_model
 
 
@@ -35,3 +35,16 @@ def test_needs_both_outcomes():
     records = [LeadRecord(converted=False, counts={"email_open": 1}, fit={})] * 20
     with pytest.raises(CalibrationError):
         propose(_model(), records)
+
+
+def test_at_capacity_shares_places_among_ties_and_ignores_lead_order():
+    y, scores = [True, False, True, False], [3.0, 2.0, 2.0, 1.0]
+    # one place above the cut (a converter), one place among two tied leads (one converts)
+    assert at_capacity(y, scores, 2) == (0.75, 0.75)
+    assert at_capacity(y[::-1], scores[::-1], 2) == (0.75, 0.75)
+    assert at_capacity(y, scores, 1) == (1.0, 0.5)
+    # room for everyone: precision is the base rate, recall 1
+    assert at_capacity(y, scores, 10) == (0.5, 1.0)
+    # nothing to measure
+    assert at_capacity(y, scores, 0) == (None, None)
+    assert at_capacity([False, False], [1.0, 2.0], 1) == (None, None)

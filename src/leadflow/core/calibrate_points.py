@@ -19,7 +19,9 @@ lead that did not reach it), and which value of each fit rule it has -- and a
 - the highest MQL threshold that gives at least as many MQLs on this history as the current
   model does (scores here are undecayed sums of points x occurrences before the outcome;
   leads with equal scores can add more);
-- the ROC-AUC of that engagement score against the outcome, current vs proposed.
+- the ROC-AUC of that engagement score against the outcome, current vs proposed;
+- :func:`at_capacity`: precision and recall of the leads sales can work (the highest
+  scores), for either set of points.
 """
 
 from __future__ import annotations
@@ -276,6 +278,26 @@ def propose(
     )
 
 
+def at_capacity(
+    converted: Sequence[bool], scores: Sequence[float], capacity: int
+) -> tuple[float | None, float | None]:
+    """Precision and recall when sales works the ``capacity`` highest-scored leads: the share
+    of them that converted, and the share of all converters among them. Leads tied at the
+    cut share the places left pro rata (the expected figure when sales picks among equals at
+    random), so the result does not depend on the order of the leads. ``None`` when there
+    is no place or no converter to measure."""
+    y = np.asarray(converted, dtype=np.float64)
+    s = np.asarray(scores, dtype=np.float64)
+    k = min(int(capacity), len(y))
+    total = float(y.sum())
+    if k <= 0 or total == 0:
+        return None, None
+    cut = float(np.sort(s)[::-1][k - 1])
+    above, tied = s > cut, s == cut
+    hits = float(y[above].sum()) + (k - int(above.sum())) * float(y[tied].sum()) / int(tied.sum())
+    return hits / k, hits / total
+
+
 __all__ = [
     "FIT_CRITERIA",
     "MIN_SUPPORT",
@@ -283,6 +305,7 @@ __all__ = [
     "LeadRecord",
     "PointsRow",
     "Proposal",
+    "at_capacity",
     "fit_values",
     "propose",
 ]

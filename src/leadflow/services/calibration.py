@@ -7,28 +7,49 @@ stage with role ``outcome``" by the stage log, engagement counts are taken befor
 :func:`~leadflow.core.calibrate_points.propose`. The proposal is written into the active
 model's YAML by key path (:func:`leadflow.core.model_edit.edit`), diffed against it and
 replayed with the backtest. Nothing is applied.
+
+Sales capacity (:class:`AtCapacity`): the team's daily hand-off capacity (active reps in
+the table, else in the model: :func:`leadflow.services.acceptance.capacity_per_day`) times
+the sales working days from the first stored event to ``as_of``; precision and recall of
+the leads with the highest engagement scores that fit in it, under the current and the
+proposed points (:func:`leadflow.core.calibrate_points.at_capacity`).
 """
 
 from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, func, select
 
 from leadflow.adapters.db.repositories.models import model_source
-from leadflow.adapters.db.tables import stage_changes
+from leadflow.adapters.db.tables import events, stage_changes
 from leadflow.core import backtest as bt
-from leadflow.core.calibrate_points import LeadRecord, Proposal, fit_values, propose
+from leadflow.core.calibrate_points import LeadRecord, Proposal, at_capacity, fit_values, propose
 from leadflow.core.config import load_model
 from leadflow.core.model_edit import VERSION, Path, Scalar, edit
 from leadflow.core.scoring import score_engagement
+from leadflow.services.acceptance import capacity_per_day, working_days
 from leadflow.services.backtest import run_backtest
 from leadflow.services.lifecycle import ModelCache, all_lead_ids, load_events, load_profiles
 
 OUTCOMES = ("won", "opportunity", "handoff")
 CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class AtCapacity:
+    """Precision and recall of the ``capacity`` highest-scored leads (``None``: not
+    measurable), current points vs proposed."""
+
+    capacity: int
+    per_day: int
+    working_days: int
+    precision_current: float | None
+    recall_current: float | None
+    precision_proposed: float | None
+    recall_proposed: float | None
 
 
 @dataclass(frozen=True)
@@ -40,6 +61,7 @@ class Calibration:
     proposed_source: str
     diff: str
     backtest: bt.BacktestReport
+    at_capacity: AtCapacity
 
 
 def calibration_records(
@@ -110,6 +132,22 @@ def calibrate(
         )
     )
     report = run_backtest(engine, cache, load_model(proposed_source), as_of)
+    with engine.connect() as conn:
+        first = conn.execute(select(func.min(events.c.occurred_at))).scalar()
+        if first is not None and first.tzinfo is None:
+            first = first.replace(tzinfo=UTC)
+        per_day = capacity_per_day(conn, model)
+    days = working_days(model, [as_of] if first is None else [first, as_of])
+    current = {r.id: r.points for r in model.spec.engagement.rules}
+    new = {r.key: r.proposed for r in proposal.rows if r.kind == "engagement"}
+    converted = [r.converted for r in records]
+
+    def scores(points: dict[str, float]) -> list[float]:
+        return [sum(points.get(k, 0.0) * n for k, n in r.counts.items()) for r in records]
+
+    capacity = per_day * days
+    p_cur, r_cur = at_capacity(converted, scores(current), capacity)
+    p_new, r_new = at_capacity(converted, scores(new), capacity)
     return Calibration(
         outcome=outcome,
         stages=model.stages_for(outcome),
@@ -118,4 +156,13 @@ def calibrate(
         proposed_source=proposed_source,
         diff=diff,
         backtest=report,
+        at_capacity=AtCapacity(
+            capacity=capacity,
+            per_day=per_day,
+            working_days=days,
+            precision_current=p_cur,
+            recall_current=r_cur,
+            precision_proposed=p_new,
+            recall_proposed=r_new,
+        ),
     )

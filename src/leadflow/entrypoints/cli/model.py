@@ -255,7 +255,7 @@ def calibrate(
             fail(f"calibrate: {exc}")
     if out is not None:
         out.write_text(result.proposed_source, encoding="utf-8")
-    p, report = result.proposal, result.backtest
+    p, report, cap = result.proposal, result.backtest, result.at_capacity
     rows = [
         {
             "kind": r.kind,
@@ -277,6 +277,11 @@ def calibrate(
         "threshold": {"current": p.threshold_current, "proposed": p.threshold_proposed},
         "mql_on_history": {"current": p.mql_current, "proposed": p.mql_proposed},
         "roc_auc": {"current": p.auc_current, "proposed": p.auc_proposed},
+        "at_capacity": {
+            "capacity": cap.capacity,
+            "current": {"precision": cap.precision_current, "recall": cap.recall_current},
+            "proposed": {"precision": cap.precision_proposed, "recall": cap.recall_proposed},
+        },
         "backtest": {
             "current": {"version": report.current.version, "mql": report.current.mql},
             "candidate": {"version": report.candidate.version, "mql": report.candidate.mql},
@@ -293,6 +298,12 @@ def calibrate(
         f"({p.mql_current:,} -> {p.mql_proposed:,} MQLs on this history); engagement score "
         f"ROC-AUC against {outcome}: current {p.auc_current:.3f}, proposed {p.auc_proposed:.3f}"
     )
+    typer.echo(
+        f"at sales capacity ({cap.per_day:,}/day x {cap.working_days:,} working days = "
+        f"{cap.capacity:,} leads, highest scores first): precision {_pct(cap.precision_current)}"
+        f" -> {_pct(cap.precision_proposed)}, recall {_pct(cap.recall_current)} -> "
+        f"{_pct(cap.recall_proposed)}"
+    )
     shown = rows if fmt is not Format.table else [r for r in rows if r["leads"]]
     render(
         shown,
@@ -308,6 +319,10 @@ def calibrate(
             typer.echo(line)
         if out is not None:
             typer.echo(f"wrote {out}; apply it with `leadflow model apply {out}`")
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
 
 
 @app.command("recompute")

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine, select, update
 
-from leadflow.adapters.db.tables import lead_states, leads
+from leadflow.adapters.db.tables import lead_models, lead_states, leads
 from leadflow.core.config import LeadModel
 from leadflow.services.lifecycle.loading import CHUNK, _chunks
 from leadflow.services.lifecycle.models import ModelCache, install_model
@@ -57,6 +57,14 @@ class ApplyReport:
     moves: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
+class StaleModel(Exception):
+    """``apply_model(expected_active=...)``: another model is active now; nothing applied."""
+
+    def __init__(self, expected: str, active: str | None) -> None:
+        super().__init__(f"the active model is {active}, not {expected}")
+        self.expected, self.active = expected, active
+
+
 def apply_model(
     engine: Engine,
     cache: ModelCache,
@@ -65,10 +73,19 @@ def apply_model(
     now: datetime,
     *,
     progress: Callable[[int], None] | None = None,
+    expected_active: str | None = None,
 ) -> ApplyReport:
     """Switch to ``model`` and recompute every lead. A lead whose stage differs under the
-    new model gets one ``model.apply`` change now; history before the switch is kept."""
+    new model gets one ``model.apply`` change now; history before the switch is kept.
+    With ``expected_active`` (a content hash), raise :class:`StaleModel` unless that model
+    is the active one, checked under a lock in the switch's own transaction."""
     with engine.begin() as conn:
+        if expected_active is not None:
+            active = conn.execute(
+                select(lead_models.c.content_hash).where(lead_models.c.active).with_for_update()
+            ).scalar()
+            if active != expected_active:
+                raise StaleModel(expected_active, active)
         previous = cache.active(conn, now)
         install_model(conn, model, source, now, activate=True)
         ids = all_lead_ids(conn)
