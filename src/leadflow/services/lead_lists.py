@@ -1,0 +1,389 @@
+"""Smart lists: one SQL query (SQLAlchemy Core) from a :class:`~leadflow.core.lead_lists.LeadQuery`.
+
+Serves the dashboard's lead list, ``GET /api/leads``, ``leadflow leads list`` and CSV
+exports, so a filter means the same thing everywhere. Each row carries the lead's stage,
+engagement and fit scores, fit grade, owner (its account's owner), last activity (its newest
+event) and active nurture program.
+
+Semantics (the integration tests compute each from the seed in Python):
+
+- ``q``: case-insensitive substring of e-mail, first name, last name, "first last",
+  company name or company domain; ``%`` and ``_`` are literal characters.
+- a lead with no stored state is in the model's initial stage and has no scores or grade
+  (score ranges and grades never match it).
+- ``active_after X``: some event at or after X; ``active_before X``: no event at or after X
+  (leads never active included).
+- sorting puts leads without a value last in either direction and breaks ties by id in the
+  sort's direction; ``stage`` sorts by the model's order.
+- a sales rep (``rep``) only ever sees the leads of the accounts they own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    Float,
+    and_,
+    case,
+    cast,
+    exists,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql import ColumnElement, Select
+
+from leadflow.adapters.db.engine import read_only
+from leadflow.adapters.db.repositories.common import COUNT_CAP, aware, lead_scope
+from leadflow.adapters.db.tables import (
+    accounts,
+    events,
+    form_submissions,
+    lead_states,
+    leads,
+    program_enrollments,
+    segment_members,
+    segments,
+)
+from leadflow.core.config import LeadModel
+from leadflow.core.lead_lists import FieldFilter, LeadQuery
+
+EXPORT_LIMIT = 100_000
+"""Most rows one CSV export writes (the file says when it was cut)."""
+
+EXPORT_COLUMNS: tuple[str, ...] = (
+    "id",
+    "email",
+    "first_name",
+    "last_name",
+    "title",
+    "company",
+    "domain",
+    "stage",
+    "engagement",
+    "fit",
+    "fit_grade",
+    "owner",
+    "last_activity",
+    "program",
+    "source",
+    "created_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ListPage:
+    rows: list[dict[str, Any]]
+    query: LeadQuery
+    has_previous: bool
+    has_next: bool
+    next_cursor: int | None
+    count: int
+    count_capped: bool
+
+
+def _last_activity() -> Any:
+    return (
+        select(func.max(events.c.occurred_at))
+        .where(events.c.lead_id == leads.c.id)
+        .correlate(leads)
+        .scalar_subquery()
+    )
+
+
+def _program() -> Any:
+    return (
+        select(func.min(program_enrollments.c.program_key))
+        .where(
+            program_enrollments.c.lead_id == leads.c.id, program_enrollments.c.status == "active"
+        )
+        .correlate(leads)
+        .scalar_subquery()
+    )
+
+
+def _stage(model: LeadModel) -> ColumnElement[Any]:
+    return func.coalesce(lead_states.c.stage, literal(model.initial_stage))
+
+
+def _stage_rank(model: LeadModel) -> ColumnElement[Any]:
+    order = {stage: i for i, stage in enumerate(model.stages)}
+    return case(order, value=_stage(model), else_=len(order))
+
+
+def _sort_key(column: str, model: LeadModel) -> ColumnElement[Any]:
+    keys: dict[str, Any] = {
+        "id": leads.c.id,
+        "name": func.lower(
+            func.coalesce(leads.c.first_name, "") + " " + func.coalesce(leads.c.last_name, "")
+        ),
+        "email": leads.c.email,
+        "title": func.lower(leads.c.title),
+        "company": func.lower(accounts.c.name),
+        "domain": accounts.c.domain,
+        "stage": _stage_rank(model),
+        "engagement": lead_states.c.engagement,
+        "fit": lead_states.c.fit,
+        "fit_grade": lead_states.c.fit_grade,
+        "owner": accounts.c.owner,
+        "last_activity": _last_activity(),
+        "source": leads.c.source,
+        "created_at": leads.c.created_at,
+    }
+    return keys[column]
+
+
+def _search(q: str) -> ColumnElement[bool]:
+    text = q.strip().lower()
+    full = func.coalesce(leads.c.first_name, "") + " " + func.coalesce(leads.c.last_name, "")
+    return or_(
+        leads.c.email.icontains(text, autoescape=True),
+        leads.c.first_name.icontains(text, autoescape=True),
+        leads.c.last_name.icontains(text, autoescape=True),
+        full.icontains(text, autoescape=True),
+        accounts.c.name.icontains(text, autoescape=True),
+        accounts.c.domain.icontains(text, autoescape=True),
+    )
+
+
+def _json_type(dialect: str, name: str) -> ColumnElement[Any]:
+    if dialect == "postgresql":
+        return func.jsonb_typeof(leads.c.attributes[name])
+    return func.json_type(leads.c.attributes, f'$."{name}"')
+
+
+def _field(dialect: str, f: FieldFilter) -> ColumnElement[bool]:
+    kind = _json_type(dialect, f.name)
+    if f.value is not None:
+        return and_(
+            kind == ("string" if dialect == "postgresql" else "text"),
+            leads.c.attributes[f.name].as_string() == f.value,
+        )
+    numeric = kind == "number" if dialect == "postgresql" else kind.in_(("integer", "real"))
+    if dialect == "postgresql":
+        raw: Any = cast(leads.c.attributes[f.name].as_string(), Float)
+    else:
+        raw = cast(func.json_extract(leads.c.attributes, f'$."{f.name}"'), Float)
+    number = case((numeric, raw), else_=None)
+    parts: list[ColumnElement[bool]] = [numeric]
+    if f.low is not None:
+        parts.append(number >= f.low)
+    if f.high is not None:
+        parts.append(number <= f.high)
+    return and_(*parts)
+
+
+def conditions(
+    query: LeadQuery, model: LeadModel, *, rep: str | None, dialect: str
+) -> list[ColumnElement[bool]]:
+    """The WHERE clauses of ``query`` (over leads outer-joined to accounts and lead_states)."""
+    where: list[ColumnElement[bool]] = [leads.c.erased_at.is_(None), *lead_scope(rep)]
+    if query.q.strip():
+        where.append(_search(query.q))
+    stages = set(query.stages)
+    for role in query.roles:
+        stages.update(model.stages_for(role))
+    if query.stages or query.roles:
+        chosen = sorted(stages)
+        clause: ColumnElement[bool] = lead_states.c.stage.in_(chosen)
+        if model.initial_stage in stages:
+            clause = or_(clause, lead_states.c.lead_id.is_(None))
+        where.append(clause)
+    for column, low, high in (
+        (lead_states.c.engagement, query.engagement_min, query.engagement_max),
+        (lead_states.c.fit, query.fit_min, query.fit_max),
+    ):
+        if low is not None:
+            where.append(column >= low)
+        if high is not None:
+            where.append(column <= high)
+    if query.grades:
+        where.append(lead_states.c.fit_grade.in_(query.grades))
+    if query.owner:
+        where.append(accounts.c.owner == query.owner)
+    if query.active_after is not None:
+        where.append(
+            exists().where(
+                events.c.lead_id == leads.c.id, events.c.occurred_at >= query.active_after
+            )
+        )
+    if query.active_before is not None:
+        where.append(
+            not_(
+                exists().where(
+                    events.c.lead_id == leads.c.id, events.c.occurred_at >= query.active_before
+                )
+            )
+        )
+    if query.program:
+        where.append(
+            leads.c.id.in_(
+                select(program_enrollments.c.lead_id).where(
+                    program_enrollments.c.program_key == query.program,
+                    program_enrollments.c.status == "active",
+                )
+            )
+        )
+    if query.segment:
+        where.append(
+            leads.c.id.in_(
+                select(segment_members.c.lead_id)
+                .join(segments, segments.c.id == segment_members.c.segment_id)
+                .where(segments.c.key == query.segment)
+            )
+        )
+    if query.form:
+        where.append(
+            leads.c.id.in_(
+                select(form_submissions.c.lead_id).where(
+                    form_submissions.c.form_key == query.form,
+                    form_submissions.c.lead_id.is_not(None),
+                )
+            )
+        )
+    if query.campaign:
+        where.append(
+            exists().where(events.c.lead_id == leads.c.id, events.c.utm_campaign == query.campaign)
+        )
+    if query.source:
+        where.append(leads.c.source == query.source)
+    if query.account_id is not None:
+        where.append(leads.c.account_id == query.account_id)
+    if query.domain:
+        where.append(accounts.c.domain == query.domain)
+    if query.cursor is not None:
+        where.append(leads.c.id < query.cursor)
+    where += [_field(dialect, f) for f in query.fields]
+    return where
+
+
+def _from() -> Any:
+    return leads.outerjoin(accounts, accounts.c.id == leads.c.account_id).outerjoin(
+        lead_states, lead_states.c.lead_id == leads.c.id
+    )
+
+
+def _columns(model: LeadModel) -> list[Any]:
+    return [
+        leads.c.id,
+        leads.c.email,
+        leads.c.first_name,
+        leads.c.last_name,
+        leads.c.title,
+        leads.c.account_id,
+        accounts.c.name.label("company"),
+        accounts.c.domain.label("domain"),
+        _stage(model).label("stage"),
+        lead_states.c.engagement,
+        lead_states.c.fit,
+        lead_states.c.fit_grade,
+        lead_states.c.pause_until,
+        accounts.c.owner.label("owner"),
+        _last_activity().label("last_activity"),
+        _program().label("program"),
+        leads.c.source,
+        leads.c.created_at,
+    ]
+
+
+def statement(query: LeadQuery, model: LeadModel, *, rep: str | None, dialect: str) -> Select[Any]:
+    """The rows of ``query`` in its order (no paging)."""
+    key = _sort_key(query.sort, model)
+    tie = leads.c.id.desc() if query.descending else leads.c.id.asc()
+    order = key.desc() if query.descending else key.asc()
+    ordering = [tie] if query.sort == "id" else [order.nulls_last(), tie]
+    return (
+        select(*_columns(model))
+        .select_from(_from())
+        .where(*conditions(query, model, rep=rep, dialect=dialect))
+        .order_by(*ordering)
+    )
+
+
+def _row(row: Any, model: LeadModel, locale: str) -> dict[str, Any]:
+    out = dict(row)
+    out["last_activity"] = aware(out["last_activity"])
+    stage = out["stage"]
+    out["stage_label"] = model.display_name(stage, locale) if stage in model.spec.stages else stage
+    out["name"] = " ".join(p for p in (out["first_name"], out["last_name"]) if p) or None
+    return out
+
+
+def list_page(
+    engine: Engine,
+    query: LeadQuery,
+    model: LeadModel,
+    *,
+    rep: str | None = None,
+    locale: str = "en",
+    count: bool = True,
+) -> ListPage:
+    """One page of ``query``: rows, whether there is a previous / next page, a capped count."""
+    dialect = engine.dialect.name
+    stmt = statement(query, model, rep=rep, dialect=dialect)
+    with read_only(engine).connect() as conn:
+        rows = [
+            _row(r, model, locale)
+            for r in conn.execute(stmt.offset(query.offset).limit(query.size + 1)).mappings()
+        ]
+        total, capped = _count(conn, query, model, rep, dialect) if count else (0, False)
+    more = len(rows) > query.size
+    rows = rows[: query.size]
+    next_cursor = (
+        int(rows[-1]["id"]) if more and rows and query.sort == "id" and query.descending else None
+    )
+    return ListPage(
+        rows=rows,
+        query=query,
+        has_previous=query.page > 1,
+        has_next=more,
+        next_cursor=next_cursor,
+        count=total,
+        count_capped=capped,
+    )
+
+
+def _count(
+    conn: Connection, query: LeadQuery, model: LeadModel, rep: str | None, dialect: str
+) -> tuple[int, bool]:
+    where = conditions(query, model, rep=rep, dialect=dialect)
+    limited = select(literal(1)).select_from(_from()).where(*where).limit(COUNT_CAP + 1)
+    found = int(conn.execute(select(func.count()).select_from(limited.subquery())).scalar_one())
+    return min(found, COUNT_CAP), found > COUNT_CAP
+
+
+def export_rows(
+    engine: Engine,
+    query: LeadQuery,
+    model: LeadModel,
+    *,
+    rep: str | None = None,
+    limit: int = EXPORT_LIMIT,
+    batch: int = 2000,
+) -> Any:
+    """Every row of ``query`` in its order (paging ignored), streamed, at most ``limit``."""
+    stmt = statement(query, model, rep=rep, dialect=engine.dialect.name).limit(limit)
+    with read_only(engine).connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=batch).execute(stmt)
+        for row in result.mappings():
+            yield _row(row, model, "en")
+
+
+def lead_ids(
+    engine: Engine,
+    query: LeadQuery,
+    model: LeadModel,
+    *,
+    rep: str | None = None,
+    limit: int = COUNT_CAP,
+) -> list[int]:
+    """The ids of every lead ``query`` matches (paging ignored), at most ``limit``."""
+    where = conditions(query, model, rep=rep, dialect=engine.dialect.name)
+    stmt = select(leads.c.id).select_from(_from()).where(*where).order_by(leads.c.id).limit(limit)
+    with read_only(engine).connect() as conn:
+        return [int(i) for (i,) in conn.execute(stmt)]
