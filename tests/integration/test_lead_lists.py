@@ -424,3 +424,125 @@ def test_unknown_stage_is_refused_naming_the_parameter(services, world):
         parse({"stage": "'; DROP TABLE leads; --"}, stages=model.stages)
     assert caught.value.field == "stage"
     assert len(ids_of(services, {})) == len(world)
+
+
+# ---------------------------------------------------------------- API and CLI
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_api_lists_with_the_same_filters_and_sort(client, services, world, admin_token):
+    nurture = set(services.active_model().stages_for("nurture"))
+    params = {"role": "nurture", "sort": "-fit", "size": "1000", "f.seats.min": "1"}
+    r = client.get("/api/leads", params=params, headers=auth(admin_token))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    expected = [
+        p for p in world if p.stage in nurture and isinstance(p.attributes.get("seats"), int)
+    ]
+    expected.sort(key=lambda p: (p.fit, p.id), reverse=True)
+    assert [i["id"] for i in body["items"]] == [p.id for p in expected]
+    assert body["count"] == len(expected) and body["has_previous"] is False
+    item = body["items"][0]
+    assert {
+        "stage",
+        "stage_label",
+        "engagement",
+        "fit",
+        "fit_grade",
+        "owner",
+        "last_activity",
+        "program",
+    } <= item.keys()
+    # page 2 of size 3 says there is a previous page
+    r = client.get("/api/leads", params={"size": 3, "page": 2}, headers=auth(admin_token))
+    assert r.json()["has_previous"] is True and len(r.json()["items"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"sort": "secret"}, "sort"),
+        ({"fit_min": 9, "fit_max": 1}, "fit"),
+        ({"stage": "no-such-stage"}, "stage"),
+        ({"colour": "red"}, "colour"),
+        ({"f.tier.between": "1"}, "f.tier.between"),
+        ({"active_after": "tomorrow"}, "active_after"),
+        ({"size": 5, "limit": 5}, "size"),
+    ],
+)
+def test_api_refuses_bad_filters_naming_the_field(client, world, admin_token, params, field):
+    r = client.get("/api/leads", params=params, headers=auth(admin_token))
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == field
+
+
+def test_api_export_is_the_filtered_list_as_csv_with_formulas_neutralised(
+    client, services, world, admin_token
+):
+    import csv
+
+    with services.engine.begin() as conn:
+        conn.execute(
+            leads.update().where(leads.c.id == world[0].id).values(title='=HYPERLINK("x")')
+        )
+    r = client.get(
+        "/api/leads/export.csv", params={"grade": "A", "sort": "email"}, headers=auth(admin_token)
+    )
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(r.text.splitlines()))
+    expected = sorted((p for p in world if p.grade == "A"), key=lambda p: p.email)
+    assert [int(row["id"]) for row in rows] == [p.id for p in expected]
+    everything = client.get("/api/leads/export.csv", headers=auth(admin_token)).text
+    assert "'=HYPERLINK" in everything and "\n=HYPERLINK" not in everything
+    chosen = client.get(
+        "/api/leads/export.csv", params={"cols": "name,fit"}, headers=auth(admin_token)
+    ).text
+    assert chosen.splitlines()[0] == "id,first_name,last_name,fit"
+    assert client.get("/api/leads/export.csv").status_code == 401
+
+
+def test_cli_lists_with_filters_and_show_has_stage_scores_and_pause(
+    capsys, services, world, db_url
+):
+    import json
+
+    from leadflow.entrypoints.cli import app
+    from leadflow.entrypoints.cli.common import run_guarded
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = run_guarded(app, [*args, "--database-url", db_url])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = run(
+        "leads",
+        "list",
+        "--grade",
+        "B",
+        "--where",
+        "f.tier=gold",
+        "--sort",
+        "engagement",
+        "--limit",
+        "1000",
+        "--format",
+        "json",
+    )
+    assert code == 0
+    expected = sorted(
+        (p for p in world if p.grade == "B" and p.attributes.get("tier") == "gold"),
+        key=lambda p: (p.engagement, p.id),
+    )
+    assert [r["id"] for r in json.loads(out)] == [p.id for p in expected]
+    code, _, err = run("leads", "list", "--sort", "nope")
+    assert code != 0 and "--sort: unknown column" in err and "Traceback" not in err
+    code, _, err = run("leads", "list", "--where", "nonsense")
+    assert code != 0 and "--where" in err
+    scored = next(p for p in world if p.engagement is not None)
+    code, out, _ = run("leads", "show", scored.email, "--format", "json")
+    state = json.loads(out)["state"]
+    assert state["stage"] == scored.stage and state["engagement"] == scored.engagement
+    assert "pause_until" in state and state["fit_grade"] == scored.grade

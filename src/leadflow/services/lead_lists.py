@@ -20,6 +20,9 @@ Semantics (the integration tests compute each from the seed in Python):
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import ColumnElement, Select
 
+from leadflow.adapters.csv_export import plain
 from leadflow.adapters.db.engine import read_only
 from leadflow.adapters.db.repositories.common import COUNT_CAP, aware, lead_scope
 from leadflow.adapters.db.tables import (
@@ -51,6 +55,7 @@ from leadflow.adapters.db.tables import (
     segments,
 )
 from leadflow.core.config import LeadModel
+from leadflow.core.importing import neutralise_cell
 from leadflow.core.lead_lists import FieldFilter, LeadQuery
 
 EXPORT_LIMIT = 100_000
@@ -287,7 +292,9 @@ def _columns(model: LeadModel) -> list[Any]:
         _last_activity().label("last_activity"),
         _program().label("program"),
         leads.c.source,
+        leads.c.consent_status,
         leads.c.created_at,
+        leads.c.updated_at,
     ]
 
 
@@ -387,3 +394,31 @@ def lead_ids(
     stmt = select(leads.c.id).select_from(_from()).where(*where).order_by(leads.c.id).limit(limit)
     with read_only(engine).connect() as conn:
         return [int(i) for (i,) in conn.execute(stmt)]
+
+
+def export_columns(query: LeadQuery) -> tuple[str, ...]:
+    """The CSV's columns: the chosen ones (``name`` as first and last name, ``company`` with
+    its domain), else every exportable column."""
+    if not query.explicit_columns:
+        return EXPORT_COLUMNS
+    out: list[str] = ["id"]
+    for column in query.columns:
+        parts = {"name": ("first_name", "last_name"), "company": ("company", "domain")}.get(
+            column, (column,)
+        )
+        out += [p for p in parts if p not in out]
+    return tuple(out)
+
+
+def csv_chunks(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> Iterator[str]:
+    """CSV text in chunks, formula-like cells neutralised (see :mod:`adapters.csv_export`)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    for n, row in enumerate(rows, 1):
+        writer.writerow([neutralise_cell(plain(row.get(c))) for c in columns])
+        if n % 500 == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
