@@ -4,6 +4,7 @@ computed in Python from the seed; hostile text is only data."""
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -546,3 +547,214 @@ def test_cli_lists_with_filters_and_show_has_stage_scores_and_pause(
     state = json.loads(out)["state"]
     assert state["stage"] == scored.stage and state["engagement"] == scored.engagement
     assert "pause_until" in state and state["fit_grade"] == scored.grade
+
+
+# ---------------------------------------------------------------- dashboard
+
+
+@pytest.fixture
+def dashboard(services, world, monkeypatch):
+    import re
+
+    from argon2 import PasswordHasher
+
+    from leadflow.services import users as user_service
+
+    monkeypatch.setattr(
+        user_service, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    )
+    for role, rep in (("admin", None), ("marketer", None), ("sales", "Rep Two")):
+        user_service.create_user(
+            services.engine,
+            email=f"{role}@example.com",
+            password="correct horse battery",
+            role=role,
+            name=f"{role.title()} User",
+            sales_rep_key=rep,
+            now=NOW,
+        )
+
+    def csrf(html: str) -> str:
+        found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+        assert found
+        return found.group(1)
+
+    def sign_in(client, role: str) -> str:
+        client.cookies.clear()
+        page = client.get("/login")
+        r = client.post(
+            "/login",
+            data={
+                "email": f"{role}@example.com",
+                "password": "correct horse battery",
+                "csrf_token": csrf(page.text),
+            },
+            follow_redirects=False,
+        )
+        assert r.status_code == 303
+        return csrf(client.get("/leads").text)
+
+    return sign_in
+
+
+def rows_in(html: str) -> list[int]:
+    import re
+
+    return [int(i) for i in re.findall(r'<tr data-lead="(\d+)"', html)]
+
+
+def test_dashboard_filters_sorts_pages_and_chooses_columns(client, services, world, dashboard):
+    dashboard(client, "marketer")
+    page = client.get("/leads", params={"grade": "A", "sort": "-engagement", "size": "25"})
+    assert page.status_code == 200
+    expected = sorted(
+        (p for p in world if p.grade == "A"), key=lambda p: (p.engagement, p.id), reverse=True
+    )
+    assert rows_in(page.text) == [p.id for p in expected][:25]
+    assert 'aria-sort="descending"' in page.text and 'href="/leads.export.csv' not in page.text
+    assert "/leads/export.csv?grade=A&amp;sort=-engagement" in page.text
+    # pages: Previous appears on page 2, and the two pages partition the list
+    first = rows_in(client.get("/leads", params={"size": "25"}).text)
+    second_page = client.get("/leads", params={"size": "25", "page": "2"})
+    assert 'rel="prev"' in second_page.text and 'rel="prev"' not in client.get("/leads").text
+    assert first + rows_in(second_page.text) == newest_first(world)[:50]
+    # the column chooser: only the chosen columns, in order
+    chosen = client.get("/leads", params=[("col", "email"), ("col", "fit")]).text
+    assert re.findall(r'data-col="([a-z_]+)"', chosen) == ["email", "fit"]
+    # a bad filter is refused naming the field, and the page still renders
+    bad = client.get("/leads", params={"fit_min": "lots"})
+    assert bad.status_code == 400 and "fit_min: " in bad.text
+
+
+def test_dashboard_escapes_hostile_text_and_searches_it_literally(
+    client, services, world, dashboard
+):
+    dashboard(client, "admin")
+    page = client.get("/leads", params={"q": "<b>Umbrella", "cols": "name,company"})
+    assert page.status_code == 200
+    assert "&lt;b&gt;Umbrella&lt;/b&gt;" in page.text and "<b>Umbrella" not in page.text
+    assert rows_in(page.text) == newest_first(
+        [p for p in world if matches_search(p, "<b>umbrella")]
+    )
+    for q in ("%", "_", "' OR '1'='1", "\\"):
+        r = client.get("/leads", params={"q": q, "size": "200"})
+        assert r.status_code == 200
+        assert rows_in(r.text) == newest_first([p for p in world if matches_search(p, q)])[:200]
+
+
+def test_saved_views_save_share_and_delete(client, services, world, dashboard):
+    token = dashboard(client, "marketer")
+    r = client.post(
+        "/leads/views",
+        data={
+            "name": "Hot <A>",
+            "query": "grade=A&sort=-fit&page=3",
+            "shared": "1",
+            "csrf_token": token,
+        },
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/leads?grade=A&sort=-fit"
+    page = client.get("/leads").text
+    assert 'data-view="Hot &lt;A&gt;"' in page and 'href="/leads?grade=A&amp;sort=-fit"' in page
+    # refused: no CSRF token, a bad query, an empty name; nothing stored
+    assert client.post("/leads/views", data={"name": "x", "query": ""}).status_code == 403
+    bad = client.post(
+        "/leads/views", data={"name": "x", "query": "sort=secret", "csrf_token": token}
+    )
+    assert bad.status_code == 400 and "sort: " in bad.text
+    empty = client.post("/leads/views", data={"name": " ", "query": "", "csrf_token": token})
+    assert empty.status_code == 400 and "name: " in empty.text
+    views = lead_lists.views_for(services.engine, 0)
+    assert [v["name"] for v in views] == ["Hot <A>"]  # shared: another user sees it
+    view_id = views[0]["id"]
+    # a sales user sees the shared view but may not delete or unshare it
+    other = dashboard(client, "sales")
+    assert 'data-view="Hot &lt;A&gt;"' in client.get("/leads").text
+    r = client.post(f"/leads/views/{view_id}/delete", data={"csrf_token": other})
+    assert r.status_code == 403
+    # its owner unshares, then deletes it
+    token = dashboard(client, "marketer")
+    client.post(f"/leads/views/{view_id}/share", data={"csrf_token": token})
+    assert lead_lists.views_for(services.engine, 0) == []
+    client.post(f"/leads/views/{view_id}/delete", data={"csrf_token": token})
+    assert "data-view=" not in client.get("/leads").text
+
+
+def test_dashboard_export_is_the_filtered_list_and_scoped_to_a_rep(
+    client, services, world, dashboard
+):
+    import csv
+
+    dashboard(client, "sales")  # Rep Two sees only the leads of the accounts they own
+    r = client.get("/leads/export.csv", params={"sort": "email"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    ids = [int(row["id"]) for row in csv.DictReader(r.text.splitlines())]
+    assert ids == [
+        p.id for p in sorted((p for p in world if p.owner == "Rep Two"), key=lambda p: p.email)
+    ]
+
+
+def test_bulk_assign_confirms_applies_and_undoes(client, services, world, dashboard):
+    from sqlalchemy import select
+
+    def owners() -> dict[int, str | None]:
+        with services.engine.connect() as conn:
+            return dict(conn.execute(select(accounts.c.id, accounts.c.owner)).all())
+
+    before = owners()
+    token = dashboard(client, "sales")
+    r = client.post(
+        "/leads/bulk", data={"action": "assign", "rep": "Rep One", "query": "", "csrf_token": token}
+    )
+    assert r.status_code == 403  # sales reps may not act in bulk
+    token = dashboard(client, "marketer")
+    query = "grade=B"
+    targets = [p for p in world if p.grade == "B"]
+    r = client.post(
+        "/leads/bulk",
+        data={"action": "assign", "rep": "Rep One", "query": query, "csrf_token": token},
+    )
+    assert r.status_code == 200 and 'data-bulk-step="confirm"' in r.text
+    assert owners() == before  # the confirmation step changes nothing
+    bad = client.post(
+        "/leads/bulk",
+        data={"action": "assign", "rep": "<script>", "query": query, "csrf_token": token},
+    )
+    assert bad.status_code == 400 and "rep: " in bad.text
+    done = client.post(
+        "/leads/bulk/apply", data={"rep": "Rep One", "query": query, "csrf_token": token}
+    )
+    assert done.status_code == 200 and 'data-bulk-step="done"' in done.text
+    after = owners()
+    moved = {a for a, o in after.items() if o != before[a]}
+    domains = {p.domain for p in targets if p.domain}
+    with services.engine.connect() as conn:
+        wanted = {
+            a for (a,) in conn.execute(select(accounts.c.id).where(accounts.c.domain.in_(domains)))
+        }
+    assert all(after[a] == "Rep One" for a in wanted)
+    assert moved == {a for a in wanted if before[a] != "Rep One"}
+    undo = re.search(r'name="undo" value="([^"]+)"', done.text).group(1)
+    import html
+
+    r = client.post(
+        "/leads/bulk/undo",
+        data={"undo": html.unescape(undo), "query": query, "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    assert owners() == before
+    # a forged undo (owners written into it) is refused and changes nothing
+    payload, _, mac = html.unescape(undo).rpartition(".")
+    forged = payload.replace("Rep One", "Mallory") + "." + mac
+    r = client.post("/leads/bulk/undo", data={"undo": forged, "query": query, "csrf_token": token})
+    assert r.status_code == 400 and "undo: " in r.text
+    assert owners() == before
+    # export as a bulk action goes to the filtered CSV
+    r = client.post(
+        "/leads/bulk",
+        data={"action": "export", "query": query, "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/leads/export.csv?grade=B"

@@ -21,9 +21,13 @@ Semantics (the integration tests compute each from the seed in Python):
 from __future__ import annotations
 
 import csv
+import hashlib
+import hmac
 import io
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -37,6 +41,7 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    update,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import ColumnElement, Select
@@ -51,9 +56,13 @@ from leadflow.adapters.db.tables import (
     lead_states,
     leads,
     program_enrollments,
+    sales_reps,
+    saved_views,
     segment_members,
     segments,
+    users,
 )
+from leadflow.core import errors
 from leadflow.core.config import LeadModel
 from leadflow.core.importing import neutralise_cell
 from leadflow.core.lead_lists import FieldFilter, LeadQuery
@@ -422,3 +431,250 @@ def csv_chunks(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> Iterat
             buffer.seek(0)
             buffer.truncate()
     yield buffer.getvalue()
+
+
+# ---------------------------------------------------------------- saved views
+
+MAX_VIEW_NAME = 100
+MAX_VIEWS_PER_USER = 200
+
+
+def _view_name(name: str) -> str:
+    name = name.strip()
+    if not name:
+        raise errors.BadRequest("name: a view needs a name", field="name")
+    if len(name) > MAX_VIEW_NAME:
+        raise errors.BadRequest(f"name: longer than {MAX_VIEW_NAME} characters", field="name")
+    if any(ord(c) < 32 for c in name):
+        raise errors.BadRequest("name: contains a control character", field="name")
+    return name
+
+
+def save_view(
+    engine: Engine,
+    *,
+    user_id: int,
+    name: str,
+    query: LeadQuery,
+    shared: bool,
+    now: datetime,
+) -> int:
+    """Store ``query`` (without its page) as a view; the same name of the same user is
+    replaced. Returns the view's id."""
+    name = _view_name(name)
+    text = query.query_string(paging=False)
+    with engine.begin() as conn:
+        found = conn.execute(
+            select(saved_views.c.id).where(
+                saved_views.c.user_id == user_id,
+                saved_views.c.list == "leads",
+                saved_views.c.name == name,
+            )
+        ).scalar_one_or_none()
+        if found is not None:
+            conn.execute(
+                update(saved_views)
+                .where(saved_views.c.id == found)
+                .values(query=text, shared=shared, updated_at=now)
+            )
+            return int(found)
+        mine = conn.execute(
+            select(func.count()).where(saved_views.c.user_id == user_id)
+        ).scalar_one()
+        if mine >= MAX_VIEWS_PER_USER:
+            raise errors.BadRequest(
+                f"name: at most {MAX_VIEWS_PER_USER} saved views per user", field="name"
+            )
+        return int(
+            conn.execute(
+                saved_views.insert()
+                .values(
+                    user_id=user_id,
+                    list="leads",
+                    name=name,
+                    query=text,
+                    shared=shared,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .returning(saved_views.c.id)
+            ).scalar_one()
+        )
+
+
+def views_for(engine: Engine, user_id: int) -> list[dict[str, Any]]:
+    """The user's own lead views and the ones others shared, by name."""
+    with read_only(engine).connect() as conn:
+        return [
+            dict(r)
+            for r in conn.execute(
+                select(
+                    saved_views.c.id,
+                    saved_views.c.name,
+                    saved_views.c.query,
+                    saved_views.c.shared,
+                    saved_views.c.user_id,
+                    users.c.name.label("owner_name"),
+                    (saved_views.c.user_id == user_id).label("mine"),
+                )
+                .join(users, users.c.id == saved_views.c.user_id)
+                .where(
+                    saved_views.c.list == "leads",
+                    or_(saved_views.c.user_id == user_id, saved_views.c.shared.is_(True)),
+                )
+                .order_by(func.lower(saved_views.c.name), saved_views.c.id)
+            ).mappings()
+        ]
+
+
+def _own_view(conn: Connection, view_id: int, user_id: int, admin: bool) -> dict[str, Any]:
+    row = conn.execute(select(saved_views).where(saved_views.c.id == view_id)).mappings().first()
+    if row is None:
+        raise errors.NotFound(f"view: no view {view_id}", field="view")
+    if row["user_id"] != user_id and not (admin and row["shared"]):
+        raise errors.Forbidden("view: only its owner may change it", field="view")
+    return dict(row)
+
+
+def delete_view(engine: Engine, view_id: int, *, user_id: int, admin: bool = False) -> str:
+    """Delete a view (its owner's, or an admin for a shared one); returns its name."""
+    with engine.begin() as conn:
+        row = _own_view(conn, view_id, user_id, admin)
+        conn.execute(saved_views.delete().where(saved_views.c.id == view_id))
+    return str(row["name"])
+
+
+def share_view(engine: Engine, view_id: int, shared: bool, *, user_id: int, now: datetime) -> str:
+    with engine.begin() as conn:
+        row = _own_view(conn, view_id, user_id, admin=False)
+        conn.execute(
+            update(saved_views)
+            .where(saved_views.c.id == view_id)
+            .values(shared=shared, updated_at=now)
+        )
+    return str(row["name"])
+
+
+# ---------------------------------------------------------------- choices and bulk actions
+
+DESCENDING_FIRST = frozenset({"engagement", "fit", "last_activity", "created_at", "id"})
+"""Columns whose header sorts biggest / newest first on the first click."""
+
+
+def segment_keys(engine: Engine) -> list[str]:
+    with read_only(engine).connect() as conn:
+        return [k for (k,) in conn.execute(select(segments.c.key).order_by(segments.c.key))]
+
+
+def rep_choices(engine: Engine) -> list[str]:
+    """Whom leads may be assigned to: the sales reps' keys and every current account owner."""
+    with read_only(engine).connect() as conn:
+        keys = {k for (k,) in conn.execute(select(sales_reps.c.key))}
+        owners = {
+            o
+            for (o,) in conn.execute(
+                select(accounts.c.owner).where(accounts.c.owner.is_not(None)).distinct().limit(500)
+            )
+        }
+    return sorted(keys | owners)
+
+
+@dataclass(frozen=True, slots=True)
+class AssignPlan:
+    leads: int
+    accounts: int
+    without_account: int
+    already: int
+    """Accounts the rep owns already."""
+
+
+@dataclass(frozen=True, slots=True)
+class AssignResult:
+    rep: str
+    leads: int
+    without_account: int
+    previous: dict[int, str | None]
+    """Account id -> its owner before (only the accounts that changed)."""
+
+
+def _accounts_of(conn: Connection, lead_ids: Sequence[int]) -> tuple[dict[int, str | None], int]:
+    found: dict[int, str | None] = {}
+    without = 0
+    for start in range(0, len(lead_ids), 500):
+        chunk = list(lead_ids[start : start + 500])
+        rows = conn.execute(
+            select(leads.c.account_id, accounts.c.owner)
+            .select_from(leads.outerjoin(accounts, accounts.c.id == leads.c.account_id))
+            .where(leads.c.id.in_(chunk))
+        ).all()
+        for account_id, owner in rows:
+            if account_id is None:
+                without += 1
+            else:
+                found[int(account_id)] = owner
+    return found, without
+
+
+def plan_assign(engine: Engine, lead_ids: Sequence[int], rep: str | None = None) -> AssignPlan:
+    """What assigning these leads would touch (a lead's owner is its account's owner)."""
+    with read_only(engine).connect() as conn:
+        found, without = _accounts_of(conn, lead_ids)
+    return AssignPlan(
+        leads=len(lead_ids),
+        accounts=len(found),
+        without_account=without,
+        already=sum(1 for o in found.values() if rep is not None and o == rep),
+    )
+
+
+def assign_owner(
+    engine: Engine, lead_ids: Sequence[int], rep: str, *, now: datetime
+) -> AssignResult:
+    """Make ``rep`` the owner of these leads' accounts, in one transaction; the result
+    holds the previous owners for :func:`undo_assign`. Leads without an account are
+    counted, not changed."""
+    with engine.begin() as conn:
+        found, without = _accounts_of(conn, lead_ids)
+        previous = {a: o for a, o in found.items() if o != rep}
+        ids = sorted(previous)
+        for start in range(0, len(ids), 500):
+            conn.execute(
+                update(accounts)
+                .where(accounts.c.id.in_(ids[start : start + 500]))
+                .values(owner=rep, updated_at=now)
+            )
+    return AssignResult(rep=rep, leads=len(lead_ids), without_account=without, previous=previous)
+
+
+def undo_token(result: AssignResult, key: str) -> str:
+    """The undo of ``result``, signed with ``key`` (the session's secret: only the session
+    that made the change can undo it, and nobody can forge owners into it)."""
+    payload = json.dumps(
+        {"rep": result.rep, "previous": {str(k): v for k, v in result.previous.items()}},
+        separators=(",", ":"),
+    )
+    return payload + "." + _mac(payload, key)
+
+
+def _mac(payload: str, key: str) -> str:
+    return hmac.new(key.encode(), payload.encode(), hashlib.sha256).hexdigest()
+
+
+def undo_assign(engine: Engine, token: str, key: str, *, now: datetime) -> int:
+    """Give accounts back to their previous owners, unless their owner changed since the
+    assignment (then the later change stays). Returns how many accounts were restored."""
+    payload, _, mac = token.rpartition(".")
+    if not hmac.compare_digest(mac.encode(), _mac(payload, key).encode()):
+        raise errors.BadRequest("undo: not an undo this session made", field="undo")
+    data = json.loads(payload)
+    rep = data["rep"]
+    previous = {int(k): v for k, v in data["previous"].items()}
+    restored = 0
+    with engine.begin() as conn:
+        for account_id, owner in previous.items():
+            restored += conn.execute(
+                update(accounts)
+                .where(accounts.c.id == account_id, accounts.c.owner == rep)
+                .values(owner=owner, updated_at=now)
+            ).rowcount
+    return restored
