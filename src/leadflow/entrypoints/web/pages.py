@@ -82,7 +82,8 @@ def _list_pairs(params: list[tuple[str, str]]) -> list[tuple[str, str]]:
                 continue
             key = "cursor" if key == "after" else key
         pairs.append((key, value))
-    if chosen:
+    # The form always sends its boxes: the default set is no choice (exports keep every column).
+    if chosen and tuple(chosen) != lead_list_spec.DEFAULT_COLUMNS:
         pairs.append(("cols", ",".join(chosen)))
     return pairs
 
