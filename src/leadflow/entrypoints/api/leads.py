@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from starlette.concurrency import run_in_threadpool
@@ -208,16 +208,7 @@ def _list_query(request: Request, services: Any) -> list_spec.LeadQuery:
     return list_spec.parse(pairs, stages=services.active_model().stages)
 
 
-@router.get(
-    "/leads",
-    operation_id="list_leads",
-    responses=error_responses(400),
-    response_model=LeadPage,
-    description=_LIST_DOC,
-)
-async def list_leads(
-    request: Request,
-    services: ServicesDep,
+def _filters(
     q: str | None = Text,
     search: str | None = Query(
         None, max_length=list_spec.MAX_TEXT, description="Same as `q`.", deprecated=True
@@ -241,6 +232,25 @@ async def list_leads(
     domain: str | None = Query(None, max_length=255),
     sort: str | None = Query(None, max_length=40, description="A column; `-column` descends."),
     cols: str | None = Query(None, max_length=400),
+) -> None:
+    """The smart-list filters, declared for the OpenAPI document and checked by type here;
+    :func:`_list_query` reads them (and ``f.<field>`` filters) from the query string."""
+
+
+Filters = Depends(_filters)
+
+
+@router.get(
+    "/leads",
+    operation_id="list_leads",
+    responses=error_responses(400),
+    response_model=LeadPage,
+    description=_LIST_DOC,
+)
+async def list_leads(
+    request: Request,
+    services: ServicesDep,
+    _: None = Filters,
     page: int = Query(1, ge=1, le=list_spec.MAX_OFFSET),
     size: int | None = Query(None, ge=1, le=list_spec.MAX_SIZE),
     limit: int = Query(50, ge=1, le=lead_service.MAX_LIMIT, description="Same as `size`."),
@@ -275,14 +285,7 @@ async def list_leads(
 async def export_leads(
     request: Request,
     services: ServicesDep,
-    q: str | None = Text,
-    stage: list[str] | None = Many,
-    role: list[str] | None = Many,
-    grade: list[str] | None = Many,
-    owner: str | None = Query(None, max_length=255),
-    source: str | None = Query(None, max_length=100),
-    sort: str | None = Query(None, max_length=40),
-    cols: str | None = Query(None, max_length=400),
+    _: None = Filters,
 ) -> StreamingResponse:
     query = _list_query(request, services)
     rows = lead_lists.export_rows(services.engine, query, services.active_model())
