@@ -758,3 +758,46 @@ def test_bulk_assign_confirms_applies_and_undoes(client, services, world, dashbo
         follow_redirects=False,
     )
     assert r.status_code == 303 and r.headers["location"] == "/leads/export.csv?grade=B"
+
+
+def test_bulk_enrol_confirms_then_enrols_the_leads_the_program_takes(
+    client, services, world, dashboard
+):
+    from sqlalchemy import select
+
+    def active() -> set[int]:
+        with services.engine.connect() as conn:
+            return {
+                i
+                for (i,) in conn.execute(
+                    select(program_enrollments.c.lead_id).where(
+                        program_enrollments.c.program_key == "education",
+                        program_enrollments.c.status == "active",
+                    )
+                )
+            }
+
+    model = services.active_model()
+    takes = set(next(p for p in model.spec.nurture.programs if p.key == "education").stages)
+    before = active()
+    token = dashboard(client, "marketer")
+    query = "grade=A"
+    r = client.post(
+        "/leads/bulk",
+        data={"action": "enrol", "program": "education", "query": query, "csrf_token": token},
+    )
+    assert r.status_code == 200 and 'data-bulk-step="confirm"' in r.text
+    assert active() == before
+    bad = client.post(
+        "/leads/bulk",
+        data={"action": "enrol", "program": "<nope>", "query": query, "csrf_token": token},
+    )
+    assert bad.status_code == 400 and "program: " in bad.text
+    done = client.post(
+        "/leads/bulk/enrol", data={"program": "education", "query": query, "csrf_token": token}
+    )
+    assert done.status_code == 200 and 'data-bulk-step="done"' in done.text
+    chosen = {p.id for p in world if p.grade == "A"}
+    newly = {p.id for p in world if p.id in chosen and p.stage in takes} - before
+    assert active() == before | newly
+    assert newly and f"{len(newly)} leads enrolled" in done.text

@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import io
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -694,3 +695,37 @@ def undo_assign(engine: Engine, token: str, key: str, *, now: datetime) -> int:
                 .values(owner=owner, updated_at=now)
             ).rowcount
     return restored
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolResult:
+    program: str
+    enrolled: int
+    refused: dict[str, int]
+    """Why the others were not enrolled (the reason in words) -> how many."""
+
+
+def enrol_all(
+    engine: Engine, model: LeadModel, program: str, lead_ids: Sequence[int], *, now: datetime
+) -> EnrolResult:
+    """Enrol each lead in ``program`` by hand, in one transaction; a lead the program does
+    not take (stage, dead end, already enrolled) is counted with its reason, not enrolled."""
+    from leadflow.services import nurture
+
+    if program not in nurture.programs_of(model):
+        raise errors.BadRequest(
+            f"program: no program {program[:64]!r} in the model", field="program"
+        )
+    enrolled = 0
+    refused: dict[str, int] = {}
+    with engine.begin() as conn:
+        for lead_id in lead_ids:
+            try:
+                nurture.enrol(conn, model, program, lead_id, now)
+                enrolled += 1
+            except nurture.EnrolError as exc:
+                # "lead 12 is in stage 'mql'; ..." -> the reason without the lead's id
+                reason = str(exc.args[0] if exc.args else exc).split(" ", 2)[-1]
+                reason = re.sub(r"^(is|was) ", "", reason)
+                refused[reason] = refused.get(reason, 0) + 1
+    return EnrolResult(program=program, enrolled=enrolled, refused=refused)

@@ -65,7 +65,7 @@ def _int_or_none(value: str | None) -> int | None:
 
 
 PAGE_SIZES = (25, 50, 100, 200)
-BULK_ACTIONS = ("assign", "export")
+BULK_ACTIONS = ("assign", "enrol", "export")
 
 
 def _list_pairs(params: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -285,6 +285,7 @@ async def bulk_confirm(
     user: BulkUser,
     action: Annotated[str, Form(max_length=20)] = "",
     rep: Annotated[str, Form(max_length=255)] = "",
+    program: Annotated[str, Form(max_length=64)] = "",
     query: Annotated[str, Form(max_length=lead_list_spec.MAX_QUERY_STRING)] = "",
 ) -> Response:
     """Step one of a bulk action: what it would change, with a button to confirm."""
@@ -299,6 +300,21 @@ async def bulk_confirm(
     if action == "export":
         return RedirectResponse("/leads/export.csv" + ("?" + text if text else ""), status_code=303)
     model = services.active_model()
+    if action == "enrol":
+        nurture = model.spec.nurture
+        if nurture is None or program not in {p.key for p in nurture.programs}:
+            return _bad(
+                request, BadRequest(f"program: no program {program[:64]!r}", field="program")
+            )
+        ids = await run_in_threadpool(
+            lambda: lead_lists.lead_ids(services.engine, parsed, model, rep=user.rep_scope)
+        )
+        return render(
+            request,
+            "leads_bulk.html",
+            {"action": action, "program": program, "count": len(ids), "query": text},
+            active="leads",
+        )
 
     def load() -> dict[str, Any]:
         ids = lead_lists.lead_ids(services.engine, parsed, model, rep=user.rep_scope)
@@ -349,6 +365,41 @@ async def bulk_apply(
             "undo": lead_lists.undo_token(done, user.csrf_token),
             "plan": None,
             "reps": [],
+        },
+        active="leads",
+    )
+
+
+@router.post("/leads/bulk/enrol", dependencies=[auth.CsrfProtected])
+async def bulk_enrol(
+    request: Request,
+    user: BulkUser,
+    program: Annotated[str, Form(max_length=64)] = "",
+    query: Annotated[str, Form(max_length=lead_list_spec.MAX_QUERY_STRING)] = "",
+) -> Response:
+    """Step two of "enrol in a program": enrol every lead of the list the program takes.
+    There is no undo (the enrolments' first steps are scheduled); each refusal is counted
+    with its reason."""
+    services = services_of(request)
+    model = services.active_model()
+    try:
+        parsed = _parse_list(services, parse_qsl(query, keep_blank_values=True))
+
+        def run() -> lead_lists.EnrolResult:
+            ids = lead_lists.lead_ids(services.engine, parsed, model, rep=user.rep_scope)
+            return lead_lists.enrol_all(services.engine, model, program, ids, now=services.clock())
+
+        done = await run_in_threadpool(run)
+    except BadRequest as exc:
+        return _bad(request, exc)
+    return render(
+        request,
+        "leads_bulk.html",
+        {
+            "action": "enrol",
+            "program": program,
+            "enrolled": done,
+            "query": parsed.query_string(paging=False),
         },
         active="leads",
     )
