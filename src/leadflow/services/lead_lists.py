@@ -314,17 +314,33 @@ def _columns(model: LeadModel) -> list[Any]:
     ]
 
 
-def statement(query: LeadQuery, model: LeadModel, *, rep: str | None, dialect: str) -> Select[Any]:
-    """The rows of ``query`` in its order (no paging)."""
+def _ordering(query: LeadQuery, model: LeadModel) -> list[Any]:
     key = _sort_key(query.sort, model)
     tie = leads.c.id.desc() if query.descending else leads.c.id.asc()
     order = key.desc() if query.descending else key.asc()
-    ordering = [tie] if query.sort == "id" else [order.nulls_last(), tie]
+    return [tie] if query.sort == "id" else [order.nulls_last(), tie]
+
+
+def statement(query: LeadQuery, model: LeadModel, *, rep: str | None, dialect: str) -> Select[Any]:
+    """The rows of ``query`` in its order (no paging)."""
     return (
         select(*_columns(model))
         .select_from(_from())
         .where(*conditions(query, model, rep=rep, dialect=dialect))
-        .order_by(*ordering)
+        .order_by(*_ordering(query, model))
+    )
+
+
+def _page_ids(query: LeadQuery, model: LeadModel, *, rep: str | None, dialect: str) -> Any:
+    """The ids of one page (and one more): only the sort key is computed for each match,
+    the row's other columns (last activity, program) only for the page's rows."""
+    return (
+        select(leads.c.id)
+        .select_from(_from())
+        .where(*conditions(query, model, rep=rep, dialect=dialect))
+        .order_by(*_ordering(query, model))
+        .offset(query.offset)
+        .limit(query.size + 1)
     )
 
 
@@ -348,12 +364,15 @@ def list_page(
 ) -> ListPage:
     """One page of ``query``: rows, whether there is a previous / next page, a capped count."""
     dialect = engine.dialect.name
-    stmt = statement(query, model, rep=rep, dialect=dialect)
     with read_only(engine).connect() as conn:
-        rows = [
-            _row(r, model, locale)
-            for r in conn.execute(stmt.offset(query.offset).limit(query.size + 1)).mappings()
-        ]
+        ids = [int(i) for (i,) in conn.execute(_page_ids(query, model, rep=rep, dialect=dialect))]
+        found = {
+            int(r["id"]): r
+            for r in conn.execute(
+                select(*_columns(model)).select_from(_from()).where(leads.c.id.in_(ids))
+            ).mappings()
+        }
+        rows = [_row(found[i], model, locale) for i in ids if i in found]
         more = len(rows) > query.size
         if not count:
             total, capped = 0, False
