@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, or_, select
 
-from leadflow.adapters.db.tables import accounts, events, leads
+from leadflow.adapters.db.tables import accounts, events, lead_states, leads
 from leadflow.core import errors
 from leadflow.core.tracking import normalise_email
 
@@ -133,7 +133,8 @@ def lead_exists(conn: Connection, lead_id: int) -> bool:
 
 
 def get_lead(engine: Engine, lead_id: int) -> dict[str, Any] | None:
-    """The lead with its account (``account`` is None when it has none)."""
+    """The lead with its account (``account`` is None when it has none) and its ``state``:
+    stage, scores and pause (None before the lead is first scored)."""
     with engine.connect() as conn:
         lead = conn.execute(select(leads).where(leads.c.id == lead_id)).mappings().first()
         if lead is None:
@@ -149,6 +150,23 @@ def get_lead(engine: Engine, lead_id: int) -> dict[str, Any] | None:
             )
             account = dict(found) if found else None
         result["account"] = account
+        state = (
+            conn.execute(
+                select(
+                    lead_states.c.stage,
+                    lead_states.c.stage_since,
+                    lead_states.c.engagement,
+                    lead_states.c.fit,
+                    lead_states.c.fit_grade,
+                    lead_states.c.qualification,
+                    lead_states.c.pause_until,
+                    lead_states.c.scored_at,
+                ).where(lead_states.c.lead_id == lead_id)
+            )
+            .mappings()
+            .first()
+        )
+        result["state"] = dict(state) if state else None
         return result
 
 

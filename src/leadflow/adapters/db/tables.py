@@ -867,3 +867,28 @@ signing_secrets = Table(
 )
 
 ALL_TABLES += [signing_secrets]
+
+# --- smart lists (issue 15) ----------------------------------------------------------------
+
+# A saved list view: a name and the list's query string (filters, sort, columns), the
+# user's own or shared with every dashboard user.
+saved_views = Table(
+    "saved_views",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("list", String(16), nullable=False, default="leads"),
+    Column("name", String(100), nullable=False),
+    Column("query", Text, nullable=False),
+    Column("shared", Boolean, nullable=False, default=False, server_default=false()),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("list in ('leads', 'accounts')", name="list_known"),
+)
+Index("ix_saved_views_user_id", saved_views.c.user_id)
+# Smart-list filters and sorts at 1,000,000 leads.
+Index("ix_events_utm_campaign_lead_id", events.c.utm_campaign, events.c.lead_id)
+Index("ix_lead_states_fit", lead_states.c.fit)
+Index("ix_lead_states_fit_grade", lead_states.c.fit_grade)
+
+ALL_TABLES += [saved_views]

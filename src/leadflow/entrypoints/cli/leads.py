@@ -9,11 +9,12 @@ from pathlib import Path
 
 import typer
 
+from leadflow.core import lead_lists as list_spec
 from leadflow.core.tracking import is_valid_email, normalise_email
 from leadflow.entrypoints.cli.common import DatabaseOption, fail, services_for
 from leadflow.entrypoints.cli.output import Format, render
+from leadflow.services import lead_lists, privacy
 from leadflow.services import leads as lead_service
-from leadflow.services import privacy
 
 app = typer.Typer(help="Leads: list, show, export, erase.", no_args_is_help=True)
 
@@ -27,29 +28,108 @@ def _email(value: str) -> str:
     return email
 
 
+LIST_COLUMNS = (
+    "id",
+    "email",
+    "first_name",
+    "last_name",
+    "title",
+    "company",
+    "domain",
+    "stage",
+    "engagement",
+    "fit",
+    "fit_grade",
+    "owner",
+    "last_activity",
+    "program",
+    "source",
+    "created_at",
+)
+
+
 @app.command("list")
 def list_(
-    search: str | None = typer.Option(None, "--search", help="Part of e-mail, name or company."),
+    search: str | None = typer.Option(
+        None, "--search", "-q", help="Part of name, e-mail, e-mail domain or company."
+    ),
+    stage: list[str] = typer.Option([], "--stage", help="Stage id (repeatable)."),
+    role: list[str] = typer.Option([], "--role", help="Stage role, e.g. handoff (repeatable)."),
+    grade: list[str] = typer.Option([], "--grade", help="Fit grade (repeatable)."),
+    engagement_min: str | None = typer.Option(None, "--engagement-min"),
+    engagement_max: str | None = typer.Option(None, "--engagement-max"),
+    fit_min: str | None = typer.Option(None, "--fit-min"),
+    fit_max: str | None = typer.Option(None, "--fit-max"),
+    owner: str | None = typer.Option(None, "--owner", help="Sales rep owning the account."),
+    active_after: str | None = typer.Option(None, "--active-after", help="Date or ISO time."),
+    active_before: str | None = typer.Option(
+        None, "--active-before", help="No activity since this date or ISO time."
+    ),
+    program: str | None = typer.Option(None, "--program", help="Active in this program."),
+    segment: str | None = typer.Option(None, "--segment", help="Member of this segment."),
+    form: str | None = typer.Option(None, "--form", help="Submitted this form."),
+    campaign: str | None = typer.Option(None, "--campaign", help="Has an event of this campaign."),
     source: str | None = typer.Option(None, "--source", help="Only leads from this source."),
     account: str | None = typer.Option(None, "--account", help="Only this account's domain."),
+    where: list[str] = typer.Option(
+        [], "--where", help="Any list parameter as KEY=VALUE, e.g. f.tier=gold (repeatable)."
+    ),
+    sort: str | None = typer.Option(None, "--sort", help="Column; -column descends."),
+    cols: str | None = typer.Option(None, "--cols", help="Comma-separated columns."),
+    page: int = typer.Option(1, "--page", help="Page number (from 1)."),
     limit: int = typer.Option(50, "--limit", help=f"At most N leads (1-{lead_service.MAX_LIMIT})."),
     cursor: int | None = typer.Option(None, "--after", help="Continue after this lead id."),
     fmt: Format = FormatOption,
     database_url: str | None = DatabaseOption,
 ) -> None:
-    """List leads, newest first."""
-    query = lead_service.LeadFilter(
-        search=search, source=source, account_domain=account, limit=limit, cursor=cursor
-    )
-    try:
-        query.checked()
-    except lead_service.QueryError as exc:
-        fail(f"--{exc.field}: {exc.reason}")
+    """List leads (newest first unless --sort) with stage, scores, owner and activity."""
+    pairs: list[tuple[str, str]] = [("size", str(limit)), ("page", str(page))]
+    single = {
+        "q": search,
+        "engagement_min": engagement_min,
+        "engagement_max": engagement_max,
+        "fit_min": fit_min,
+        "fit_max": fit_max,
+        "owner": owner,
+        "active_after": active_after,
+        "active_before": active_before,
+        "program": program,
+        "segment": segment,
+        "form": form,
+        "campaign": campaign,
+        "source": source,
+        "domain": account,
+        "sort": sort,
+        "cols": cols,
+        "cursor": None if cursor is None else str(cursor),
+    }
+    pairs += [(k, v) for k, v in single.items() if v is not None]
+    pairs += [("stage", v) for v in stage] + [("role", v) for v in role]
+    pairs += [("grade", v) for v in grade]
+    for item in where:
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--where: {item[:80]!r} is not KEY=VALUE")
+        pairs.append((key.strip(), value))
+    option = {"q": "search", "size": "limit", "domain": "account", "cursor": "after"}
     with services_for(database_url) as services:
-        rows, next_cursor = lead_service.list_leads(services.engine, query)
-    render(rows, lead_service.LIST_COLUMNS, fmt, title="leads")
-    if next_cursor is not None and fmt is Format.table:
-        typer.echo(f"more: --after {next_cursor}", err=True)
+        model = services.active_model()
+        try:
+            query = list_spec.parse(pairs, stages=model.stages)
+        except list_spec.ListQueryError as exc:
+            name = exc.field or ""
+            flag = option.get(name, name).replace("_", "-")
+            fail(f"--{flag}: {exc.reason}")
+        result = lead_lists.list_page(services.engine, query, model, count=False)
+    columns = ("id", *[c for c in query.columns if c != "id"]) if cols else LIST_COLUMNS
+    if fmt is Format.table:
+        for row in result.rows:
+            if row.get("engagement") is not None:
+                row["engagement"] = round(row["engagement"], 1)
+    render(result.rows, columns, fmt, title="leads")
+    if fmt is Format.table and result.has_next:
+        hint = f"--after {result.next_cursor}" if result.next_cursor else f"--page {page + 1}"
+        typer.echo(f"more: {hint}", err=True)
 
 
 @app.command("show")
@@ -72,10 +152,11 @@ def show(
     assert lead is not None
     timeline.reverse()  # oldest first reads as a story
     account = lead.pop("account")
+    state = lead.pop("state")
     if fmt is Format.json:
         typer.echo(
             json.dumps(
-                {"lead": lead, "account": account, "events": timeline},
+                {"lead": lead, "account": account, "state": state, "events": timeline},
                 default=str,
                 ensure_ascii=False,
                 indent=2,
@@ -83,6 +164,8 @@ def show(
         )
         return
     fields = [{"field": k, "value": v} for k, v in lead.items() if k != "erased"]
+    if state is not None:
+        fields += [{"field": f"state.{k}", "value": v} for k, v in state.items()]
     if account is not None:
         fields += [
             {"field": f"account.{k}", "value": account[k]}

@@ -43,6 +43,7 @@ CSRF_HEADER = "x-csrf-token"
 PERMISSIONS: dict[str, frozenset[str]] = {
     "home.view": frozenset({"admin", "marketer", "sales", "executive"}),
     "leads.view": frozenset({"admin", "marketer", "sales"}),
+    "leads.bulk": frozenset({"admin", "marketer"}),
     "accounts.view": frozenset({"admin", "marketer", "sales", "executive"}),
     "funnel.view": frozenset({"admin", "marketer", "executive"}),
     "queue.view": frozenset({"admin", "sales"}),
