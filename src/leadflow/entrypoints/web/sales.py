@@ -123,13 +123,14 @@ def reason_words(t: Translator, reason: core_queue.Reason) -> str:
     if reason.key == "intent":
         event = str(values.get("event", ""))
         values["event"] = t(f"queue.intent.{event}") if t.has(f"queue.intent.{event}") else event
-    if "hours" in values:
-        values["hours"] = t.number(values["hours"])
+    for name in ("hours", "sla"):
+        if isinstance(values.get(name), int | float):
+            values[name] = t.number(values[name])
     return t(f"queue.why.{reason.key}", **values)
 
 
 def sla_words(t: Translator, sla: core_queue.Sla) -> str:
-    hours = t.number(sla.hours)
+    hours = t.number(round(sla.hours, 1) if sla.hours < 10 else round(sla.hours))
     return t(f"queue.sla.{sla.state}", hours=hours)
 
 
@@ -561,7 +562,8 @@ async def act(
     except ActionRefused as exc:
         text = f"{t('queue.refused', lead=lead_id)} {exc}"
         if action == "qualify":
-            text += " " + await run_in_threadpool(_qualify_hint, services, lead_id, form, t)
+            hint = await run_in_threadpool(_qualify_hint, services, lead_id, form, t)
+            text = f"{text.rstrip('. ')}. {hint}"
         return await _page_async(
             request, user, error=text, error_lead=lead_id, status=200 if htmx else 409
         )
