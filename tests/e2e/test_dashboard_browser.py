@@ -937,7 +937,7 @@ def test_a_rep_is_told_why_a_claim_or_a_qualify_is_refused_and_the_queue_fits_a_
     form.locator("button").click()
     expect(rep.page.locator("#queue-error")).to_contain_text("Qualification")
     said = rep.page.locator("#queue-error").inner_text()
-    assert "Qualification 25 of 75: add Authority, Need to hand off." in said  # 25 + 25 + 25
+    assert "Qualification 25 of 75: add authority, need to hand off." in said  # 25 + 25 + 25
     # the phone: no sideways scroll in the queue, names are not one letter a line
     rep.page.set_viewport_size({"width": 390, "height": 844})
     assert rep.open("/queue") == 200

@@ -391,19 +391,19 @@ def test_qualify_says_what_changed_and_what_is_missing(client, services, world):
     assert done.status_code == 303
     said = notice(client.get(done.headers["location"]).text)
     assert "Nothing changed" in said and "qualified" not in said
-    assert "Qualification 0 of 75: add Budget, Authority, Need to hand off." in said
+    assert "Qualification 0 of 75: add budget, authority, need to hand off." in said
     two = {**unknown, "budget": "confirmed", "authority": "confirmed"}
     done = client.post(
         f"/queue/{lead}/qualify", data={"csrf_token": token, **two}, follow_redirects=False
     )
     said = notice(client.get(done.headers["location"]).text)
-    assert "Budget, Authority recorded." in said
-    assert "Qualification 50 of 75: add Need to hand off." in said
+    assert "budget, authority recorded." in said
+    assert "Qualification 50 of 75: add need to hand off." in said
     refused = client.post(
         f"/queue/{lead}/qualify", data={"csrf_token": token, **two, "amount": "1000000"}
     )
     assert refused.status_code == 409
-    assert "Qualification 50 of 75: add Need to hand off." in error(refused.text)
+    assert "Qualification 50 of 75: add need to hand off." in error(refused.text)
     assert stage_of(services, lead) == "appointment"
 
 
@@ -490,3 +490,13 @@ def test_long_sections_are_paged_and_filters_narrow_them(client, services):
     assert f'id="q-{ids["pool"][0]}"' in late and "past the SLA" in late
     with services.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(ready_queue)).scalar_one() == 13
+
+
+def test_the_queue_in_korean_has_no_raw_keys(client, services, world):
+    token = sign_in(client, "sales")
+    client.post(f"/queue/{world['pool'][0]}/claim", data={"csrf_token": token})
+    client.post("/locale", data={"csrf_token": token, "locale": "ko"})
+    page = client.get("/queue").text
+    assert "담당자 대기" in page and "내 리드" in page and "지금 연락할 이유:" in page
+    assert "가격표 다운로드" in page and "2회, 최근" in page
+    assert not re.findall(r">[^<]*\bqueue\.[a-z_.]+", page)  # no untranslated key shows

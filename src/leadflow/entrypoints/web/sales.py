@@ -139,7 +139,7 @@ def claim_words(t: Translator, reason: core_queue.Reason) -> str:
 
 
 def fields_words(t: Translator, fields: tuple[str, ...] | list[str]) -> str:
-    return t("queue.list_sep").join(t(f"bant.{f}") for f in fields)
+    return t("queue.list_sep").join(t(f"bant.{f}").lower() for f in fields)
 
 
 def qualify_words(t: Translator, outcome: core_queue.QualifyOutcome) -> str:
