@@ -213,3 +213,21 @@ def test_qualify_prefers_the_heaviest_field_when_weights_differ():
     weights = {"budget": 40.0, "authority": 10.0, "need": 30.0, "timeframe": 20.0}
     out = qualify_outcome({}, {}, weights=weights, levels=LEVELS, threshold=60)
     assert out.missing == ("budget", "need")
+
+
+def test_cached_working_hours_agree_with_the_calendar():
+    import random
+
+    from leadflow.core.queue import working_hours
+
+    rng = random.Random(5)
+    holiday = WorkCalendar(
+        zone=ZoneInfo("America/New_York"), holidays=frozenset({datetime(2026, 12, 25).date()})
+    )
+    for calendar in (CAL, ROUND_THE_CLOCK, holiday):
+        for _ in range(300):
+            a = NOW + timedelta(hours=rng.uniform(-400, 400))
+            b = a + timedelta(hours=rng.uniform(-50, 300))
+            assert working_hours(calendar, a, b) == pytest.approx(
+                calendar.working_hours_between(a, b), abs=1e-9
+            )

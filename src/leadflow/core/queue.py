@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Any, Literal
 
 from leadflow.core.routing import WorkCalendar, priority
@@ -104,6 +105,32 @@ class Ranked:
         return self.sla.overdue
 
 
+@lru_cache(maxsize=4096)
+def _window(calendar: WorkCalendar, day: date) -> tuple[datetime, datetime] | None:
+    """The UTC working window of a local day (None on a day off), cached: ranking a long
+    queue asks for the same few days thousands of times."""
+    if not calendar.is_working_day(day):
+        return None
+    return calendar._window(day)
+
+
+def working_hours(calendar: WorkCalendar, start: datetime, end: datetime) -> float:
+    """:meth:`WorkCalendar.working_hours_between`, with the day windows cached."""
+    if end <= start:
+        return 0.0
+    total = timedelta()
+    day = calendar.local_day(start)
+    last = calendar.local_day(end)
+    while day <= last:
+        window = _window(calendar, day)
+        if window is not None:
+            lo, hi = max(window[0], start), min(window[1], end)
+            if hi > lo:
+                total += hi - lo
+        day += timedelta(days=1)
+    return total.total_seconds() / 3600
+
+
 def sla_timer(item: QueueItem, now: datetime, calendar: WorkCalendar, sla_hours: float) -> Sla:
     """The hand-off's SLA clock: accepted ones have met it; routed and escalated ones have
     ``due_at``; a waiting lead has waited ``hours`` of the SLA since it was queued."""
@@ -111,14 +138,14 @@ def sla_timer(item: QueueItem, now: datetime, calendar: WorkCalendar, sla_hours:
         return Sla("met", 0.0)
     if item.status == "waiting":
         since = item.queued_at or now
-        waited = round(calendar.working_hours_between(since, now), 2)
+        waited = round(working_hours(calendar, since, now), 2)
         return Sla("waiting_long" if waited >= sla_hours else "waiting", waited)
     if item.due_at is None:
         return Sla("met", 0.0)
     if item.due_at <= now:
-        over = round(calendar.working_hours_between(item.due_at, now), 2)
+        over = round(working_hours(calendar, item.due_at, now), 2)
         return Sla("overdue", over, item.due_at)
-    left = round(calendar.working_hours_between(now, item.due_at), 2)
+    left = round(working_hours(calendar, now, item.due_at), 2)
     state: SlaState = "due_soon" if left < sla_hours * DUE_SOON_SHARE else "on_time"
     return Sla(state, left, item.due_at)
 

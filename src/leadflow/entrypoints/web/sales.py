@@ -31,12 +31,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from leadflow.adapters.db.engine import read_only
 from leadflow.adapters.db.repositories import handoffs, lead_pages
-from leadflow.adapters.db.tables import lead_states, leads
 from leadflow.bootstrap import Services
 from leadflow.core import queue as core_queue
 from leadflow.core.config import LeadModel
@@ -160,8 +159,7 @@ def qualify_words(t: Translator, outcome: core_queue.QualifyOutcome) -> str:
 
 
 def _lead_bant(conn: Connection, lead_id: int) -> dict[str, Any]:
-    attrs = conn.execute(select(leads.c.attributes).where(leads.c.id == lead_id)).scalar()
-    return core_queue.known_bant(attrs if isinstance(attrs, dict) else None)
+    return board_service.lead_bant(conn, lead_id)
 
 
 def _outcome(
@@ -190,21 +188,12 @@ def _notice(
     if not done or lead_id is None:
         return ""
     with read_only(services.engine).connect() as conn:
-        row = (
-            conn.execute(
-                select(leads.c.first_name, leads.c.last_name, leads.c.email, lead_states.c.stage)
-                .select_from(leads.outerjoin(lead_states, lead_states.c.lead_id == leads.c.id))
-                .where(leads.c.id == lead_id)
-            )
-            .mappings()
-            .first()
-        )
+        row = board_service.lead_brief(conn, lead_id)
         if row is None:
             return ""
         who = f"{display_name(row, t)} (#{lead_id})"
         stage = _stage_label(model, row["stage"], t.locale)
-        if done == "qualify":
-            bant = _lead_bant(conn, lead_id)
+        bant = row["bant"]
     if done == "qualify":
         fields = core_queue.sequence_fields(changed.split(",")) if changed else ()
         outcome = _outcome(model, bant, bant)
@@ -466,9 +455,8 @@ def _needs_confirm(
         reasons = {}
         _amount(form["amount"])
     with read_only(services.engine).connect() as conn:
-        stage = conn.execute(
-            select(lead_states.c.stage).where(lead_states.c.lead_id == lead_id)
-        ).scalar_one_or_none()
+        brief = board_service.lead_brief(conn, lead_id)
+    stage = brief["stage"] if brief is not None else None
     act = model.spec.actions.get(name)
     if act is None or stage not in act.from_:
         return None

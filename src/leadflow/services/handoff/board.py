@@ -397,3 +397,34 @@ def _decorate(
                     excluded=frozenset(str(x) for x in c.get("exclude_reps") or []),
                 )
             )
+
+
+def lead_brief(conn: Connection, lead_id: int) -> dict[str, Any] | None:
+    """A lead's name, e-mail, stage and stored BANT (for the queue's messages)."""
+    row = (
+        conn.execute(
+            select(
+                leads.c.first_name,
+                leads.c.last_name,
+                leads.c.email,
+                leads.c.attributes,
+                lead_states.c.stage,
+            )
+            .select_from(leads.outerjoin(lead_states, lead_states.c.lead_id == leads.c.id))
+            .where(leads.c.id == lead_id)
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return None
+    found = dict(row)
+    attrs = found.pop("attributes")
+    found["bant"] = core_queue.known_bant(attrs if isinstance(attrs, Mapping) else None)
+    return found
+
+
+def lead_bant(conn: Connection, lead_id: int) -> dict[str, Any]:
+    """The BANT stored on the lead (``attributes.bant``)."""
+    brief = lead_brief(conn, lead_id)
+    return brief["bant"] if brief is not None else {}
