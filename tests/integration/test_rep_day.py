@@ -500,3 +500,26 @@ def test_the_queue_in_korean_has_no_raw_keys(client, services, world):
     assert "담당자 대기" in page and "내 리드" in page and "지금 연락할 이유:" in page
     assert "가격표 다운로드" in page and "2회, 최근" in page
     assert not re.findall(r">[^<]*\bqueue\.[a-z_.]+", page)  # no untranslated key shows
+
+
+def test_the_api_claims_assigns_and_logs_notes_with_the_same_rules(client, services, admin_token):
+    ids = seed(services)
+    client.headers["Authorization"] = f"Bearer {admin_token}"
+    lead = ids["pool"][0]
+    claimed = client.post(f"/api/leads/{lead}/claim", json={"rep": ME})
+    assert claimed.status_code == 200, claimed.text
+    assert claimed.json()["rep"] == ME and claimed.json()["used_today"] == 1
+    again = client.post(f"/api/leads/{lead}/claim", json={"rep": OTHER})
+    assert again.status_code == 409 and f"{ME} already has it" in again.text
+    moved = client.post(f"/api/leads/{lead}/assign", json={"rep": OTHER})
+    assert moved.status_code == 200 and moved.json()["previous_rep"] == ME
+    no_due = client.post(f"/api/leads/{lead}/notes", json={"kind": "task", "body": "Call back"})
+    assert no_due.status_code == 422 and "due" in no_due.text
+    note = client.post(
+        f"/api/leads/{lead}/notes",
+        json={"kind": "task", "body": "Call back", "due_at": "2030-01-02T09:00:00+09:00"},
+    )
+    assert note.status_code == 200 and note.json()["kind"] == "task"
+    listed = client.get(f"/api/leads/{lead}/notes").json()["items"]
+    assert [n["body"] for n in listed] == ["Call back"]
+    assert client.get("/api/leads/999999/notes").status_code == 404
