@@ -247,6 +247,9 @@ def _page(
         card["hl_text"] = [highlight_words(t, h, now) for h in card["highlights"]]
         if card.get("claim") is not None:
             card["claim_text"] = claim_words(t, card["claim"].reason)
+    if confirm is not None:
+        shown = {c["lead_id"] for c in board.pool.cards + board.mine.cards}
+        confirm["in_card"] = confirm["lead_id"] in shown
     sales = handoff.sales_spec(model)
     return render(
         request,
