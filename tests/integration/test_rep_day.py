@@ -375,6 +375,10 @@ def test_reject_and_close_ask_first_and_only_the_confirmed_request_acts(client, 
     assert 'id="queue-confirm"' in swapped.text and stage_of(services, lead) == "appointment"
     done = client.post(f"/queue/{lead}/reject", data=fields, follow_redirects=False)
     assert done.status_code == 303 and stage_of(services, lead) == "dead_end"
+    said = notice(client.get(done.headers["location"]).text)
+    assert f"(#{lead}) rejected: now " in said  # what changed, with the new stage
+    again = client.post(f"/queue/{lead}/reject", data=fields, follow_redirects=False)
+    assert again.status_code == 403  # replaying it: the hand-off is no longer the rep's
 
 
 # ---------------------------------------------------------------- qualify messages

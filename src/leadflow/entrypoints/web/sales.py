@@ -212,6 +212,8 @@ def _notice(
             n=extra.get("n", ""),
             capacity=extra.get("cap", ""),
         )
+    if done in ("reject", "not_now", "win", "lose"):
+        return t(f"queue.moved.{done}", lead=who, stage=stage)
     if done in ACTIONS or done in ("note", "task_done"):
         return t(f"queue.done.{done}", lead=who, stage=stage)
     return ""
