@@ -34,6 +34,7 @@ from leadflow.adapters.db.tables import (
     leads,
     opportunities,
     program_enrollments,
+    sales_reps,
 )
 from leadflow.bootstrap import build_services
 from leadflow.services import handoff, lifecycle
@@ -248,6 +249,7 @@ def _seed(url: str) -> dict[str, int]:
                     )
                 )
     ids.update(_seed_queue(url, account_ids[0], lead_ids))
+    ids.update(_seed_rep_day(url, account_ids[0]))
     _seed_marketing(url, account_ids[0], lead_ids)
     for role in ROLES:
         user_service.create_user(
@@ -693,6 +695,9 @@ def test_sales_rep_accepts_and_closes_won_from_the_queue_and_the_funnel_counts_i
     assert "accepted" in rep.page.locator("#queue-notice").inner_text()
     assert rep.page.locator(f"#q-{ids['queue_mql']}").get_attribute("data-stage") == "appointment"
     opp.locator("form[data-action=win] button").click()
+    rep.page.wait_for_selector("#queue-confirm")  # a close asks first
+    assert rep.page.locator(f"#q-{ids['queue_opp']}").count() == 1
+    rep.page.locator("#queue-confirm form[data-confirm=win] button").click()
     rep.page.wait_for_selector(f"#q-{ids['queue_opp']}", state="detached")
     assert "closed won" in rep.page.locator("#queue-notice").inner_text()
     assert rep.dialogs == []
@@ -858,3 +863,113 @@ def test_time_zone_picked_in_the_header_is_kept(session: Session) -> None:
     with session.page.expect_navigation():
         session.page.select_option("select[data-test=timezone]", "UTC")
     assert session.dialogs == [] and session.console_errors == []
+
+
+# ---------------------------------------------------------------- a rep's day (issue 15)
+
+
+def _seed_rep_day(url: str, account_id: int) -> dict[str, int]:
+    """Rep One in the rep table with no capacity left (0 new leads a day, so the embedded
+    worker routes nothing to Rep One) and one MQL of Rep One's account waiting for its
+    owner in the pool."""
+    services = build_services(Settings(database_url=url))
+    now = services.clock()
+    with services.engine.begin() as conn:
+        conn.execute(
+            sales_reps.insert().values(
+                key="Rep One",
+                name="Rep One",
+                email="rep.one@example.com",
+                active=True,
+                daily_capacity=0,
+                territories=[],
+                weight=1.0,
+                source="api",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        lead_id = conn.execute(
+            leads.insert()
+            .values(
+                email="mira@acme.example",
+                first_name="Mira",
+                last_name="Yoon",
+                title="COO",
+                account_id=account_id,
+                source="website",
+                consent_status="granted",
+                attributes={},
+                created_at=now - timedelta(days=9),
+                updated_at=now,
+            )
+            .returning(leads.c.id)
+        ).scalar_one()
+        for i, (name, props) in enumerate(
+            (
+                ("identify", {"traits": {"email": "mira@acme.example"}}),
+                ("content_download", {"asset": "Enterprise price list", "asset_type": "pricing"}),
+                ("content_download", {"asset": "Enterprise price list", "asset_type": "pricing"}),
+                ("demo_request", {}),
+            )
+        ):
+            conn.execute(
+                events.insert().values(
+                    message_id=f"e2e-day-{i}",
+                    type="identify" if name == "identify" else "track",
+                    name=None if name == "identify" else name,
+                    lead_id=lead_id,
+                    properties=props,
+                    context={},
+                    channel="email",
+                    occurred_at=now - timedelta(days=4 - i),
+                    received_at=now,
+                )
+            )
+        model = services.models.active(conn, now)
+        lifecycle.recompute(conn, [lead_id], model, now)
+        handoff.enqueue(conn, model, now, [lead_id])
+    services.close()
+    return {"pool_lead": lead_id}
+
+
+def test_a_rep_is_told_why_a_claim_or_a_qualify_is_refused_and_the_queue_fits_a_phone(
+    browser: object, server: tuple[str, dict[str, int]]
+) -> None:
+    from playwright.sync_api import expect
+
+    base, ids = server
+    rep = Session(browser, base)
+    rep.sign_in("sales")
+    assert rep.open("/queue") == 200
+    card = rep.page.locator(f"#q-{ids['pool_lead']}")
+    assert card.get_attribute("data-status") == "waiting"
+    text = card.inner_text()
+    assert "Enterprise price list" in text and "2×" in text  # dated, de-duplicated
+    assert "At capacity: " in text  # said before trying
+    assert card.locator("[data-claim-refusal]").get_attribute("data-claim-refusal") == "capacity"
+    card.locator("form[data-action=claim] button").click()
+    rep.page.wait_for_selector("#queue-error")
+    assert "At capacity: " in rep.page.locator("#queue-error").inner_text()
+    mql = rep.page.locator(f"#q-{ids['queue_mql']}")
+    if mql.get_attribute("data-stage") == "mql":  # not accepted by an earlier test
+        mql.locator("form[data-action=accept] button").click()
+        rep.page.wait_for_selector("#queue-notice")
+    form = rep.page.locator(f"#q-{ids['queue_mql']} form[data-action=qualify]")
+    form.locator("select[name=budget]").select_option("confirmed")
+    form.locator("input[name=amount]").fill("30000000")
+    form.locator("button").click()
+    expect(rep.page.locator("#queue-error")).to_contain_text("Qualification")
+    said = rep.page.locator("#queue-error").inner_text()
+    assert "Qualification 25 of 75: add authority, need to hand off." in said  # 25 + 25 + 25
+    # the phone: no sideways scroll in the queue, names are not one letter a line
+    rep.page.set_viewport_size({"width": 390, "height": 844})
+    assert rep.open("/queue") == 200
+    wide = rep.page.evaluate("document.querySelector('#queue').scrollWidth")
+    room = rep.page.evaluate("document.querySelector('#queue').clientWidth")
+    assert wide <= room
+    name = rep.page.locator(f"#q-{ids['queue_mql']} [data-lead-name]").bounding_box()
+    assert name is not None and name["width"] > 60
+    rep.shot("16b-sales-queue-phone")
+    assert rep.dialogs == []
+    rep.close()

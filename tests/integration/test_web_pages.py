@@ -150,6 +150,12 @@ def csrf_from(html: str) -> str:
     return found.group(1)
 
 
+def confirm_fields(html: str) -> dict[str, str]:
+    """The hidden fields of the confirmation a destructive queue action answers with."""
+    box = html.split('id="queue-confirm"')[1].split("</form>")[0]
+    return dict(re.findall(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)"', box))
+
+
 def sign_in(client, role: str) -> str:
     page = client.get("/login")
     response = client.post(
@@ -211,7 +217,8 @@ def test_sales_rep_sees_only_own_hand_offs_with_their_highlights(client, world):
     page = client.get("/queue").text
     assert f'id="q-{world["mine"]}"' in page and f'id="q-{world["mine2"]}"' in page
     assert f'id="q-{world["theirs"]}"' not in page and "grace@globex.example" not in page
-    assert "read the white paper &#39;Ada&#39;s guide&#39;" in page
+    # highlights come from the lead's events, dated (the seeded download was 10 days ago)
+    assert "read the white paper “Guide” · " in page
     assert "Marketing qualified lead" in page  # the model's display name for mql
 
 
@@ -250,7 +257,9 @@ def test_sales_rep_accepts_qualifies_and_wins_and_the_funnel_counts_the_win(
     )
     assert qualified.status_code == 303, qualified.text[:500]
     assert stage_of(services, lead) == "opportunity"
-    won = client.post(f"/queue/{lead}/win", data={"csrf_token": token}, follow_redirects=False)
+    asked = client.post(f"/queue/{lead}/win", data={"csrf_token": token}, follow_redirects=False)
+    assert asked.status_code == 200 and stage_of(services, lead) == "opportunity"  # asks first
+    won = client.post(f"/queue/{lead}/win", data=confirm_fields(asked.text), follow_redirects=False)
     assert won.status_code == 303
     assert stage_of(services, lead) == "won"
     assert f'id="q-{lead}"' not in client.get("/queue").text  # the hand-off is closed
@@ -285,10 +294,9 @@ def test_reject_needs_a_configured_reason_and_qualify_a_valid_amount(client, ser
     assert unknown.status_code in (409, 422)
     assert "<script>x</script>" not in unknown.text
     assert stage_of(services, lead) == "mql"
+    asked = client.post(f"/queue/{lead}/reject", data={"csrf_token": token, "reason": "no_budget"})
     rejected = client.post(
-        f"/queue/{lead}/reject",
-        data={"csrf_token": token, "reason": "no_budget"},
-        follow_redirects=False,
+        f"/queue/{lead}/reject", data=confirm_fields(asked.text), follow_redirects=False
     )
     assert rejected.status_code == 303 and stage_of(services, lead) == "nurturing"
     mine = world["mine"]

@@ -453,6 +453,23 @@ Index("ix_opportunity_contacts_lead_id", opportunity_contacts.c.lead_id)
 
 ALL_TABLES += [sales_reps, assignments, ready_queue, opportunities, opportunity_contacts]
 
+# Notes, calls and tasks sales logs on a lead (a task has a due time and, once done, done_at).
+lead_notes = Table(
+    "lead_notes",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("lead_id", BigId, ForeignKey("leads.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("body", String(2000), nullable=False),
+    Column("due_at", UTCDateTime, nullable=True),
+    Column("done_at", UTCDateTime, nullable=True),
+    Column("author", String(255), nullable=True),
+    Column("at", UTCDateTime, nullable=False),
+    CheckConstraint("kind in ('note', 'call', 'task')", name="kind_known"),
+)
+Index("ix_lead_notes_lead_id_at", lead_notes.c.lead_id, lead_notes.c.at)
+ALL_TABLES.append(lead_notes)
+
 # --- outbound webhooks (issue 5) ----------------------------------------------------------
 
 # Subscriptions. ``event_types`` is a list of event names or ["*"]. During a rotation the

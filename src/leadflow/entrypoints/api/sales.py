@@ -5,6 +5,7 @@ bad input 422 naming the field."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Path, Query
@@ -21,12 +22,14 @@ from leadflow.entrypoints.api.responses import (
     Assignments,
     Opportunities,
     OpportunityDetail,
+    Out,
     ReadyQueue,
     Rep,
     Reps,
     RouteResult,
 )
 from leadflow.services import handoff
+from leadflow.services.handoff import claiming, notes
 
 router = APIRouter(tags=["sales"])
 LeadId = Path(..., ge=1, le=2**62, description="The lead's id.")
@@ -435,3 +438,113 @@ def get_opportunity(
     if found is None:
         raise NotFound(f"opp_id: no opportunity with id {opp_id}", field="opp_id")
     return found
+
+
+# --------------------------------------------------------------------------- a rep's day
+
+
+class ClaimIn(_Body):
+    rep: RepKey
+    """The rep who takes the lead (claim) or gets it (assign)."""
+    actor: Text | None = None
+
+
+class ClaimOut(Out):
+    """The hand-off a claim or an assignment opened."""
+
+    lead_id: int
+    rep: str
+    assignment_id: int
+    status: str
+    due_at: datetime
+    previous_rep: str | None
+    used_today: int
+    capacity: int
+
+
+class NoteIn(_Body):
+    kind: Literal["note", "call", "task"] = "note"
+    body: Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_no_nul)]
+    due_at: Moment | None = None
+    """Required for a task."""
+    author: Text | None = None
+
+
+class NoteOut(Out):
+    id: int
+    lead_id: int
+    kind: str
+    body: str
+    due_at: datetime | None
+    done_at: datetime | None
+    author: str | None
+    at: datetime
+
+
+class NotesOut(Out):
+    items: list[NoteOut]
+
+
+@router.post(
+    "/leads/{lead_id}/claim",
+    operation_id="claim_lead",
+    responses=error_responses(404, 409),
+    response_model=ClaimOut,
+)
+def claim_lead(body: ClaimIn, services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
+    """A rep takes a lead waiting in the ready queue, within today's capacity (409 with
+    the reason: at capacity, the account's owner, already taken...)."""
+    return _run(
+        services,
+        lambda c, m, now: claiming.claim(c, m, lead_id, body.rep, now, actor=body.actor).as_dict(),
+    )
+
+
+@router.post(
+    "/leads/{lead_id}/assign",
+    operation_id="assign_lead",
+    responses=error_responses(404, 409),
+    response_model=ClaimOut,
+)
+def assign_lead(body: ClaimIn, services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
+    """Give a waiting lead to a rep, or move its open hand-off to another rep, within that
+    rep's capacity."""
+    return _run(
+        services,
+        lambda c, m, now: claiming.assign(c, m, lead_id, body.rep, now, actor=body.actor).as_dict(),
+    )
+
+
+@router.get(
+    "/leads/{lead_id}/notes",
+    operation_id="list_lead_notes",
+    responses=error_responses(404),
+    response_model=NotesOut,
+)
+def list_notes(services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
+    """The lead's notes, calls and tasks, open tasks first, then newest first."""
+
+    def do(conn: Connection, model: LeadModel, now: Any) -> dict[str, Any]:
+        handoff.require_lead(conn, lead_id)
+        return {"items": notes.notes_for(conn, [lead_id])[lead_id]}
+
+    return _run(services, do)
+
+
+@router.post(
+    "/leads/{lead_id}/notes",
+    operation_id="add_lead_note",
+    responses=error_responses(404),
+    response_model=NoteOut,
+)
+def add_note(body: NoteIn, services: ServicesDep, lead_id: int = LeadId) -> dict[str, Any]:
+    """Log a note, a call or a task (with ``due_at``) on the lead."""
+
+    def do(conn: Connection, model: LeadModel, now: Any) -> dict[str, Any]:
+        note_id = notes.add_note(
+            conn, lead_id, body.kind, body.body, now, author=body.author, due_at=body.due_at
+        )
+        found = notes.notes_for(conn, [lead_id])[lead_id]
+        return next(n for n in found if n["id"] == note_id)
+
+    return _run(services, do)

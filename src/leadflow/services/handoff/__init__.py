@@ -30,7 +30,9 @@ One module per seam: ``common`` (sales spec, signals, router lock, open assignme
 ``reps`` (config sync, CRUD, load with counts), ``queueing`` (the ready queue),
 ``routing`` (:func:`route_due`, the live-path handler, releases), ``summary`` (the
 engagement summary), ``actions`` (accept, reject, not now), ``deals`` (qualify, win,
-lose), ``sla`` and ``opportunities``. Import the names from this package
+lose), ``sla``, ``opportunities``, ``claiming`` (a rep claims a waiting lead; an admin
+assigns or reassigns), ``notes`` (notes, calls and tasks) and ``board`` (the dashboard's
+ranked queue). Import the names from this package
 (``from leadflow.services import handoff``).
 """
 
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 from leadflow.core.routing import ACTIVE_STATUSES
 from leadflow.services.handoff.actions import ActionResult, accept, not_now, reject
+from leadflow.services.handoff.claiming import ClaimRefused, ClaimResult, assign, claim
 from leadflow.services.handoff.common import (
     ROUTER_LOCK,
     active_assignment,
@@ -91,16 +94,20 @@ __all__ = [
     "SUMMARY_EVENTS",
     "ActionRefused",
     "ActionResult",
+    "ClaimRefused",
+    "ClaimResult",
     "RouteReport",
     "SlaReport",
     "_open_opportunity",
     "_today_counts",
     "accept",
     "active_assignment",
+    "assign",
     "assignments_for",
     "calendar_for",
     "check_close",
     "check_moment",
+    "claim",
     "close_opportunity",
     "create_opportunity",
     "create_rep",
