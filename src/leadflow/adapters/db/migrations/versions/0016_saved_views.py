@@ -4,8 +4,8 @@ A saved view is a name and a list's query string, private or shared. The campaig
 looks up events by ``utm_campaign`` then lead; the fit sort and the grade filter read
 ``lead_states`` by ``fit`` and ``fit_grade``.
 
-Revision ID: 0015_smartlist
-Revises: 0014
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-12-03
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015_smartlist"
-down_revision = "0014"
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
