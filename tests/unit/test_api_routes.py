@@ -35,6 +35,7 @@ NOT_JSON: dict[tuple[str, str], str] = {
     ("POST", "/u/{token}"): "unsubscribe: plain text (one-click) or the HTML page",
     ("GET", "/api/crm/export"): "CSV",
     ("GET", "/api/segments/{key}/export.csv"): "CSV",
+    ("GET", "/api/leads/export.csv"): "CSV",
     ("DELETE", "/api/webhooks/{endpoint_id}"): "204, no body",
     ("DELETE", "/api/content/{key}"): "204, no body",
     ("DELETE", "/api/segments/{key}"): "204, no body",

@@ -60,6 +60,8 @@ NOT_PERSONAL: dict[str, str] = {
     "seminars": "seminar definitions (attendance is in seminar_attendees)",
     "segments": "segment definitions (membership is in segment_members)",
     "signing_secrets": "the database's keys for signing links and tokens",
+    "saved_views": "dashboard users' saved list filters (staff); a view's search text is "
+    "theirs, not a lead's record",
 }
 
 
