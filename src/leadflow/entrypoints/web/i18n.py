@@ -1,10 +1,11 @@
 """English and Korean for the dashboard: message catalogues and locale formatting.
 
-The catalogues are data files, one per locale: ``locales/<locale>.json`` next to this module
-(a flat ``{"key": "text"}`` object, keys grouped by their prefix: ``nav.``, ``stage.``,
-``login.``, ...), read once at import. Both locales have exactly the same keys (a test checks
-it). A missing key shows the key itself, never an error page. Stage names use the source
-articles' words (리드획득, 리드 육성, ...) so later pages can use ``stage.<id>``.
+The catalogues are data files: ``locales/<locale>.json`` next to this module, plus optional
+``locales/<locale>.<area>.json`` parts (each a flat ``{"key": "text"}`` object, keys grouped
+by their prefix: ``nav.``, ``stage.``, ``login.``, ...), read once at import. Both locales
+have exactly the same keys (a test checks it). A missing key shows the key itself, never an
+error page. Stage names use the source articles' words (리드획득, 리드 육성, ...) so later
+pages can use ``stage.<id>``.
 """
 
 from __future__ import annotations
@@ -15,13 +16,34 @@ from datetime import UTC, tzinfo
 from importlib.resources import files
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from babel.core import UnknownLocaleError
+from babel.numbers import UnknownCurrencyError, format_compact_currency, format_currency
+
 LOCALES = ("en", "ko")
 DEFAULT_LOCALE = "en"
 
 
 def _load(locale: str) -> dict[str, str]:
-    text = (files(__package__) / "locales" / f"{locale}.json").read_text(encoding="utf-8")
-    catalogue: dict[str, str] = json.loads(text)
+    """``<locale>.json`` plus any ``<locale>.<part>.json`` (one file per area of the dashboard).
+
+    A key defined in two files is an error: the catalogue must never depend on file order.
+    """
+    folder = files(__package__) / "locales"
+    names = sorted(
+        (
+            entry.name
+            for entry in folder.iterdir()
+            if entry.name.startswith(f"{locale}.") and entry.name.endswith(".json")
+        ),
+        key=lambda name: (name != f"{locale}.json", name),  # the main file first
+    )
+    catalogue: dict[str, str] = {}
+    for name in names:
+        part: dict[str, str] = json.loads((folder / name).read_text(encoding="utf-8"))
+        twice = sorted(set(part) & set(catalogue))
+        if twice:
+            raise ValueError(f"locales/{name} redefines {', '.join(twice[:5])}")
+        catalogue.update(part)
     return catalogue
 
 
@@ -78,6 +100,25 @@ class Translator:
             return "–"
         text = f"{float(value):,.{digits}f}"
         return text.rstrip("0").rstrip(".") if "." in text else text
+
+    def money(self, amount: float | None, currency: str | None, *, short: bool = False) -> str:
+        """An amount in its currency, in the locale's way: ``$1,234.50``, ``₩1,235``, or with
+        ``short`` ``$382M`` / ``₩3.8억``. The currency's own digits apply (no KRW decimals).
+
+        Without a currency (or an unknown code) the plain number is shown, never a guessed symbol.
+        """
+        if amount is None:
+            return "–"
+        cldr = "ko_KR" if self.locale == "ko" else "en_US"
+        code = (currency or "").strip().upper()
+        if not code:
+            return self.decimal(amount)
+        try:
+            if short:
+                return str(format_compact_currency(amount, code, locale=cldr, fraction_digits=1))
+            return str(format_currency(amount, code, locale=cldr))
+        except (UnknownCurrencyError, UnknownLocaleError, ValueError):
+            return f"{self.decimal(amount)} {code}"
 
     def percent(self, value: float | None) -> str:
         if value is None:
