@@ -273,7 +273,11 @@ def funnel_drill(
     value narrows the report to leads the list cannot filter by (first channel...), so a
     sliced funnel has no links rather than links whose counts differ."""
     if sliced:
-        return {"cells": {}, "tiles": {}, "sankey_drill": {}}
+        return {
+            "cells": {},
+            "tiles": {"acquired": None, "mql": None, "won": None},
+            "sankey_drill": {},
+        }
     start, end = period.start, period.end
     cells = drill.funnel_cells(data["rows"], model, start, end)
     main = model.spec.lifecycle.main_path
