@@ -282,7 +282,7 @@ def _hrefs(html: str) -> list[str]:
     return [unescape(h) for h in re.findall(r'href="(/(?:leads|deals)\?[^"]*)"', html)]
 
 
-def test_pages_link_their_figures_and_the_list_shows_the_filter(demo, client) -> None:
+def test_pages_link_their_figures_and_the_list_shows_the_filter(demo, client, admin_token):
     _sign_in(client, demo, "marketer")
     period = _period(demo)
     span = f"from={period.start.date()}&to={(period.end - timedelta(days=1)).date()}"
@@ -297,6 +297,14 @@ def test_pages_link_their_figures_and_the_list_shows_the_filter(demo, client) ->
     first = unescape(cells[0])
     listed = client.get(first)
     assert listed.status_code == 200
+    # The API reads the same filters: the same count.
+    shown = re.search(r'data-count="(\d+)"', listed.text)
+    api = client.get(
+        "/api/leads?" + urlsplit(first).query,
+        headers={"Authorization": f"Bearer {admin_token}"},
+    )
+    assert api.status_code == 200, api.text
+    assert shown and api.json()["count"] == int(shown.group(1)) > 0
     assert 'id="drill-filters"' in listed.text
     assert 'name="move_to"' in listed.text and 'name="moved_after"' in listed.text
     remove = re.search(r'class="chip-remove" href="([^"]+)"[^>]*data-remove="move_to"', listed.text)
