@@ -323,7 +323,10 @@ def cell(html: str, row_attr: str, col_attr: str) -> str:
         rf"<(?:tr|article)[^>]*{re.escape(row_attr)}[^>]*>(.*?)</(?:tr|article)>", html, re.S
     )
     assert row, f"no row {row_attr}"
-    found = re.search(rf"<(?:td|dd)[^>]*{re.escape(col_attr)}[^>]*>([^<]*)<", row.group(1))
+    # A figure may be a drill-down link (<a class="drill" ...>3</a>).
+    found = re.search(
+        rf"<(?:td|dd)[^>]*{re.escape(col_attr)}[^>]*>(?:<a [^>]*>)?([^<]*)<", row.group(1)
+    )
     assert found, f"no cell {col_attr} in row {row_attr}"
     return found.group(1).strip()
 

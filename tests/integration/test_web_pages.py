@@ -184,7 +184,10 @@ def count(services, table) -> int:
 
 
 def won_flow_in(html: str) -> int:
-    row = re.search(r'<tr data-stage="won".*?data-col="flow_in">([\d,]+)<', html, re.S)
+    # The figure may be a drill-down link (<a class="drill" ...>1</a>).
+    row = re.search(
+        r'<tr data-stage="won".*?data-col="flow_in">(?:<a [^>]*>)?([\d,]+)<', html, re.S
+    )
     assert row, "the funnel table has no won row"
     return int(row.group(1).replace(",", ""))
 

@@ -26,12 +26,28 @@ Parameters (each at most once unless marked *repeatable*):
 - ``page`` (from 1), ``size`` (1 to :data:`MAX_SIZE`); ``cursor``: only leads with a
   smaller id (keyset paging on the default order)
 - ``cols``: comma-separated columns to show
+
+Drill-down parameters (what a dashboard figure links to; see ``docs/lead-lists.md``):
+
+- ``move_to`` / ``move_from`` (both *repeatable*): made a stage move (in the stage log,
+  with each lead's first entry as a move from ``(new)``) into one of these stages / out of
+  one of these stages (``(new)``: first seen), at ``moved_after`` <= at < ``moved_before``
+- ``as_of``: ``stage`` and ``role`` filter the stage held at this instant (from the log)
+- ``converted_to``: first entry ever into this stage at ``converted_after`` <= at <
+  ``converted_before``; ``touched_channel`` / ``touched_campaign``: a touch (the
+  attribution report's) of this channel / ``utm_campaign`` up to that conversion
+- ``submitted_after`` / ``submitted_before``: submitted ``form`` (or any form) in the period
+- ``enrolment``: ``active`` (the default of ``program``), ``completed``, ``exited`` or
+  ``any``; ``step``: with ``program``, a send of this step; ``step_result``: ``planned``,
+  ``sent``, ``skipped``, ``failed``, ``opened``, ``clicked`` or ``unsubscribed``
+- ``action``: a sales action of this name (``accept``...) at ``action_after`` <= at <
+  ``action_before``
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from math import isfinite
@@ -104,6 +120,34 @@ _SINGLE = frozenset(
     }
 )
 _REPEATABLE = frozenset({"stage", "role", "grade"})
+NEW = "(new)"
+"""``move_from`` of a lead's first entry into the stage log (the Sankey's ``(new)``)."""
+ENROLMENTS = ("active", "completed", "exited", "any")
+STEP_RESULTS = ("planned", "sent", "skipped", "failed", "opened", "clicked", "unsubscribed")
+_DRILL_MOMENTS = (
+    "moved_after",
+    "moved_before",
+    "as_of",
+    "converted_after",
+    "converted_before",
+    "submitted_after",
+    "submitted_before",
+    "action_after",
+    "action_before",
+)
+_DRILL_TEXT = (
+    "converted_to",
+    "touched_channel",
+    "touched_campaign",
+    "enrolment",
+    "step",
+    "step_result",
+    "action",
+)
+DRILL_PARAMETERS: tuple[str, ...] = ("move_from", "move_to", *_DRILL_TEXT, *_DRILL_MOMENTS)
+"""The drill-down parameters, in the order the filter form shows them."""
+_SINGLE = _SINGLE | frozenset(_DRILL_TEXT) | frozenset(_DRILL_MOMENTS)
+_REPEATABLE = _REPEATABLE | {"move_to", "move_from"}
 PARAMETERS: frozenset[str] = _SINGLE | _REPEATABLE
 """Every parameter name (besides ``f.<field>`` custom attribute filters)."""
 
@@ -154,6 +198,25 @@ class LeadQuery:
     cursor: int | None = None
     columns: tuple[str, ...] = DEFAULT_COLUMNS
     explicit_columns: bool = field(default=False, compare=False)
+    # Drill-down filters (appended; see the module docstring).
+    move_to: tuple[str, ...] = ()
+    move_from: tuple[str, ...] = ()
+    moved_after: datetime | None = None
+    moved_before: datetime | None = None
+    as_of: datetime | None = None
+    converted_to: str = ""
+    converted_after: datetime | None = None
+    converted_before: datetime | None = None
+    touched_channel: str = ""
+    touched_campaign: str = ""
+    submitted_after: datetime | None = None
+    submitted_before: datetime | None = None
+    enrolment: str = ""
+    step: str = ""
+    step_result: str = ""
+    action: str = ""
+    action_after: datetime | None = None
+    action_before: datetime | None = None
 
     @property
     def offset(self) -> int:
@@ -182,6 +245,31 @@ class LeadQuery:
                 )
             )
             or any(getattr(self, name) for name in _SIMPLE)
+            or bool(self.drill_params())
+        )
+
+    def drill_params(self) -> list[tuple[str, str]]:
+        """The drill-down filters that are set, as query-string parameters."""
+        out: list[tuple[str, str]] = [("move_from", s) for s in self.move_from]
+        out += [("move_to", s) for s in self.move_to]
+        for name in _DRILL_TEXT:
+            if getattr(self, name):
+                out.append((name, getattr(self, name)))
+        for name in _DRILL_MOMENTS:
+            value = getattr(self, name)
+            if value is not None:
+                out.append((name, _moment_text(value)))
+        return out
+
+    def without(self, name: str, value: str | None = None) -> str:
+        """This query's string (page 1) without parameter ``name`` (or only its ``value``):
+        the link that removes one filter chip."""
+        return urlencode(
+            [
+                (k, v)
+                for k, v in self.params(paging=False)
+                if not (k == name and (value is None or v == value))
+            ]
         )
 
     def with_page(self, page: int) -> LeadQuery:
@@ -215,6 +303,7 @@ class LeadQuery:
                 out.append((f"f.{f.name}.min", _number_text(f.low)))
             if f.high is not None:
                 out.append((f"f.{f.name}.max", _number_text(f.high)))
+        out += self.drill_params()
         if self.sort != DEFAULT_SORT or not self.descending:
             out.append(("sort", ("-" if self.descending else "") + self.sort))
         if self.explicit_columns:
@@ -230,6 +319,13 @@ class LeadQuery:
 
     def query_string(self, *, paging: bool = True) -> str:
         return urlencode(self.params(paging=paging))
+
+
+def _moment_text(value: datetime) -> str:
+    """A date when the moment is UTC midnight (what the filter form's date inputs give)."""
+    if value.utcoffset() == UTC.utcoffset(None) and value.time() == datetime.min.time():
+        return value.date().isoformat()
+    return value.isoformat()
 
 
 def _number_text(value: float) -> str:
@@ -427,9 +523,87 @@ def parse(
         if columns:
             values["columns"] = tuple(columns)
             values["explicit_columns"] = True
+    values.update(_drill(given, multi, stages, values))
     query = LeadQuery(**values)  # type: ignore[arg-type]
     if query.offset + query.size > MAX_OFFSET + max_size:
         raise ListQueryError(
             "page", f"starts past lead {MAX_OFFSET}: narrow the filter or sort the other way"
         )
     return query
+
+
+def _period(
+    values: dict[str, object], after: str, before: str, given: Callable[[str], str | None]
+) -> None:
+    for name in (after, before):
+        if (raw := given(name)) is not None:
+            values[name] = _moment(name, raw)
+    low, high = values.get(after), values.get(before)
+    if isinstance(low, datetime) and isinstance(high, datetime) and low >= high:
+        raise ListQueryError(before, f"must be after {after}")
+
+
+def _needs(values: dict[str, object], name: str, *required: str) -> None:
+    if values.get(name) not in (None, "", ()) and not any(
+        values.get(r) not in (None, "", ()) for r in required
+    ):
+        raise ListQueryError(name, f"only with {' or '.join(required)}")
+
+
+def _drill(
+    given: Callable[[str], str | None],
+    multi: dict[str, list[str]],
+    stages: Collection[str] | None,
+    outer: dict[str, object],
+) -> dict[str, object]:
+    """The drill-down filters (see the module docstring), each checked."""
+    values: dict[str, object] = {}
+
+    def stage(name: str, text: str, *, new: bool = False) -> str:
+        text = _text(name, text, 64)
+        if new and text == NEW:
+            return text
+        if not _KEY.match(text) or (stages is not None and text not in stages):
+            raise ListQueryError(name, f"unknown stage {text[:64]!r}")
+        return text
+
+    for name in ("move_to", "move_from"):
+        if len(multi[name]) > MAX_VALUES:
+            raise ListQueryError(name, f"more than {MAX_VALUES} values")
+        values[name] = tuple(
+            dict.fromkeys(stage(name, v, new=name == "move_from") for v in multi[name])
+        )
+    if (raw := given("converted_to")) is not None:
+        values["converted_to"] = stage("converted_to", raw)
+    for name in ("touched_channel", "touched_campaign", "step", "action"):
+        if (raw := given(name)) is not None:
+            text = _text(name, raw, 255)
+            if name in ("step", "action") and not _KEY.match(text):
+                raise ListQueryError(name, "a key is 1-64 letters, digits, _ . : or -")
+            values[name] = text
+    for name, choices in (("enrolment", ENROLMENTS), ("step_result", STEP_RESULTS)):
+        if (raw := given(name)) is not None:
+            text = _text(name, raw, 40)
+            if text not in choices:
+                raise ListQueryError(
+                    name, f"unknown value {text[:40]!r} (one of {', '.join(choices)})"
+                )
+            values[name] = text
+    _period(values, "moved_after", "moved_before", given)
+    _period(values, "converted_after", "converted_before", given)
+    _period(values, "submitted_after", "submitted_before", given)
+    _period(values, "action_after", "action_before", given)
+    if (raw := given("as_of")) is not None:
+        values["as_of"] = _moment("as_of", raw)
+    merged = {**outer, **values}
+    for name in ("moved_after", "moved_before"):
+        _needs(merged, name, "move_to", "move_from")
+    for name in ("converted_after", "converted_before"):
+        _needs(merged, name, "converted_to")
+    for name in ("action_after", "action_before"):
+        _needs(merged, name, "action")
+    for name in ("enrolment", "step"):
+        _needs(merged, name, "program")
+    _needs(merged, "step_result", "step")
+    _needs(merged, "as_of", "stages", "roles")
+    return values

@@ -42,6 +42,7 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
@@ -52,21 +53,25 @@ from leadflow.adapters.db.engine import read_only
 from leadflow.adapters.db.repositories.common import COUNT_CAP, aware, lead_scope
 from leadflow.adapters.db.tables import (
     accounts,
+    email_sends,
     events,
     form_submissions,
     lead_states,
     leads,
     program_enrollments,
+    sales_actions,
     sales_reps,
     saved_views,
     segment_members,
     segments,
+    stage_changes,
     users,
 )
 from leadflow.core import errors
 from leadflow.core.config import LeadModel
 from leadflow.core.importing import neutralise_cell
-from leadflow.core.lead_lists import FieldFilter, LeadQuery
+from leadflow.core.lead_lists import NEW, FieldFilter, LeadQuery
+from leadflow.services.reports.common import NONE, NOT_TOUCHES
 
 EXPORT_LIMIT = 100_000
 """Most rows one CSV export writes (the file says when it was cut)."""
@@ -209,7 +214,7 @@ def conditions(
     stages = set(query.stages)
     for role in query.roles:
         stages.update(model.stages_for(role))
-    if query.stages or query.roles:
+    if (query.stages or query.roles) and query.as_of is None:
         chosen = sorted(stages)
         clause: ColumnElement[bool] = lead_states.c.stage.in_(chosen)
         if model.initial_stage in stages:
@@ -241,7 +246,7 @@ def conditions(
                 )
             )
         )
-    if query.program:
+    if query.program and not query.enrolment and not query.step:
         where.append(
             leads.c.id.in_(
                 select(program_enrollments.c.lead_id).where(
@@ -280,6 +285,7 @@ def conditions(
     if query.cursor is not None:
         where.append(leads.c.id < query.cursor)
     where += [_field(dialect, f) for f in query.fields]
+    where += drill_conditions(query, model, stages)
     return where
 
 
@@ -748,3 +754,189 @@ def enrol_all(
                 reason = re.sub(r"^(is|was) ", "", reason)
                 refused[reason] = refused.get(reason, 0) + 1
     return EnrolResult(program=program, enrolled=enrolled, refused=refused)
+
+
+# ---------------------------------------------------------------- drill-down filters
+#
+# The figures of the funnel, KPI and attribution pages are computed over the *stage log*
+# (services.reports.store.stage_history): stage_changes plus one synthetic first entry per
+# lead into the stage it started in (its first change's from_stage, else its current
+# stage), at its first sign of life (the earlier of leads.created_at and its first stage
+# change). These expressions are that log in SQL, so a figure and its list agree.
+
+
+def _first_change(column: Any) -> Any:
+    return (
+        select(column)
+        .where(stage_changes.c.lead_id == leads.c.id)
+        .order_by(stage_changes.c.at, stage_changes.c.id)
+        .limit(1)
+        .correlate(leads)
+        .scalar_subquery()
+    )
+
+
+def _entry_stage(model: LeadModel) -> ColumnElement[Any]:
+    """The stage of the lead's synthetic first entry."""
+    return func.coalesce(
+        _first_change(stage_changes.c.from_stage), lead_states.c.stage, model.initial_stage
+    )
+
+
+def _entry_at() -> ColumnElement[Any]:
+    """When the lead was first seen: the earlier of its creation and its first change."""
+    first = _first_change(stage_changes.c.at)
+    return case(
+        (first.is_(None), leads.c.created_at),
+        (first < leads.c.created_at, first),
+        else_=leads.c.created_at,
+    )
+
+
+def _in_period(column: Any, after: datetime | None, before: datetime | None) -> list[Any]:
+    out = []
+    if after is not None:
+        out.append(column >= after)
+    if before is not None:
+        out.append(column < before)
+    return out
+
+
+def _moved(query: LeadQuery, model: LeadModel) -> ColumnElement[bool]:
+    """A move of the log (a real one, or the synthetic first entry) that matches."""
+    parts: list[ColumnElement[bool]] = []
+    sources = [s for s in query.move_from if s != NEW]
+    if sources or not query.move_from:
+        real = [
+            stage_changes.c.lead_id == leads.c.id,
+            *_in_period(stage_changes.c.at, query.moved_after, query.moved_before),
+        ]
+        if query.move_to:
+            real.append(stage_changes.c.to_stage.in_(query.move_to))
+        if sources:
+            real.append(stage_changes.c.from_stage.in_(sources))
+        parts.append(exists().where(*real))
+    if NEW in query.move_from or not query.move_from:
+        first = _in_period(_entry_at(), query.moved_after, query.moved_before)
+        if query.move_to:
+            first.append(_entry_stage(model).in_(query.move_to))
+        parts.append(and_(true(), *first))
+    return or_(*parts)
+
+
+def _stage_at(model: LeadModel, moment: datetime) -> ColumnElement[Any]:
+    """The stage the lead was in at ``moment`` (its latest move before it), else NULL."""
+    latest = (
+        select(stage_changes.c.to_stage)
+        .where(stage_changes.c.lead_id == leads.c.id, stage_changes.c.at < moment)
+        .order_by(stage_changes.c.at.desc(), stage_changes.c.id.desc())
+        .limit(1)
+        .correlate(leads)
+        .scalar_subquery()
+    )
+    return case(
+        (latest.is_not(None), latest),
+        (leads.c.created_at < moment, _entry_stage(model)),
+        else_=None,
+    )
+
+
+def _converted_at(model: LeadModel, stage: str) -> ColumnElement[Any]:
+    """The lead's first entry ever into ``stage`` (the attribution report's conversion)."""
+    real = (
+        select(func.min(stage_changes.c.at))
+        .where(stage_changes.c.lead_id == leads.c.id, stage_changes.c.to_stage == stage)
+        .correlate(leads)
+        .scalar_subquery()
+    )
+    entry = _entry_at()
+    return case(
+        (_entry_stage(model) != stage, real),
+        (real.is_(None), entry),
+        (real < entry, real),
+        else_=entry,
+    )
+
+
+def _touched(query: LeadQuery, model: LeadModel) -> ColumnElement[bool]:
+    """A touch of the attribution report: a ``track``/``page``/``screen`` event the person
+    made (not ``email_sent``/``email_bounce``) up to the conversion (or the period end)."""
+    where: list[Any] = [
+        events.c.lead_id == leads.c.id,
+        events.c.type.in_(("track", "page", "screen")),
+        or_(events.c.name.is_(None), events.c.name.not_in(list(NOT_TOUCHES))),
+    ]
+    if query.touched_channel:
+        where.append(func.coalesce(events.c.channel, "direct") == query.touched_channel)
+    if query.touched_campaign:
+        where.append(func.coalesce(events.c.utm_campaign, NONE) == query.touched_campaign)
+    if query.converted_to:
+        where.append(events.c.occurred_at <= _converted_at(model, query.converted_to))
+    elif query.converted_before is not None:
+        where.append(events.c.occurred_at < query.converted_before)
+    return exists().where(*where)
+
+
+_SEND_STATUS = {
+    "planned": ("planned", "sending"),
+    "sent": ("sent",),
+    "skipped": ("skipped",),
+    "failed": ("failed",),
+}
+
+
+def drill_conditions(
+    query: LeadQuery, model: LeadModel, stages: set[str]
+) -> list[ColumnElement[bool]]:
+    """The WHERE clauses of the drill-down filters (``stages``: the stage and role filter's
+    stages, applied at ``as_of`` here)."""
+    where: list[ColumnElement[bool]] = []
+    if query.move_to or query.move_from:
+        where.append(_moved(query, model))
+    if query.as_of is not None and stages:
+        where.append(_stage_at(model, query.as_of).in_(sorted(stages)))
+    if query.converted_to:
+        at = _converted_at(model, query.converted_to)
+        where.append(at.is_not(None))
+        where += _in_period(at, query.converted_after, query.converted_before)
+    if query.touched_channel or query.touched_campaign:
+        where.append(_touched(query, model))
+    if query.submitted_after is not None or query.submitted_before is not None:
+        sub = [
+            form_submissions.c.lead_id == leads.c.id,
+            *_in_period(
+                form_submissions.c.submitted_at, query.submitted_after, query.submitted_before
+            ),
+        ]
+        if query.form:
+            sub.append(form_submissions.c.form_key == query.form)
+        where.append(exists().where(*sub))
+    if query.program and query.enrolment:
+        enrol = [
+            program_enrollments.c.lead_id == leads.c.id,
+            program_enrollments.c.program_key == query.program,
+        ]
+        if query.enrolment != "any":
+            enrol.append(program_enrollments.c.status == query.enrolment)
+        where.append(exists().where(*enrol))
+    if query.program and query.step:
+        send = [
+            email_sends.c.lead_id == leads.c.id,
+            email_sends.c.program_key == query.program,
+            email_sends.c.step_id == query.step,
+        ]
+        result = query.step_result
+        if result in _SEND_STATUS:
+            send.append(email_sends.c.status.in_(_SEND_STATUS[result]))
+        elif result:
+            send.append(getattr(email_sends.c, f"{result}_at").is_not(None))
+        where.append(exists().where(*send))
+    if query.action:
+        where.append(
+            exists().where(
+                sales_actions.c.lead_id == leads.c.id,
+                sales_actions.c.name == query.action,
+                *_in_period(sales_actions.c.at, query.action_after, query.action_before),
+            )
+        )
+    return where

@@ -16,6 +16,7 @@ from starlette.staticfiles import StaticFiles
 from leadflow.entrypoints.web import (
     admin,
     analytics,
+    deals,
     errors,
     funnel,
     marketing,
@@ -54,6 +55,7 @@ def mount_web(app: FastAPI) -> None:
     app.include_router(model.router)
     app.include_router(analytics.router)
     app.include_router(marketing.router)
+    app.include_router(deals.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     errors.install(app)
     model.install(app)

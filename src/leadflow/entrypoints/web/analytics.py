@@ -20,7 +20,7 @@ from leadflow.adapters.db.repositories import dashboard
 from leadflow.bootstrap import Services
 from leadflow.core import attribution as attr
 from leadflow.core.config import LeadModel
-from leadflow.entrypoints.web import auth
+from leadflow.entrypoints.web import auth, drill
 from leadflow.entrypoints.web.cache import TTLCache
 from leadflow.entrypoints.web.funnel import _store, choose_period, default_period, stage_label
 from leadflow.entrypoints.web.i18n import Translator
@@ -179,7 +179,12 @@ async def attribution_page(
             ],
         }
         tops = [{"model": m, "top": data["tops"][m]} for m in MODELS]
+        touch_links = attribution_drill(order[:TABLE_TOUCHES], period, level, touch, stage)
         return {
+            "touch_links": touch_links,
+            "conversions_link": drill.converted(stage, period.start, period.end)
+            if level == "lead"
+            else None,
             "conversions": data["conversions"],
             "conversion_value": data["conversion_value"],
             "paths": data["paths"],
@@ -217,7 +222,47 @@ async def attribution_page(
     )
 
 
+def attribution_drill(
+    touches: list[str], period: reports.Period, level: str, touch: str, stage: str
+) -> dict[str, str]:
+    """Touch -> the converted leads whose journey has that touch (lead level, channel or
+    campaign touches: the paths the attribution models credit; see docs/lead-lists.md)."""
+    if level != "lead" or touch not in ("channel", "campaign"):
+        return {}
+    return {
+        name: drill.converted(stage, period.start, period.end, **{f"touched_{touch}": name})
+        for name in touches
+    }
+
+
 # ---------------------------------------------------------------- KPIs
+
+
+def kpi_drill(
+    role: str, model: LeadModel, period: reports.Period, rows: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The lead lists behind the KPI tiles (and the department table's cells)."""
+    start, end = period.start, period.end
+    if role == "executive":
+        won = model.won_stage
+        return {
+            "won": drill.converted(won, start, end) if won else None,
+            "pipeline": drill.leads_href([("role", "opportunity"), ("as_of", drill.day(end))]),
+        }
+    if role == "department":
+        handoff = model.handoff_stage
+        return {
+            "mql": drill.moved(start, end, to=[handoff]) if handoff else None,
+            "accepted": drill.leads_href(
+                [
+                    ("action", "accept"),
+                    ("action_after", drill.day(start)),
+                    ("action_before", drill.day(end)),
+                ]
+            ),
+            "cells": drill.funnel_cells(rows, model, start, end),
+        }
+    return {}
 
 
 def kpis_view(
@@ -344,7 +389,11 @@ async def kpis_page(
             view = _department(data, model, t)
         else:
             view = _campaign(data)
-        return {"v": view, "model_version": model.version}
+        return {
+            "v": view,
+            "model_version": model.version,
+            "drill": kpi_drill(role, model, period, data.get("stages") or []),
+        }
 
     data = await run_in_threadpool(load)
     data.update(

@@ -26,7 +26,7 @@ from leadflow.adapters.db.repositories import dashboard
 from leadflow.bootstrap import Services
 from leadflow.core.config import LeadModel
 from leadflow.core.inputs import date_problem
-from leadflow.entrypoints.web import auth
+from leadflow.entrypoints.web import auth, drill
 from leadflow.entrypoints.web.cache import TTLCache
 from leadflow.entrypoints.web.i18n import Translator
 from leadflow.entrypoints.web.rendering import render, translator_for
@@ -238,7 +238,10 @@ def deal_view(services: Services, cache: TTLCache, period: reports.Period) -> di
     report = cache.get(("funnel", model.content_hash, "deals", period.start, period.end), compute)
     stages = {r["stage"]: r for r in report["stages"]}
     opened = stages[reports.DEAL_STAGES[0]]
+    cells = drill.deal_cells(period.start, period.end)
     return {
+        "deal_cells": cells,
+        "deal_tiles": {"opened": cells["open"]["flow_in"], "won": cells["open"]["out_won"]},
         "deals": report,
         "deal_figs": {
             "opened": opened["flow_in"],
@@ -251,6 +254,47 @@ def deal_view(services: Services, cache: TTLCache, period: reports.Period) -> di
 
 
 def funnel_view(
+    services: Services,
+    cache: TTLCache,
+    period: reports.Period,
+    by: str,
+    value: str,
+    t: Translator,
+) -> dict[str, Any]:
+    data = _funnel_view(services, cache, period, by, value, t)
+    data.update(funnel_drill(data, services.active_model(), period, sliced=bool(by and value)))
+    return data
+
+
+def funnel_drill(
+    data: dict[str, Any], model: LeadModel, period: reports.Period, *, sliced: bool
+) -> dict[str, Any]:
+    """The lead list behind each cell, KPI tile and Sankey link (:mod:`.drill`). A slice
+    value narrows the report to leads the list cannot filter by (first channel...), so a
+    sliced funnel has no links rather than links whose counts differ."""
+    if sliced:
+        return {
+            "cells": {},
+            "tiles": {"acquired": None, "mql": None, "won": None},
+            "sankey_drill": {},
+        }
+    start, end = period.start, period.end
+    cells = drill.funnel_cells(data["rows"], model, start, end)
+    main = model.spec.lifecycle.main_path
+    acquired = model.stage_for("acquired") or (main[1] if len(main) > 1 else main[0])
+    tiles = {
+        "acquired": cells.get(acquired, {}).get("flow_in"),
+        "mql": cells.get(model.handoff_stage or "", {}).get("flow_in"),
+        "won": cells.get(model.won_stage or "", {}).get("flow_in"),
+    }
+    return {
+        "cells": cells,
+        "tiles": tiles,
+        "sankey_drill": drill.sankey_hrefs(data["sankey"]["links"], start, end, RETURN_SUFFIX),
+    }
+
+
+def _funnel_view(
     services: Services,
     cache: TTLCache,
     period: reports.Period,

@@ -8,6 +8,7 @@ query per figure (:mod:`leadflow.adapters.db.repositories.marketing`) and cached
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any, TypedDict
 
 from fastapi import APIRouter, Query, Request
@@ -376,6 +377,8 @@ async def forms_page(
             "form": chosen,
             "titles": {f["key"]: f["title"] for f in forms},
             "limit": mq.LATEST_SUBMISSIONS,
+            # "recent" counts the last 30 days: its figure links to the leads since then.
+            "recent_since": (now - timedelta(days=30)).isoformat(),
         }
 
     data = await run_in_threadpool(load)

@@ -115,8 +115,23 @@
           data: points.map(function (p) { return p[1]; }) }],
       }));
     }
+    drillOnClick(chart, el);
     el.dataset.rendered = "1";
     window.addEventListener("resize", function () { chart.resize(); });
+  }
+
+  // Drill-downs: data-drill maps a Sankey link ("source>target"), a node or a bar's
+  // category to the list of leads behind it; clicking it opens that list.
+  function drillOnClick(chart, el) {
+    if (!el.dataset.drill) { return; }
+    var hrefs = JSON.parse(el.dataset.drill);
+    chart.on("click", function (p) {
+      var key = p.dataType === "edge" ? p.data.source + ">" + p.data.target : p.name;
+      var href = hrefs[key];
+      if (typeof href === "string" && href.charAt(0) === "/" && href.charAt(1) !== "/") {
+        window.location.assign(href);
+      }
+    });
   }
 
   function init(root) {
