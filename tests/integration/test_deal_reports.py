@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import statistics
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
@@ -510,9 +511,14 @@ def _sign_in(client, services, monkeypatch) -> None:
     assert r.status_code == 303
 
 
-def _cell(html: str, row: str, col: str) -> str:
+def _cell_html(html: str, row: str, col: str) -> str:
     part = html.split(row, 1)[1].split(f'data-col="{col}">', 1)[1]
-    return part.removeprefix("<strong>").split("<", 1)[0]
+    return part.split("</td>", 1)[0]
+
+
+def _cell(html: str, row: str, col: str) -> str:
+    """The text a reader sees in one cell, whatever link or emphasis wraps it."""
+    return re.sub(r"<[^>]+>", "", _cell_html(html, row, col))
 
 
 def test_kpi_page_shows_the_same_deal_figures_and_no_cross_currency_sum(
@@ -545,6 +551,8 @@ def test_funnel_page_counts_deals_like_the_api(history, api, client, services, m
         mark = f'<tr data-stage="{row["stage"]}">'
         for col in ("balance_start", "flow_in", "flow_out", "balance_end"):
             assert _cell(html, mark, col).strip() == f"{row[col]:,}"
+            if row[col]:  # a non-zero figure opens the deals behind it
+                assert 'href="/deals?' in _cell_html(html, mark, col)
         assert _cell(html, mark, "amount_end").strip() == "–"  # two currencies
     assert 'id="deal-currencies"' in html
     for code in ("EUR", "USD"):
